@@ -1,0 +1,65 @@
+"""The `comfyfleet` command line: thin commands over the library packages."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from comfyfleet import __version__
+from comfyfleet.cli._console import make_console, print_error
+from comfyfleet.cli._doctor import doctor_command
+from comfyfleet.cli._fleet import down_command, logs_command, status_command, up_command
+from comfyfleet.cli._install import install_command
+from comfyfleet.cli._smoke import smoke_command
+from comfyfleet.errors import ComfyfleetError
+
+__all__ = ["app", "main"]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"comfyfleet {__version__}")
+        raise typer.Exit()
+
+
+app = typer.Typer(
+    name="comfyfleet",
+    help="Run ComfyUI as a production service: install, supervise, serve.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """comfyfleet: ComfyUI as a production service."""
+
+
+app.command("install")(install_command)
+app.command("up")(up_command)
+app.command("down")(down_command)
+app.command("status")(status_command)
+app.command("logs")(logs_command)
+app.command("smoke")(smoke_command)
+app.command("doctor")(doctor_command)
+
+
+def main() -> None:
+    """Entry point: every :class:`ComfyfleetError` becomes a one-line error and exit 1."""
+    try:
+        app(standalone_mode=False)
+    except ComfyfleetError as exc:
+        print_error(make_console(stderr=True), exc)
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,284 @@
+"""An async HTTP client for one ComfyUI instance.
+
+It speaks only the handful of endpoints a fleet needs (queue a prompt, wait for its history entry,
+fetch its files, interrupt, free memory) and turns every failure into a :class:`ComfyError`, so
+the supervisor and the API never see a raw httpx exception. The transport is injectable so tests
+(and anything that wants a different network stack) never have to patch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from comfyfleet.comfy._errors import (
+    ComfyProtocolError,
+    ComfyUnavailable,
+    PromptFailed,
+    PromptRejected,
+    PromptTimeout,
+    excerpt,
+)
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """A file a node wrote, as ComfyUI lists it in the history; `kind` is the output key."""
+
+    node_id: str
+    filename: str
+    subfolder: str
+    type: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class PromptResult:
+    """A finished prompt's history entry: its status, the UI outputs, and the status messages."""
+
+    prompt_id: str
+    status: str
+    outputs: dict[str, Any]
+    messages: list[Any]
+
+    def files(self) -> list[OutputFile]:
+        """Every file in every output list, not only "images".
+
+        Nodes put files under whatever key they like ("images", "gifs", "audio", "3d", ...);
+        an item is a file when it carries a filename and a type, which is what /view needs.
+        """
+        found: list[OutputFile] = []
+        for node_id, node_output in self.outputs.items():
+            if not isinstance(node_output, dict):
+                continue
+            for kind, items in node_output.items():
+                if not isinstance(items, list):
+                    continue
+                for item in items:
+                    if isinstance(item, dict) and "filename" in item and "type" in item:
+                        found.append(
+                            OutputFile(
+                                node_id=str(node_id),
+                                filename=str(item["filename"]),
+                                subfolder=str(item.get("subfolder") or ""),
+                                type=str(item["type"]),
+                                kind=str(kind),
+                            )
+                        )
+        return found
+
+
+class ComfyClient:
+    """Talks HTTP to the ComfyUI at `base_url`; use as `async with ComfyClient(...) as c:`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        # trust_env=False: the instances are ours and local; a proxy from the environment would
+        # only break the connection to them.
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, transport=transport, timeout=timeout, trust_env=False
+        )
+
+    async def __aenter__(self) -> ComfyClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool; the client is unusable afterwards."""
+        await self._http.aclose()
+
+    # -- reading state ---------------------------------------------------------------------
+
+    async def system_stats(self) -> dict[str, Any]:
+        """GET /system_stats: versions, RAM and devices; also the cheapest liveness probe."""
+        return await self._get_object("/system_stats")
+
+    async def comfyui_version(self) -> str | None:
+        """The ComfyUI version the instance reports, or None when it does not say."""
+        system = (await self.system_stats()).get("system")
+        version = system.get("comfyui_version") if isinstance(system, dict) else None
+        return str(version) if version is not None else None
+
+    async def queue_remaining(self) -> int:
+        """Prompts queued plus running, as ComfyUI counts them (GET /prompt)."""
+        data = await self._get_object("/prompt")
+        exec_info = data.get("exec_info")
+        remaining = exec_info.get("queue_remaining") if isinstance(exec_info, dict) else None
+        if not isinstance(remaining, int):
+            raise self._protocol("GET /prompt has no exec_info.queue_remaining", 200, str(data))
+        return remaining
+
+    async def object_info(self) -> dict[str, Any]:
+        """GET /object_info: every node class this instance can run, with its inputs."""
+        return await self._get_object("/object_info")
+
+    async def history(self, prompt_id: str) -> dict[str, Any] | None:
+        """The history entry of one prompt, or None while it is queued, running, or unknown.
+
+        ComfyUI answers `{}` in all three cases, so they cannot be told apart here.
+        """
+        data = await self._get_object(f"/history/{prompt_id}")
+        entry = data.get(prompt_id)
+        return entry if isinstance(entry, dict) else None
+
+    # -- running prompts -------------------------------------------------------------------
+
+    async def submit(
+        self,
+        prompt: dict[str, Any],
+        *,
+        client_id: str | None = None,
+        prompt_id: str | None = None,
+    ) -> str:
+        """Queue an API-format graph and return its prompt id.
+
+        Passing our own `prompt_id` lets a caller record the id before the request, so a crash
+        between queueing and recording cannot lose track of the job. `client_id` routes the
+        WebSocket progress events to that client.
+        """
+        payload: dict[str, Any] = {"prompt": prompt}
+        if client_id is not None:
+            payload["client_id"] = client_id
+        if prompt_id is not None:
+            payload["prompt_id"] = prompt_id
+        response = await self._send("POST", "/prompt", body=payload)
+        if response.status_code == 400:
+            data = self._decode(response)
+            if isinstance(data, dict):
+                raise PromptRejected.from_response(response.text, data, prompt)
+        data = self._object(self._ok(response))
+        queued_id = data.get("prompt_id")
+        if not isinstance(queued_id, str):
+            raise self._protocol("POST /prompt answered without a prompt_id", 200, response.text)
+        return queued_id
+
+    async def wait(self, prompt_id: str, *, timeout: float, poll: float = 0.05) -> PromptResult:
+        """Poll the history until the prompt is done; raise PromptFailed if it failed.
+
+        Polling (rather than the WebSocket) is enough for a single job and survives a reconnect;
+        the interval is short because a finished prompt is one cheap GET away.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            entry = await self.history(prompt_id)
+            if entry is not None:
+                return _result(prompt_id, entry)
+            if time.monotonic() >= deadline:
+                raise PromptTimeout(
+                    f"prompt {prompt_id} did not finish on {self.base_url} within {timeout:g}s",
+                    prompt_id=prompt_id,
+                    hint="it may still be queued or running; interrupt it or wait longer",
+                )
+            await asyncio.sleep(poll)
+
+    async def interrupt(self, prompt_id: str | None = None) -> None:
+        """Stop the running prompt; with a prompt id, only if that prompt is the one running."""
+        body = {} if prompt_id is None else {"prompt_id": prompt_id}
+        self._ok(await self._send("POST", "/interrupt", body=body))
+
+    async def delete_queued(self, prompt_ids: list[str]) -> None:
+        """Drop prompts that have not started yet; running or unknown ids are ignored."""
+        self._ok(await self._send("POST", "/queue", body={"delete": list(prompt_ids)}))
+
+    async def free(self, unload_models: bool = True, free_memory: bool = True) -> None:
+        """Ask ComfyUI to unload models and/or free cached memory once it is idle."""
+        body = {"unload_models": unload_models, "free_memory": free_memory}
+        self._ok(await self._send("POST", "/free", body=body))
+
+    async def view(self, filename: str, subfolder: str = "", type: str = "output") -> bytes:
+        """Download one output (or input/temp) file as ComfyUI stores it."""
+        params = {"filename": filename, "subfolder": subfolder, "type": type}
+        return self._ok(await self._send("GET", "/view", params=params)).content
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        try:
+            response = await self._http.request(method, path, json=body, params=params)
+        except httpx.TransportError as exc:
+            reason = str(exc) or type(exc).__name__
+            raise ComfyUnavailable(
+                f"ComfyUI at {self.base_url} is not answering: {reason}",
+                hint="is the instance running and listening on that address?",
+            ) from exc
+        if response.status_code >= 500:
+            raise self._protocol(f"{method} {path} failed", response.status_code, response.text)
+        return response
+
+    def _ok(self, response: httpx.Response) -> httpx.Response:
+        if response.status_code != 200:
+            where = f"{response.request.method} {response.request.url.path}"
+            raise self._protocol(f"{where} failed", response.status_code, response.text)
+        return response
+
+    def _decode(self, response: httpx.Response) -> Any:
+        try:
+            return response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            where = f"{response.request.method} {response.request.url.path}"
+            raise self._protocol(
+                f"{where} answered with non-JSON", response.status_code, response.text
+            ) from exc
+
+    def _object(self, response: httpx.Response) -> dict[str, Any]:
+        data = self._decode(response)
+        if not isinstance(data, dict):
+            where = f"{response.request.method} {response.request.url.path}"
+            raise self._protocol(
+                f"{where} answered with JSON that is not an object",
+                response.status_code,
+                response.text,
+            )
+        return data
+
+    async def _get_object(self, path: str) -> dict[str, Any]:
+        return self._object(self._ok(await self._send("GET", path)))
+
+    def _protocol(self, what: str, status: int | None, body: str) -> ComfyProtocolError:
+        message = f"ComfyUI at {self.base_url}: {what} (HTTP {status})"
+        if body.strip():
+            message += f": {excerpt(body, 120)!r}"
+        return ComfyProtocolError(message, status=status, body=body)
+
+
+def _result(prompt_id: str, entry: dict[str, Any]) -> PromptResult:
+    status = entry.get("status")
+    status = status if isinstance(status, dict) else {}
+    messages = status.get("messages")
+    messages = messages if isinstance(messages, list) else []
+    outputs = entry.get("outputs")
+    result = PromptResult(
+        prompt_id=prompt_id,
+        status=str(status.get("status_str") or "unknown"),
+        outputs=outputs if isinstance(outputs, dict) else {},
+        messages=messages,
+    )
+    if result.status == "error":
+        raise PromptFailed.from_messages(prompt_id, messages)
+    return result

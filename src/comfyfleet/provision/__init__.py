@@ -1,0 +1,24 @@
+"""Installing ComfyUI into a workspace: source, venv, torch, requirements, custom nodes, lock."""
+
+from __future__ import annotations
+
+from comfyfleet.provision._installer import InstallResult, default_cache_dir, install
+from comfyfleet.provision._lock import Lock, diff_locks, read_lock
+from comfyfleet.provision._report import RecordingReporter, Reporter
+from comfyfleet.provision._sources import SourceSpec, parse_source
+from comfyfleet.provision._torch import TorchPlan, select_torch
+
+__all__ = [
+    "InstallResult",
+    "Lock",
+    "RecordingReporter",
+    "Reporter",
+    "SourceSpec",
+    "TorchPlan",
+    "default_cache_dir",
+    "diff_locks",
+    "install",
+    "parse_source",
+    "read_lock",
+    "select_torch",
+]

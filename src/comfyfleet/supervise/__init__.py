@@ -1,0 +1,40 @@
+"""Supervising ComfyUI instances: state machines, restarts with backoff, probes, logs, control."""
+
+from __future__ import annotations
+
+from comfyfleet.supervise._control import ControlClient
+from comfyfleet.supervise._instance import Instance, InstanceSpec, describe_exit
+from comfyfleet.supervise._logs import RotatingLog, follow, tail_lines
+from comfyfleet.supervise._ports import choose_port, port_is_free
+from comfyfleet.supervise._probe import HttpProber, Prober, ProbeResult
+from comfyfleet.supervise._process import Launcher, ProcessHandle, SubprocessLauncher
+from comfyfleet.supervise._runner import build_supervisor, run_fleet
+from comfyfleet.supervise._states import SERVING, InstanceEvent, InvalidTransition, State
+from comfyfleet.supervise._status import InstanceStatus
+from comfyfleet.supervise._supervisor import Supervisor
+
+__all__ = [
+    "SERVING",
+    "ControlClient",
+    "HttpProber",
+    "Instance",
+    "InstanceEvent",
+    "InstanceSpec",
+    "InstanceStatus",
+    "InvalidTransition",
+    "Launcher",
+    "ProbeResult",
+    "Prober",
+    "ProcessHandle",
+    "RotatingLog",
+    "State",
+    "SubprocessLauncher",
+    "Supervisor",
+    "build_supervisor",
+    "choose_port",
+    "describe_exit",
+    "follow",
+    "port_is_free",
+    "run_fleet",
+    "tail_lines",
+]

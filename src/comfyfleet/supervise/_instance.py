@@ -1,0 +1,317 @@
+"""One supervised ComfyUI process, driven through the state model of `_states`.
+
+An instance's task loops: start (pre-start hook, spawn, probe until ready or exit or timeout),
+watch (probe every interval; a dead or silent process ends the watch), back off, start again.
+Failed starts in a row beyond `start_retries` end in FATAL, where it waits for `restart()`.
+Signals and stops only set events; the loop acts on them, so there is one place where state moves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from comfyfleet.config import FleetSettings
+from comfyfleet.supervise._logs import RotatingLog
+from comfyfleet.supervise._probe import Prober
+from comfyfleet.supervise._process import Launcher, ProcessHandle
+from comfyfleet.supervise._states import SERVING, InstanceEvent, State, check_transition
+from comfyfleet.supervise._status import InstanceStatus, process_tree_rss
+
+PortPicker = Callable[[int, int], tuple[int, str | None]]
+"""(instance index, wanted port) -> (port to use, note when it differs)."""
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """What one instance runs; `command(port)` builds its argv for the chosen port."""
+
+    index: int
+    command: Callable[[int], Sequence[str]]
+    env: Mapping[str, str]
+    cwd: Path
+    host: str
+    wanted_port: int
+    device: str
+    log_path: Path
+    pre_start_hook: Path | None = None
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    kind: str  # "stopped" | "start_failed" | "crashed"
+    reason: str = ""
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+class Instance:
+    def __init__(
+        self,
+        spec: InstanceSpec,
+        settings: FleetSettings,
+        *,
+        launcher: Launcher,
+        prober: Prober,
+        pick_port: PortPicker,
+        emit: Callable[[InstanceEvent], None],
+    ) -> None:
+        self.spec = spec
+        self.settings = settings
+        self._launcher = launcher
+        self._prober = prober
+        self._pick_port = pick_port
+        self._emit = emit
+        self.state = State.STOPPED
+        self.port = spec.wanted_port
+        self.pid: int | None = None
+        self.restarts = 0
+        self.failures = 0
+        self._streak = 0
+        self.started_at: float | None = None
+        self.ready_since: float | None = None
+        self.version: str | None = None
+        self.last_reason = ""
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._proc: ProcessHandle | None = None
+
+    # --- control ---------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._stop.clear()
+            self._task = asyncio.create_task(self._run(), name=f"instance-{self.spec.index}")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+
+    def kill_now(self) -> None:
+        """SIGKILL the process group at once (a second Ctrl-C); the loop then sees the exit."""
+        self._stop.set()
+        self._wake.set()
+        if self._proc is not None:
+            self._proc.signal_group(signal.SIGKILL)
+
+    def restart(self) -> None:
+        """Leave FATAL or BACKOFF at once and try again with a fresh retry budget."""
+        self.failures = 0
+        self._streak = 0
+        self._wake.set()
+
+    def status(self) -> InstanceStatus:
+        return InstanceStatus(
+            index=self.spec.index,
+            state=self.state,
+            pid=self.pid,
+            port=self.port,
+            device=self.spec.device,
+            started_at=self.started_at,
+            ready_since=self.ready_since,
+            restarts=self.restarts,
+            rss_bytes=process_tree_rss(self.pid),
+            version=self.version,
+            reason=self.last_reason,
+        )
+
+    # --- the loop --------------------------------------------------------------------------
+    def _set(self, new: State, reason: str = "") -> None:
+        check_transition(self.state, new)
+        old, self.state, self.last_reason = self.state, new, reason
+        self._emit(InstanceEvent(self.spec.index, old, new, reason, self.pid, self.port))
+
+    async def _run(self) -> None:
+        log = RotatingLog(
+            self.spec.log_path,
+            max_bytes=self.settings.log_max_bytes,
+            backups=self.settings.log_backups,
+        )
+        try:
+            while not self._stop.is_set():
+                self._set(State.STARTING, self.last_reason if self.state != State.STOPPED else "")
+                outcome = await self._attempt(log)
+                if outcome.kind == "stopped" or self._stop.is_set():
+                    break
+                if not await self._after_failure(outcome, log):
+                    break
+        finally:
+            await self._shut_down(log)
+            log.close()
+
+    async def _after_failure(self, outcome: _Outcome, log: RotatingLog) -> bool:
+        """Back off (or go FATAL) after a failed start or a crash; False means stop the loop."""
+        log.line(f"instance {self.spec.index}: {outcome.reason}")
+        if outcome.kind == "crashed":
+            self._set(State.EXITED, outcome.reason)
+        else:
+            self.failures += 1
+            if self.failures > self.settings.start_retries:
+                self._set(
+                    State.FATAL,
+                    f"{outcome.reason}; gave up after {self.failures} failed starts in a row",
+                )
+                self._wake.clear()
+                await self._wake.wait()
+                self.restarts += 1
+                return not self._stop.is_set()
+        s = self.settings
+        delay = min(s.backoff_max_s, s.backoff_initial_s * s.backoff_factor**self._streak)
+        self._streak += 1
+        self._set(State.BACKOFF, f"{outcome.reason}; restarting in {delay:.1f}s")
+        self._wake.clear()
+        await _wait_event(self._wake, delay)
+        self.restarts += 1
+        return not self._stop.is_set()
+
+    async def _attempt(self, log: RotatingLog) -> _Outcome:
+        self.port, note = self._pick_port(self.spec.index, self.spec.wanted_port)
+        if note:
+            log.line(note)
+            self.last_reason = note
+        if self.spec.pre_start_hook is not None:
+            failed = await self._run_hook(log)
+            if failed:
+                return _Outcome("start_failed", failed)
+        try:
+            proc = await self._launcher.spawn(
+                self.spec.command(self.port), env=self.spec.env, cwd=self.spec.cwd, log=log
+            )
+        except OSError as exc:
+            return _Outcome("start_failed", f"cannot start: {exc.strerror or exc}")
+        self._proc = proc
+        self.pid, self.started_at, self.ready_since = proc.pid, time.time(), None
+        log.line(f"instance {self.spec.index}: started pid {proc.pid} on port {self.port}")
+        exited = asyncio.ensure_future(proc.wait())
+        try:
+            outcome = await self._until_ready(proc, exited)
+            if outcome is None:
+                outcome = await self._watch(proc, exited)
+        finally:
+            if not exited.done():
+                exited.cancel()
+        return outcome
+
+    async def _until_ready(
+        self, proc: ProcessHandle, exited: asyncio.Future[int]
+    ) -> _Outcome | None:
+        deadline = time.monotonic() + self.settings.startup_timeout_s
+        interval = min(0.1, self.settings.probe_interval_s)
+        while True:
+            if self._stop.is_set():
+                return _Outcome("stopped")
+            if exited.done():
+                return _Outcome(
+                    "start_failed",
+                    f"exited with {describe_exit(exited.result())} before it was ready",
+                )
+            if time.monotonic() > deadline:
+                await self._terminate(proc)
+                return _Outcome(
+                    "start_failed",
+                    f"not ready after {self.settings.startup_timeout_s:g}s (startup_timeout_s)",
+                )
+            result = await self._prober.probe(self.spec.host, self.port)
+            if result.ok:
+                self.version = result.version or self.version
+                self.failures = 0
+                self.ready_since = time.time()
+                self._set(State.BUSY if result.busy else State.READY)
+                return None
+            await _wait_any(exited, self._stop, interval)
+
+    async def _watch(self, proc: ProcessHandle, exited: asyncio.Future[int]) -> _Outcome:
+        last_ok = time.monotonic()
+        while True:
+            await _wait_any(exited, self._stop, self.settings.probe_interval_s)
+            if self._stop.is_set():
+                return _Outcome("stopped")
+            if self.ready_since and time.time() - self.ready_since >= self.settings.backoff_reset_s:
+                self._streak = 0
+            if exited.done():
+                return _Outcome("crashed", f"exited with {describe_exit(exited.result())}")
+            result = await self._prober.probe(self.spec.host, self.port)
+            now = time.monotonic()
+            if result.ok:
+                last_ok = now
+                wanted = State.BUSY if result.busy else State.READY
+                if wanted != self.state and self.state in SERVING:
+                    self._set(wanted)
+            elif now - last_ok > self.settings.unhealthy_after_s:
+                await self._terminate(proc)
+                return _Outcome(
+                    "crashed", f"stopped answering for {now - last_ok:.0f}s ({result.error})"
+                )
+
+    async def _run_hook(self, log: RotatingLog) -> str | None:
+        hook = self.spec.pre_start_hook
+        assert hook is not None
+        env = {
+            **self.spec.env,
+            "COMFYFLEET_INSTANCE": str(self.spec.index),
+            "COMFYFLEET_PORT": str(self.port),
+            "COMFYFLEET_DEVICE": self.spec.device,
+        }
+        log.line(f"running pre-start hook {hook}")
+        try:
+            proc = await self._launcher.spawn([str(hook)], env=env, cwd=self.spec.cwd, log=log)
+        except OSError as exc:
+            return f"pre-start hook {hook} cannot run: {exc.strerror or exc}"
+        try:
+            code = await asyncio.wait_for(proc.wait(), self.settings.hook_timeout_s)
+        except TimeoutError:
+            await self._terminate(proc)
+            return f"pre-start hook {hook} took longer than {self.settings.hook_timeout_s:g}s"
+        return None if code == 0 else f"pre-start hook {hook} failed with {describe_exit(code)}"
+
+    async def _terminate(self, proc: ProcessHandle) -> None:
+        """SIGTERM to the process group, then SIGKILL after the grace period."""
+        if proc.returncode is not None:
+            return
+        proc.signal_group(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), self.settings.stop_grace_s)
+        except TimeoutError:
+            proc.signal_group(signal.SIGKILL)
+            await proc.wait()
+
+    async def _shut_down(self, log: RotatingLog) -> None:
+        if self.state == State.STOPPED:
+            return
+        self._set(State.STOPPING, "asked to stop")
+        if self._proc is not None:
+            await self._terminate(self._proc)
+            self._proc = None
+        self.pid = None
+        log.line(f"instance {self.spec.index}: stopped")
+        self._set(State.STOPPED)
+
+
+async def _wait_event(event: asyncio.Event, timeout: float) -> None:
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except TimeoutError:
+        pass
+
+
+async def _wait_any(future: asyncio.Future[int], event: asyncio.Event, timeout: float) -> None:
+    """Sleep until `future` completes, `event` is set, or `timeout` passes."""
+    waiter: asyncio.Future[object] = asyncio.ensure_future(event.wait())
+    pending: set[asyncio.Future[object]] = {waiter, future}  # type: ignore[arg-type]
+    try:
+        await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()

@@ -1,0 +1,160 @@
+"""Running a fleet until told to stop: the body of `comfyfleet up` (foreground or daemon).
+
+It takes the workspace's supervisor lock (one supervisor per workspace), plans the instances for
+the GPUs found, serves the control socket, and stops everything on SIGTERM or Ctrl-C. Signal
+handlers only set flags; the first Ctrl-C stops gracefully (SIGTERM, grace, SIGKILL), a second one
+kills every instance at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from comfyfleet.config import Settings
+from comfyfleet.errors import SupervisorError
+from comfyfleet.gpus import Platform, detect_platform, plan_instances
+from comfyfleet.supervise._command import instance_specs
+from comfyfleet.supervise._control import ControlServer, check_socket_path
+from comfyfleet.supervise._logs import RotatingLog
+from comfyfleet.supervise._probe import HttpProber, Prober
+from comfyfleet.supervise._process import Launcher, SubprocessLauncher
+from comfyfleet.supervise._states import InstanceEvent
+from comfyfleet.supervise._supervisor import Supervisor
+from comfyfleet.workspace import Workspace, write_extra_model_paths
+
+
+class _WorkspaceLock:
+    """An flock on `state/supervisor.lock`, held for the supervisor's life. The pid written into
+    it is only for the error message of a second `up`; nothing trusts it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        handle = self.path.open("a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            handle.close()
+            raise SupervisorError(
+                f"a supervisor is already running for {self.path.parent.parent} (pid {holder})",
+                hint="use `comfyfleet status` or `comfyfleet down`",
+            ) from exc
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+def build_supervisor(
+    settings: Settings,
+    ws: Workspace,
+    *,
+    platform: Platform | None = None,
+    launcher: Launcher | None = None,
+    prober: Prober | None = None,
+) -> Supervisor:
+    plans = plan_instances(
+        platform or detect_platform(), instances=settings.fleet.instances, gpus=settings.fleet.gpus
+    )
+    return Supervisor(
+        instance_specs(ws, settings, plans),
+        settings.fleet,
+        launcher=launcher or SubprocessLauncher(),
+        prober=prober or HttpProber(timeout=settings.fleet.probe_timeout_s),
+    )
+
+
+async def run_fleet(
+    settings: Settings,
+    *,
+    on_event: Callable[[InstanceEvent], None] | None = None,
+    on_started: Callable[[Supervisor, Callable[[], None]], None] | None = None,
+    platform: Platform | None = None,
+) -> None:
+    """Run the fleet until SIGINT/SIGTERM, a `down` request, or the `stop` callable handed to
+    `on_started` is called; return once every instance is stopped."""
+    ws = Workspace.from_settings(settings)
+    ws.require_installed()
+    ws.prepare()
+    check_socket_path(ws.control_socket)
+    lock = _WorkspaceLock(ws.supervisor_lock)
+    lock.acquire()
+    try:
+        write_extra_model_paths(
+            ws.extra_model_paths, ws.models_dir, ws.custom_nodes_dir, settings.model_folders
+        )
+        supervisor = build_supervisor(settings, ws, platform=platform)
+        await _serve(supervisor, ws, settings, on_event, on_started)
+    finally:
+        lock.release()
+
+
+async def _serve(
+    supervisor: Supervisor,
+    ws: Workspace,
+    settings: Settings,
+    on_event: Callable[[InstanceEvent], None] | None,
+    on_started: Callable[[Supervisor, Callable[[], None]], None] | None,
+) -> None:
+    events_log = RotatingLog(
+        ws.supervisor_log,
+        max_bytes=settings.fleet.log_max_bytes,
+        backups=settings.fleet.log_backups,
+    )
+    supervisor.add_listener(lambda event: events_log.line(event.describe()))
+    if on_event is not None:
+        supervisor.add_listener(on_event)
+    stop_requested = asyncio.Event()
+    stopped = asyncio.Event()
+
+    async def shutdown() -> None:
+        stop_requested.set()
+        await stopped.wait()
+
+    loop = asyncio.get_running_loop()
+    signals = {"count": 0}
+
+    def on_signal() -> None:
+        signals["count"] += 1
+        if signals["count"] > 1:
+            for instance in supervisor.instances:
+                instance.kill_now()
+        stop_requested.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    control = ControlServer(supervisor, ws.control_socket, workspace=ws.root, shutdown=shutdown)
+    await control.start()
+    events_log.line(f"supervisor {os.getpid()} started with {len(supervisor.instances)} instances")
+    try:
+        supervisor.start()
+        if on_started is not None:
+            on_started(supervisor, stop_requested.set)
+        await stop_requested.wait()
+        events_log.line("stopping all instances")
+        await supervisor.stop()
+    finally:
+        stopped.set()
+        await asyncio.sleep(0.05)  # let a pending `down` reply go out
+        await control.close()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        events_log.line("supervisor stopped")
+        events_log.close()

@@ -1,0 +1,82 @@
+"""The instance state model: which states exist and which moves between them are legal.
+
+Modelled on Supervisor's process states, plus READY/BUSY (answering, idle or working) in place of
+RUNNING, since a ComfyUI process that runs but does not answer HTTP is not usable:
+
+    STOPPED -> STARTING -> READY <-> BUSY
+    STARTING -> BACKOFF -> STARTING ...      (failed start: exited early, hook failed, timed out)
+    STARTING -> FATAL                        (more failed starts in a row than allowed)
+    READY/BUSY -> EXITED -> BACKOFF          (crashed or stopped answering)
+    any -> STOPPING -> STOPPED               (asked to stop)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from comfyfleet.errors import SupervisorError
+
+
+class State(StrEnum):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    READY = "ready"
+    BUSY = "busy"
+    BACKOFF = "backoff"
+    STOPPING = "stopping"
+    EXITED = "exited"
+    FATAL = "fatal"
+
+
+_ALLOWED: dict[State, frozenset[State]] = {
+    State.STOPPED: frozenset({State.STARTING}),
+    State.STARTING: frozenset({State.READY, State.BACKOFF, State.FATAL, State.STOPPING}),
+    State.READY: frozenset({State.BUSY, State.EXITED, State.STOPPING}),
+    State.BUSY: frozenset({State.READY, State.EXITED, State.STOPPING}),
+    State.EXITED: frozenset({State.BACKOFF, State.STOPPING}),
+    State.BACKOFF: frozenset({State.STARTING, State.STOPPING}),
+    State.FATAL: frozenset({State.STARTING, State.STOPPING}),
+    State.STOPPING: frozenset({State.STOPPED}),
+}
+
+SERVING = frozenset({State.READY, State.BUSY})
+"""States in which an instance answers and can take work."""
+
+
+class InvalidTransition(SupervisorError):
+    """A move the state model does not allow: always a bug in the supervisor, never user error."""
+
+
+def check_transition(old: State, new: State) -> None:
+    if new not in _ALLOWED[old]:
+        raise InvalidTransition(f"instance cannot go from {old} to {new}")
+
+
+@dataclass(frozen=True)
+class InstanceEvent:
+    """One transition. Logged, kept for `status`, and streamed to later components."""
+
+    instance: int
+    old: State
+    new: State
+    reason: str = ""
+    pid: int | None = None
+    port: int | None = None
+    at: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "instance": self.instance,
+            "old": str(self.old),
+            "new": str(self.new),
+            "reason": self.reason,
+            "pid": self.pid,
+            "port": self.port,
+            "at": self.at,
+        }
+
+    def describe(self) -> str:
+        text = f"instance {self.instance}: {self.old} -> {self.new}"
+        return f"{text} ({self.reason})" if self.reason else text

@@ -1,0 +1,113 @@
+"""The supervisor: a set of instances, their events, and the port bookkeeping between them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+
+from comfyfleet.config import FleetSettings
+from comfyfleet.supervise._instance import Instance, InstanceSpec
+from comfyfleet.supervise._ports import choose_port, port_is_free
+from comfyfleet.supervise._probe import Prober
+from comfyfleet.supervise._process import Launcher
+from comfyfleet.supervise._states import SERVING, InstanceEvent, State
+from comfyfleet.supervise._status import InstanceStatus
+
+EventSink = Callable[[InstanceEvent], None]
+
+
+class Supervisor:
+    """Runs every instance's state machine; fans their events out to subscribers."""
+
+    def __init__(
+        self,
+        specs: Sequence[InstanceSpec],
+        settings: FleetSettings,
+        *,
+        launcher: Launcher,
+        prober: Prober,
+        port_probe: Callable[[str, int], bool] = port_is_free,
+        history: int = 500,
+    ) -> None:
+        self.settings = settings
+        self._port_probe = port_probe
+        self._listeners: list[EventSink] = []
+        self._queues: set[asyncio.Queue[InstanceEvent]] = set()
+        self.events: deque[InstanceEvent] = deque(maxlen=history)
+        self.started_at = time.time()
+        self.instances = [
+            Instance(
+                spec,
+                settings,
+                launcher=launcher,
+                prober=prober,
+                pick_port=self._pick_port,
+                emit=self._publish,
+            )
+            for spec in specs
+        ]
+        self._prober = prober
+
+    # --- events ----------------------------------------------------------------------------
+    def add_listener(self, sink: EventSink) -> None:
+        self._listeners.append(sink)
+
+    @contextlib.contextmanager
+    def subscribe(self) -> Iterator[asyncio.Queue[InstanceEvent]]:
+        queue: asyncio.Queue[InstanceEvent] = asyncio.Queue()
+        self._queues.add(queue)
+        try:
+            yield queue
+        finally:
+            self._queues.discard(queue)
+
+    def _publish(self, event: InstanceEvent) -> None:
+        self.events.append(event)
+        for sink in self._listeners:
+            sink(event)
+        for queue in self._queues:
+            queue.put_nowait(event)
+
+    # --- ports -----------------------------------------------------------------------------
+    def _pick_port(self, index: int, wanted: int) -> tuple[int, str | None]:
+        """Ports planned or held by the other instances are never handed out twice."""
+        others = {i.spec.wanted_port for i in self.instances if i.spec.index != index}
+        others |= {i.port for i in self.instances if i.spec.index != index}
+        host = self.instances[0].spec.host if self.instances else "127.0.0.1"
+        return choose_port(
+            host, wanted, avoid=others, policy=self.settings.port_conflict, probe=self._port_probe
+        )
+
+    # --- control ---------------------------------------------------------------------------
+    def start(self) -> None:
+        for instance in self.instances:
+            instance.start()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(instance.stop() for instance in self.instances))
+        await self._prober.aclose()
+
+    def restart(self, index: int | None = None) -> list[int]:
+        chosen = [i for i in self.instances if index is None or i.spec.index == index]
+        for instance in chosen:
+            instance.restart()
+        return [i.spec.index for i in chosen]
+
+    def status(self) -> list[InstanceStatus]:
+        return [instance.status() for instance in self.instances]
+
+    def settled(self) -> bool:
+        """Every instance is serving, or at least one is fatal (no point waiting longer)."""
+        states = {i.state for i in self.instances}
+        return State.FATAL in states or states <= SERVING
+
+    async def wait_settled(self, timeout: float | None = None) -> bool:
+        """Wait until :meth:`settled`; True when every instance is serving."""
+        with self.subscribe() as queue:
+            async with asyncio.timeout(timeout):
+                while not self.settled():
+                    await queue.get()
+        return all(i.state in SERVING for i in self.instances)
