@@ -53,7 +53,8 @@ app.command("doctor")(doctor_command)
 def main() -> None:
     """Entry point: every :class:`ComfyfleetError` becomes a one-line error and exit 1."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns the code of a `typer.Exit` instead of exiting.
+        code = app(standalone_mode=False)
     except ComfyfleetError as exc:
         print_error(make_console(stderr=True), exc)
         sys.exit(1)
@@ -63,3 +64,4 @@ def main() -> None:
         sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -82,6 +82,7 @@ def up_command(
         workspace, config, instances=instances, gpus=gpus, base_port=base_port
     )
     ws.require_installed()
+    ws.prepare()
     client = ControlClient(ws.control_socket)
     if client.is_running():
         raise SupervisorError(

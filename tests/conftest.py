@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.comfyui_env import installed_workspace
+
+
+@pytest.fixture(scope="session")
+def comfyui_install() -> Path:
+    """The real ComfyUI installed by comfyfleet's installer (cached across runs)."""
+    return installed_workspace()
