@@ -55,7 +55,8 @@ def find_config_file(explicit: Path | None, workspace: Path | None) -> Path | No
         if not path.is_file():
             raise ConfigError(f"settings file {path} (from COMFYFLEET_CONFIG) does not exist")
         return path
-    for candidate in (Path.cwd() / CONFIG_FILE_NAME, (workspace or Path()) / CONFIG_FILE_NAME):
+    default_ws = workspace or Path("comfyfleet-workspace")
+    for candidate in (Path.cwd() / CONFIG_FILE_NAME, default_ws / CONFIG_FILE_NAME):
         if candidate.is_file():
             return candidate
     return None

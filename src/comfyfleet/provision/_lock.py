@@ -11,7 +11,6 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from comfyfleet.errors import LockError
 
@@ -64,7 +63,9 @@ class Lock:
     @classmethod
     def from_json(cls, text: str, where: str) -> Lock:
         try:
-            data: dict[str, Any] = json.loads(text)
+            data = json.loads(text)
+            if not isinstance(data, dict):
+                raise LockError(f"{where} is not a valid lock file: expected a JSON object")
             version = data.get("lock_version")
             if version != LOCK_VERSION:
                 raise LockError(f"{where}: lock version {version} is not supported")
@@ -79,7 +80,7 @@ class Lock:
             )
         except LockError:
             raise
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise LockError(f"{where} is not a valid lock file: {exc}") from exc
 
 

@@ -71,6 +71,8 @@ def _spec_from(entry: Any, base: Path, where: str) -> NodeSpec:
         location = str(entry["git"])
         default = location.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
         kind, ref = "git", entry.get("ref")
+        if ref is not None and not isinstance(ref, str):
+            raise CustomNodeError(f"{where}: ref {ref!r} must be a string (quote it in YAML)")
     else:
         path = Path(str(entry["path"])).expanduser()
         location = str(path if path.is_absolute() else (base / path).resolve())
@@ -88,7 +90,14 @@ def load_nodes_file(path: Path) -> list[NodeSpec]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise CustomNodeError(f"cannot read nodes list {path}: {exc}") from exc
-    entries = data.get("nodes") if isinstance(data, dict) else data
+    if isinstance(data, dict):
+        if set(data) != {"nodes"}:
+            raise CustomNodeError(
+                f"nodes list {path}: expected one top-level key 'nodes:', found {sorted(data)}"
+            )
+        entries = data["nodes"]
+    else:
+        entries = data
     if entries is None:
         return []
     if not isinstance(entries, list):

@@ -18,6 +18,7 @@ from comfyfleet.provision._repair import (
     REPAIR_NAME,
     apply_repair,
     needs_repair,
+    repair_installed,
     torchvision_import_error,
 )
 from comfyfleet.provision._report import Reporter
@@ -128,7 +129,7 @@ def check_torchvision(pip: Pip, reporter: Reporter, *, allow_repair: bool) -> tu
     """Make sure `import torchvision` works; repair the known mismatch if allowed."""
     error = torchvision_import_error(pip.python)
     if error is None:
-        return ()
+        return (REPAIR_NAME,) if repair_installed(pip.python) else ()
     if needs_repair(error) and allow_repair:
         apply_repair(pip.python)
         reporter.warn(

@@ -12,10 +12,13 @@ _SKIP_NAMES = frozenset({".git", "__pycache__", ".DS_Store"})
 
 
 def _files(root: Path, skip: Iterable[str] = ()) -> list[Path]:
-    skipped = _SKIP_NAMES | frozenset(skip)
+    """Files below `root`; `skip` names folders skipped at the top level only (a workspace's
+    `models/` is not ComfyUI's own `comfy/ldm/models/`)."""
+    top = frozenset(skip)
     found: list[Path] = []
     for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if d not in skipped)
+        at_top = Path(folder) == root
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP_NAMES and not (at_top and d in top))
         found.extend(Path(folder) / name for name in sorted(files) if not name.endswith(".pyc"))
     return found
 
@@ -44,10 +47,13 @@ def tree_signature(root: Path, skip: Iterable[str] = ()) -> str:
 
 
 def copy_tree(src: Path, dst: Path, skip: Iterable[str] = ()) -> None:
-    skipped = _SKIP_NAMES | frozenset(skip)
-    shutil.copytree(
-        src, dst, symlinks=True, ignore=lambda _d, names: [n for n in names if n in skipped]
-    )
+    top = frozenset(skip)
+
+    def ignore(folder: str, names: list[str]) -> list[str]:
+        at_top = Path(folder) == src
+        return [n for n in names if n in _SKIP_NAMES or (at_top and n in top)]
+
+    shutil.copytree(src, dst, symlinks=True, ignore=ignore)
 
 
 def replace_dir(new: Path, final: Path) -> None:

@@ -12,7 +12,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 
 class RotatingLog:
@@ -69,33 +69,51 @@ def tail_lines(path: Path, count: int) -> list[str]:
 def follow(path: Path, *, poll: float = 0.2, stop: float | None = None) -> Iterator[str]:
     """Yield lines appended to `path` from now on, across rotations, like `tail -F`.
 
-    `stop` is a deadline (monotonic seconds) after which the iterator ends; None follows forever.
+    A log that does not exist yet is read from its start once it appears. `stop` is a deadline
+    (monotonic seconds) after which the iterator ends; None follows until the caller stops.
     """
-    handle = None
-    inode = None
-    from_end = True
-    while stop is None or time.monotonic() < stop:
-        if handle is None and path.exists():
-            handle = path.open("r", encoding="utf-8", errors="replace")
-            inode = os.fstat(handle.fileno()).st_ino
-            if from_end:
-                handle.seek(0, os.SEEK_END)
-        if handle is not None:
-            line = handle.readline()
-            if line:
-                yield line.rstrip("\n")
-                continue
-            try:
-                rotated = os.stat(path).st_ino != inode
-            except FileNotFoundError:
-                rotated = True
-            if rotated:
-                for rest in handle:
-                    yield rest.rstrip("\n")
-                handle.close()
-                handle = None
-                from_end = False
-                continue
-        time.sleep(poll)
-    if handle is not None:
-        handle.close()
+    reader = _Reader(path, from_end=path.exists())
+    try:
+        while stop is None or time.monotonic() < stop:
+            line = reader.next_line()
+            if line is None:
+                time.sleep(poll)
+            else:
+                yield line
+    finally:
+        reader.close()
+
+
+class _Reader:
+    """The open file behind :func:`follow`, reopened when the log rotates."""
+
+    def __init__(self, path: Path, *, from_end: bool) -> None:
+        self.path = path
+        self.from_end = from_end
+        self.handle: TextIO | None = None
+        self.inode = 0
+
+    def next_line(self) -> str | None:
+        if self.handle is None:
+            if not self.path.exists():
+                return None
+            self.handle = self.path.open("r", encoding="utf-8", errors="replace")
+            self.inode = os.fstat(self.handle.fileno()).st_ino
+            if self.from_end:
+                self.handle.seek(0, os.SEEK_END)
+        line = self.handle.readline()
+        if line:
+            return line.rstrip("\n")
+        try:
+            rotated = os.stat(self.path).st_ino != self.inode
+        except FileNotFoundError:
+            rotated = True
+        if rotated:  # the rest of the old file was read above; the new one starts at 0
+            self.close()
+            self.from_end = False
+        return None
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
