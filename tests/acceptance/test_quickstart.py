@@ -1,0 +1,46 @@
+"""The README's quickstart, run as a user runs it, on a fresh workspace."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.integration.fleet import cli, comfyui_processes
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def quickstart_command() -> str:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"<!-- quickstart -->\s*```bash\n(.+?)\n```", readme, re.S)
+    assert match, "README has no quickstart block"
+    return match.group(1).strip()
+
+
+@pytest.mark.comfyui
+def test_the_readme_quickstart_installs_and_runs(tmp_path_factory: pytest.TempPathFactory) -> None:
+    ws = tmp_path_factory.mktemp("quickstart")
+    env = {**os.environ, "COMFYFLEET_WORKSPACE": str(ws), "COLUMNS": "200", "NO_COLOR": "1"}
+    try:
+        done = subprocess.run(
+            ["bash", "-c", quickstart_command()],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1500,
+        )
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+        assert "1 instances ready" in done.stdout
+        smoke = [line for line in done.stdout.splitlines() if "instance 0:" in line]
+        assert smoke and smoke[0].startswith("✓"), done.stdout[-2000:]
+        image = Path(smoke[0].rsplit("-> ", 1)[1])
+        assert image.is_file() and image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert image.is_relative_to(ws / "output")
+    finally:
+        cli("down", "-w", ws, check=False)
+    assert comfyui_processes(ws) == []
