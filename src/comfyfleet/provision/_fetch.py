@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 import httpx
 
 from comfyfleet.errors import SourceError
+from comfyfleet.provision._git import fetch_ref
 from comfyfleet.provision._report import InstallLog, Reporter
 from comfyfleet.provision._run import CommandFailed, run_logged
 from comfyfleet.provision._sources import SourceSpec, find_comfyui_root, read_comfyui_version
@@ -113,28 +114,11 @@ def _fill(
 
 
 def _clone(spec: SourceSpec, work: Path, *, log: InstallLog, reporter: Reporter) -> str:
-    """A shallow fetch of exactly one ref (tag, branch or commit) into `work`."""
     where = f"git source {spec.location}@{spec.ref}"
-    git = shutil.which("git")
-    if git is None:
-        raise SourceError(f"{where}: git is not installed", hint=_OFFLINE_HINT)
-    steps = [
-        [git, "init", "-q", str(work)],
-        [git, "-C", str(work), "remote", "add", "origin", spec.location],
-        [git, "-C", str(work), "fetch", "--depth", "1", "origin", str(spec.ref)],
-        [git, "-C", str(work), "checkout", "-q", "FETCH_HEAD"],
-    ]
     try:
-        for argv in steps:
-            run_logged(
-                argv, log=log, reporter=reporter, what=where, env={"GIT_TERMINAL_PROMPT": "0"}
-            )
-        out = run_logged(
-            [git, "-C", str(work), "rev-parse", "HEAD"], log=log, reporter=reporter, what=where
-        )
+        return fetch_ref(spec.location, str(spec.ref), work, log=log, reporter=reporter, what=where)
     except CommandFailed as exc:
-        raise SourceError(f"{exc.message}", hint=f"check the URL and ref; {_OFFLINE_HINT}") from exc
-    return out[-1].strip()
+        raise SourceError(exc.message, hint=f"check the URL and ref; {_OFFLINE_HINT}") from exc
 
 
 def _download_from_index(

@@ -24,8 +24,9 @@ from typing import Any
 import yaml
 
 from comfyfleet.errors import CustomNodeError
+from comfyfleet.provision._git import fetch_ref
 from comfyfleet.provision._report import InstallLog, Reporter
-from comfyfleet.provision._run import CommandFailed, run_logged
+from comfyfleet.provision._run import CommandFailed
 from comfyfleet.provision._tree import (
     copy_tree,
     replace_dir,
@@ -123,23 +124,12 @@ def _fetch_git(
     spec: NodeSpec, work: Path, commit: str | None, log: InstallLog, reporter: Reporter
 ) -> str:
     what = f"custom node '{spec.name}' ({spec.location}@{spec.ref or 'HEAD'})"
-    want = commit or spec.ref or "HEAD"
-    env = {"GIT_TERMINAL_PROMPT": "0"}
-    steps = [
-        ["git", "init", "-q", str(work)],
-        ["git", "-C", str(work), "remote", "add", "origin", spec.location],
-        ["git", "-C", str(work), "fetch", "-q", "--depth", "1", "origin", want],
-        ["git", "-C", str(work), "checkout", "-q", "FETCH_HEAD"],
-    ]
     try:
-        for argv in steps:
-            run_logged(argv, log=log, reporter=reporter, what=what, env=env)
-        out = run_logged(
-            ["git", "-C", str(work), "rev-parse", "HEAD"], log=log, reporter=reporter, what=what
+        return fetch_ref(
+            spec.location, commit or spec.ref or "HEAD", work, log=log, reporter=reporter, what=what
         )
     except CommandFailed as exc:
         raise CustomNodeError(exc.message, hint="check its URL and ref in the nodes list") from exc
-    return out[-1].strip()
 
 
 def _place(
