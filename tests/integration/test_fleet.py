@@ -173,3 +173,12 @@ def test_a_second_up_is_refused_while_one_runs(ws: Path) -> None:
     assert "a supervisor is already running" in again.stderr
     assert len(comfyui_processes(ws)) == 1
     cli("down", "-w", ws)
+
+
+def test_up_on_a_missing_workspace_says_so(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    up = cli("up", "-w", missing, check=False)
+    assert up.returncode == 1
+    assert f"workspace {missing} does not exist" in up.stderr
+    assert "comfyfleet install" in up.stderr
+    assert not missing.exists()

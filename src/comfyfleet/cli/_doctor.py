@@ -8,7 +8,6 @@ from rich.markup import escape
 from comfyfleet.cli._console import make_console
 from comfyfleet.cli._options import ConfigOpt, WorkspaceOpt, settings_from
 from comfyfleet.gpus import detect_platform
-from comfyfleet.provision._doctor import diagnose
 from comfyfleet.workspace import Workspace
 
 _MARK = {"ok": "[green]✓[/]", "warn": "[yellow]![/]", "fail": "[red]✗[/]"}
@@ -16,6 +15,8 @@ _MARK = {"ok": "[green]✓[/]", "warn": "[yellow]![/]", "fail": "[red]✗[/]"}
 
 def doctor_command(workspace: WorkspaceOpt = None, config: ConfigOpt = None) -> None:
     """Check the installed environment against this machine (torch, GPUs, torchvision ...)."""
+    from comfyfleet.provision._doctor import diagnose  # only this command needs the installer
+
     console = make_console()
     ws = Workspace.from_settings(settings_from(workspace, config))
     checks = diagnose(ws, detect_platform())

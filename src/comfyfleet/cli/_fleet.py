@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
+import os
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -29,6 +28,7 @@ from comfyfleet.supervise import (
     run_fleet,
     tail_lines,
 )
+from comfyfleet.supervise._daemon import spawn_daemon
 from comfyfleet.workspace import Workspace
 
 _STYLE = {
@@ -139,30 +139,19 @@ async def _report_when_settled(
 
 def _up_detached(settings: Settings, ws: Workspace, client: ControlClient, wait: float) -> None:
     console = make_console()
-    settings_file = ws.state_dir / "supervisor-settings.json"
-    settings_file.write_text(settings.model_dump_json(indent=2), encoding="utf-8")
-    out = (ws.logs_dir / "supervisor.out").open("ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "comfyfleet.supervise", str(settings_file)],
-        cwd=ws.root,
-        stdin=subprocess.DEVNULL,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    out.close()
-    with console.status("starting the supervisor ..."):
-        deadline = time.monotonic() + 30
-        while not client.is_running():
-            if proc.poll() is not None:
-                lines = tail_lines(ws.logs_dir / "supervisor.out", 5)
-                raise SupervisorError(f"the supervisor exited at once: {' / '.join(lines)}")
-            if time.monotonic() > deadline:
-                raise SupervisorError(
-                    "the supervisor did not answer within 30s",
-                    hint=f"see {ws.logs_dir / 'supervisor.out'}",
-                )
-            time.sleep(0.05)
+    out_file = ws.logs_dir / "supervisor.out"
+    pid = spawn_daemon(settings, out_file)
+    deadline = time.monotonic() + 30
+    while not client.is_running():
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+        if finished:
+            lines = tail_lines(out_file, 5)
+            raise SupervisorError(f"the supervisor exited at once: {' / '.join(lines)}")
+        if time.monotonic() > deadline:
+            raise SupervisorError(
+                "the supervisor did not answer within 30s", hint=f"see {out_file}"
+            )
+        time.sleep(0.02)
     with console.status("waiting for every instance to be ready ..."):
         reply = client.request("wait", timeout=wait + 30, seconds=wait)
     statuses = [InstanceStatus.from_dict(d) for d in reply["instances"]]

@@ -9,7 +9,6 @@ import typer
 
 from comfyfleet.cli._console import RichReporter, make_console
 from comfyfleet.cli._options import ConfigOpt, WorkspaceOpt, settings_from
-from comfyfleet.provision import install
 
 
 def install_command(
@@ -52,6 +51,8 @@ def install_command(
     ] = False,
 ) -> None:
     """Install a pinned ComfyUI, its venv, torch and custom nodes into the workspace."""
+    from comfyfleet.provision import install  # imported here: only this command needs it
+
     console = make_console()
     settings = settings_from(
         workspace,
