@@ -13,17 +13,33 @@ from comfyfleet.comfy._errors import (
     PromptTimeout,
 )
 from comfyfleet.comfy._graphs import sample_graph
+from comfyfleet.comfy._ws import (
+    ComfyEvents,
+    ComfyMessage,
+    Connected,
+    Disconnected,
+    PreviewFrame,
+    StreamItem,
+    WebSocketLike,
+)
 
 __all__ = [
     "ComfyClient",
     "ComfyError",
+    "ComfyEvents",
+    "ComfyMessage",
     "ComfyProtocolError",
     "ComfyUnavailable",
+    "Connected",
+    "Disconnected",
     "NodeError",
     "OutputFile",
+    "PreviewFrame",
     "PromptFailed",
     "PromptRejected",
     "PromptResult",
     "PromptTimeout",
+    "StreamItem",
+    "WebSocketLike",
     "sample_graph",
 ]

@@ -12,7 +12,7 @@ import asyncio
 import fcntl
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO
 
@@ -27,6 +27,11 @@ from comfyfleet.supervise._process import Launcher, SubprocessLauncher
 from comfyfleet.supervise._states import InstanceEvent
 from comfyfleet.supervise._supervisor import Supervisor
 from comfyfleet.workspace import Workspace, write_extra_model_paths
+
+Attach = Callable[[Supervisor, Callable[[], None]], Awaitable[Callable[[], Awaitable[None]]]]
+"""Starts services beside the fleet (the job dispatcher, the HTTP gateway) before the instances
+start, given the supervisor and a `stop` callable; returns their async shutdown, which runs
+before the instances are stopped."""
 
 
 class _WorkspaceLock:
@@ -86,10 +91,11 @@ async def run_fleet(
     *,
     on_event: Callable[[InstanceEvent], None] | None = None,
     on_started: Callable[[Supervisor, Callable[[], None]], None] | None = None,
+    attach: Attach | None = None,
     platform: Platform | None = None,
 ) -> None:
     """Run the fleet until SIGINT/SIGTERM, a `down` request, or the `stop` callable handed to
-    `on_started` is called; return once every instance is stopped."""
+    `on_started`/`attach` is called; return once every instance is stopped."""
     ws = Workspace.from_settings(settings)
     ws.require_installed()
     ws.prepare()
@@ -101,7 +107,7 @@ async def run_fleet(
             ws.extra_model_paths, ws.models_dir, ws.custom_nodes_dir, settings.model_folders
         )
         supervisor = build_supervisor(settings, ws, platform=platform)
-        await _serve(supervisor, ws, settings, on_event, on_started)
+        await _serve(supervisor, ws, settings, on_event, on_started, attach)
     finally:
         lock.release()
 
@@ -112,6 +118,7 @@ async def _serve(
     settings: Settings,
     on_event: Callable[[InstanceEvent], None] | None,
     on_started: Callable[[Supervisor, Callable[[], None]], None] | None,
+    attach: Attach | None,
 ) -> None:
     events_log = RotatingLog(
         ws.supervisor_log,
@@ -143,11 +150,16 @@ async def _serve(
     control = ControlServer(supervisor, ws.control_socket, workspace=ws.root, shutdown=shutdown)
     await control.start()
     events_log.line(f"supervisor {os.getpid()} started with {len(supervisor.instances)} instances")
+    detach: Callable[[], Awaitable[None]] | None = None
     try:
+        if attach is not None:
+            detach = await attach(supervisor, stop_requested.set)
         supervisor.start()
         if on_started is not None:
             on_started(supervisor, stop_requested.set)
         await stop_requested.wait()
+        if detach is not None:
+            await detach()
         events_log.line("stopping all instances")
         await supervisor.stop()
     finally:
