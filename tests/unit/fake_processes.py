@@ -64,8 +64,9 @@ class FakeLauncher:
         self.hooks: list[Mapping[str, str]] = []
         self._pids = itertools.count(1000)
 
-    async def spawn(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path,
-                    log: RotatingLog) -> FakeProcess:
+    async def spawn(
+        self, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, log: RotatingLog
+    ) -> FakeProcess:
         if "COMFYFLEET_PORT" in env and argv[0].endswith("hook.sh"):
             self.hooks.append(env)
             hook = FakeProcess(next(self._pids), argv, Behaviour(), None)

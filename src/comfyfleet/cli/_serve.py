@@ -1,0 +1,65 @@
+"""`comfyfleet serve`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from comfyfleet.cli._console import make_console
+from comfyfleet.cli._options import ConfigOpt, WorkspaceOpt, settings_from
+from comfyfleet.supervise import InstanceEvent
+
+
+def serve_command(
+    workspace: WorkspaceOpt = None,
+    config: ConfigOpt = None,
+    port: Annotated[int, typer.Option("--port", help="Gateway port.")] = 8080,
+    host: Annotated[str, typer.Option("--host", help="Gateway address.")] = "127.0.0.1",
+    store: Annotated[
+        str,
+        typer.Option(
+            "--store",
+            help="Job store: sqlite:///PATH (default: WORKSPACE/state/jobs.db) or memory://",
+        ),
+    ] = "sqlite://",
+    instances: Annotated[
+        int | None,
+        typer.Option(
+            "--instances", "-n", help="CPU instances (default: one per GPU).", show_default=False
+        ),
+    ] = None,
+    gpus: Annotated[
+        str | None, typer.Option("--gpus", help="GPU indexes, e.g. 0,1.", show_default=False)
+    ] = None,
+    base_port: Annotated[
+        int | None,
+        typer.Option("--base-port", show_default=False, help="Instance i listens on base+i."),
+    ] = None,
+    max_queued: Annotated[int, typer.Option("--max-queued", help="Queue depth before 429.")] = 1000,
+) -> None:
+    """Run the fleet with the job API in front of it (Ctrl-C stops everything)."""
+    from comfyfleet.gateway import GatewaySettings, ServeOptions, run_service
+
+    console = make_console()
+    settings = settings_from(
+        workspace, config, fleet={"instances": instances, "gpus": gpus, "base_port": base_port}
+    )
+    options = ServeOptions(
+        host=host, port=port, store=store, gateway=GatewaySettings(max_queued=max_queued)
+    )
+
+    def on_event(event: InstanceEvent) -> None:
+        console.print(
+            f"[dim]{time.strftime('%H:%M:%S')}[/] instance {event.instance} "
+            f"{event.new} [dim]{escape(event.reason)}[/]"
+        )
+
+    def on_listening(url: str) -> None:
+        console.print(f"gateway listening on [bold]{url}[/] (API docs at {url}/docs)")
+
+    asyncio.run(run_service(settings, options, on_event=on_event, on_listening=on_listening))
+    console.print("stopped")

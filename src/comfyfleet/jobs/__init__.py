@@ -1,0 +1,45 @@
+"""Jobs: the durable queue of ComfyUI workflows that the gateway fills and the dispatcher drains."""
+
+from __future__ import annotations
+
+from comfyfleet.jobs._dispatcher import Dispatcher, DispatcherSettings
+from comfyfleet.jobs._graph import GraphError, check_workflow, namespace_outputs
+from comfyfleet.jobs._memory import MemoryJobStore
+from comfyfleet.jobs._model import (
+    TERMINAL,
+    InvalidCursor,
+    Job,
+    JobConflict,
+    JobEvent,
+    JobNotFound,
+    JobStatus,
+    JobStoreError,
+    NewJob,
+    QueueFull,
+)
+from comfyfleet.jobs._open import open_store
+from comfyfleet.jobs._sqlite import SqliteJobStore
+from comfyfleet.jobs._store import LEASE_EXPIRED, JobStore
+
+__all__ = [
+    "LEASE_EXPIRED",
+    "TERMINAL",
+    "Dispatcher",
+    "DispatcherSettings",
+    "GraphError",
+    "InvalidCursor",
+    "Job",
+    "JobConflict",
+    "JobEvent",
+    "JobNotFound",
+    "JobStatus",
+    "JobStore",
+    "JobStoreError",
+    "MemoryJobStore",
+    "NewJob",
+    "QueueFull",
+    "SqliteJobStore",
+    "check_workflow",
+    "namespace_outputs",
+    "open_store",
+]

@@ -1,0 +1,167 @@
+"""The dispatcher: keeps every serving instance busy with jobs from the store.
+
+It runs one :class:`Lane` per instance plus a few small loops: filling free slots when woken
+(a job was enqueued or finished) or every `poll_s` (jobs enqueued by another process), heartbeats
+for the leases of in-flight jobs, cancel requests, and releasing leases that expired because some
+worker died. Instance state comes from the supervisor's events: an instance leaving ready/busy
+fails its in-flight jobs as retryable, so they run elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from comfyfleet.comfy import ComfyClient, ComfyEvents
+from comfyfleet.jobs._lane import Lane
+from comfyfleet.jobs._store import JobStore
+from comfyfleet.supervise import SERVING, InstanceEvent
+
+log = logging.getLogger("comfyfleet.jobs")
+
+ClientFactory = Callable[[str], ComfyClient]
+EventsFactory = Callable[[str, str], ComfyEvents]
+
+
+@dataclass(frozen=True)
+class DispatcherSettings:
+    slots_per_instance: int = 2
+    lease_s: float = 15.0
+    poll_s: float = 0.25
+    cancel_poll_s: float = 0.2
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: JobStore,
+        settings: DispatcherSettings | None = None,
+        *,
+        host: str = "127.0.0.1",
+        make_client: ClientFactory | None = None,
+        make_events: EventsFactory | None = None,
+        worker: str | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings or DispatcherSettings()
+        self.host = host
+        self.worker = worker or f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.wake = asyncio.Event()
+        self._make_client = make_client or (lambda url: ComfyClient(url, timeout=30))
+        self._make_events = make_events or (lambda url, cid: ComfyEvents(url, cid))
+        self.lanes: dict[int, Lane] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._followers: dict[int, asyncio.Task[None]] = {}
+        self._started = False
+
+    # --- instance state ------------------------------------------------------------------
+    def add_instance(self, index: int, port: int) -> Lane:
+        """A lane for the instance at `port` (replacing one for an older port)."""
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        url = f"http://{shown}:{port}"
+        old = self.lanes.get(index)
+        if old is not None and old.base_url == url:
+            return old
+        lane = Lane(
+            index,
+            url,
+            store=self.store,
+            worker=self.worker,
+            slots=self.settings.slots_per_instance,
+            lease_s=self.settings.lease_s,
+            client=self._make_client(url),
+            events=self._make_events(url, f"{self.worker}-{index}"),
+            wake=self.wake,
+            on_idle=self.wake.set,
+        )
+        if old is not None:
+            lane.in_flight = old.in_flight
+            self._spawn(old.events.aclose())
+            self._spawn(old.client.aclose())
+        self.lanes[index] = lane
+        if self._started:
+            self._follow(lane)
+        return lane
+
+    def on_instance_event(self, event: InstanceEvent) -> None:
+        """Supervisor listener: keep lanes in step with instance states."""
+        serving = event.new in SERVING
+        lane = self.lanes.get(event.instance)
+        if serving and event.port is not None:
+            lane = self.add_instance(event.instance, event.port)
+        if lane is None:
+            return
+        if lane.serving and not serving and lane.in_flight:
+            self._spawn(lane.lose_all(event.reason or f"went {event.new}"))
+        lane.serving = serving
+        if serving:
+            self.wake.set()
+
+    def notify(self) -> None:
+        """A job was enqueued in this process: fill slots now instead of at the next poll."""
+        self.wake.set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        self._tasks.append(asyncio.get_running_loop().create_task(coro))
+
+    def _follow(self, lane: Lane) -> None:
+        previous = self._followers.get(lane.index)
+        if previous is not None:
+            previous.cancel()
+        self._followers[lane.index] = asyncio.create_task(lane.follow())
+
+    # --- loops -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._started = True
+        loops = [self._fill_loop(), self._heartbeat_loop(), self._cancel_loop()]
+        self._tasks += [asyncio.create_task(c) for c in loops]
+        for lane in self.lanes.values():
+            self._follow(lane)
+
+    async def stop(self) -> None:
+        for lane in self.lanes.values():
+            await lane.events.aclose()
+        tasks = [*self._tasks, *self._followers.values()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for lane in self.lanes.values():
+            await lane.client.aclose()
+
+    async def _fill_loop(self) -> None:
+        while True:
+            self.wake.clear()
+            await self.store.release_expired()
+            for lane in self._emptiest_first():
+                try:
+                    await lane.fill()
+                except Exception:  # a store or instance hiccup must not stop dispatching
+                    log.exception("filling instance %s failed", lane.index)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.settings.poll_s)
+
+    def _emptiest_first(self) -> list[Lane]:
+        """Fill the idlest instance first so load spreads over every GPU."""
+        return sorted(self.lanes.values(), key=lambda lane: (len(lane.in_flight), lane.completed))
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.lease_s / 3)
+            ids = [f.job.id for lane in self.lanes.values() for f in lane.in_flight.values()]
+            if ids:
+                await self.store.heartbeat(self.worker, ids, lease_s=self.settings.lease_s)
+
+    async def _cancel_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.cancel_poll_s)
+            for lane in self.lanes.values():
+                if lane.in_flight:
+                    await lane.check_cancels()

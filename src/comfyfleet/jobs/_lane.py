@@ -1,0 +1,267 @@
+"""One instance's lane: claims jobs for its free slots, submits them, follows their progress.
+
+Every instance keeps two jobs: one running and one queued behind it inside ComfyUI, so the GPU
+never waits for its next job. The lane chooses each prompt id before submitting, so a message
+that arrives before the submit returns (fast graphs finish in milliseconds) is never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from comfyfleet.comfy import (
+    ComfyClient,
+    ComfyError,
+    ComfyEvents,
+    ComfyMessage,
+    ComfyUnavailable,
+    Connected,
+    Disconnected,
+    PromptRejected,
+)
+from comfyfleet.jobs._graph import namespace_outputs
+from comfyfleet.jobs._model import Job
+from comfyfleet.jobs._outputs import outputs_from_history
+from comfyfleet.jobs._store import JobStore
+
+log = logging.getLogger("comfyfleet.jobs")
+
+
+@dataclass
+class _InFlight:
+    job: Job
+    prompt_id: str
+    started: bool = False
+    submitted_at: float = field(default_factory=time.monotonic)
+
+
+class Lane:
+    def __init__(
+        self,
+        index: int,
+        base_url: str,
+        *,
+        store: JobStore,
+        worker: str,
+        slots: int,
+        lease_s: float,
+        client: ComfyClient,
+        events: ComfyEvents,
+        wake: asyncio.Event,
+        on_idle: Callable[[], None],
+    ) -> None:
+        self.index = index
+        self.base_url = base_url
+        self.store = store
+        self.worker = worker
+        self.slots = slots
+        self.lease_s = lease_s
+        self.client = client
+        self.events = events
+        self.client_id = events.client_id
+        self.wake = wake
+        self.on_idle = on_idle
+        self.serving = False
+        self.in_flight: dict[str, _InFlight] = {}  # prompt id -> job
+        self.completed = 0
+
+    # --- claiming and submitting -----------------------------------------------------------
+    def free_slots(self) -> int:
+        return self.slots - len(self.in_flight) if self.serving else 0
+
+    async def fill(self) -> int:
+        """Claim and submit jobs until the slots are full or the queue is empty."""
+        submitted = 0
+        while self.free_slots() > 0:
+            job = await self.store.claim(self.worker, lease_s=self.lease_s)
+            if job is None:
+                break
+            await self._submit(job)
+            submitted += 1
+        return submitted
+
+    async def _submit(self, job: Job) -> None:
+        prompt_id = uuid.uuid4().hex
+        self.in_flight[prompt_id] = _InFlight(job, prompt_id)
+        await self.store.set_running_info(
+            job.id, self.worker, instance=self.index, prompt_id=prompt_id
+        )
+        graph = namespace_outputs(job.workflow, job.id)
+        try:
+            await self.client.submit(graph, client_id=self.client_id, prompt_id=prompt_id)
+        except PromptRejected as exc:
+            self.in_flight.pop(prompt_id, None)
+            await self.store.fail(job.id, self.worker, _rejection(exc), retryable=False)
+        except ComfyError as exc:
+            self.in_flight.pop(prompt_id, None)
+            await self.store.fail(
+                job.id,
+                self.worker,
+                {
+                    "code": "instance_unavailable",
+                    "retryable": True,
+                    "instance": self.index,
+                    "message": f"instance {self.index} did not take the job: {exc.message}",
+                },
+                retryable=True,
+            )
+
+    # --- following ComfyUI ---------------------------------------------------------------
+    async def follow(self) -> None:
+        """Consume the instance's WebSocket for as long as the lane lives."""
+        async for item in self.events:
+            if isinstance(item, ComfyMessage):
+                await self._on_message(item)
+            elif isinstance(item, Connected):
+                await self.reconcile()
+            elif isinstance(item, Disconnected) and not self.serving:
+                await self.lose_all("the instance stopped")
+
+    async def _on_message(self, message: ComfyMessage) -> None:
+        flight = self.in_flight.get(message.prompt_id or "")
+        if flight is None:
+            return
+        job_id, data = flight.job.id, message.data
+        if message.type == "execution_start":
+            flight.started = True
+            await self.store.publish(job_id, "started", {"instance": self.index})
+        elif message.type == "progress":
+            value, maximum = int(data.get("value", 0)), int(data.get("max", 0)) or 1
+            progress = {
+                "node": data.get("node"),
+                "value": value,
+                "max": maximum,
+                "fraction": round(value / maximum, 4),
+            }
+            await self.store.set_running_info(job_id, self.worker, progress=progress)
+            await self.store.publish(job_id, "progress", progress)
+        elif message.type == "executing" and data.get("node") is not None:
+            await self.store.publish(job_id, "executing", {"node": data.get("node")})
+        elif message.type == "executed":
+            await self.store.publish(
+                job_id, "executed", {"node": data.get("node"), "output": data.get("output")}
+            )
+        elif message.type == "execution_success":
+            await self._finish_success(flight)
+        elif message.type == "execution_error":
+            await self._finish(flight, _node_error(data), retryable=False)
+        elif message.type == "execution_interrupted":
+            await self._finish_interrupted(flight, data)
+
+    async def _finish_success(self, flight: _InFlight) -> None:
+        try:
+            entry = await self.client.history(flight.prompt_id)
+        except ComfyError as exc:
+            await self._finish(
+                flight,
+                {
+                    "code": "instance_unavailable",
+                    "retryable": True,
+                    "message": f"history unavailable: {exc.message}",
+                },
+                retryable=True,
+            )
+            return
+        outputs = outputs_from_history(flight.job.id, entry or {})
+        self.in_flight.pop(flight.prompt_id, None)
+        await self.store.complete(flight.job.id, self.worker, outputs)
+        self.completed += 1
+        self.wake.set()
+
+    async def _finish_interrupted(self, flight: _InFlight, data: dict[str, Any]) -> None:
+        await self._finish(
+            flight,
+            {
+                "code": "interrupted",
+                "retryable": True,
+                "message": f"interrupted at node {data.get('node_id')}",
+            },
+            retryable=True,
+        )
+
+    async def _finish(self, flight: _InFlight, error: dict[str, Any], *, retryable: bool) -> None:
+        self.in_flight.pop(flight.prompt_id, None)
+        await self.store.fail(flight.job.id, self.worker, error, retryable=retryable)
+        self.wake.set()
+
+    # --- failures and reconciliation -------------------------------------------------------
+    async def lose_all(self, reason: str) -> None:
+        """The instance died or stopped answering: every job on it goes back to the queue."""
+        for flight in list(self.in_flight.values()):
+            await self._finish(
+                flight,
+                {
+                    "code": "instance_lost",
+                    "retryable": True,
+                    "instance": self.index,
+                    "message": f"instance {self.index}: {reason}",
+                },
+                retryable=True,
+            )
+
+    async def reconcile(self) -> None:
+        """After a WebSocket gap: ask /history about every in-flight prompt."""
+        for flight in list(self.in_flight.values()):
+            try:
+                entry = await self.client.history(flight.prompt_id)
+            except ComfyUnavailable:
+                return
+            status = ((entry or {}).get("status") or {}).get("status_str")
+            if status == "success":
+                await self._finish_success(flight)
+            elif status == "error":
+                messages = (entry or {}).get("status", {}).get("messages", [])
+                error: dict[str, Any] = next(
+                    (m[1] for m in messages if m and m[0] == "execution_error"), {}
+                )
+                await self._finish(flight, _node_error(error), retryable=False)
+
+    async def check_cancels(self) -> None:
+        """Stop the jobs a client asked to cancel. Whether ComfyUI is already running a prompt
+        cannot be known for sure (its start message may be in flight), so both are done: remove
+        it from ComfyUI's queue, then interrupt it (a no-op unless it is the one running). The
+        job is cancelled at once; late messages for its prompt are ignored."""
+        for flight in list(self.in_flight.values()):
+            job = await self.store.get(flight.job.id)
+            if not job.cancel_requested:
+                continue
+            self.in_flight.pop(flight.prompt_id, None)
+            try:
+                await self.client.delete_queued([flight.prompt_id])
+                await self.client.interrupt(flight.prompt_id)
+            except ComfyError as exc:
+                log.warning("cancel of job %s on instance %s: %s", job.id, self.index, exc)
+            await self.store.mark_cancelled(job.id, self.worker)
+            self.wake.set()
+
+
+def _node_error(data: dict[str, Any]) -> dict[str, Any]:
+    node_id, node_type = data.get("node_id"), data.get("node_type")
+    exc_type = data.get("exception_type") or "Error"
+    message = str(data.get("exception_message") or "").strip()
+    return {
+        "code": "node_error",
+        "retryable": False,
+        "node_id": node_id,
+        "node_type": node_type,
+        "exception_type": exc_type,
+        "message": f"node {node_id} ({node_type}): {exc_type}: {message}",
+    }
+
+
+def _rejection(exc: PromptRejected) -> dict[str, Any]:
+    first = exc.node_errors[0] if exc.node_errors else None
+    return {
+        "code": "invalid_workflow",
+        "retryable": False,
+        "message": exc.message,
+        "node_id": first.node_id if first else None,
+        "node_type": first.class_type if first else None,
+        "input": first.input_name if first else None,
+    }

@@ -1,0 +1,136 @@
+"""What a job is, what happens to it, and the errors a job store raises on purpose.
+
+A job's life:
+
+    QUEUED -> RUNNING -> SUCCEEDED
+    RUNNING -> QUEUED                  (retryable failure or lost lease, attempts left)
+    RUNNING -> FAILED                  (final failure, or attempts exhausted)
+    QUEUED -> CANCELLED                (cancelled before anyone claimed it)
+    RUNNING -> CANCELLED               (the worker stopped it after a cancel request)
+
+The records are frozen so that a job handed to the dispatcher or the gateway is a snapshot: the
+only way to change a job is through the store, which is what keeps the rules above in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+
+from comfyfleet.errors import ComfyfleetError
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+"""Statuses a job never leaves: its result (or its failure) is final."""
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job as submitted. The id is chosen by the client so that a retried submit is harmless."""
+
+    id: str
+    workflow: dict[str, Any]
+    priority: int = 0
+    max_attempts: int = 3
+    request_hash: str = ""
+    """Hash of the submitted body: the same id with another body is a conflict, not a retry."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """A snapshot of one stored job."""
+
+    id: str
+    workflow: dict[str, Any]
+    priority: int
+    status: JobStatus
+    attempts: int
+    max_attempts: int
+    created_at: float
+    queued_at: float
+    started_at: float | None
+    finished_at: float | None
+    worker: str | None
+    lease_until: float | None
+    instance: int | None
+    prompt_id: str | None
+    progress: dict[str, Any] | None
+    outputs: list[dict[str, Any]]
+    error: dict[str, Any] | None
+    cancel_requested: bool
+    request_hash: str
+    seq: int
+    """Insertion order, unique per store: the tie-break for claims and the key of list cursors."""
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["status"] = str(self.status)
+        return data
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """Something that happened to a job, in the order it happened (`seq` grows per store)."""
+
+    seq: int
+    job_id: str
+    kind: str
+    data: dict[str, Any]
+    at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class JobStoreError(ComfyfleetError):
+    """Base of the errors a job store raises on purpose."""
+
+
+class JobNotFound(JobStoreError):
+    """No job has that id (it never existed, or it was stored somewhere else)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job '{job_id}'")
+        self.job_id = job_id
+
+
+class JobConflict(JobStoreError):
+    """A job with that id exists and was submitted with another body: not a retry of it."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            f"job '{job_id}' already exists with a different request",
+            hint="resend the same body to get the existing job, or choose a new id",
+        )
+        self.job_id = job_id
+
+
+class QueueFull(JobStoreError):
+    """Too many jobs are waiting: refusing new ones is kinder than letting them wait for hours."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"the queue is full ({limit} jobs waiting)", hint="retry later, or raise the limit"
+        )
+        self.limit = limit
+
+
+class InvalidCursor(JobStoreError):
+    """A list cursor that this store did not hand out."""
+
+    def __init__(self, cursor: str) -> None:
+        super().__init__(f"invalid cursor '{cursor}'", hint="pass the cursor a listing returned")
+        self.cursor = cursor

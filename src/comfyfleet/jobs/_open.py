@@ -1,0 +1,42 @@
+"""Choose a job store from its URL, as the settings name it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from comfyfleet.jobs._memory import MemoryJobStore
+from comfyfleet.jobs._model import JobStoreError
+from comfyfleet.jobs._sqlite import SqliteJobStore
+from comfyfleet.jobs._store import JobStore
+
+DEFAULT_FILE = "jobs.db"
+
+_FORMS = (
+    "sqlite:// (jobs.db in the workspace), sqlite:///relative/path.db (from the workspace), "
+    "sqlite:////absolute/path.db, or memory:// (lost on exit)"
+)
+
+
+async def open_store(url: str, *, default_dir: Path) -> JobStore:
+    """The store `url` names. SQLite paths follow SQLAlchemy's rule (which ComfyUI's own
+    `--database-url` uses too): three slashes then a relative path, four for an absolute one.
+
+    Async although SQLite and memory open synchronously, because a network store (Redis) will
+    have to connect, and callers should not change when it arrives."""
+    if url == "memory://":
+        return MemoryJobStore()
+    if url in ("sqlite://", "sqlite:///"):
+        return SqliteJobStore.open(default_dir / DEFAULT_FILE)
+    if url.startswith("sqlite:///"):
+        rest = url.removeprefix("sqlite:///")
+        if rest == ":memory:":
+            raise JobStoreError(
+                "an in-memory SQLite job store is not supported", hint="use memory:// instead"
+            )
+        path = Path(rest).expanduser()
+        return SqliteJobStore.open(path if path.is_absolute() else default_dir / path)
+    if url.startswith(("redis://", "rediss://")):
+        raise JobStoreError(
+            "the redis store is not available yet", hint="use sqlite:// (the default) or memory://"
+        )
+    raise JobStoreError(f"unknown job store URL '{url}'", hint=f"use {_FORMS}")

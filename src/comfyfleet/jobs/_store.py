@@ -1,0 +1,320 @@
+"""The job store interface, and the rules every backend shares.
+
+Backends only have to make each change atomic (a lock in memory, `BEGIN IMMEDIATE` in SQLite, a
+script in Redis later); what a change *is* (claim, complete, fail, cancel, lose a lease) is decided
+by the pure functions below, so that every backend moves jobs through exactly the same states and
+appends exactly the same events.
+
+Delivery is at most once per lease: `claim` hands a job to one worker, and only that worker can
+complete, fail or cancel it, until its lease lapses and `release_expired` puts the job back. A
+worker that comes back after that finds its `complete` refused (None), so no job is delivered
+twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from comfyfleet.jobs._model import InvalidCursor, Job, JobEvent, JobStatus, NewJob
+
+LEASE_EXPIRED: dict[str, Any] = {
+    "code": "lease_expired",
+    "message": "the worker running it stopped heartbeating",
+    "retryable": True,
+}
+
+
+class JobStore(Protocol):
+    """Durable queue of jobs plus their event streams. Timestamps are `time.time()` unless `now`
+    is given (tests, and callers that stamp several changes with one clock reading)."""
+
+    async def enqueue(
+        self, job: NewJob, *, max_queued: int | None = None, now: float | None = None
+    ) -> tuple[Job, bool]:
+        """Add a job, or return the one already stored under its id (then the flag is False).
+
+        Raises JobConflict when that id was stored with another request hash, and QueueFull when
+        `max_queued` jobs are already waiting (a repeat of a stored job is never refused)."""
+        ...
+
+    async def get(self, job_id: str) -> Job: ...
+
+    async def list_jobs(
+        self, *, status: JobStatus | None = None, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[Job], str | None]:
+        """Newest first. Pass the returned cursor for the next page; it is None after the last."""
+        ...
+
+    async def count(self, status: JobStatus) -> int: ...
+
+    async def queue_position(self, job_id: str) -> int | None:
+        """How many queued jobs would be claimed before this one; None when it is not queued."""
+        ...
+
+    async def claim(self, worker: str, *, lease_s: float, now: float | None = None) -> Job | None:
+        """Take the next queued job (highest priority, then longest waiting) for `worker`."""
+        ...
+
+    async def heartbeat(
+        self, worker: str, job_ids: Sequence[str], *, lease_s: float, now: float | None = None
+    ) -> list[str]:
+        """Extend the leases `worker` still holds; returns the ids it still holds."""
+        ...
+
+    async def set_running_info(
+        self,
+        job_id: str,
+        worker: str,
+        *,
+        instance: int | None = None,
+        prompt_id: str | None = None,
+        progress: dict[str, Any] | None = None,
+    ) -> bool:
+        """Record where and how far a running job is (None leaves a field as it is)."""
+        ...
+
+    async def complete(
+        self, job_id: str, worker: str, outputs: list[dict[str, Any]], *, now: float | None = None
+    ) -> Job | None:
+        """Finish a job `worker` holds; None (and no change) when it no longer holds it."""
+        ...
+
+    async def fail(
+        self,
+        job_id: str,
+        worker: str,
+        error: dict[str, Any],
+        *,
+        retryable: bool,
+        now: float | None = None,
+    ) -> Job | None:
+        """Requeue (retryable, attempts left) or fail a job `worker` holds; None if it does not."""
+        ...
+
+    async def cancel(self, job_id: str, *, now: float | None = None) -> Job:
+        """Cancel a queued job at once, or ask the worker of a running one to stop it (a job
+        that then finishes anyway stays succeeded; one that then fails is cancelled)."""
+        ...
+
+    async def mark_cancelled(
+        self, job_id: str, worker: str, *, now: float | None = None
+    ) -> Job | None:
+        """The worker stopped a job it holds: it is cancelled. None when it does not hold it."""
+        ...
+
+    async def release_expired(self, *, now: float | None = None) -> list[str]:
+        """Take back every running job whose lease lapsed; returns their ids."""
+        ...
+
+    async def publish(
+        self, job_id: str, kind: str, data: dict[str, Any], *, now: float | None = None
+    ) -> JobEvent: ...
+
+    async def events(self, job_id: str, *, after: int = 0, limit: int = 1000) -> list[JobEvent]: ...
+
+    async def wait_events(self, job_id: str, *, after: int, timeout: float) -> list[JobEvent]:
+        """The events after `after`, waiting up to `timeout` seconds for the first one.
+
+        Wakes on events published through this store object (the gateway and the dispatcher
+        share one); an event another process wrote to a shared SQLite file shows at the end."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+# --- the rules ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Change:
+    """A job's new state and the one event that records the move."""
+
+    job: Job
+    kind: str
+    data: dict[str, Any]
+
+
+class Rule(Protocol):
+    """A change to a job its worker holds, such as `completed` with its outputs bound."""
+
+    def __call__(self, job: Job, *, now: float) -> Change: ...
+
+
+def created(new: NewJob, *, seq: int, now: float) -> Change:
+    job = Job(
+        id=new.id,
+        workflow=new.workflow,
+        priority=new.priority,
+        status=JobStatus.QUEUED,
+        attempts=0,
+        max_attempts=new.max_attempts,
+        created_at=now,
+        queued_at=now,
+        started_at=None,
+        finished_at=None,
+        worker=None,
+        lease_until=None,
+        instance=None,
+        prompt_id=None,
+        progress=None,
+        outputs=[],
+        error=None,
+        cancel_requested=False,
+        request_hash=new.request_hash,
+        seq=seq,
+    )
+    return Change(job, "status", {"status": "queued"})
+
+
+def claimed(job: Job, worker: str, *, lease_s: float, now: float) -> Change:
+    attempt = job.attempts + 1
+    job = replace(
+        job,
+        status=JobStatus.RUNNING,
+        attempts=attempt,
+        worker=worker,
+        lease_until=now + lease_s,
+        started_at=now,
+        instance=None,
+        prompt_id=None,
+        progress=None,
+    )
+    return Change(job, "status", {"status": "running", "attempt": attempt})
+
+
+def holds(job: Job, worker: str) -> bool:
+    """Whether `worker` may finish the job. A lapsed lease that was not released yet still counts:
+    until `release_expired` runs, nobody else can have claimed the job."""
+    return job.status is JobStatus.RUNNING and job.worker == worker
+
+
+def completed(job: Job, outputs: list[dict[str, Any]], *, now: float) -> Change:
+    job = _finished(job, JobStatus.SUCCEEDED, now, outputs=outputs)
+    return Change(job, "status", {"status": "succeeded"})
+
+
+def failed(job: Job, error: dict[str, Any], *, retryable: bool, now: float) -> Change:
+    """A failed attempt. A job someone asked to cancel is cancelled rather than run again."""
+    if job.cancel_requested:
+        return cancelled(job, now=now, error=error)
+    if retryable and job.attempts < job.max_attempts:
+        job = replace(
+            job, status=JobStatus.QUEUED, queued_at=now, worker=None, lease_until=None, error=error
+        )
+        return Change(job, "status", {"status": "queued", "retry": True, "error": error})
+    job = _finished(job, JobStatus.FAILED, now, error=error)
+    return Change(job, "status", {"status": "failed", "error": error})
+
+
+def cancelled(job: Job, *, now: float, error: dict[str, Any] | None = None) -> Change:
+    job = _finished(job, JobStatus.CANCELLED, now, error=error, cancel_requested=True)
+    return Change(job, "status", {"status": "cancelled"})
+
+
+def cancel_requested(job: Job, *, now: float) -> Change | None:
+    """What `cancel` does to a job: None when there is nothing left to do."""
+    if job.status is JobStatus.QUEUED:
+        return cancelled(job, now=now)
+    if job.status is JobStatus.RUNNING and not job.cancel_requested:
+        return Change(replace(job, cancel_requested=True), "cancel_requested", {})
+    return None
+
+
+def expired(job: Job, *, now: float) -> Change:
+    return failed(job, dict(LEASE_EXPIRED), retryable=True, now=now)
+
+
+def cursor_seq(cursor: str | None) -> int | None:
+    """The seq a list cursor stands for: listings continue below it."""
+    if cursor is None:
+        return None
+    if not (cursor.isascii() and cursor.isdigit()):
+        raise InvalidCursor(cursor)
+    return int(cursor)
+
+
+def check_limit(limit: int) -> None:
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, not {limit}")
+
+
+def page(jobs: list[Job], limit: int) -> tuple[list[Job], str | None]:
+    """Cut a listing fetched with one job too many: that extra job says whether a next page
+    exists, so the last page never points at an empty one."""
+    if len(jobs) <= limit:
+        return jobs, None
+    return jobs[:limit], str(jobs[limit - 1].seq)
+
+
+def _finished(job: Job, status: JobStatus, now: float, **changes: Any) -> Job:
+    return replace(job, status=status, finished_at=now, worker=None, lease_until=None, **changes)
+
+
+# --- waiting for events -----------------------------------------------------------------------
+
+
+class EventWaiters:
+    """Wakes the coroutines waiting for a job's next event, in this process only.
+
+    One asyncio.Event per job with waiters: publishing sets it and drops it, so the next waiter
+    gets a fresh one. A backend shared between processes (SQLite) does not see the other's
+    publishes here; it re-reads once when the wait times out.
+    """
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+        self._waiting: dict[str, int] = {}
+        self.closed = False
+
+    @contextmanager
+    def watch(self, job_id: str) -> Iterator[asyncio.Event]:
+        """Register before looking for events, so that none can slip in between."""
+        event = self._events.setdefault(job_id, asyncio.Event())
+        if self.closed:
+            event.set()
+        self._waiting[job_id] = self._waiting.get(job_id, 0) + 1
+        try:
+            yield event
+        finally:
+            left = self._waiting.pop(job_id) - 1
+            if left:
+                self._waiting[job_id] = left
+            else:
+                self._events.pop(job_id, None)
+
+    def notify(self, job_id: str) -> None:
+        event = self._events.pop(job_id, None)
+        if event is not None:
+            event.set()
+
+    def close(self) -> None:
+        """Wake everyone: a closed store has nothing more to say."""
+        self.closed = True
+        for event in self._events.values():
+            event.set()
+        self._events.clear()
+
+
+async def wait_for_events(
+    store: JobStore, waiters: EventWaiters, job_id: str, *, after: int, timeout: float
+) -> list[JobEvent]:
+    """`wait_events` for any backend that publishes through `waiters`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        with waiters.watch(job_id) as event:
+            found = await store.events(job_id, after=after)
+            remaining = deadline - loop.time()
+            if found or remaining <= 0:
+                return found
+            try:
+                await asyncio.wait_for(event.wait(), remaining)
+            except TimeoutError:
+                # A last look: another process sharing the store may have published meanwhile.
+                return await store.events(job_id, after=after)
+        if waiters.closed:
+            return []
