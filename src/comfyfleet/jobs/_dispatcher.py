@@ -146,7 +146,8 @@ class Dispatcher:
                 except Exception:  # a store or instance hiccup must not stop dispatching
                     log.exception("filling instance %s failed", lane.index)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self.settings.poll_s)
+                async with asyncio.timeout(self.settings.poll_s):
+                    await self.wake.wait()
 
     def _emptiest_first(self) -> list[Lane]:
         """Fill the idlest instance first so load spreads over every GPU."""

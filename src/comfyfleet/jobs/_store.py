@@ -312,7 +312,8 @@ async def wait_for_events(
             if found or remaining <= 0:
                 return found
             try:
-                await asyncio.wait_for(event.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await event.wait()
             except TimeoutError:
                 # A last look: another process sharing the store may have published meanwhile.
                 return await store.events(job_id, after=after)

@@ -278,7 +278,8 @@ class Instance:
         except OSError as exc:
             return f"pre-start hook {hook} cannot run: {exc.strerror or exc}"
         try:
-            code = await asyncio.wait_for(proc.wait(), self.settings.hook_timeout_s)
+            async with asyncio.timeout(self.settings.hook_timeout_s):
+                code = await proc.wait()
         except TimeoutError:
             await self._terminate(proc)
             return f"pre-start hook {hook} took longer than {self.settings.hook_timeout_s:g}s"
@@ -290,7 +291,8 @@ class Instance:
             return
         proc.signal_group(signal.SIGTERM)
         try:
-            await asyncio.wait_for(proc.wait(), self.settings.stop_grace_s)
+            async with asyncio.timeout(self.settings.stop_grace_s):
+                await proc.wait()
         except TimeoutError:
             proc.signal_group(signal.SIGKILL)
             await proc.wait()
@@ -309,7 +311,8 @@ class Instance:
 
 async def _wait_event(event: asyncio.Event, timeout: float) -> None:
     try:
-        await asyncio.wait_for(event.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await event.wait()
     except TimeoutError:
         pass
 
