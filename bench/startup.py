@@ -65,8 +65,9 @@ def fleet_start(ws: Path, instances: int) -> tuple[float, float]:
     started = time.monotonic()
     subprocess.run(up, check=True, capture_output=True)
     elapsed = time.monotonic() - started
-    listing = subprocess.run([*cf, "status", "-w", str(ws), "--json"], check=True,
-                             capture_output=True, text=True).stdout
+    listing = subprocess.run(
+        [*cf, "status", "-w", str(ws), "--json"], check=True, capture_output=True, text=True
+    ).stdout
     comfy = max(i["ready_since"] - i["started_at"] for i in json.loads(listing)["instances"])
     subprocess.run([*cf, "down", "-w", str(ws)], check=True, capture_output=True)
     return elapsed, comfy
@@ -85,9 +86,11 @@ def main() -> None:
         total, comfy = fleet_start(ws, args.instances)
         fleet.append(total)
         inner.append(total - comfy)
-        print(f"round {n + 1}: direct {direct[-1]:.2f}s  fleet {total:.2f}s "
-              f"(ComfyUI inside it {comfy:.2f}s, comfyfleet's own {total - comfy:.2f}s)",
-              flush=True)
+        print(
+            f"round {n + 1}: direct {direct[-1]:.2f}s  fleet {total:.2f}s "
+            f"(ComfyUI inside it {comfy:.2f}s, comfyfleet's own {total - comfy:.2f}s)",
+            flush=True,
+        )
     d, f, own = statistics.median(direct), statistics.median(fleet), statistics.median(inner)
     print(f"median: ComfyUI alone {d:.2f}s, comfyfleet up ({args.instances} instances) {f:.2f}s")
     print(f"ratio fleet/direct: {f / d:.2f}, added: {f - d:+.2f}s (goal: within 1 s)")

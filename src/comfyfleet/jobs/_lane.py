@@ -130,7 +130,9 @@ class Lane:
         job_id, data = flight.job.id, message.data
         if message.type == "execution_start":
             flight.started = True
-            await self.store.publish(job_id, "started", {"instance": self.index})
+            await self.store.publish(
+                job_id, "started", {"instance": self.index, "comfy_ts": data.get("timestamp")}
+            )
         elif message.type == "progress":
             value, maximum = int(data.get("value", 0)), int(data.get("max", 0)) or 1
             progress = {
@@ -148,6 +150,9 @@ class Lane:
                 job_id, "executed", {"node": data.get("node"), "output": data.get("output")}
             )
         elif message.type == "execution_success":
+            await self.store.publish(
+                job_id, "executed_all", {"instance": self.index, "comfy_ts": data.get("timestamp")}
+            )
             await self._finish_success(flight)
         elif message.type == "execution_error":
             await self._finish(flight, _node_error(data), retryable=False)
@@ -156,7 +161,7 @@ class Lane:
 
     async def _finish_success(self, flight: _InFlight) -> None:
         try:
-            entry = await self.client.history(flight.prompt_id)
+            entry = await self._history_when_written(flight.prompt_id)
         except ComfyError as exc:
             await self._finish(
                 flight,
@@ -168,11 +173,25 @@ class Lane:
                 retryable=True,
             )
             return
-        outputs = outputs_from_history(flight.job.id, entry or {})
+        outputs = outputs_from_history(flight.job.id, entry)
         self.in_flight.pop(flight.prompt_id, None)
         await self.store.complete(flight.job.id, self.worker, outputs)
         self.completed += 1
         self.wake.set()
+
+    async def _history_when_written(self, prompt_id: str, limit_s: float = 10.0) -> dict[str, Any]:
+        """ComfyUI sends `execution_success` just before it files the prompt's history, so the
+        entry can be missing for a moment: ask again briefly instead of losing the outputs."""
+        deadline = time.monotonic() + limit_s
+        delay = 0.002
+        while True:
+            entry = await self.client.history(prompt_id)
+            if entry is not None and "outputs" in entry:
+                return entry
+            if time.monotonic() > deadline:
+                raise ComfyUnavailable(f"no history for prompt {prompt_id} after {limit_s:g}s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
     async def _finish_interrupted(self, flight: _InFlight, data: dict[str, Any]) -> None:
         await self._finish(
