@@ -25,7 +25,7 @@ from comfyfleet.jobs import (
     SqliteJobStore,
     open_store,
 )
-from comfyfleet.jobs._sqlite import load_migrations, load_queries, split_statements
+from comfyfleet.jobs._sqlfiles import load_migrations, load_queries, split_statements
 
 T = TypeVar("T")
 

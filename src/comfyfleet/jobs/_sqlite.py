@@ -16,14 +16,12 @@ All SQL lives in `sql/`: numbered migrations, and `queries.sql` with one named b
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +36,8 @@ from comfyfleet.jobs._model import (
     NewJob,
     QueueFull,
 )
+from comfyfleet.jobs._sqlfiles import load_migrations, load_queries, split_statements
 
-_NAME_LINE = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
-_MIGRATION = re.compile(r"^(\d{4})_(\w+)\.sql$")
 _NO_CURSOR = 2**63 - 1  # above every seq: "from the newest"
 
 
@@ -306,57 +303,6 @@ class SqliteJobStore:
                 hint="upgrade comfyfleet, or point it at another store",
             )
         return applied
-
-
-# --- the SQL files ----------------------------------------------------------------------------
-
-
-def load_queries() -> dict[str, str]:
-    """The named blocks of `sql/queries.sql`: `-- name: x` starts block x."""
-    text = resources.files("comfyfleet.jobs").joinpath("sql", "queries.sql").read_text("utf-8")
-    preamble, *pairs = _NAME_LINE.split(text)
-    if _has_code(preamble):
-        raise ValueError("queries.sql: SQL before the first '-- name:' line")
-    queries: dict[str, str] = {}
-    for name, body in zip(pairs[::2], pairs[1::2], strict=True):
-        if name in queries or not _has_code(body):
-            raise ValueError(f"queries.sql: query '{name}' is defined twice or empty")
-        queries[name] = body.strip()
-    return queries
-
-
-def load_migrations() -> list[tuple[int, str, str]]:
-    """(version, name, script) of every `sql/NNNN_name.sql`, oldest first."""
-    found: dict[int, tuple[int, str, str]] = {}
-    for entry in resources.files("comfyfleet.jobs").joinpath("sql").iterdir():
-        match = _MIGRATION.match(entry.name)
-        if match is None:
-            continue
-        version = int(match[1])
-        if version in found:
-            raise ValueError(f"two migrations have version {version}")
-        found[version] = (version, match[2], entry.read_text("utf-8"))
-    return [found[version] for version in sorted(found)]
-
-
-def split_statements(script: str) -> list[str]:
-    """Cut a script into single statements (sqlite3 runs one per `execute`), using SQLite's own
-    idea of where a statement ends, so that a `;` in a string or a trigger body does not cut."""
-    statements: list[str] = []
-    pending = ""
-    for piece in script.split(";"):
-        pending += piece + ";"
-        if sqlite3.complete_statement(pending):
-            if _has_code(pending[:-1]):
-                statements.append(pending.strip())
-            pending = ""
-    if _has_code(pending.removesuffix(";")):
-        raise ValueError(f"unterminated SQL statement: {pending.strip()[:60]}")
-    return statements
-
-
-def _has_code(sql: str) -> bool:
-    return any(line.strip() and not line.strip().startswith("--") for line in sql.splitlines())
 
 
 # --- rows -------------------------------------------------------------------------------------

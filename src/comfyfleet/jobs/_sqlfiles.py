@@ -1,0 +1,62 @@
+"""Reading the SQL that ships with the package: named queries and numbered migrations.
+
+All SQL of the SQLite store lives in `sql/`: `NNNN_name.sql` migrations, run once each in order,
+and `queries.sql`, whose `-- name: x` lines start the block of query x.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from importlib import resources
+
+_NAME_LINE = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
+_MIGRATION = re.compile(r"^(\d{4})_(\w+)\.sql$")
+
+
+def load_queries() -> dict[str, str]:
+    """The named blocks of `sql/queries.sql`: `-- name: x` starts block x."""
+    text = resources.files("comfyfleet.jobs").joinpath("sql", "queries.sql").read_text("utf-8")
+    preamble, *pairs = _NAME_LINE.split(text)
+    if _has_code(preamble):
+        raise ValueError("queries.sql: SQL before the first '-- name:' line")
+    queries: dict[str, str] = {}
+    for name, body in zip(pairs[::2], pairs[1::2], strict=True):
+        if name in queries or not _has_code(body):
+            raise ValueError(f"queries.sql: query '{name}' is defined twice or empty")
+        queries[name] = body.strip()
+    return queries
+
+
+def load_migrations() -> list[tuple[int, str, str]]:
+    """(version, name, script) of every `sql/NNNN_name.sql`, oldest first."""
+    found: dict[int, tuple[int, str, str]] = {}
+    for entry in resources.files("comfyfleet.jobs").joinpath("sql").iterdir():
+        match = _MIGRATION.match(entry.name)
+        if match is None:
+            continue
+        version = int(match[1])
+        if version in found:
+            raise ValueError(f"two migrations have version {version}")
+        found[version] = (version, match[2], entry.read_text("utf-8"))
+    return [found[version] for version in sorted(found)]
+
+
+def split_statements(script: str) -> list[str]:
+    """Cut a script into single statements (sqlite3 runs one per `execute`), using SQLite's own
+    idea of where a statement ends, so that a `;` in a string or a trigger body does not cut."""
+    statements: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if _has_code(pending[:-1]):
+                statements.append(pending.strip())
+            pending = ""
+    if _has_code(pending.removesuffix(";")):
+        raise ValueError(f"unterminated SQL statement: {pending.strip()[:60]}")
+    return statements
+
+
+def _has_code(sql: str) -> bool:
+    return any(line.strip() and not line.strip().startswith("--") for line in sql.splitlines())
