@@ -74,7 +74,7 @@ async def measure(server: Server, n: int) -> None:
         ComfyEvents(base, "bench-direct") as events,
         httpx.AsyncClient(base_url=server.url, timeout=60, trust_env=False) as http,
     ):
-        async for item in events:  # wait for the socket before timing anything
+        async for _item in events:  # wait for the socket before timing anything
             break
         for warm in range(5):
             await direct_once(client, events, seed + warm)

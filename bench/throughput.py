@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import sys
 import tempfile
 import time
@@ -77,7 +78,7 @@ def main() -> None:
     worst = 0.0
     for instance, items in sorted(spans.items()):
         items.sort()
-        between = [b[0] - a[1] for a, b in zip(items, items[1:], strict=False)]
+        between = [b[0] - a[1] for a, b in itertools.pairwise(items)]
         biggest = max(between, default=0.0)
         at = between.index(biggest) if between else -1
         print(f"  (largest after job {at + 1} of {len(items)}, "
