@@ -81,8 +81,12 @@ def main() -> None:
         between = [b[0] - a[1] for a, b in itertools.pairwise(items)]
         biggest = max(between, default=0.0)
         at = between.index(biggest) if between else -1
-        print(f"  (largest after job {at + 1} of {len(items)}, "
-              f"{items[at][1] - items[0][0]:.2f}s into the run)" if between else "")
+        print(
+            f"  (largest after job {at + 1} of {len(items)}, "
+            f"{items[at][1] - items[0][0]:.2f}s into the run)"
+            if between
+            else ""
+        )
         worst = max(worst, biggest)
         print(
             f"instance {instance}: {len(items)} jobs, largest idle gap {biggest * 1000:.1f} ms, "

@@ -120,7 +120,8 @@ async def _wait_for_end(service: Service, job_id: str, seconds: float) -> Job:
         )
         if events:
             after = events[-1].seq
-        job = await service.store.get(job_id)
+        if not events or any(event.kind == "status" for event in events):
+            job = await service.store.get(job_id)  # progress events do not change the status
     return job
 
 

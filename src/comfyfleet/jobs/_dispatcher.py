@@ -78,7 +78,6 @@ class Dispatcher:
             client=self._make_client(url),
             events=self._make_events(url, f"{self.worker}-{index}"),
             wake=self.wake,
-            on_idle=self.wake.set,
         )
         if old is not None:
             lane.in_flight = old.in_flight

@@ -11,7 +11,6 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,7 +53,6 @@ class Lane:
         client: ComfyClient,
         events: ComfyEvents,
         wake: asyncio.Event,
-        on_idle: Callable[[], None],
     ) -> None:
         self.index = index
         self.base_url = base_url
@@ -66,7 +64,6 @@ class Lane:
         self.events = events
         self.client_id = events.client_id
         self.wake = wake
-        self.on_idle = on_idle
         self.serving = False
         self.in_flight: dict[str, _InFlight] = {}  # prompt id -> job
         self.completed = 0
