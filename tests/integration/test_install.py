@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -59,10 +58,8 @@ def test_locked_install_reproduces_and_refuses_drift(
 ) -> None:
     ws = workspace_sharing(comfyui_install, tmp_path_factory.mktemp("locked"))
     (ws / "state" / "installed.json").unlink()
-    started = time.monotonic()
     ok = cli("install", "-w", ws, "--nodes", NODES_FILE, "--locked")
     assert "torch 2.13.0+cpu" in ok.stdout, ok.stdout
-    assert time.monotonic() - started < 600
     assert (ws / "state" / "installed.json").is_file()
 
     lock = json.loads((ws / "comfyfleet.lock").read_text())

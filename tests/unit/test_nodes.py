@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from comfyfleet.provision._nodes import (
 )
 from comfyfleet.provision._report import InstallLog, RecordingReporter
 from comfyfleet.provision._venv import Pip
+from tests.unit.gitrepo import git
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 
@@ -298,17 +298,6 @@ def test_list_file_to_installed_nodes(tmp_path: Path, nodes: Nodes) -> None:
 
 
 # --- install_nodes: git nodes -------------------------------------------------------------------
-
-
-def git(*args: str, cwd: Path) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.name=Test", "-c", "user.email=test@example.org", *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return done.stdout.strip()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import subprocess
 import sys
 import tarfile
 import zipfile
@@ -23,6 +22,7 @@ from comfyfleet.provision._sources import (
     parse_source,
     read_comfyui_version,
 )
+from tests.unit.gitrepo import git
 
 VERSION = "0.3.75"
 
@@ -466,17 +466,6 @@ def test_path_source_without_comfyui_is_refused(tmp_path: Path, installer: Insta
 # --- install_source: git ------------------------------------------------------------------------
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
-
-
-def git(*args: str, cwd: Path) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.name=Test", "-c", "user.email=test@example.org", *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return done.stdout.strip()
 
 
 @pytest.fixture
