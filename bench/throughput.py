@@ -38,7 +38,7 @@ async def gaps(db: Path, ids: list[str]) -> tuple[dict[int, list[tuple[float, fl
         for job_id in ids:
             events = await store.events(job_id)
             start = next((e.data for e in events if e.kind == "started"), None)
-            end = next((e.data for e in events if e.kind == "executed_all"), None)
+            end = next((e.data for e in events if e.data.get("status") == "succeeded"), None)
             if not start or not end or start.get("comfy_ts") is None:
                 missing += 1
                 continue

@@ -182,9 +182,12 @@ class FakeComfy:
         )
         folder, _, stem = prefix.rpartition("/")
         image = {"filename": f"{stem}_00001_.png", "subfolder": folder, "type": "output"}
+        self._send("executed", {"prompt_id": pid, "node": "9", "output": {"images": [image]}})
+        self.ran.append(pid)
+        # As ComfyUI does: success is reported just before the history entry is filed.
+        self._send("execution_success", {"prompt_id": pid})
+        await asyncio.sleep(0)
         self.history[pid] = {
             "status": {"status_str": "success"},
             "outputs": {"9": {"images": [image]}},
         }
-        self.ran.append(pid)
-        self._send("execution_success", {"prompt_id": pid})

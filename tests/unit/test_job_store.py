@@ -565,3 +565,65 @@ def test_jobs_compare_and_serialise_as_plain_data() -> None:
     data = job.to_dict()
     assert data["status"] == "failed" and type(data["status"]) is str
     assert json.loads(json.dumps(data)) == data
+
+
+def test_options_travel_with_the_job(store: JobStore) -> None:
+    options = {"webhook": {"url": "https://example.com/hook", "events": None}, "timeout_s": 30}
+
+    async def go() -> tuple[Job, Job]:
+        stored, _ = await store.enqueue(new("opt", options=options))
+        claimed = await store.claim("w", lease_s=10)
+        assert claimed is not None
+        return stored, claimed
+
+    stored, claimed = run(go())
+    assert stored.options == options == claimed.options
+    assert run(store.get("opt")).options == options
+
+
+def test_a_claim_records_where_the_job_runs_in_the_same_write(store: JobStore) -> None:
+    async def go() -> Job:
+        await store.enqueue(new("where"))
+        job = await store.claim("w", lease_s=10, instance=1, prompt_id="p-1")
+        assert job is not None and (job.instance, job.prompt_id) == (1, "p-1")
+        return await store.get("where")
+
+    job = run(go())
+    assert (job.instance, job.prompt_id) == (1, "p-1")
+    running = run(store.events("where"))[-1]
+    assert running.data == {"status": "running", "attempt": 1, "instance": 1}
+
+
+def test_completion_details_go_into_the_succeeded_event(store: JobStore) -> None:
+    async def go() -> list[Any]:
+        await store.enqueue(new("done"))
+        await store.claim("w", lease_s=10)
+        await store.complete("done", "w", [], details={"comfy_ts": 123, "status": "forged"})
+        return await store.events("done")
+
+    last = run(go())[-1]
+    assert last.data == {"comfy_ts": 123, "status": "succeeded"}
+
+
+def test_events_since_is_every_jobs_feed_in_order(store: JobStore) -> None:
+    async def go() -> tuple[list[Any], list[Any]]:
+        await store.enqueue(new("a"))
+        await store.enqueue(new("b"))
+        await store.publish("a", "note", {"n": 1})
+        everything = await store.events_since(0)
+        rest = await store.events_since(everything[0].seq, limit=1)
+        return everything, rest
+
+    everything, rest = run(go())
+    assert [(e.job_id, e.kind) for e in everything] == [
+        ("a", "status"),
+        ("b", "status"),
+        ("a", "note"),
+    ]
+    assert [e.seq for e in everything] == sorted(e.seq for e in everything)
+    assert rest == everything[1:2]
+
+
+def test_publishing_for_an_unknown_job_is_refused(store: JobStore) -> None:
+    with pytest.raises(JobNotFound):
+        run(store.publish("nobody", "note", {}))

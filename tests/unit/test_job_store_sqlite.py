@@ -186,14 +186,16 @@ def test_migrations_run_once(tmp_path: Path) -> None:
     db = tmp_path / "deep" / "dir" / "jobs.db"
     first = SqliteJobStore.open(db)
     run(first.close())
-    assert first.migrated == [version for version, _, _ in load_migrations()] == [1]
+    known = [version for version, _, _ in load_migrations()]
+    assert first.migrated == known == sorted(known)
+    assert known[0] == 1
     again = SqliteJobStore.open(db)
     run(again.close())
     assert again.migrated == []
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT version, name FROM schema_migrations").fetchall() == [
-            (1, "jobs")
-        ]
+        applied = conn.execute("SELECT version, name FROM schema_migrations").fetchall()
+        assert [version for version, _ in applied] == known
+        assert applied[0] == (1, "jobs")
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
 

@@ -221,11 +221,16 @@ def test_text_encoders_searches_both_layouts(tmp_path: Path) -> None:
     assert subfolders(section["diffusion_models"]) == ["diffusion_models/", "unet/"]
 
 
-def test_custom_nodes_is_the_absolute_custom_nodes_dir(tmp_path: Path) -> None:
+def test_custom_nodes_lists_the_runtime_extension_then_the_workspace_folder(
+    tmp_path: Path,
+) -> None:
     nodes = tmp_path / "ws" / "custom_nodes"
     section = section_of(render_extra_model_paths(tmp_path / "m", nodes))
-    assert section["custom_nodes"] == str(nodes)
-    assert Path(section["custom_nodes"]).is_absolute()
+    runtime, workspace_nodes = section["custom_nodes"].split("\n")
+    # ComfyUI inserts each default folder in front: the one listed last is searched first.
+    assert workspace_nodes == str(nodes)
+    assert (Path(runtime) / "comfyfleet_runtime" / "__init__.py").is_file()
+    assert all(Path(p).is_absolute() for p in (runtime, workspace_nodes))
 
 
 def test_the_file_says_it_is_generated(tmp_path: Path) -> None:

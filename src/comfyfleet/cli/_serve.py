@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Annotated
 
@@ -10,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from comfyfleet.cli._console import make_console
+from comfyfleet.cli._loop import run
 from comfyfleet.cli._options import ConfigOpt, WorkspaceOpt, settings_from
 from comfyfleet.supervise import InstanceEvent
 
@@ -61,5 +61,5 @@ def serve_command(
     def on_listening(url: str) -> None:
         console.print(f"gateway listening on [bold]{url}[/] (API docs at {url}/docs)")
 
-    asyncio.run(run_service(settings, options, on_event=on_event, on_listening=on_listening))
+    run(run_service(settings, options, on_event=on_event, on_listening=on_listening))
     console.print("stopped")

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from comfyfleet import __version__
@@ -42,6 +42,8 @@ from comfyfleet.jobs import (
     check_workflow,
 )
 
+_SMALL_FILE = 512 * 1024
+"""Outputs up to this size are answered from one read; larger ones are streamed."""
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -125,6 +127,26 @@ async def _wait_for_end(service: Service, job_id: str, seconds: float) -> Job:
     return job
 
 
+async def _enqueue(service: Service, new: NewJob) -> tuple[Job, bool]:
+    """Store the job, then put it on an idle instance at once if this process has one."""
+    try:
+        job, created = await service.store.enqueue(new, max_queued=service.settings.max_queued)
+    except QueueFull as exc:
+        raise ApiError(
+            429,
+            "queue_full",
+            f"the queue holds {exc.limit} jobs; try later",
+            headers={"Retry-After": str(service.settings.retry_after_s)},
+        ) from exc
+    except JobConflict as exc:
+        raise ApiError(409, "job_conflict", exc.message) from exc
+    if created and service.dispatch is not None:
+        await service.dispatch()
+    elif created:
+        service.notify()
+    return job, created
+
+
 def create_app(service: Service) -> FastAPI:
     app = FastAPI(
         title="comfyfleet",
@@ -162,19 +184,7 @@ def _add_job_routes(app: FastAPI, service: Service) -> None:
         body = await _read_body(request, service.settings.max_body_bytes)
         new = _new_job(body, service.settings.max_attempts)
         await _check(service, new.workflow)
-        try:
-            job, created = await store.enqueue(new, max_queued=service.settings.max_queued)
-        except QueueFull as exc:
-            raise ApiError(
-                429,
-                "queue_full",
-                f"the queue holds {exc.limit} jobs; try later",
-                headers={"Retry-After": str(service.settings.retry_after_s)},
-            ) from exc
-        except JobConflict as exc:
-            raise ApiError(409, "job_conflict", exc.message) from exc
-        if created:
-            service.notify()
+        job, created = await _enqueue(service, new)
         seconds = _wait_seconds(wait, prefer, service.settings.max_wait_s)
         if seconds is not None:
             job = await _wait_for_end(service, job.id, seconds)
@@ -206,7 +216,7 @@ def _add_other_routes(app: FastAPI, service: Service) -> None:
     store = service.store
 
     @app.get("/v1/outputs/{job_id}/{path:path}", summary="Download an output file")
-    async def output(job_id: str, path: str) -> FileResponse:
+    async def output(job_id: str, path: str) -> Response:
         parts = PurePosixPath(path).parts
         if not _ID.match(job_id) or not parts or ".." in parts or path.startswith("/"):
             raise ApiError(400, "invalid_path", "output paths must stay inside the job's folder")
@@ -214,6 +224,9 @@ def _add_other_routes(app: FastAPI, service: Service) -> None:
         if not file.is_file():
             raise ApiError(404, "output_not_found", f"job '{job_id}' has no output '{path}'")
         media = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+        if file.stat().st_size <= _SMALL_FILE:
+            # One read on the loop costs less than FileResponse's hop to a worker thread.
+            return Response(file.read_bytes(), media_type=media)
         return FileResponse(file, media_type=media)
 
     @app.get("/v1/instances", summary="The ComfyUI instances and their states")

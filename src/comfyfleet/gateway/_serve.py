@@ -68,6 +68,7 @@ async def run_service(
             instances=supervisor.status,
             host=settings.fleet.host,
             notify=dispatcher.notify,
+            dispatch=dispatcher.dispatch,
         )
         service.node_types = NodeTypes(service.serving_urls)
         config = uvicorn.Config(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +58,8 @@ class Service:
     instances: Callable[[], list[InstanceStatus]] = list
     host: str = "127.0.0.1"
     notify: Callable[[], None] = lambda: None
+    dispatch: Callable[[], Awaitable[None]] | None = None
+    """Fill idle instances now (the dispatcher in this process); None: `notify` only."""
     node_types: NodeTypes | None = None
 
     def serving_urls(self) -> list[str]:

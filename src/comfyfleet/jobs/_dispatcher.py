@@ -106,6 +106,19 @@ class Dispatcher:
         """A job was enqueued in this process: fill slots now instead of at the next poll."""
         self.wake.set()
 
+    async def dispatch(self) -> None:
+        """Fill free slots now, from the caller's task: the gateway calls this right after an
+        enqueue, so a job that finds an idle instance is on it before the answer goes out,
+        without waiting for the fill loop to be scheduled (under a burst of submissions that
+        wait is what leaves an instance idle)."""
+        for lane in self._emptiest_first():
+            if lane.free_slots() <= 0:
+                continue
+            try:
+                await lane.fill()
+            except Exception:  # the fill loop tries again; the submission itself succeeded
+                log.exception("filling instance %s failed", lane.index)
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(coro))
 

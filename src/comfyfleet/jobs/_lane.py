@@ -38,6 +38,10 @@ class _InFlight:
     prompt_id: str
     started: bool = False
     submitted_at: float = field(default_factory=time.monotonic)
+    ui_outputs: dict[str, Any] = field(default_factory=dict)
+    """What `executed` messages reported, by node: the outputs, without asking /history."""
+    gap: bool = False
+    """The WebSocket dropped while this prompt was in flight: messages may be missing."""
 
 
 class Lane:
@@ -67,28 +71,39 @@ class Lane:
         self.serving = False
         self.in_flight: dict[str, _InFlight] = {}  # prompt id -> job
         self.completed = 0
+        self._claiming = 0
 
     # --- claiming and submitting -----------------------------------------------------------
     def free_slots(self) -> int:
-        return self.slots - len(self.in_flight) if self.serving else 0
+        return self.slots - len(self.in_flight) - self._claiming if self.serving else 0
 
     async def fill(self) -> int:
-        """Claim and submit jobs until the slots are full or the queue is empty."""
+        """Claim and submit jobs until the slots are full or the queue is empty.
+
+        Safe to call from several tasks at once (the gateway fills on submit, the follower on
+        completion, the dispatcher's loop on its poll): a slot is reserved before the claim."""
         submitted = 0
         while self.free_slots() > 0:
-            job = await self.store.claim(self.worker, lease_s=self.lease_s)
+            prompt_id = uuid.uuid4().hex
+            self._claiming += 1
+            try:
+                job = await self.store.claim(
+                    self.worker,
+                    lease_s=self.lease_s,
+                    instance=self.index,
+                    prompt_id=prompt_id,
+                )
+                if job is not None:
+                    self.in_flight[prompt_id] = _InFlight(job, prompt_id)
+            finally:
+                self._claiming -= 1
             if job is None:
                 break
-            await self._submit(job)
+            await self._submit(job, prompt_id)
             submitted += 1
         return submitted
 
-    async def _submit(self, job: Job) -> None:
-        prompt_id = uuid.uuid4().hex
-        self.in_flight[prompt_id] = _InFlight(job, prompt_id)
-        await self.store.set_running_info(
-            job.id, self.worker, instance=self.index, prompt_id=prompt_id
-        )
+    async def _submit(self, job: Job, prompt_id: str) -> None:
         graph = namespace_outputs(job.workflow, job.id)
         try:
             await self.client.submit(graph, client_id=self.client_id, prompt_id=prompt_id)
@@ -117,8 +132,11 @@ class Lane:
                 await self._on_message(item)
             elif isinstance(item, Connected):
                 await self.reconcile()
-            elif isinstance(item, Disconnected) and not self.serving:
-                await self.lose_all("the instance stopped")
+            elif isinstance(item, Disconnected):
+                for flight in self.in_flight.values():
+                    flight.gap = True
+                if not self.serving:
+                    await self.lose_all("the instance stopped")
 
     async def _on_message(self, message: ComfyMessage) -> None:
         flight = self.in_flight.get(message.prompt_id or "")
@@ -143,22 +161,29 @@ class Lane:
         elif message.type == "executing" and data.get("node") is not None:
             await self.store.publish(job_id, "executing", {"node": data.get("node")})
         elif message.type == "executed":
-            await self.store.publish(
-                job_id, "executed", {"node": data.get("node"), "output": data.get("output")}
-            )
+            output = data.get("output")
+            if isinstance(output, dict):
+                flight.ui_outputs[str(data.get("node"))] = output
+            node = data.get("node")
+            await self.store.publish(job_id, "executed", {"node": node, "output": output})
         elif message.type == "execution_success":
-            await self.store.publish(
-                job_id, "executed_all", {"instance": self.index, "comfy_ts": data.get("timestamp")}
-            )
-            await self._finish_success(flight)
+            await self._finish_success(flight, comfy_ts=data.get("timestamp"))
         elif message.type == "execution_error":
             await self._finish(flight, _node_error(data), retryable=False)
         elif message.type == "execution_interrupted":
             await self._finish_interrupted(flight, data)
 
-    async def _finish_success(self, flight: _InFlight) -> None:
+    async def _finish_success(
+        self, flight: _InFlight, *, comfy_ts: Any = None, entry: dict[str, Any] | None = None
+    ) -> None:
+        """Collect the outputs and complete the job. ComfyUI sends an `executed` message for
+        every node with outputs, cached ones included, so when the socket never dropped during
+        the prompt those messages are the whole result and /history is not asked."""
         try:
-            entry = await self._history_when_written(flight.prompt_id)
+            if entry is None and not flight.gap:
+                entry = {"outputs": flight.ui_outputs}
+            elif entry is None:
+                entry = await self._history_when_written(flight.prompt_id)
         except ComfyError as exc:
             await self._finish(
                 flight,
@@ -172,8 +197,18 @@ class Lane:
             return
         outputs = outputs_from_history(flight.job.id, entry)
         self.in_flight.pop(flight.prompt_id, None)
-        await self.store.complete(flight.job.id, self.worker, outputs)
+        details = {"instance": self.index, "comfy_ts": comfy_ts}
+        await self.store.complete(flight.job.id, self.worker, outputs, details=details)
         self.completed += 1
+        await self._refill()
+
+    async def _refill(self) -> None:
+        """A slot came free: take the next job at once, from the task that saw it come free,
+        rather than waiting for the dispatcher's loop to be scheduled."""
+        try:
+            await self.fill()
+        except Exception:  # the dispatcher's loop tries again; a follower must not die of it
+            log.exception("refilling instance %s failed", self.index)
         self.wake.set()
 
     async def _history_when_written(self, prompt_id: str, limit_s: float = 10.0) -> dict[str, Any]:
@@ -204,7 +239,10 @@ class Lane:
     async def _finish(self, flight: _InFlight, error: dict[str, Any], *, retryable: bool) -> None:
         self.in_flight.pop(flight.prompt_id, None)
         await self.store.fail(flight.job.id, self.worker, error, retryable=retryable)
-        self.wake.set()
+        if self.serving:
+            await self._refill()
+        else:
+            self.wake.set()
 
     # --- failures and reconciliation -------------------------------------------------------
     async def lose_all(self, reason: str) -> None:
@@ -230,7 +268,7 @@ class Lane:
                 return
             status = ((entry or {}).get("status") or {}).get("status_str")
             if status == "success":
-                await self._finish_success(flight)
+                await self._finish_success(flight, entry=entry)
             elif status == "error":
                 messages = (entry or {}).get("status", {}).get("messages", [])
                 error: dict[str, Any] = next(

@@ -53,7 +53,7 @@ class MemoryJobStore:
                 return _out(existing), False
             if max_queued is not None and self._count(JobStatus.QUEUED) >= max_queued:
                 raise QueueFull(max_queued)
-            new = replace(job, workflow=_json_copy(job.workflow))
+            new = replace(job, workflow=_json_copy(job.workflow), options=_json_copy(job.options))
             self._job_seq += 1
             change = rules.created(new, seq=self._job_seq, now=_now(now))
             return self._apply(change, change.job.created_at), True
@@ -90,13 +90,28 @@ class MemoryJobStore:
             key = _claim_order(job)
             return sum(1 for other in self._queued() if _claim_order(other) < key)
 
-    async def claim(self, worker: str, *, lease_s: float, now: float | None = None) -> Job | None:
+    async def claim(
+        self,
+        worker: str,
+        *,
+        lease_s: float,
+        now: float | None = None,
+        instance: int | None = None,
+        prompt_id: str | None = None,
+    ) -> Job | None:
         async with self._locked():
             queued = list(self._queued())
             if not queued:
                 return None
             at = _now(now)
-            change = rules.claimed(min(queued, key=_claim_order), worker, lease_s=lease_s, now=at)
+            change = rules.claimed(
+                min(queued, key=_claim_order),
+                worker,
+                lease_s=lease_s,
+                now=at,
+                instance=instance,
+                prompt_id=prompt_id,
+            )
             return self._apply(change, at)
 
     async def heartbeat(
@@ -134,9 +149,15 @@ class MemoryJobStore:
             return True
 
     async def complete(
-        self, job_id: str, worker: str, outputs: list[dict[str, Any]], *, now: float | None = None
+        self,
+        job_id: str,
+        worker: str,
+        outputs: list[dict[str, Any]],
+        *,
+        now: float | None = None,
+        details: dict[str, Any] | None = None,
     ) -> Job | None:
-        rule = partial(rules.completed, outputs=_json_copy(outputs))
+        rule = partial(rules.completed, outputs=_json_copy(outputs), details=_json_copy(details))
         return await self._change_held(job_id, worker, now, rule)
 
     async def fail(
@@ -180,6 +201,13 @@ class MemoryJobStore:
         async with self._locked():
             self._job(job_id)
             return self._append(job_id, kind, data, _now(now))
+
+    async def events_since(self, after: int, *, limit: int = 500) -> list[JobEvent]:
+        rules.check_limit(limit)
+        async with self._locked():
+            found = [e for events in self._events.values() for e in events if e.seq > after]
+            found.sort(key=lambda event: event.seq)
+            return [replace(event, data=_json_copy(event.data)) for event in found[:limit]]
 
     async def events(self, job_id: str, *, after: int = 0, limit: int = 1000) -> list[JobEvent]:
         async with self._locked():

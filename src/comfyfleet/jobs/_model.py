@@ -14,7 +14,7 @@ only way to change a job is through the store, which is what keeps the rules abo
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -43,6 +43,8 @@ class NewJob:
     max_attempts: int = 3
     request_hash: str = ""
     """Hash of the submitted body: the same id with another body is a conflict, not a retry."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Settings that travel with the job (webhook, output storage, timeouts); JSON values."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class Job:
     request_hash: str
     seq: int
     """Insertion order, unique per store: the tie-break for claims and the key of list cursors."""
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def terminal(self) -> bool:

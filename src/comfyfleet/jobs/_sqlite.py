@@ -92,11 +92,15 @@ class SqliteJobStore:
             workflow = _dump(job.workflow)
             row = {"id": job.id, "workflow": workflow, "priority": job.priority}
             row |= {"max_attempts": job.max_attempts, "created_at": change.job.created_at}
-            row |= {"request_hash": job.request_hash} | _mutable_columns(change.job)
+            options = _dump(job.options)
+            row |= {"request_hash": job.request_hash, "options": options}
+            row |= _mutable_columns(change.job)
             seq = conn.execute(self._q["insert_job"], row).lastrowid
             assert seq is not None
             # Hand back what was stored (JSON-normalised), as every later read will.
-            created = replace(change.job, seq=seq, workflow=json.loads(workflow))
+            created = replace(
+                change.job, seq=seq, workflow=json.loads(workflow), options=json.loads(options)
+            )
             self._append(job.id, change.kind, change.data, created.created_at)
             return created, True
 
@@ -127,13 +131,24 @@ class SqliteJobStore:
         params = {"priority": job.priority, "queued_at": job.queued_at, "seq": job.seq}
         return int(self._db().execute(self._q["queue_position"], params).fetchone()[0])
 
-    async def claim(self, worker: str, *, lease_s: float, now: float | None = None) -> Job | None:
+    async def claim(
+        self,
+        worker: str,
+        *,
+        lease_s: float,
+        now: float | None = None,
+        instance: int | None = None,
+        prompt_id: str | None = None,
+    ) -> Job | None:
         with self._write() as conn:
             row = conn.execute(self._q["next_queued"]).fetchone()
             if row is None:
                 return None
             at = _now(now)
-            return self._record(rules.claimed(_job(row), worker, lease_s=lease_s, now=at), at)
+            change = rules.claimed(
+                _job(row), worker, lease_s=lease_s, now=at, instance=instance, prompt_id=prompt_id
+            )
+            return self._record(change, at)
 
     async def heartbeat(
         self, worker: str, job_ids: Sequence[str], *, lease_s: float, now: float | None = None
@@ -158,9 +173,16 @@ class SqliteJobStore:
             return conn.execute(self._q["set_running_info"], params).rowcount > 0
 
     async def complete(
-        self, job_id: str, worker: str, outputs: list[dict[str, Any]], *, now: float | None = None
+        self,
+        job_id: str,
+        worker: str,
+        outputs: list[dict[str, Any]],
+        *,
+        now: float | None = None,
+        details: dict[str, Any] | None = None,
     ) -> Job | None:
-        return self._change_held(job_id, worker, now, partial(rules.completed, outputs=outputs))
+        rule = partial(rules.completed, outputs=outputs, details=details)
+        return self._change_held(job_id, worker, now, rule)
 
     async def fail(
         self,
@@ -199,10 +221,11 @@ class SqliteJobStore:
     async def publish(
         self, job_id: str, kind: str, data: dict[str, Any], *, now: float | None = None
     ) -> JobEvent:
-        with self._write():
-            if self._find(job_id) is None:
-                raise JobNotFound(job_id)
-            return self._append(job_id, kind, data, _now(now))
+        try:
+            with self._write():  # the events table's foreign key refuses an unknown job
+                return self._append(job_id, kind, data, _now(now))
+        except sqlite3.IntegrityError as exc:
+            raise JobNotFound(job_id) from exc
 
     async def events(self, job_id: str, *, after: int = 0, limit: int = 1000) -> list[JobEvent]:
         params = {"job_id": job_id, "after": after, "limit": limit}
@@ -210,6 +233,11 @@ class SqliteJobStore:
         if not rows and self._find(job_id) is None:
             raise JobNotFound(job_id)
         return [_event(row) for row in rows]
+
+    async def events_since(self, after: int, *, limit: int = 500) -> list[JobEvent]:
+        rules.check_limit(limit)
+        rows = self._db().execute(self._q["events_since"], {"after": after, "limit": limit})
+        return [_event(row) for row in rows.fetchall()]
 
     async def wait_events(self, job_id: str, *, after: int, timeout: float) -> list[JobEvent]:
         return await rules.wait_for_events(
@@ -328,7 +356,7 @@ def _mutable_columns(job: Job) -> dict[str, Any]:
 
 def _job(row: sqlite3.Row) -> Job:
     fields: dict[str, Any] = dict(row)
-    for name in ("workflow", "progress", "outputs", "error"):
+    for name in ("workflow", "progress", "outputs", "error", "options"):
         if fields[name] is not None:
             fields[name] = json.loads(fields[name])
     fields["status"] = JobStatus(fields["status"])

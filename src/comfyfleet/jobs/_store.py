@@ -55,8 +55,18 @@ class JobStore(Protocol):
         """How many queued jobs would be claimed before this one; None when it is not queued."""
         ...
 
-    async def claim(self, worker: str, *, lease_s: float, now: float | None = None) -> Job | None:
-        """Take the next queued job (highest priority, then longest waiting) for `worker`."""
+    async def claim(
+        self,
+        worker: str,
+        *,
+        lease_s: float,
+        now: float | None = None,
+        instance: int | None = None,
+        prompt_id: str | None = None,
+    ) -> Job | None:
+        """Take the next queued job (highest priority, then longest waiting) for `worker`,
+        recording the instance and prompt id it will run as (known before the claim, so one
+        write does both)."""
         ...
 
     async def heartbeat(
@@ -78,9 +88,16 @@ class JobStore(Protocol):
         ...
 
     async def complete(
-        self, job_id: str, worker: str, outputs: list[dict[str, Any]], *, now: float | None = None
+        self,
+        job_id: str,
+        worker: str,
+        outputs: list[dict[str, Any]],
+        *,
+        now: float | None = None,
+        details: dict[str, Any] | None = None,
     ) -> Job | None:
-        """Finish a job `worker` holds; None (and no change) when it no longer holds it."""
+        """Finish a job `worker` holds; None (and no change) when it no longer holds it.
+        `details` are added to the data of the `succeeded` event (instance, ComfyUI's time)."""
         ...
 
     async def fail(
@@ -115,6 +132,11 @@ class JobStore(Protocol):
     ) -> JobEvent: ...
 
     async def events(self, job_id: str, *, after: int = 0, limit: int = 1000) -> list[JobEvent]: ...
+
+    async def events_since(self, after: int, *, limit: int = 500) -> list[JobEvent]:
+        """Every job's events after `after`, in order: the feed that relays (webhooks) follow
+        with a cursor of their own."""
+        ...
 
     async def wait_events(self, job_id: str, *, after: int, timeout: float) -> list[JobEvent]:
         """The events after `after`, waiting up to `timeout` seconds for the first one.
@@ -166,11 +188,20 @@ def created(new: NewJob, *, seq: int, now: float) -> Change:
         cancel_requested=False,
         request_hash=new.request_hash,
         seq=seq,
+        options=new.options,
     )
     return Change(job, "status", {"status": "queued"})
 
 
-def claimed(job: Job, worker: str, *, lease_s: float, now: float) -> Change:
+def claimed(
+    job: Job,
+    worker: str,
+    *,
+    lease_s: float,
+    now: float,
+    instance: int | None = None,
+    prompt_id: str | None = None,
+) -> Change:
     attempt = job.attempts + 1
     job = replace(
         job,
@@ -179,11 +210,14 @@ def claimed(job: Job, worker: str, *, lease_s: float, now: float) -> Change:
         worker=worker,
         lease_until=now + lease_s,
         started_at=now,
-        instance=None,
-        prompt_id=None,
+        instance=instance,
+        prompt_id=prompt_id,
         progress=None,
     )
-    return Change(job, "status", {"status": "running", "attempt": attempt})
+    data: dict[str, Any] = {"status": "running", "attempt": attempt}
+    if instance is not None:
+        data["instance"] = instance
+    return Change(job, "status", data)
 
 
 def holds(job: Job, worker: str) -> bool:
@@ -192,9 +226,15 @@ def holds(job: Job, worker: str) -> bool:
     return job.status is JobStatus.RUNNING and job.worker == worker
 
 
-def completed(job: Job, outputs: list[dict[str, Any]], *, now: float) -> Change:
+def completed(
+    job: Job,
+    outputs: list[dict[str, Any]],
+    *,
+    now: float,
+    details: dict[str, Any] | None = None,
+) -> Change:
     job = _finished(job, JobStatus.SUCCEEDED, now, outputs=outputs)
-    return Change(job, "status", {"status": "succeeded"})
+    return Change(job, "status", {**(details or {}), "status": "succeeded"})
 
 
 def failed(job: Job, error: dict[str, Any], *, retryable: bool, now: float) -> Change:

@@ -35,11 +35,11 @@ INSERT INTO schema_migrations (version, name, applied_at) VALUES (:version, :nam
 INSERT INTO jobs (
     id, workflow, priority, status, attempts, max_attempts, created_at, queued_at, started_at,
     finished_at, worker, lease_until, instance, prompt_id, progress, outputs, error,
-    cancel_requested, request_hash
+    cancel_requested, request_hash, options
 ) VALUES (
     :id, :workflow, :priority, :status, :attempts, :max_attempts, :created_at, :queued_at,
     :started_at, :finished_at, :worker, :lease_until, :instance, :prompt_id, :progress, :outputs,
-    :error, :cancel_requested, :request_hash
+    :error, :cancel_requested, :request_hash, :options
 );
 
 -- name: update_job
@@ -102,3 +102,6 @@ INSERT INTO job_events (job_id, kind, data, at) VALUES (:job_id, :kind, :data, :
 
 -- name: events
 SELECT * FROM job_events WHERE job_id = :job_id AND seq > :after ORDER BY seq LIMIT :limit;
+
+-- name: events_since
+SELECT * FROM job_events WHERE seq > :after ORDER BY seq LIMIT :limit;
