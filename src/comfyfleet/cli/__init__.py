@@ -11,6 +11,7 @@ from comfyfleet.cli._console import make_console, print_error
 from comfyfleet.cli._doctor import doctor_command
 from comfyfleet.cli._fleet import down_command, logs_command, status_command, up_command
 from comfyfleet.cli._install import install_command
+from comfyfleet.cli._keys import keys_app
 from comfyfleet.cli._run import run_command
 from comfyfleet.cli._serve import serve_command
 from comfyfleet.cli._smoke import smoke_command
@@ -52,6 +53,7 @@ app.command("smoke")(smoke_command)
 app.command("doctor")(doctor_command)
 app.command("serve")(serve_command)
 app.command("run")(run_command)
+app.add_typer(keys_app, name="keys")
 
 
 def main() -> None:

@@ -126,4 +126,7 @@ def _absolute(settings: Settings) -> Settings:
     if fleet.pre_start_hook is not None:
         hook = fleet.pre_start_hook.expanduser().absolute()
         updates["fleet"] = fleet.model_copy(update={"pre_start_hook": hook})
+    if settings.auth.keys_file is not None:
+        keys_file = settings.auth.keys_file.expanduser().absolute()
+        updates["auth"] = settings.auth.model_copy(update={"keys_file": keys_file})
     return Settings.model_construct(**{**dict(settings), **updates})

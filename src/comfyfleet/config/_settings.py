@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from comfyfleet.auth import AuthSettings
+
 DEFAULT_COMFYUI_VERSION = "0.3.75"
 """The ComfyUI release comfyfleet pins and tests against."""
 
@@ -101,3 +103,4 @@ class Settings(BaseSettings):
     )
     install: InstallSettings = Field(default_factory=InstallSettings)  # type: ignore[arg-type]
     fleet: FleetSettings = Field(default_factory=FleetSettings)  # type: ignore[arg-type]
+    auth: AuthSettings = Field(default_factory=AuthSettings)

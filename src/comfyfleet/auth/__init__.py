@@ -1,0 +1,51 @@
+"""API keys for the gateway: the key store, the ASGI middleware that checks them, log redaction.
+
+With `auth.enabled`, every route but the public ones (`/health`) needs `Authorization: Bearer KEY`.
+Keys are made with `comfyfleet keys create`, kept only as SHA-256 digests in
+`WORKSPACE/state/api_keys.json` (mode 0600), compared in constant time, and never logged.
+"""
+
+from __future__ import annotations
+
+from comfyfleet.auth._errors import AuthError, KeyNotFound, KeyStoreError
+from comfyfleet.auth._keys import KeyRecord
+from comfyfleet.auth._middleware import (
+    DEFAULT_PUBLIC_PATHS,
+    SCOPE_KEY,
+    STATE_KEY,
+    ApiKeyMiddleware,
+    KeyVerifier,
+    key_of,
+)
+from comfyfleet.auth._redact import RedactKeys, redact
+from comfyfleet.auth._settings import AuthSettings
+from comfyfleet.auth._store import (
+    KEYS_FILE_NAME,
+    STATIC_KEY_ID,
+    IssuedKey,
+    KeyStore,
+    keys_file_path,
+    open_key_store,
+)
+
+__all__ = [
+    "DEFAULT_PUBLIC_PATHS",
+    "KEYS_FILE_NAME",
+    "SCOPE_KEY",
+    "STATE_KEY",
+    "STATIC_KEY_ID",
+    "ApiKeyMiddleware",
+    "AuthError",
+    "AuthSettings",
+    "IssuedKey",
+    "KeyNotFound",
+    "KeyRecord",
+    "KeyStore",
+    "KeyStoreError",
+    "KeyVerifier",
+    "RedactKeys",
+    "key_of",
+    "keys_file_path",
+    "open_key_store",
+    "redact",
+]
