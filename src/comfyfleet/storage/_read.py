@@ -1,0 +1,105 @@
+"""Reading input URLs that name objects in a store: `s3://bucket/key` and `az://container/blob`.
+
+They are read with the endpoint and credentials of the storage settings (the same account the
+outputs go to, or any other the credentials can read), and never past `max_bytes`: the declared
+size is checked before the body is read, and the body is cut one byte past the limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from urllib.parse import urlsplit
+
+from comfyfleet.storage._azure import azure_error, build_service
+from comfyfleet.storage._errors import ObjectTooLarge, StorageConfigError, StorageError
+from comfyfleet.storage._s3 import build_client, s3_error
+from comfyfleet.storage._settings import StorageSettings
+from comfyfleet.storage._source import CHUNK
+
+READABLE = ("s3://", "az://")
+
+
+async def read_url(url: str, settings: StorageSettings, *, max_bytes: int) -> bytes:
+    """The bytes of the object `url` names. Raises ObjectNotFound (no such bucket, container or
+    key), AccessDenied (the credentials may not read it), StorageUnavailable (the store is
+    unreachable or busy), ObjectTooLarge (over `max_bytes`), or StorageConfigError (a URL this
+    function does not read, or unusable settings)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    container, name = parts.netloc, parts.path.lstrip("/")
+    if scheme not in ("s3", "az"):
+        raise StorageConfigError(
+            f"cannot read input URLs of scheme '{scheme}:' here",
+            hint=f"use one of {', '.join(READABLE)}",
+        )
+    if not container or not name:
+        raise StorageConfigError(
+            f"'{scheme}://{container}/{name}' does not name an object",
+            hint=f"write {scheme}://{'BUCKET' if scheme == 's3' else 'CONTAINER'}/KEY",
+        )
+    if scheme == "s3":
+        return await asyncio.to_thread(_read_s3, settings, container, name, max_bytes)
+    return await asyncio.to_thread(_read_azure, settings, container, name, max_bytes)
+
+
+def _read_s3(settings: StorageSettings, bucket: str, name: str, max_bytes: int) -> bytes:
+    where = f"s3://{bucket}/{name}"
+    client = build_client(settings)
+    try:
+        response = client.get_object(Bucket=bucket, Key=name)
+        body = response["Body"]
+        try:
+            declared = response.get("ContentLength")
+            if isinstance(declared, int) and declared > max_bytes:
+                raise ObjectTooLarge(where, max_bytes)
+            return _read_capped(body, where, max_bytes)
+        finally:
+            body.close()
+    except StorageError:
+        raise
+    except Exception as exc:
+        mapped = s3_error(exc, bucket, name, reading=True)
+        if mapped is None:
+            raise
+        raise mapped from exc
+    finally:
+        client.close()
+
+
+def _read_azure(settings: StorageSettings, container: str, name: str, max_bytes: int) -> bytes:
+    where = f"az://{container}/{name}"
+    service = build_service(settings)
+    try:
+        blob = service.get_blob_client(container, name)
+        declared = blob.get_blob_properties().size
+        if isinstance(declared, int) and declared > max_bytes:
+            raise ObjectTooLarge(where, max_bytes)
+        data: bytes = blob.download_blob().readall()
+        if len(data) > max_bytes:
+            raise ObjectTooLarge(where, max_bytes)
+        return data
+    except StorageError:
+        raise
+    except Exception as exc:
+        mapped = azure_error(exc, container, name, reading=True)
+        if mapped is None:
+            raise
+        raise mapped from exc
+    finally:
+        service.close()
+
+
+def _read_capped(body: Any, where: str, max_bytes: int) -> bytes:
+    """Read a streaming body, stopping one byte past the limit."""
+    chunks: list[bytes] = []
+    total = 0
+    while total <= max_bytes:
+        chunk: bytes = body.read(min(CHUNK, max_bytes + 1 - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    if total > max_bytes:
+        raise ObjectTooLarge(where, max_bytes)
+    return b"".join(chunks)
