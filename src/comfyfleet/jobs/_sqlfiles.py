@@ -14,16 +14,21 @@ _NAME_LINE = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 _MIGRATION = re.compile(r"^(\d{4})_(\w+)\.sql$")
 
 
-def load_queries() -> dict[str, str]:
-    """The named blocks of `sql/queries.sql`: `-- name: x` starts block x."""
-    text = resources.files("comfyfleet.jobs").joinpath("sql", "queries.sql").read_text("utf-8")
+def load_queries(
+    *, package: str = "comfyfleet.jobs", file_name: str = "queries.sql"
+) -> dict[str, str]:
+    """The named blocks of `sql/<file_name>` in `package`: `-- name: x` starts block x.
+
+    The defaults read the job store's own queries; other stores that live in the same SQLite
+    file (the webhook outbox) keep their queries next to their own code."""
+    text = resources.files(package).joinpath("sql", file_name).read_text("utf-8")
     preamble, *pairs = _NAME_LINE.split(text)
     if _has_code(preamble):
-        raise ValueError("queries.sql: SQL before the first '-- name:' line")
+        raise ValueError(f"{file_name}: SQL before the first '-- name:' line")
     queries: dict[str, str] = {}
     for name, body in zip(pairs[::2], pairs[1::2], strict=True):
         if name in queries or not _has_code(body):
-            raise ValueError(f"queries.sql: query '{name}' is defined twice or empty")
+            raise ValueError(f"{file_name}: query '{name}' is defined twice or empty")
         queries[name] = body.strip()
     return queries
 
