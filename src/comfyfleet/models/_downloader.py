@@ -1,0 +1,293 @@
+"""The async face of downloading: concurrency limit, de-duplication, progress, locks.
+
+:class:`Downloader` runs each transfer on its own threads (see `_transfer`) and reports progress
+from the event loop every `progress_interval_s`. The same destination asked for twice at once is
+fetched once; with a `lock_dir`, two processes (two agents on one machine) never write the same
+partial file: the second waits for the first and then finds the file there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+from comfyfleet.models._errors import DownloadError, ModelError
+from comfyfleet.models._progress import DownloadProgress, Meter, Phase, ProgressCallback, report
+from comfyfleet.models._settings import ModelSettings
+from comfyfleet.models._sources import resolve_source
+from comfyfleet.models._stream import Streamer, StreamTransfer, local_streamer
+from comfyfleet.models._transfer import HttpTransfer, TransferResult, TransferStats
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DownloadItem:
+    """One file to fetch: from `source` to the final path `dest`, checked if size/sha256 given."""
+
+    source: str
+    dest: Path
+    size: int | None = None
+    sha256: str | None = None
+    label: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.label or self.dest.name
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    item: DownloadItem
+    path: Path
+    size: int
+    sha256: str | None
+    """None only for a file that was already there (not hashed again)."""
+    skipped: bool = False
+    seconds: float = 0.0
+    fetched_bytes: int = 0
+    rehashed_bytes: int = 0
+    readback_bytes: int = 0
+    hash_busy_s: float = 0.0
+    connections: int = 1
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+class _Transfer(Protocol):
+    total: int | None
+
+    @property
+    def done(self) -> int: ...
+
+    def run(self) -> TransferResult: ...
+
+    def cancel(self) -> None: ...
+
+
+Verified = Callable[[Path, str], None]
+"""Told of every file the downloader verified (path, sha256): the index records the hash."""
+
+
+class Downloader:
+    """Fetches :class:`DownloadItem`s; at most `settings.concurrency` files at once."""
+
+    def __init__(
+        self,
+        settings: ModelSettings | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        streamers: Mapping[str, Streamer] | None = None,
+        lock_dir: Path | None = None,
+        on_verified: Verified | None = None,
+    ) -> None:
+        self.settings = settings or ModelSettings()
+        self.env = dict(os.environ if env is None else env)
+        self.streamers: dict[str, Streamer] = {"file": local_streamer, **(streamers or {})}
+        self.lock_dir = lock_dir
+        self.on_verified = on_verified
+        self._semaphore: asyncio.Semaphore | None = None
+        self._inflight: dict[Path, asyncio.Task[DownloadResult]] = {}
+
+    async def download(
+        self, item: DownloadItem, on_progress: ProgressCallback | None = None
+    ) -> DownloadResult:
+        """Fetch one file (or wait for the same fetch already under way)."""
+        key = item.dest.absolute()
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._download(item, on_progress))
+            self._inflight[key] = task
+            task.add_done_callback(lambda _: self._inflight.pop(key, None))
+            return await task
+        return await asyncio.shield(task)
+
+    async def download_all(
+        self, items: Iterable[DownloadItem], on_progress: ProgressCallback | None = None
+    ) -> list[DownloadResult]:
+        """Fetch several files (concurrency-limited); the first failure is raised after the
+        others have finished or failed, so no partial file is left half-written."""
+        results = await asyncio.gather(
+            *(self.download(item, on_progress) for item in items), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return [r for r in results if isinstance(r, DownloadResult)]
+
+    async def _download(
+        self, item: DownloadItem, on_progress: ProgressCallback | None
+    ) -> DownloadResult:
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.settings.concurrency)
+        async with self._semaphore:
+            existing = _existing(item)
+            if existing is not None:
+                await report(on_progress, _final(item, existing.size, "skipped"))
+                return existing
+            notes: list[str] = []
+            transfer = self._transfer(item, notes.append)
+            started = time.monotonic()
+            await report(on_progress, _final(item, 0, "starting", item.size))
+            result = await self._follow(item, transfer, notes, on_progress)
+        if self.on_verified is not None:
+            self.on_verified(result.path, result.sha256)
+        await report(on_progress, _final(item, result.size, "done"))
+        stats = result.stats
+        return DownloadResult(
+            item,
+            result.path,
+            result.size,
+            result.sha256,
+            seconds=time.monotonic() - started,
+            fetched_bytes=stats.fetched_bytes,
+            rehashed_bytes=stats.rehashed_bytes,
+            readback_bytes=stats.readback_bytes,
+            hash_busy_s=stats.hash_busy_s,
+            connections=stats.connections,
+            notes=tuple(stats.notes),
+        )
+
+    def _transfer(self, item: DownloadItem, on_note: Callable[[str], None]) -> _Transfer:
+        source = resolve_source(item.source, self.settings, self.env)
+        if source.kind == "http":
+            return HttpTransfer(
+                source,
+                item.dest,
+                self.settings,
+                expected_size=item.size,
+                expected_sha256=item.sha256,
+                label=item.name,
+                on_note=on_note,
+            )
+        streamer = self.streamers.get(source.scheme)
+        if streamer is None:
+            raise DownloadError(
+                f"{item.name}: no reader for {source.scheme}:// sources in this process",
+                hint="install comfyfleet with the storage extra, or use an https:// source",
+            )
+        return StreamTransfer(
+            source,
+            streamer,
+            item.dest,
+            self.settings,
+            expected_size=item.size,
+            expected_sha256=item.sha256,
+            label=item.name,
+        )
+
+    async def _follow(
+        self,
+        item: DownloadItem,
+        transfer: _Transfer,
+        notes: list[str],
+        on_progress: ProgressCallback | None,
+    ) -> TransferResult:
+        done = _in_thread(lambda: self._locked(item, transfer))
+        meter = Meter()
+        shown = 0
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.settings.progress_interval_s):
+                        return await asyncio.shield(done)
+                progress = meter.progress(item.name, transfer.done, transfer.total)
+                if len(notes) > shown:
+                    progress = _with_message(progress, notes[-1])
+                    shown = len(notes)
+                await report(on_progress, progress)
+        except asyncio.CancelledError:
+            transfer.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(done)
+            raise
+
+    def _locked(self, item: DownloadItem, transfer: _Transfer) -> TransferResult:
+        with self._file_lock(item.dest):
+            if item.dest.exists():  # another process finished it while this one waited
+                sha = hashlib.sha256()  # cheap enough next to a download, and it must be right
+                with item.dest.open("rb") as handle:
+                    for block in iter(lambda: handle.read(4 << 20), b""):
+                        sha.update(block)
+                size = item.dest.stat().st_size
+                return TransferResult(item.dest, size, sha.hexdigest(), TransferStats())
+            return transfer.run()
+
+    @contextlib.contextmanager
+    def _file_lock(self, dest: Path) -> Iterator[None]:
+        if self.lock_dir is None:
+            yield
+            return
+        self.lock_dir.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256(str(dest.absolute()).encode()).hexdigest()[:32]
+        with (self.lock_dir / f"{digest}.lock").open("a") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _existing(item: DownloadItem) -> DownloadResult | None:
+    try:
+        size = item.dest.stat().st_size
+    except FileNotFoundError:
+        return None
+    if item.size is not None and size != item.size:
+        raise ModelError(
+            f"{item.dest} exists with {size} bytes, but {item.name} should have {item.size}",
+            hint="it is another file of the same name: remove it (`comfyfleet models remove`)"
+            " or rename it, then install again",
+        )
+    return DownloadResult(item, item.dest, size, None, skipped=True)
+
+
+def _final(
+    item: DownloadItem, done: int, phase: Phase, total: int | None = None
+) -> DownloadProgress:
+    return DownloadProgress(item.name, done, total if total is not None else done, 0.0, 0.0, phase)
+
+
+def _with_message(progress: DownloadProgress, message: str) -> DownloadProgress:
+    return DownloadProgress(
+        progress.file,
+        progress.done,
+        progress.total,
+        progress.speed_bps,
+        progress.eta_s,
+        progress.phase,
+        message,
+    )
+
+
+def _in_thread(work: Callable[[], T]) -> asyncio.Future[T]:
+    """Run blocking `work` on a new thread; the future resolves on the running loop."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(value: T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)  # type: ignore[arg-type]
+
+    def target() -> None:
+        try:
+            value = work()
+        except BaseException as exc:
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, value, None)
+
+    threading.Thread(target=target, name="download", daemon=True).start()
+    return future

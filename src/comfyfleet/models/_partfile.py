@@ -1,0 +1,186 @@
+"""The disk side of one download: `<name>.part`, its state file, its hasher, and the commit.
+
+Writers call :meth:`PartFile.write` from any thread with bytes fetched at some offset: the bytes
+go to disk (`pwrite`), to the in-order hasher, and into the list of good ranges; every
+`checkpoint_bytes` the state file is replaced (after the data it lists was written), so a killed
+process refetches at most that much. A killed process loses nothing it wrote (the page cache
+outlives it), so the data is fsynced before a state write only with `fsync_checkpoints`; after a
+power cut without it, the sha256 check at the end catches bytes the state claimed but lost.
+:meth:`commit` checks size and sha256 and renames the file to its final name, the only way a
+file ever gets that name.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import threading
+from pathlib import Path
+
+from comfyfleet.models._errors import ChecksumMismatch, InsufficientSpace, SizeMismatch
+from comfyfleet.models._hashing import OrderedHasher
+from comfyfleet.models._ranges import RangeSet
+from comfyfleet.models._settings import ModelSettings
+from comfyfleet.models._state import (
+    PartState,
+    discard_partial,
+    fsync_dir,
+    part_path,
+    save_state,
+    state_path,
+)
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size} B"  # pragma: no cover
+
+
+def check_space(folder: Path, needed: int, margin: int, label: str) -> None:
+    """Fail before a download that would not fit (with `margin` left over)."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if needed + margin > free:
+        raise InsufficientSpace(
+            f"{label}: needs {_human(needed)} but {folder} has {_human(free)} free"
+            f" (keeping {_human(margin)} spare)",
+            hint="free some space, or point models_root at a bigger disk",
+        )
+
+
+def allocated_bytes(path: Path) -> int:
+    """Bytes the file already occupies on disk (a preallocated partial file needs no more)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return 0
+    return min(stat.st_size, getattr(stat, "st_blocks", 0) * 512)
+
+
+class PartFile:
+    """`<final>.part` open for writing, with its state and hasher."""
+
+    def __init__(self, final: Path, state: PartState, settings: ModelSettings, label: str):
+        self.final = final
+        self.path = part_path(final)
+        self.state = state
+        self.settings = settings
+        self.label = label
+        self._lock = threading.Lock()
+        self._checkpoint_lock = threading.Lock()
+        self._since_checkpoint = 0
+        self.fetched = 0
+        self.done = state.ranges.total
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.hasher = self._new_hasher()
+
+    def _new_hasher(self) -> OrderedHasher:
+        hasher = OrderedHasher(
+            self.fd,
+            on_disk=self.state.ranges,
+            buffer_limit=self.settings.hash_buffer_bytes,
+            chunk_bytes=self.settings.chunk_bytes,
+        )
+        hasher.start()
+        return hasher
+
+    def prepare(self, total: int | None) -> None:
+        """Check free space and reserve the file's blocks, so a full disk fails now."""
+        if total is None:
+            return
+        needed = max(0, total - allocated_bytes(self.path))
+        check_space(self.final.parent, needed, self.settings.free_space_margin_bytes, self.label)
+        if self.settings.preallocate and needed:
+            try:
+                os.posix_fallocate(self.fd, 0, total)
+                return
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    raise InsufficientSpace(
+                        f"{self.label}: no space for {_human(total)} in {self.final.parent}",
+                        hint="free some space, or point models_root at a bigger disk",
+                    ) from exc
+        if os.fstat(self.fd).st_size < total:
+            os.ftruncate(self.fd, total)
+
+    def restart(self, total: int | None, etag: str | None, last_modified: str | None) -> None:
+        """Forget every byte (a server that cannot resume sends the file from its start)."""
+        self.hasher.abort()
+        with self._lock:
+            self.state = PartState(self.state.url, total, etag, last_modified, RangeSet())
+            self.done = 0
+        os.ftruncate(self.fd, 0)
+        self.hasher = self._new_hasher()
+        save_state(self.final, self.state)
+
+    def write(self, offset: int, buffer: bytearray | bytes, length: int) -> None:
+        """Store fetched bytes (any thread). `buffer` then belongs to the hasher."""
+        view = memoryview(buffer)[:length]
+        written = 0
+        while written < length:
+            written += os.pwrite(self.fd, view[written:], offset + written)
+        view.release()
+        self.hasher.feed(offset, buffer, length)
+        with self._lock:
+            self.state.ranges.add(offset, offset + length)
+            self.done += length
+            self.fetched += length
+            self._since_checkpoint += length
+            due = self._since_checkpoint >= self.settings.checkpoint_bytes
+            if due:
+                self._since_checkpoint = 0
+        if due:
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Make the bytes listed so far durable, then list them in the state file."""
+        with self._checkpoint_lock:
+            with self._lock:
+                state = self.state
+                snapshot = PartState(
+                    state.url, state.total, state.etag, state.last_modified, RangeSet(state.ranges)
+                )
+            if self.settings.fsync_checkpoints:
+                os.fsync(self.fd)
+            save_state(self.final, snapshot, sync=self.settings.fsync_checkpoints)
+
+    def abandon(self) -> None:
+        """After a failure or cancel: keep what is good for the next try, close everything."""
+        self.hasher.abort()
+        try:
+            self.checkpoint()
+        finally:
+            os.close(self.fd)
+
+    def commit(self, size: int, expected_size: int | None, expected_sha256: str | None) -> str:
+        """Finish hashing, verify, and give the file its final name; returns the sha256."""
+        try:
+            digest = self.hasher.finish(size)
+            os.ftruncate(self.fd, size)
+            if self.settings.fsync_commit:
+                os.fsync(self.fd)
+        finally:
+            os.close(self.fd)
+        url = self.state.url
+        if expected_size is not None and size != expected_size:
+            discard_partial(self.final)
+            raise SizeMismatch(
+                f"{self.label}: got {size} bytes, the manifest says {expected_size}",
+                hint="fix the manifest's size, or check the source",
+                url=url,
+            )
+        if expected_sha256 is not None and digest != expected_sha256.lower():
+            discard_partial(self.final)
+            raise ChecksumMismatch(self.label, expected_sha256.lower(), digest, url)
+        os.replace(self.path, self.final)
+        state_path(self.final).unlink(missing_ok=True)
+        if self.settings.fsync_commit:
+            fsync_dir(self.final.parent)
+        return digest

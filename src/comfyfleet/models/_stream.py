@@ -1,0 +1,129 @@
+"""Fetching one file from a non-HTTP source (a local path, or s3:// through a streamer).
+
+A streamer is a plain callable `(url, offset) -> Iterator[bytes]` that yields the file's bytes
+from `offset` on; it runs on a worker thread. The local one is built in; s3:// (and any other
+scheme) comes from whoever builds the :class:`Downloader` (comfyfleet.storage). Resume works from
+the contiguous prefix already on disk; verification and the atomic rename are the same as HTTP's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from comfyfleet.models._errors import DownloadError, SourceNotFound
+from comfyfleet.models._partfile import PartFile
+from comfyfleet.models._ranges import RangeSet
+from comfyfleet.models._settings import ModelSettings
+from comfyfleet.models._sources import ResolvedSource
+from comfyfleet.models._state import PartState, discard_partial, load_state
+from comfyfleet.models._transfer import Cancelled, TransferResult, TransferStats
+
+log = logging.getLogger("comfyfleet.models")
+
+Streamer = Callable[[str, int], Iterator[bytes]]
+"""`(url, offset) -> chunks of the file from offset on` (called on a worker thread)."""
+
+_LOCAL_CHUNK = 4 * 1024 * 1024
+
+
+def local_streamer(path: str, offset: int) -> Iterator[bytes]:
+    """A local file's bytes from `offset` on."""
+    try:
+        handle = open(path, "rb", buffering=0)
+    except FileNotFoundError as exc:
+        raise SourceNotFound(f"{path}: no such file", url=path) from exc
+    with handle:
+        handle.seek(offset)
+        while True:
+            data = handle.read(_LOCAL_CHUNK)
+            if not data:
+                return
+            yield data
+
+
+class StreamTransfer:
+    """One file from a streamer. Same surface as :class:`HttpTransfer`."""
+
+    def __init__(
+        self,
+        source: ResolvedSource,
+        streamer: Streamer,
+        final: Path,
+        settings: ModelSettings,
+        *,
+        expected_size: int | None = None,
+        expected_sha256: str | None = None,
+        label: str | None = None,
+    ) -> None:
+        self.source = source
+        self.streamer = streamer
+        self.final = final
+        self.settings = settings
+        self.expected_size = expected_size
+        self.expected_sha256 = expected_sha256
+        self.label = label or final.name
+        self._cancel = threading.Event()
+        self.part: PartFile | None = None
+        self.total: int | None = expected_size
+        self.stats = TransferStats()
+
+    @property
+    def done(self) -> int:
+        return self.part.done if self.part is not None else 0
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def _validator(self) -> str | None:
+        if self.source.scheme != "file":
+            return None
+        try:
+            stat = os.stat(self.source.url)
+        except FileNotFoundError as exc:
+            raise SourceNotFound(f"{self.source.url}: no such file", url=self.source.url) from exc
+        self.total = self.total if self.total is not None else stat.st_size
+        return f"{stat.st_size}-{stat.st_mtime_ns}"
+
+    def run(self) -> TransferResult:
+        validator = self._validator()
+        state = load_state(self.final)
+        if state is not None and (state.url != self.source.url or state.changed(validator, None)):
+            state = None
+        if state is None:
+            discard_partial(self.final)
+            state = PartState(self.source.url, self.total, validator)
+        prefix = state.ranges.prefix()
+        state.ranges = RangeSet([(0, prefix)] if prefix else [])
+        part = PartFile(self.final, state, self.settings, self.label)
+        self.part = part
+        position = prefix
+        try:
+            part.prepare(self.total)
+            for data in self.streamer(self.source.url, position):
+                if self._cancel.is_set():
+                    raise Cancelled(self.label)
+                part.write(position, data, len(data))
+                position += len(data)
+        except (Cancelled, DownloadError):
+            part.abandon()
+            raise
+        except OSError as exc:
+            part.abandon()
+            raise DownloadError(
+                f"{self.label}: reading {self.source.source} failed: {exc}",
+                hint="run again to resume",
+                retryable=True,
+                url=self.source.url,
+            ) from exc
+        except BaseException:
+            part.abandon()
+            raise
+        part.state.total = position
+        digest = part.commit(position, self.expected_size, self.expected_sha256)
+        self.stats.fetched_bytes = part.fetched
+        self.stats.rehashed_bytes = part.hasher.rehashed_bytes
+        return TransferResult(self.final, position, digest, self.stats)
