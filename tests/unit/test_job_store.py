@@ -627,3 +627,22 @@ def test_events_since_is_every_jobs_feed_in_order(store: JobStore) -> None:
 def test_publishing_for_an_unknown_job_is_refused(store: JobStore) -> None:
     with pytest.raises(JobNotFound):
         run(store.publish("nobody", "note", {}))
+
+
+def test_a_queued_job_can_be_failed_for_a_timeout_once_only(store: JobStore) -> None:
+    error = {"code": "timeout", "message": "waited too long", "retryable": False}
+
+    async def go() -> tuple[Job | None, Job | None, Job | None]:
+        await store.enqueue(new("slow"))
+        await store.enqueue(new("taken"))
+        first = await store.fail_queued("slow", error)
+        again = await store.fail_queued("slow", error)
+        claimed = await store.claim("w", lease_s=10)
+        assert claimed is not None and claimed.id == "taken"
+        running = await store.fail_queued("taken", error)
+        return first, again, running
+
+    first, again, running = run(go())
+    assert first is not None and first.status is JobStatus.FAILED and first.error == error
+    assert again is None and running is None
+    assert run(store.get("taken")).status is JobStatus.RUNNING

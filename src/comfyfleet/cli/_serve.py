@@ -17,15 +17,21 @@ from comfyfleet.supervise import InstanceEvent
 def serve_command(
     workspace: WorkspaceOpt = None,
     config: ConfigOpt = None,
-    port: Annotated[int, typer.Option("--port", help="Gateway port.")] = 8080,
-    host: Annotated[str, typer.Option("--host", help="Gateway address.")] = "127.0.0.1",
+    port: Annotated[
+        int | None, typer.Option("--port", help="Gateway port [default: 8080].", show_default=False)
+    ] = None,
+    host: Annotated[
+        str | None,
+        typer.Option("--host", help="Gateway address [default: 127.0.0.1].", show_default=False),
+    ] = None,
     store: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--store",
             help="Job store: sqlite:///PATH (default: WORKSPACE/state/jobs.db) or memory://",
+            show_default=False,
         ),
-    ] = "sqlite://",
+    ] = None,
     instances: Annotated[
         int | None,
         typer.Option(
@@ -39,17 +45,23 @@ def serve_command(
         int | None,
         typer.Option("--base-port", show_default=False, help="Instance i listens on base+i."),
     ] = None,
-    max_queued: Annotated[int, typer.Option("--max-queued", help="Queue depth before 429.")] = 1000,
+    max_queued: Annotated[
+        int | None,
+        typer.Option(
+            "--max-queued", help="Queue depth before 429 [default: 1000].", show_default=False
+        ),
+    ] = None,
 ) -> None:
     """Run the fleet with the job API in front of it (Ctrl-C stops everything)."""
-    from comfyfleet.gateway import GatewaySettings, ServeOptions, run_service
+    from comfyfleet.gateway import run_service
 
     console = make_console()
+    serve = {"host": host, "port": port, "store": store, "max_queued": max_queued}
     settings = settings_from(
-        workspace, config, fleet={"instances": instances, "gpus": gpus, "base_port": base_port}
-    )
-    options = ServeOptions(
-        host=host, port=port, store=store, gateway=GatewaySettings(max_queued=max_queued)
+        workspace,
+        config,
+        fleet={"instances": instances, "gpus": gpus, "base_port": base_port},
+        serve=serve,
     )
 
     def on_event(event: InstanceEvent) -> None:
@@ -61,5 +73,5 @@ def serve_command(
     def on_listening(url: str) -> None:
         console.print(f"gateway listening on [bold]{url}[/] (API docs at {url}/docs)")
 
-    run(run_service(settings, options, on_event=on_event, on_listening=on_listening))
+    run(run_service(settings, on_event=on_event, on_listening=on_listening))
     console.print("stopped")

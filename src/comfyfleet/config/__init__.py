@@ -7,6 +7,7 @@ from comfyfleet.config._settings import (
     DEFAULT_COMFYUI_VERSION,
     FleetSettings,
     InstallSettings,
+    ServeSettings,
     Settings,
 )
 
@@ -14,6 +15,7 @@ __all__ = [
     "DEFAULT_COMFYUI_VERSION",
     "FleetSettings",
     "InstallSettings",
+    "ServeSettings",
     "Settings",
     "find_config_file",
     "load_settings",

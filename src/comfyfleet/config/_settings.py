@@ -8,7 +8,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from comfyfleet.assets import AssetSettings
 from comfyfleet.auth import AuthSettings
+from comfyfleet.models import ModelSettings
+from comfyfleet.storage import StorageSettings
+from comfyfleet.webhooks import WebhookSettings
 
 DEFAULT_COMFYUI_VERSION = "0.3.75"
 """The ComfyUI release comfyfleet pins and tests against."""
@@ -84,6 +88,27 @@ class FleetSettings(_Frozen):
         return value
 
 
+class ServeSettings(_Frozen):
+    """How `comfyfleet serve` runs the job API in front of the instances."""
+
+    host: str = Field("127.0.0.1", description="address the gateway listens on")
+    port: int = Field(8080, ge=1, le=65535)
+    store: str = Field("sqlite://", description="sqlite:///PATH (default: state/jobs.db) | memory://")
+    max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="JSON request body limit")
+    max_queued: int = Field(1000, ge=1, description="queued jobs before submissions get 429")
+    retry_after_s: int = Field(5, ge=1, description="Retry-After of a 429")
+    max_attempts: int = Field(3, ge=1, le=10, description="default attempts per job")
+    max_wait_s: float = Field(600.0, gt=0, description="longest ?wait=true / Prefer: wait=N")
+    queued_timeout_s: float | None = Field(None, gt=0, description="default queue timeout")
+    running_timeout_s: float | None = Field(None, gt=0, description="default running timeout")
+    idempotency_ttl_s: float = Field(
+        86400.0, gt=0, description="how long an Idempotency-Key replays its first answer"
+    )
+    sse_heartbeat_s: float = Field(15.0, gt=0, description="comment lines on idle event streams")
+    slots_per_instance: int = Field(2, ge=1, le=8, description="jobs submitted to one instance")
+    lease_s: float = Field(15.0, gt=0, description="a worker silent this long loses its jobs")
+
+
 class Settings(BaseSettings):
     """Everything comfyfleet reads from outside, in one frozen object passed down explicitly."""
 
@@ -104,3 +129,11 @@ class Settings(BaseSettings):
     install: InstallSettings = Field(default_factory=InstallSettings)  # type: ignore[arg-type]
     fleet: FleetSettings = Field(default_factory=FleetSettings)  # type: ignore[arg-type]
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)  # type: ignore[arg-type]
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)  # type: ignore[arg-type]
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    storage_targets: dict[str, StorageSettings] = Field(
+        default_factory=dict, description="named output stores a job may choose with 'storage'"
+    )
+    assets: AssetSettings = Field(default_factory=AssetSettings)  # type: ignore[arg-type]
+    models: ModelSettings = Field(default_factory=ModelSettings)

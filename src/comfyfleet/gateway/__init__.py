@@ -1,9 +1,9 @@
-"""The HTTP gateway: the `/v1` job API, health and readiness, OpenAPI docs at `/docs`."""
+"""The HTTP gateway: the `/v1` job API, live progress, assets, webhooks, health and docs."""
 
 from __future__ import annotations
 
 from comfyfleet.gateway._app import create_app
-from comfyfleet.gateway._serve import ServeOptions, run_service
-from comfyfleet.gateway._service import GatewaySettings, NodeTypes, Service
+from comfyfleet.gateway._serve import run_service
+from comfyfleet.gateway._service import NodeTypes, Service
 
-__all__ = ["GatewaySettings", "NodeTypes", "ServeOptions", "Service", "create_app", "run_service"]
+__all__ = ["NodeTypes", "Service", "create_app", "run_service"]

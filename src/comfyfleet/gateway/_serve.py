@@ -1,8 +1,9 @@
-"""`comfyfleet serve`: supervisor + dispatcher + HTTP gateway in one process.
+"""`comfyfleet serve`: supervisor + dispatcher + webhooks + HTTP gateway in one process.
 
 The gateway and the dispatcher are attached to the fleet before the instances start, and are
 stopped before the instances are: jobs still running then fail their attempt as retryable and
-run again after a restart (the store is durable; nothing is lost).
+run again after a restart (the store is durable; nothing is lost). Webhook deliveries left
+pending are sent after a restart too.
 """
 
 from __future__ import annotations
@@ -10,26 +11,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
 
 import uvicorn
 
 from comfyfleet.config import Settings
 from comfyfleet.errors import PortInUseError
 from comfyfleet.gateway._app import create_app
-from comfyfleet.gateway._service import GatewaySettings, NodeTypes, Service
-from comfyfleet.jobs import Dispatcher, DispatcherSettings, open_store
+from comfyfleet.gateway._assets_api import assets_router
+from comfyfleet.gateway._backends import Backends, open_backends
+from comfyfleet.gateway._service import NodeTypes, Service
+from comfyfleet.gateway._views import job_view
+from comfyfleet.gateway._webhooks_api import webhooks_router
+from comfyfleet.jobs import Dispatcher, DispatcherSettings, JobLimits, OutputPublisher
 from comfyfleet.supervise import InstanceEvent, Supervisor, port_is_free, run_fleet
+from comfyfleet.webhooks import WebhookService
 from comfyfleet.workspace import Workspace
-
-
-@dataclass(frozen=True)
-class ServeOptions:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    store: str = "sqlite://"
-    gateway: GatewaySettings = field(default_factory=GatewaySettings)
-    dispatcher: DispatcherSettings = field(default_factory=DispatcherSettings)
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -42,61 +38,104 @@ class _EmbeddedServer(uvicorn.Server):
 
 async def run_service(
     settings: Settings,
-    options: ServeOptions,
     *,
     on_event: Callable[[InstanceEvent], None] | None = None,
     on_listening: Callable[[str], None] | None = None,
 ) -> None:
     ws = Workspace.from_settings(settings)
     ws.require_installed()
-    if not port_is_free(options.host, options.port):
+    serve = settings.serve
+    if not port_is_free(serve.host, serve.port):
         raise PortInUseError(
-            f"port {options.port} on {options.host} is in use", hint="choose another with --port"
+            f"port {serve.port} on {serve.host} is in use", hint="choose another with --port"
         )
-    store = await open_store(options.store, default_dir=ws.state_dir)
+    async with open_backends(settings, ws) as backends:
 
-    async def attach(
-        supervisor: Supervisor, stop: Callable[[], None]
-    ) -> Callable[[], Awaitable[None]]:
-        dispatcher = Dispatcher(store, options.dispatcher, host=settings.fleet.host)
-        supervisor.add_listener(dispatcher.on_instance_event)
-        dispatcher.start()
-        service = Service(
-            store=store,
-            output_dir=ws.output_dir,
-            settings=options.gateway,
-            instances=supervisor.status,
-            host=settings.fleet.host,
-            notify=dispatcher.notify,
-            dispatch=dispatcher.dispatch,
-        )
-        service.node_types = NodeTypes(service.serving_urls)
-        config = uvicorn.Config(
-            create_app(service),
-            host=options.host,
-            port=options.port,
-            log_level="warning",
-            lifespan="off",
-            access_log=False,
-        )
-        server = _EmbeddedServer(config)
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            if task.done():
-                break
-            await asyncio.sleep(0.01)
-        if on_listening is not None:
-            on_listening(f"http://{options.host}:{options.port}")
+        async def attach(
+            supervisor: Supervisor, stop: Callable[[], None]
+        ) -> Callable[[], Awaitable[None]]:
+            return await _attach(settings, ws, backends, supervisor, on_listening)
 
-        async def detach() -> None:
-            server.should_exit = True
-            with contextlib.suppress(Exception):
-                await task
-            await dispatcher.stop()
-
-        return detach
-
-    try:
         await run_fleet(settings, attach=attach, on_event=on_event)
-    finally:
-        await store.close()
+
+
+def _dispatcher(
+    settings: Settings, ws: Workspace, backends: Backends, service: Service
+) -> Dispatcher:
+    serve = settings.serve
+    limits = JobLimits(serve.queued_timeout_s, serve.running_timeout_s)
+    options = DispatcherSettings(
+        slots_per_instance=serve.slots_per_instance, lease_s=serve.lease_s, limits=limits
+    )
+    publisher = OutputPublisher(ws.output_dir, backends.storage, choose=backends.storage_for)
+    return Dispatcher(
+        backends.store,
+        options,
+        host=settings.fleet.host,
+        publisher=publisher,
+        on_preview=service.previews.publish,
+    )
+
+
+async def _attach(
+    settings: Settings,
+    ws: Workspace,
+    backends: Backends,
+    supervisor: Supervisor,
+    on_listening: Callable[[str], None] | None,
+) -> Callable[[], Awaitable[None]]:
+    serve = settings.serve
+    service = Service(
+        store=backends.store,
+        output_dir=ws.output_dir,
+        settings=serve,
+        instances=supervisor.status,
+        host=settings.fleet.host,
+        media=backends.media,
+        webhook_events=tuple(backends.webhooks.default_events),
+        storage_names=frozenset(backends.targets),
+        storage=backends.storage,
+    )
+    dispatcher = _dispatcher(settings, ws, backends, service)
+    webhooks = WebhookService(
+        backends.store,
+        backends.outbox,
+        backends.webhooks,
+        view=lambda job: job_view(job, storage=backends.storage),
+    )
+    service.notify = dispatcher.notify
+    service.dispatch = dispatcher.dispatch
+    service.node_types = NodeTypes(service.serving_urls)
+    supervisor.add_listener(dispatcher.on_instance_event)
+    dispatcher.start()
+    webhooks.start()
+    routers = (
+        assets_router(backends.assets),
+        webhooks_router(backends.outbox, wake=webhooks.wake_sender),
+    )
+    app = create_app(
+        service,
+        routers=routers,
+        keys=backends.keys,
+        public_paths=settings.auth.public_paths,
+    )
+    config = uvicorn.Config(
+        app, host=serve.host, port=serve.port, log_level="warning", lifespan="off", access_log=False
+    )
+    server = _EmbeddedServer(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            break
+        await asyncio.sleep(0.01)
+    if on_listening is not None:
+        on_listening(f"http://{serve.host}:{serve.port}")
+
+    async def detach() -> None:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await task
+        await dispatcher.stop()
+        await webhooks.stop()
+
+    return detach

@@ -7,18 +7,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from comfyfleet.assets import MediaResolver
 from comfyfleet.comfy import ComfyClient, ComfyError
+from comfyfleet.config import ServeSettings
+from comfyfleet.gateway._previews import PreviewHub
 from comfyfleet.jobs import JobStore
+from comfyfleet.storage import Storage
 from comfyfleet.supervise import InstanceStatus
-
-
-@dataclass(frozen=True)
-class GatewaySettings:
-    max_body_bytes: int = 20 * 1024 * 1024
-    max_queued: int = 1000
-    max_attempts: int = 3
-    max_wait_s: float = 600.0
-    retry_after_s: int = 5
+from comfyfleet.webhooks import DEFAULT_EVENTS
 
 
 class NodeTypes:
@@ -52,15 +48,25 @@ class NodeTypes:
 
 @dataclass
 class Service:
+    """What the routes work with: the store, the settings, and hooks into the rest of `serve`
+    (each optional, so the app also runs in front of a store alone, as the unit tests do)."""
+
     store: JobStore
     output_dir: Path
-    settings: GatewaySettings = field(default_factory=GatewaySettings)
+    settings: ServeSettings = field(default_factory=ServeSettings)  # type: ignore[arg-type]
     instances: Callable[[], list[InstanceStatus]] = list
     host: str = "127.0.0.1"
     notify: Callable[[], None] = lambda: None
     dispatch: Callable[[], Awaitable[None]] | None = None
     """Fill idle instances now (the dispatcher in this process); None: `notify` only."""
     node_types: NodeTypes | None = None
+    media: MediaResolver | None = None
+    """Turns URLs, base64 and asset ids in a graph into stored input files."""
+    webhook_events: tuple[str, ...] = DEFAULT_EVENTS
+    storage_names: frozenset[str] = frozenset({"default"})
+    previews: PreviewHub = field(default_factory=PreviewHub)
+    storage: Storage | None = None
+    """The default output store: its URLs are signed again when a job is read."""
 
     def serving_urls(self) -> list[str]:
         return [

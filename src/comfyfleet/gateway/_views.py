@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from comfyfleet.jobs import Job
+from comfyfleet.storage import Storage
 
 
 def job_view(
@@ -16,7 +17,11 @@ def job_view(
     queue_position: int | None = None,
     output_dir: Path | None = None,
     inline: bool = False,
+    storage: Storage | None = None,
 ) -> dict[str, Any]:
+    """The job as API answers show it. Output URLs of the default store are signed afresh
+    (S3 and Azure links expire); the job's webhook URL is never shown, as it may carry a
+    token."""
     timings: dict[str, float | None] = {
         "created_at": job.created_at,
         "queued_at": job.queued_at,
@@ -30,6 +35,10 @@ def job_view(
         if job.finished_at is not None:
             timings["running_s"] = round(job.finished_at - job.started_at, 4)
     outputs = [dict(o) for o in job.outputs]
+    if storage is not None and job.options.get("storage", "default") == "default":
+        for output in outputs:
+            if isinstance(output.get("key"), str):
+                output["url"] = storage.url_for(output["key"])
     if inline and output_dir is not None:
         for output in outputs:
             _inline(output, output_dir / job.id)
@@ -46,6 +55,7 @@ def job_view(
         "outputs": outputs,
         "error": job.error,
         "cancel_requested": job.cancel_requested,
+        "options": _shown_options(job.options),
         "urls": {"self": f"/v1/jobs/{job.id}", "cancel": f"/v1/jobs/{job.id}/cancel"},
     }
 
@@ -58,3 +68,10 @@ def _inline(output: dict[str, Any], job_dir: Path) -> None:
     if path.is_file():
         output["content_type"] = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         output["base64"] = base64.b64encode(path.read_bytes()).decode()
+
+
+def _shown_options(options: dict[str, Any]) -> dict[str, Any]:
+    shown = {name: value for name, value in options.items() if name != "webhook"}
+    if isinstance(options.get("webhook"), dict):
+        shown["webhook"] = {"events": options["webhook"].get("events")}
+    return shown

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from comfyfleet.jobs._dispatcher import Dispatcher, DispatcherSettings
 from comfyfleet.jobs._graph import GraphError, check_workflow, namespace_outputs
+from comfyfleet.jobs._limits import JobLimits
 from comfyfleet.jobs._memory import MemoryJobStore
 from comfyfleet.jobs._model import (
     TERMINAL,
@@ -18,6 +19,7 @@ from comfyfleet.jobs._model import (
     QueueFull,
 )
 from comfyfleet.jobs._open import open_store
+from comfyfleet.jobs._results import OutputPublisher
 from comfyfleet.jobs._sqlite import SqliteJobStore
 from comfyfleet.jobs._store import LEASE_EXPIRED, JobStore
 
@@ -31,12 +33,14 @@ __all__ = [
     "Job",
     "JobConflict",
     "JobEvent",
+    "JobLimits",
     "JobNotFound",
     "JobStatus",
     "JobStore",
     "JobStoreError",
     "MemoryJobStore",
     "NewJob",
+    "OutputPublisher",
     "QueueFull",
     "SqliteJobStore",
     "check_workflow",

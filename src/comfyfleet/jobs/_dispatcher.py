@@ -13,13 +13,17 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 import uuid
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from comfyfleet.comfy import ComfyClient, ComfyEvents
-from comfyfleet.jobs._lane import Lane
+from comfyfleet.jobs._lane import Lane, PreviewSink
+from comfyfleet.jobs._limits import JobLimits, timeout_error
+from comfyfleet.jobs._model import JobStatus
+from comfyfleet.jobs._results import OutputPublisher
 from comfyfleet.jobs._store import JobStore
 from comfyfleet.supervise import SERVING, InstanceEvent
 
@@ -35,6 +39,8 @@ class DispatcherSettings:
     lease_s: float = 15.0
     poll_s: float = 0.25
     cancel_poll_s: float = 0.2
+    limits: JobLimits = field(default_factory=JobLimits)
+    expire_poll_s: float = 1.0
 
 
 class Dispatcher:
@@ -47,8 +53,12 @@ class Dispatcher:
         make_client: ClientFactory | None = None,
         make_events: EventsFactory | None = None,
         worker: str | None = None,
+        publisher: OutputPublisher | None = None,
+        on_preview: PreviewSink | None = None,
     ) -> None:
         self.store = store
+        self.publisher = publisher
+        self.on_preview = on_preview
         self.settings = settings or DispatcherSettings()
         self.host = host
         self.worker = worker or f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -78,6 +88,9 @@ class Dispatcher:
             client=self._make_client(url),
             events=self._make_events(url, f"{self.worker}-{index}"),
             wake=self.wake,
+            publisher=self.publisher,
+            on_preview=self.on_preview,
+            limits=self.settings.limits,
         )
         if old is not None:
             lane.in_flight = old.in_flight
@@ -132,6 +145,7 @@ class Dispatcher:
     def start(self) -> None:
         self._started = True
         loops = [self._fill_loop(), self._heartbeat_loop(), self._cancel_loop()]
+        loops.append(self._expire_loop())
         self._tasks += [asyncio.create_task(c) for c in loops]
         for lane in self.lanes.values():
             self._follow(lane)
@@ -139,7 +153,8 @@ class Dispatcher:
     async def stop(self) -> None:
         for lane in self.lanes.values():
             await lane.events.aclose()
-        tasks = [*self._tasks, *self._followers.values()]
+        finishing = [t for lane in self.lanes.values() for t in lane.finishing.values()]
+        tasks = [*self._tasks, *self._followers.values(), *finishing]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -169,6 +184,7 @@ class Dispatcher:
         while True:
             await asyncio.sleep(self.settings.lease_s / 3)
             ids = [f.job.id for lane in self.lanes.values() for f in lane.in_flight.values()]
+            ids += [job_id for lane in self.lanes.values() for job_id in lane.finishing]
             if ids:
                 await self.store.heartbeat(self.worker, ids, lease_s=self.settings.lease_s)
 
@@ -178,3 +194,29 @@ class Dispatcher:
             for lane in self.lanes.values():
                 if lane.in_flight:
                     await lane.check_cancels()
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.expire_poll_s)
+            try:
+                await self.expire_queued()
+            except Exception:  # a store hiccup: try again at the next round
+                log.exception("expiring queued jobs failed")
+
+    async def expire_queued(self, now: float | None = None) -> list[str]:
+        """Fail the queued jobs that waited longer than their queue timeout."""
+        now = time.time() if now is None else now
+        expired: list[str] = []
+        cursor: str | None = None
+        while True:
+            jobs, cursor = await self.store.list_jobs(
+                status=JobStatus.QUEUED, limit=500, cursor=cursor
+            )
+            for job in jobs:
+                queued_s, _ = self.settings.limits.for_job(job.options)
+                if queued_s is not None and now - job.queued_at > queued_s:
+                    error = timeout_error("queued", queued_s)
+                    if await self.store.fail_queued(job.id, error, now=now) is not None:
+                        expired.append(job.id)
+            if cursor is None:
+                return expired

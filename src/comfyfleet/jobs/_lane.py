@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,12 +23,19 @@ from comfyfleet.comfy import (
     ComfyUnavailable,
     Connected,
     Disconnected,
+    PreviewFrame,
     PromptRejected,
 )
 from comfyfleet.jobs._graph import namespace_outputs
+from comfyfleet.jobs._limits import JobLimits, timeout_error
 from comfyfleet.jobs._model import Job
 from comfyfleet.jobs._outputs import outputs_from_history
+from comfyfleet.jobs._results import OutputPublisher, storage_error
 from comfyfleet.jobs._store import JobStore
+from comfyfleet.storage import StorageError
+
+PreviewSink = Callable[[str, str, bytes], object]
+"""Called with (job id, image format, bytes) for each preview frame of a running job."""
 
 log = logging.getLogger("comfyfleet.jobs")
 
@@ -38,6 +46,8 @@ class _InFlight:
     prompt_id: str
     started: bool = False
     submitted_at: float = field(default_factory=time.monotonic)
+    started_at: float | None = None
+    """Wall-clock time ComfyUI began executing it (for the running timeout)."""
     ui_outputs: dict[str, Any] = field(default_factory=dict)
     """What `executed` messages reported, by node: the outputs, without asking /history."""
     gap: bool = False
@@ -57,6 +67,9 @@ class Lane:
         client: ComfyClient,
         events: ComfyEvents,
         wake: asyncio.Event,
+        publisher: OutputPublisher | None = None,
+        on_preview: PreviewSink | None = None,
+        limits: JobLimits | None = None,
     ) -> None:
         self.index = index
         self.base_url = base_url
@@ -72,6 +85,11 @@ class Lane:
         self.in_flight: dict[str, _InFlight] = {}  # prompt id -> job
         self.completed = 0
         self._claiming = 0
+        self.publisher = publisher
+        self.on_preview = on_preview
+        self.limits = limits or JobLimits()
+        self.finishing: dict[str, asyncio.Task[None]] = {}
+        """Jobs done in ComfyUI whose outputs are being stored: still leased, slot already free."""
 
     # --- claiming and submitting -----------------------------------------------------------
     def free_slots(self) -> int:
@@ -130,6 +148,8 @@ class Lane:
         async for item in self.events:
             if isinstance(item, ComfyMessage):
                 await self._on_message(item)
+            elif isinstance(item, PreviewFrame):
+                self._forward_preview(item)
             elif isinstance(item, Connected):
                 await self.reconcile()
             elif isinstance(item, Disconnected):
@@ -144,7 +164,7 @@ class Lane:
             return
         job_id, data = flight.job.id, message.data
         if message.type == "execution_start":
-            flight.started = True
+            flight.started, flight.started_at = True, time.time()
             await self.store.publish(
                 job_id, "started", {"instance": self.index, "comfy_ts": data.get("timestamp")}
             )
@@ -198,9 +218,42 @@ class Lane:
         outputs = outputs_from_history(flight.job.id, entry)
         self.in_flight.pop(flight.prompt_id, None)
         details = {"instance": self.index, "comfy_ts": comfy_ts}
-        await self.store.complete(flight.job.id, self.worker, outputs, details=details)
+        if self.publisher is None:
+            await self.store.complete(flight.job.id, self.worker, outputs, details=details)
+        else:
+            # Storing can take a while (an upload): ComfyUI is done, so the slot is free now.
+            task = asyncio.create_task(self._store_outputs(flight.job, outputs, details))
+            self.finishing[flight.job.id] = task
+            task.add_done_callback(lambda _: self.finishing.pop(flight.job.id, None))
         self.completed += 1
         await self._refill()
+
+    async def _store_outputs(
+        self, job: Job, outputs: list[dict[str, Any]], details: dict[str, Any]
+    ) -> None:
+        assert self.publisher is not None
+        try:
+            published = await self.publisher.publish(job, outputs)
+        except StorageError as exc:
+            log.warning("job %s: %s", job.id, exc)
+            error = storage_error(exc)
+            await self.store.fail(job.id, self.worker, error, retryable=error["retryable"])
+            self.wake.set()
+            return
+        except Exception as exc:  # a bug here must not leave the job running until its lease
+            log.exception("job %s: publishing its outputs failed", job.id)
+            error = {"code": "internal_error", "retryable": True, "message": str(exc)}
+            await self.store.fail(job.id, self.worker, error, retryable=True)
+            return
+        await self.store.complete(job.id, self.worker, published, details=details)
+
+    def _forward_preview(self, frame: PreviewFrame) -> None:
+        """ComfyUI's legacy preview frames name no prompt: they belong to the one running."""
+        if self.on_preview is None:
+            return
+        running = next((f for f in self.in_flight.values() if f.started), None)
+        if running is not None:
+            self.on_preview(running.job.id, frame.image_format, frame.data)
 
     async def _refill(self) -> None:
         """A slot came free: take the next job at once, from the task that saw it come free,
@@ -276,23 +329,37 @@ class Lane:
                 )
                 await self._finish(flight, _node_error(error), retryable=False)
 
-    async def check_cancels(self) -> None:
-        """Stop the jobs a client asked to cancel. Whether ComfyUI is already running a prompt
-        cannot be known for sure (its start message may be in flight), so both are done: remove
-        it from ComfyUI's queue, then interrupt it (a no-op unless it is the one running). The
-        job is cancelled at once; late messages for its prompt are ignored."""
+    async def check_cancels(self, now: float | None = None) -> None:
+        """Stop the jobs a client asked to cancel, and those past their timeout. Whether ComfyUI
+        is already running a prompt cannot be known for sure (its start message may be in
+        flight), so both are done: remove it from ComfyUI's queue, then interrupt it (a no-op
+        unless it is the one running). Late messages for its prompt are ignored."""
+        now = time.time() if now is None else now
         for flight in list(self.in_flight.values()):
             job = await self.store.get(flight.job.id)
-            if not job.cancel_requested:
+            timeout = None if job.cancel_requested else self._timeout(flight, now)
+            if not job.cancel_requested and timeout is None:
                 continue
             self.in_flight.pop(flight.prompt_id, None)
             try:
                 await self.client.delete_queued([flight.prompt_id])
                 await self.client.interrupt(flight.prompt_id)
             except ComfyError as exc:
-                log.warning("cancel of job %s on instance %s: %s", job.id, self.index, exc)
-            await self.store.mark_cancelled(job.id, self.worker)
-            self.wake.set()
+                log.warning("stopping job %s on instance %s: %s", job.id, self.index, exc)
+            if timeout is None:
+                await self.store.mark_cancelled(job.id, self.worker)
+            else:
+                await self.store.fail(job.id, self.worker, timeout, retryable=False)
+            await self._refill()
+
+    def _timeout(self, flight: _InFlight, now: float) -> dict[str, Any] | None:
+        queued_s, running_s = self.limits.for_job(flight.job.options)
+        if flight.started_at is not None:
+            if running_s is not None and now - flight.started_at > running_s:
+                return timeout_error("running", running_s)
+        elif queued_s is not None and now - flight.job.queued_at > queued_s:
+            return timeout_error("queued", queued_s)
+        return None
 
 
 def _node_error(data: dict[str, Any]) -> dict[str, Any]:

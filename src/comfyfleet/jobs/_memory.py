@@ -179,6 +179,15 @@ class MemoryJobStore:
             change = rules.cancel_requested(job, now=at)
             return _out(job) if change is None else self._apply(change, at)
 
+    async def fail_queued(
+        self, job_id: str, error: dict[str, Any], *, now: float | None = None
+    ) -> Job | None:
+        async with self._locked():
+            job = self._job(job_id)
+            at = _now(now)
+            change = rules.failed_in_queue(job, _json_copy(error), now=at)
+            return None if change is None else self._apply(change, at)
+
     async def mark_cancelled(
         self, job_id: str, worker: str, *, now: float | None = None
     ) -> Job | None:

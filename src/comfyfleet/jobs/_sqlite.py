@@ -205,6 +205,17 @@ class SqliteJobStore:
             change = rules.cancel_requested(job, now=at)
             return job if change is None else self._record(change, at)
 
+    async def fail_queued(
+        self, job_id: str, error: dict[str, Any], *, now: float | None = None
+    ) -> Job | None:
+        with self._write():
+            job = self._find(job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            at = _now(now)
+            change = rules.failed_in_queue(job, error, now=at)
+            return None if change is None else self._record(change, at)
+
     async def mark_cancelled(
         self, job_id: str, worker: str, *, now: float | None = None
     ) -> Job | None:

@@ -117,6 +117,13 @@ class JobStore(Protocol):
         that then finishes anyway stays succeeded; one that then fails is cancelled)."""
         ...
 
+    async def fail_queued(
+        self, job_id: str, error: dict[str, Any], *, now: float | None = None
+    ) -> Job | None:
+        """Fail a job nobody claimed yet (it waited longer than its queue timeout); None, and
+        no change, when it is no longer queued."""
+        ...
+
     async def mark_cancelled(
         self, job_id: str, worker: str, *, now: float | None = None
     ) -> Job | None:
@@ -253,6 +260,14 @@ def failed(job: Job, error: dict[str, Any], *, retryable: bool, now: float) -> C
 def cancelled(job: Job, *, now: float, error: dict[str, Any] | None = None) -> Change:
     job = _finished(job, JobStatus.CANCELLED, now, error=error, cancel_requested=True)
     return Change(job, "status", {"status": "cancelled"})
+
+
+def failed_in_queue(job: Job, error: dict[str, Any], *, now: float) -> Change | None:
+    """A queued job given up on (its queue timeout passed): failed for good."""
+    if job.status is not JobStatus.QUEUED:
+        return None
+    job = _finished(job, JobStatus.FAILED, now, error=error)
+    return Change(job, "status", {"status": "failed", "error": error})
 
 
 def cancel_requested(job: Job, *, now: float) -> Change | None:

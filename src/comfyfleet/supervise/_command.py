@@ -10,11 +10,15 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from comfyfleet.config import Settings
 from comfyfleet.gpus import InstancePlan
 from comfyfleet.supervise._instance import InstanceSpec
 from comfyfleet.workspace import Workspace
+
+if TYPE_CHECKING:  # the settings are only annotations here; config imports the feature
+    # packages, some of which import this one, so a runtime import would be a cycle
+    from comfyfleet.config import Settings
 
 
 def comfy_argv(ws: Workspace, settings: Settings, plan: InstancePlan, port: int) -> list[str]:

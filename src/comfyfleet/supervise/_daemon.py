@@ -13,10 +13,14 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from comfyfleet.config import Settings
 from comfyfleet.errors import ComfyfleetError
 from comfyfleet.supervise._runner import run_fleet
+
+if TYPE_CHECKING:  # the settings are only annotations here; config imports the feature
+    # packages, some of which import this one, so a runtime import would be a cycle
+    from comfyfleet.config import Settings
 
 
 def _redirect_stdio(out_file: Path) -> None:

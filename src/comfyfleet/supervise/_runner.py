@@ -14,9 +14,8 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-from comfyfleet.config import Settings
 from comfyfleet.errors import SupervisorError
 from comfyfleet.gpus import Platform, detect_platform, plan_instances
 from comfyfleet.supervise._command import instance_specs
@@ -27,6 +26,10 @@ from comfyfleet.supervise._process import Launcher, SubprocessLauncher
 from comfyfleet.supervise._states import InstanceEvent
 from comfyfleet.supervise._supervisor import Supervisor
 from comfyfleet.workspace import Workspace, write_extra_model_paths
+
+if TYPE_CHECKING:  # the settings are only annotations here; config imports the feature
+    # packages, some of which import this one, so a runtime import would be a cycle
+    from comfyfleet.config import Settings
 
 Attach = Callable[[Supervisor, Callable[[], None]], Awaitable[Callable[[], Awaitable[None]]]]
 """Starts services beside the fleet (the job dispatcher, the HTTP gateway) before the instances

@@ -18,9 +18,13 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from comfyfleet.config import Settings
 from comfyfleet.errors import WorkspaceError
+
+if TYPE_CHECKING:  # the settings are only annotations here; config imports the feature
+    # packages, some of which import this one, so a runtime import would be a cycle
+    from comfyfleet.config import Settings
 
 _RUNTIME_DIRS = ("custom_nodes", "instances", "logs", "state")
 

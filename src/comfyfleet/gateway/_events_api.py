@@ -1,0 +1,354 @@
+"""Live job progress: `GET /v1/jobs/{id}/events` (Server-Sent Events) and `WS /v1/ws`.
+
+Both carry the client events of `_live` (one translation), as one JSON shape:
+`{"job_id", "seq", "event", "data"}`. Both replay the store's events after a seq, then follow
+live, so a client that drops resumes where it stopped and loses nothing but preview frames.
+
+SSE goes through `EventStreamResponse`, a small ASGI response of our own rather than starlette's
+`StreamingResponse`: that one only watches for the client going away on servers that speak ASGI
+spec < 2.4; on newer ones it learns of a disconnect at its next write, which for an idle job is
+the next heartbeat, up to `heartbeat_s` later. Ours always listens for `http.disconnect` beside
+the stream and closes the event generator at once, in the task that runs it, so no wait on the
+store or on previews outlives the connection.
+
+A finished job resumed after its last event answers `204 No Content`: the standard way to tell a
+browser's `EventSource` to stop reconnecting. Setting `closing` (the gateway is shutting down)
+ends every stream and closes every socket (1012), so a server's graceful shutdown does not wait
+on jobs that run for minutes; clients resume elsewhere with `Last-Event-ID` or `after`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, WebSocket
+from fastapi.responses import Response
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocketDisconnect
+
+from comfyfleet.errors import ComfyfleetError
+from comfyfleet.gateway._errors import ApiError
+from comfyfleet.gateway._live import ClientEvent, JobFeed, JobView
+from comfyfleet.gateway._previews import PreviewHub
+from comfyfleet.jobs import Job, JobNotFound, JobStore, JobStoreError
+
+log = logging.getLogger("comfyfleet.gateway")
+
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+HEARTBEAT = b": keep-alive\n\n"
+
+
+def sse_message(event: ClientEvent) -> bytes:
+    """One SSE message. Only the last event of a group carries the id (see `_live`)."""
+    lines = [] if event.seq is None or not event.ends_group else [f"id: {event.seq}"]
+    name = "".join(c if c.isascii() and (c.isalnum() or c in "_.-") else "_" for c in event.event)
+    lines.append(f"event: {name}")
+    lines.append("data: " + json.dumps(event.to_dict(), separators=(",", ":")))
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+class EventStreamResponse(Response):
+    """`text/event-stream` from an async generator of ready-made message bytes, ended (and the
+    generator closed) as soon as the client disconnects, whatever ASGI version the server has."""
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        messages: AsyncGenerator[bytes, None],
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.messages = messages
+        self.status_code = status_code
+        self.background = None
+        self.init_headers({**STREAM_HEADERS, **(headers or {})})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        streaming = asyncio.create_task(self._stream(send))
+        watching = asyncio.create_task(_disconnected(receive))
+        try:
+            await asyncio.wait((streaming, watching), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (streaming, watching):
+                task.cancel()
+            await asyncio.gather(streaming, watching, return_exceptions=True)
+        failure = None if streaming.cancelled() else streaming.exception()
+        if failure is not None and not isinstance(failure, OSError):
+            raise failure  # a bug: let the server log it (the client went away otherwise)
+
+    async def _stream(self, send: Send) -> None:
+        async with contextlib.aclosing(self.messages) as messages:
+            async for chunk in messages:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _sse_body(feed: JobFeed) -> AsyncGenerator[bytes, None]:
+    try:
+        async with feed:
+            async for batch in feed:
+                yield b"".join(sse_message(event) for event in batch) if batch else HEARTBEAT
+    except JobStoreError as exc:  # the store closed or lost the job: the client may resume
+        log.warning("event stream of job %s ended: %s", feed.job_id, exc)
+
+
+def _resume_point(last_event_id: str | None, after: int | None) -> int:
+    """Where a stream starts: after `Last-Event-ID` (a browser resuming), else `?after=`."""
+    if last_event_id is None or not last_event_id.strip():
+        return after or 0
+    text = last_event_id.strip()
+    if not (text.isascii() and text.isdigit()):
+        raise ApiError(
+            400,
+            "invalid_event_id",
+            f"Last-Event-ID must be the id of an event this API sent, not '{last_event_id}'",
+            {"last_event_id": last_event_id},
+        )
+    return int(text)
+
+
+@dataclass(frozen=True)
+class _Live:
+    """What both transports need, from `events_router`'s arguments."""
+
+    store: JobStore
+    view: JobView
+    previews: PreviewHub
+    heartbeat_s: float
+    poll_s: float
+    closing: asyncio.Event | None
+    max_subscriptions: int
+
+    def feed(self, job_id: str, after: int, previews: bool) -> JobFeed:
+        return JobFeed(
+            self.store,
+            job_id,
+            view=self.view,
+            after=after,
+            previews=self.previews if previews else None,
+            heartbeat_s=self.heartbeat_s,
+            poll_s=self.poll_s,
+            closing=self.closing,
+        )
+
+
+def events_router(
+    store: JobStore,
+    view: JobView,
+    previews: PreviewHub,
+    *,
+    heartbeat_s: float = 15.0,
+    poll_s: float = 1.0,
+    closing: asyncio.Event | None = None,
+    max_subscriptions: int = 100,
+) -> APIRouter:
+    """The live routes over `store`. `view` builds a job's API view (its outputs' URLs go into
+    `output` events); `previews` is the hub the dispatcher publishes preview frames to.
+
+    `heartbeat_s`: SSE keep-alive comments and WebSocket pings when idle. `poll_s`: how soon
+    events written by another process to a shared store show up. `closing`: set it when the
+    server starts shutting down to end every stream. `max_subscriptions`: jobs per socket."""
+    live = _Live(store, view, previews, heartbeat_s, poll_s, closing, max_subscriptions)
+    router = APIRouter(tags=["events"])
+
+    async def find(job_id: str) -> Job:
+        try:
+            return await store.get(job_id)
+        except JobNotFound as exc:
+            raise ApiError(404, "job_not_found", f"no job '{job_id}'", {"id": job_id}) from exc
+
+    @router.get(
+        "/v1/jobs/{job_id}/events",
+        summary="Follow a job live (Server-Sent Events), from the start or a Last-Event-ID",
+        response_class=EventStreamResponse,
+        responses={
+            200: {"content": {"text/event-stream": {}}, "description": "The job's events"},
+            204: {"description": "The job finished and every event was already sent"},
+            404: {"description": "No such job"},
+        },
+    )
+    async def job_events(
+        job_id: str,
+        after: Annotated[int | None, Query(ge=0, description="Replay the events after")] = None,
+        previews: Annotated[bool, Query(description="Add `preview` frames")] = False,
+        last_event_id: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        start = _resume_point(last_event_id, after)
+        job = await find(job_id)
+        if job.terminal and not await store.events(job_id, after=start, limit=1):
+            return Response(status_code=204)
+        return EventStreamResponse(_sse_body(live.feed(job_id, start, previews)))
+
+    @router.websocket("/v1/ws")
+    async def socket(websocket: WebSocket) -> None:
+        await _Socket(websocket, live).serve()
+
+    return router
+
+
+# --- WebSocket --------------------------------------------------------------------------------
+
+
+class CommandError(ComfyfleetError):
+    """A WebSocket command the server cannot follow; answered with an `error` event."""
+
+    def __init__(self, code: str, message: str, *, job_id: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.job_id = job_id
+
+
+def _parse(message: Mapping[str, Any]) -> dict[str, Any]:
+    text = message.get("text")
+    if text is None:
+        raise CommandError("invalid_command", "commands are JSON text messages, not binary")
+    try:
+        command = json.loads(text)
+    except ValueError as exc:
+        raise CommandError("invalid_json", f"the command is not JSON: {exc}") from exc
+    if not isinstance(command, dict) or not isinstance(command.get("op"), str):
+        raise CommandError(
+            "invalid_command", 'a command is a JSON object with an "op": subscribe or unsubscribe'
+        )
+    return command
+
+
+def _job_id(command: dict[str, Any]) -> str:
+    job_id = command.get("job_id")
+    if not isinstance(job_id, str) or not job_id or len(job_id) > 256:
+        raise CommandError("invalid_command", f'"{command["op"]}" needs a "job_id" (a string)')
+    return job_id
+
+
+def _subscribe_args(command: dict[str, Any], job_id: str) -> tuple[int, bool]:
+    after, previews = command.get("after", 0), command.get("previews", False)
+    if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+        message = '"after" must be the seq of an event (an integer, 0 or more)'
+        raise CommandError("invalid_command", message, job_id=job_id)
+    if not isinstance(previews, bool):
+        raise CommandError("invalid_command", '"previews" must be true or false', job_id=job_id)
+    return after, previews
+
+
+def _envelope(event: str, data: dict[str, Any], job_id: str | None = None) -> dict[str, Any]:
+    return {"job_id": job_id, "seq": None, "event": event, "data": data}
+
+
+class _Socket:
+    """One client socket: any number of followed jobs, one task each, all ended with it."""
+
+    def __init__(self, websocket: WebSocket, live: _Live) -> None:
+        self.websocket = websocket
+        self.live = live
+        self.follows: dict[str, asyncio.Task[None]] = {}
+        self.open = True
+        self._sending = asyncio.Lock()
+
+    async def serve(self) -> None:
+        await self.websocket.accept()
+        keepalive = asyncio.create_task(self._keepalive())
+        try:
+            while True:
+                message = await self.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                await self._command(message)
+        finally:
+            self.open = False
+            tasks = [keepalive, *self.follows.values()]
+            self.follows.clear()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _command(self, message: Mapping[str, Any]) -> None:
+        try:
+            command = _parse(message)
+            op = command["op"]
+            if op == "subscribe":
+                await self._subscribe(command)
+            elif op == "unsubscribe":
+                job_id = _job_id(command)
+                await self._stop(job_id)
+                await self._send(_envelope("unsubscribed", {}, job_id))
+            elif op == "ping":
+                await self._send(_envelope("pong", {}))
+            else:
+                hint = f"unknown op '{op}': use subscribe, unsubscribe or ping"
+                raise CommandError("unknown_op", hint)
+        except CommandError as exc:
+            error = {"code": exc.code, "message": exc.message}
+            await self._send(_envelope("error", error, exc.job_id))
+
+    async def _subscribe(self, command: dict[str, Any]) -> None:
+        job_id = _job_id(command)
+        after, previews = _subscribe_args(command, job_id)
+        try:
+            await self.live.store.get(job_id)
+        except JobNotFound as exc:
+            raise CommandError("job_not_found", f"no job '{job_id}'", job_id=job_id) from exc
+        if job_id not in self.follows and len(self.follows) >= self.live.max_subscriptions:
+            limit = self.live.max_subscriptions
+            message = f"this socket follows {limit} jobs already: unsubscribe from one first"
+            raise CommandError("too_many_subscriptions", message, job_id=job_id)
+        await self._stop(job_id)  # subscribing again restarts from the new `after`
+        await self._send(_envelope("subscribed", {"after": after, "previews": previews}, job_id))
+        self.follows[job_id] = asyncio.create_task(self._follow(job_id, after, previews))
+
+    async def _stop(self, job_id: str) -> None:
+        task = self.follows.pop(job_id, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _follow(self, job_id: str, after: int, previews: bool) -> None:
+        try:
+            async with self.live.feed(job_id, after, previews) as feed:
+                async for batch in feed:
+                    for event in batch:  # an empty batch is the feed's heartbeat: not needed here
+                        await self._send(event.to_dict())
+        except JobStoreError as exc:
+            error = {"code": "stream_failed", "message": exc.message}
+            await self._send(_envelope("error", error, job_id))
+        finally:
+            if self.follows.get(job_id) is asyncio.current_task():
+                del self.follows[job_id]
+
+    async def _keepalive(self) -> None:
+        """A `ping` event when the heartbeat is due; close (1012) when the server shuts down."""
+        closing = self.live.closing or asyncio.Event()
+        while self.open:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.live.heartbeat_s):
+                    await closing.wait()
+            if closing.is_set():
+                async with self._sending:
+                    self.open = False
+                    with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
+                        await self.websocket.close(1012, "the server is shutting down")
+                return
+            await self._send(_envelope("ping", {}))
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        async with self._sending:
+            if not self.open:
+                return
+            try:
+                await self.websocket.send_text(json.dumps(message, separators=(",", ":")))
+            except (WebSocketDisconnect, OSError):
+                self.open = False  # the reader sees the disconnect and ends everything

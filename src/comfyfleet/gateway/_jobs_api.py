@@ -1,0 +1,273 @@
+"""The job routes of `/v1`: submit (sync or async), dry-run, read, list, cancel, outputs.
+
+Routes read from and write to the job store only; the dispatcher (in the same process for
+`comfyfleet serve`) does the running. A submission is checked before anything is stored: the
+body's shape, the graph (every node known to the instances, every link pointing at a node),
+and its media inputs, which are fetched and stored once, so a job never fails later for
+something the client could have been told at once.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+import time
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+
+from comfyfleet.auth import key_of
+from comfyfleet.gateway._assets_api import resolve_job_media
+from comfyfleet.gateway._errors import ApiError
+from comfyfleet.gateway._service import Service
+from comfyfleet.gateway._submit import (
+    JOB_ID,
+    JOB_REQUEST_SCHEMA,
+    idempotent_id,
+    new_job,
+    read_json_body,
+)
+from comfyfleet.gateway._views import job_view
+from comfyfleet.jobs import (
+    TERMINAL,
+    GraphError,
+    Job,
+    JobConflict,
+    JobNotFound,
+    JobStatus,
+    NewJob,
+    QueueFull,
+    check_workflow,
+)
+
+_SMALL_FILE = 512 * 1024
+"""Outputs up to this size are answered from one read; larger ones are streamed."""
+
+
+def jobs_router(service: Service) -> APIRouter:
+    router = APIRouter(tags=["jobs"])
+    _submit_routes(router, service)
+    _read_routes(router, service)
+    return router
+
+
+def _submit_routes(router: APIRouter, service: Service) -> None:
+    settings = service.settings
+
+    body_doc = {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": JOB_REQUEST_SCHEMA}},
+        }
+    }
+
+    @router.post("/v1/jobs", status_code=202, summary="Submit a workflow", openapi_extra=body_doc)
+    async def submit(
+        request: Request,
+        wait: bool = False,
+        inline: bool = False,
+        prefer: Annotated[str | None, Header()] = None,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        """202 with the job's id and URLs; with `?wait=true` or `Prefer: wait=N`, 200 with
+        the outputs once the job ends (base64 inline with `?inline=true`). The same
+        `Idempotency-Key` with the same body answers with the same job."""
+        body = await read_json_body(request, settings.max_body_bytes)
+        scope = _key_scope(request)
+        derived = None if idempotency_key is None else idempotent_id(idempotency_key, scope)
+        new = _parse(service, body, derived)
+        replay = await _existing(service, new)
+        if replay is not None:
+            job, created = replay, False
+        else:
+            new = await _checked(service, new)
+            job, created = await _enqueue(service, new)
+        seconds = _wait_seconds(wait, prefer, settings.max_wait_s)
+        if seconds is not None:
+            job = await _wait_for_end(service, job.id, seconds)
+        status = 200 if job.status in TERMINAL or seconds is not None else 202
+        headers = {} if created or idempotency_key is None else {"Idempotent-Replayed": "true"}
+        content = await _view(service, job, inline)
+        return JSONResponse(content, status_code=status, headers=headers)
+
+    @router.post(
+        "/v1/jobs:validate", summary="Check a workflow without running it", openapi_extra=body_doc
+    )
+    async def validate(request: Request) -> dict[str, Any]:
+        """The same checks as a submission (shape, node classes, links, options), without
+        fetching media or storing anything: 200 `{"valid": true, ...}` or the 4xx a submit
+        would get."""
+        body = await read_json_body(request, settings.max_body_bytes)
+        new = _parse(service, body, None)
+        await _check_graph(service, new.workflow)
+        return {"valid": True, "nodes": len(new.workflow), "options": new.options}
+
+
+def _read_routes(router: APIRouter, service: Service) -> None:
+    store = service.store
+
+    @router.get("/v1/jobs/{job_id}", summary="A job's status, progress, outputs and error")
+    async def read_job(job_id: str, inline: bool = False) -> dict[str, Any]:
+        return await _view(service, await _get(service, job_id), inline)
+
+    @router.get("/v1/jobs", summary="List jobs, newest first")
+    async def list_jobs(
+        status: JobStatus | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        if cursor is not None and not (cursor.isascii() and cursor.isdigit()):
+            raise ApiError(400, "invalid_cursor", "cursor must come from a previous answer")
+        jobs, next_cursor = await store.list_jobs(status=status, limit=limit, cursor=cursor)
+        views = [job_view(j, storage=service.storage) for j in jobs]
+        return {"jobs": views, "next_cursor": next_cursor}
+
+    @router.post("/v1/jobs/{job_id}/cancel", summary="Cancel a queued or running job")
+    async def cancel(job_id: str) -> dict[str, Any]:
+        await _get(service, job_id)
+        return await _view(service, await store.cancel(job_id))
+
+    @router.get("/v1/outputs/{job_id}/{path:path}", summary="Download an output file")
+    async def output(job_id: str, path: str) -> Response:
+        parts = PurePosixPath(path).parts
+        if not JOB_ID.match(job_id) or not parts or ".." in parts or path.startswith("/"):
+            raise ApiError(400, "invalid_path", "output paths must stay inside the job's folder")
+        file = service.output_dir / job_id / Path(*parts)
+        if not file.is_file():
+            raise ApiError(404, "output_not_found", f"job '{job_id}' has no output '{path}'")
+        media = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+        if file.stat().st_size <= _SMALL_FILE:
+            # One read on the loop costs less than FileResponse's hop to a worker thread.
+            return Response(file.read_bytes(), media_type=media)
+        return FileResponse(file, media_type=media)
+
+
+# --- steps of a submission --------------------------------------------------------------------
+
+
+def _key_scope(request: Request) -> str:
+    record = key_of(request.scope)
+    return "anonymous" if record is None else record.id
+
+
+def _parse(service: Service, body: dict[str, Any], job_id: str | None) -> NewJob:
+    return new_job(
+        body,
+        default_attempts=service.settings.max_attempts,
+        default_events=service.webhook_events,
+        storage_names=service.storage_names,
+        job_id=job_id,
+    )
+
+
+async def _existing(service: Service, new: NewJob) -> Job | None:
+    """The stored job a repeated request stands for (no refetching its media), if any."""
+    try:
+        job = await service.store.get(new.id)
+    except JobNotFound:
+        return None
+    if job.request_hash != new.request_hash:
+        raise ApiError(409, "job_conflict", JobConflict(new.id).message)
+    if time.time() - job.created_at > service.settings.idempotency_ttl_s:
+        raise ApiError(
+            409,
+            "idempotency_key_expired",
+            f"job '{new.id}' was submitted more than "
+            f"{service.settings.idempotency_ttl_s:g}s ago; use a new key or id",
+        )
+    return job
+
+
+async def _check_graph(service: Service, workflow: Any) -> None:
+    try:
+        check_workflow(workflow)
+        if service.node_types is not None:
+            wanted = {str(n.get("class_type")) for n in workflow.values()}
+            known = await service.node_types.known(wanted)
+            check_workflow(workflow, known_classes=known)
+    except GraphError as exc:
+        raise ApiError(
+            exc.status, "invalid_workflow", exc.message, {**exc.details(), "hint": exc.hint}
+        ) from exc
+
+
+async def _checked(service: Service, new: NewJob) -> NewJob:
+    """The job with its graph checked and its media inputs stored and rewritten."""
+    await _check_graph(service, new.workflow)
+    if service.media is None:
+        return new
+    workflow, rewrites = await resolve_job_media(new.workflow, service.media)
+    if not rewrites:
+        return new
+    return NewJob(
+        id=new.id,
+        workflow=dict(workflow),
+        priority=new.priority,
+        max_attempts=new.max_attempts,
+        request_hash=new.request_hash,
+        options=new.options,
+    )
+
+
+async def _enqueue(service: Service, new: NewJob) -> tuple[Job, bool]:
+    """Store the job, then put it on an idle instance at once if this process has one."""
+    try:
+        job, created = await service.store.enqueue(new, max_queued=service.settings.max_queued)
+    except QueueFull as exc:
+        raise ApiError(
+            429,
+            "queue_full",
+            f"the queue holds {exc.limit} jobs; try later",
+            headers={"Retry-After": str(service.settings.retry_after_s)},
+        ) from exc
+    except JobConflict as exc:
+        raise ApiError(409, "job_conflict", exc.message) from exc
+    if created and service.dispatch is not None:
+        await service.dispatch()
+    elif created:
+        service.notify()
+    return job, created
+
+
+def _wait_seconds(wait: bool, prefer: str | None, limit: float) -> float | None:
+    if prefer:
+        match = re.search(r"wait=(\d+(?:\.\d+)?)", prefer)
+        if match:
+            return min(float(match.group(1)), limit)
+    return limit if wait else None
+
+
+async def _wait_for_end(service: Service, job_id: str, seconds: float) -> Job:
+    deadline = time.monotonic() + seconds
+    after = 0
+    job = await service.store.get(job_id)
+    while job.status not in TERMINAL and time.monotonic() < deadline:
+        events = await service.store.wait_events(
+            job_id, after=after, timeout=deadline - time.monotonic()
+        )
+        if events:
+            after = events[-1].seq
+        if not events or any(event.kind == "status" for event in events):
+            job = await service.store.get(job_id)  # progress events do not change the status
+    return job
+
+
+async def _get(service: Service, job_id: str) -> Job:
+    try:
+        return await service.store.get(job_id)
+    except JobNotFound as exc:
+        raise ApiError(404, "job_not_found", f"no job '{job_id}'") from exc
+
+
+async def _view(service: Service, job: Job, inline: bool = False) -> dict[str, Any]:
+    store = service.store
+    position = await store.queue_position(job.id) if job.status == JobStatus.QUEUED else None
+    return job_view(
+        job,
+        queue_position=position,
+        output_dir=service.output_dir,
+        inline=inline,
+        storage=service.storage,
+    )
