@@ -1,11 +1,15 @@
 """Added latency of the gateway: the same trivial graph straight to ComfyUI vs through
 `POST /v1/jobs?wait=true`, interleaved in one run on the same instance.
 
-  direct:  POST /prompt + WebSocket until execution_success + GET /view of the file
+  direct:  POST /prompt + WebSocket until execution_success + /history + GET /view of the file
   gateway: POST /v1/jobs?wait=true + GET /v1/outputs/... of the file
-Goal: added p50 <= 2 ms.
+  inline:  POST /v1/jobs?wait=true&inline=true (the file comes base64 in the answer)
+  s3:      POST /v1/jobs?wait=true with the output stored in S3 (a moto server on loopback) +
+           GET of the presigned URL; the upload time, as the server measured it, is taken out
+           of the added latency and reported on its own line.
+Goal: added p50 <= 2 ms for each mode.
 
-Usage: python bench/overhead.py [--n 200] [--workspace WS]
+Usage: python bench/overhead.py [--n 200] [--modes gateway,inline,s3] [--workspace WS]
 (default workspace: the test suite's cached install, shared into a scratch workspace)
 """
 
@@ -13,12 +17,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -26,11 +33,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.comfyui_env import installed_workspace, workspace_sharing
 from tests.integration.serve import Server, model_free_graph, serve_config
+from tests.storage_servers import moto_s3_server
 
 from comfyfleet.comfy import ComfyClient, ComfyEvents, ComfyMessage
 
+Timed = tuple[float, float]
+"""(seconds end to end, seconds of that spent uploading)."""
 
-async def direct_once(client: ComfyClient, events: ComfyEvents, seed: int) -> float:
+
+async def direct_once(client: ComfyClient, events: ComfyEvents, seed: int) -> Timed:
     started = time.perf_counter()
     prompt_id = uuid.uuid4().hex
     await client.submit(
@@ -45,64 +56,119 @@ async def direct_once(client: ComfyClient, events: ComfyEvents, seed: int) -> fl
         entry = await client.history(prompt_id)
     image = entry["outputs"]["3"]["images"][0]
     await client.view(image["filename"], image["subfolder"], image["type"])
-    return time.perf_counter() - started
+    return time.perf_counter() - started, 0.0
 
 
-async def gateway_once(http: httpx.AsyncClient, seed: int) -> float:
-    started = time.perf_counter()
-    answer = await http.post(
-        "/v1/jobs", params={"wait": "true"}, json={"workflow": model_free_graph(seed, "gw")}
-    )
-    job = answer.json()
+async def _submit(http: httpx.AsyncClient, body: dict[str, Any], **params: str) -> dict[str, Any]:
+    answer = await http.post("/v1/jobs", params={"wait": "true", **params}, json=body)
+    job: dict[str, Any] = answer.json()
     assert job["status"] == "succeeded", job
+    return job
+
+
+async def gateway_once(http: httpx.AsyncClient, seed: int) -> Timed:
+    started = time.perf_counter()
+    job = await _submit(http, {"workflow": model_free_graph(seed, "gw")})
     (await http.get(job["outputs"][0]["url"])).raise_for_status()
-    return time.perf_counter() - started
+    return time.perf_counter() - started, 0.0
+
+
+async def inline_once(http: httpx.AsyncClient, seed: int) -> Timed:
+    started = time.perf_counter()
+    job = await _submit(http, {"workflow": model_free_graph(seed, "in")}, inline="true")
+    assert job["outputs"][0]["base64"]
+    return time.perf_counter() - started, 0.0
+
+
+async def s3_once(http: httpx.AsyncClient, seed: int, plain: httpx.AsyncClient) -> Timed:
+    started = time.perf_counter()
+    job = await _submit(http, {"workflow": model_free_graph(seed, "s3"), "storage": "s3"})
+    output = job["outputs"][0]
+    (await plain.get(output["url"])).raise_for_status()
+    return time.perf_counter() - started, float(output.get("store_s", 0.0))
 
 
 def _pct(values: list[float], q: float) -> float:
     return sorted(values)[min(len(values) - 1, int(q * len(values)))] * 1000
 
 
-async def measure(server: Server, n: int) -> None:
+async def measure(server: Server, n: int, modes: list[str]) -> None:
     port = server.http.get("/v1/instances").json()["instances"][0]["port"]
     base = f"http://127.0.0.1:{port}"
-    direct: list[float] = []
-    gateway: list[float] = []
+    results: dict[str, list[Timed]] = {name: [] for name in ["direct", *modes]}
     seed = time.time_ns() % 1_000_000
     async with (
         ComfyClient(base) as client,
         ComfyEvents(base, "bench-direct") as events,
         httpx.AsyncClient(base_url=server.url, timeout=60, trust_env=False) as http,
+        httpx.AsyncClient(timeout=60, trust_env=False) as plain,
     ):
+        runners: dict[str, Callable[[int], Awaitable[Timed]]] = {
+            "direct": lambda s: direct_once(client, events, s),
+            "gateway": lambda s: gateway_once(http, s),
+            "inline": lambda s: inline_once(http, s),
+            "s3": lambda s: s3_once(http, s, plain),
+        }
         async for _item in events:  # wait for the socket before timing anything
             break
-        for warm in range(5):
-            await direct_once(client, events, seed + warm)
-            await gateway_once(http, seed + 100 + warm)
-        for i in range(n):
-            direct.append(await direct_once(client, events, seed + 1000 + 2 * i))
-            gateway.append(await gateway_once(http, seed + 1001 + 2 * i))
-    d50, g50 = statistics.median(direct) * 1000, statistics.median(gateway) * 1000
+        for round_ in range(n + 5):
+            for offset, name in enumerate(results):
+                timed = await runners[name](seed + 10 * round_ + offset)
+                if round_ >= 5:  # the first rounds warm caches and connections up
+                    results[name].append(timed)
+    _report(results, n)
+
+
+def _report(results: dict[str, list[Timed]], n: int) -> None:
+    direct = [total for total, _ in results["direct"]]
+    d50 = statistics.median(direct) * 1000
     print(f"n={n} interleaved, one CPU instance")
-    print(f"direct ComfyUI : p50 {d50:7.2f} ms   p95 {_pct(direct, 0.95):7.2f} ms")
-    print(f"via gateway    : p50 {g50:7.2f} ms   p95 {_pct(gateway, 0.95):7.2f} ms")
-    print(f"added latency  : p50 {g50 - d50:+7.2f} ms   ratio {g50 / d50:.2f} (goal: <= 2 ms)")
+    print(f"direct ComfyUI   : p50 {d50:7.2f} ms   p95 {_pct(direct, 0.95):7.2f} ms")
+    for name, timed in results.items():
+        if name == "direct":
+            continue
+        totals = [total - upload for total, upload in timed]
+        uploads = [upload for _, upload in timed]
+        g50 = statistics.median(totals) * 1000
+        print(
+            f"via gateway {name:<6}: p50 {g50:7.2f} ms   p95 {_pct(totals, 0.95):7.2f} ms   "
+            f"added p50 {g50 - d50:+6.2f} ms (goal <= 2 ms)"
+        )
+        if any(uploads):
+            print(
+                f"  upload to S3 (taken out above): p50 {statistics.median(uploads) * 1000:.2f} ms"
+            )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--modes", default="gateway,inline,s3")
     parser.add_argument("--workspace", type=Path)
     args = parser.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
     ws = args.workspace or workspace_sharing(
         installed_workspace(), Path(tempfile.mkdtemp(prefix="cf-bench-"))
     )
-    serve_config(ws)
-    server = Server(ws, instances=1).start()
-    try:
-        asyncio.run(measure(server, args.n))
-    finally:
-        server.close()
+    with contextlib.ExitStack() as stack:
+        extra: dict[str, Any] = {}
+        if "s3" in modes:
+            s3 = stack.enter_context(moto_s3_server())
+            bucket = s3.create_bucket("bench")
+            extra["storage_targets"] = {
+                "s3": {
+                    "url": f"s3://{bucket}/out",
+                    "endpoint_url": s3.endpoint_url,
+                    "region": s3.region,
+                    "access_key_id": s3.access_key_id,
+                    "secret_access_key": s3.secret_access_key,
+                    "addressing_style": "path",
+                }
+            }
+        serve_config(ws, **extra)
+        server = Server(ws, instances=1).start()
+        stack.callback(server.close)
+        asyncio.run(measure(server, args.n, modes))
 
 
 if __name__ == "__main__":

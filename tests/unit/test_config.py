@@ -270,3 +270,15 @@ def test_settings_are_frozen() -> None:
     settings = load_settings()
     with pytest.raises(ValueError, match="frozen"):
         settings.fleet.base_port = 1  # type: ignore[misc]
+
+
+def test_the_readme_configuration_example_is_valid_settings(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Configuration", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = tmp_path / "comfyfleet.yaml"
+    config.write_text(example.replace("/srv/comfy", str(tmp_path / "ws")), encoding="utf-8")
+    settings = load_settings({}, config_file=config)
+    assert settings.serve.max_queued == 1000
+    assert settings.storage.url == "file://"
+    assert settings.webhooks.retry_for_s == 86400

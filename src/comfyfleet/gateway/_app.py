@@ -55,6 +55,7 @@ def create_app(
             view=lambda job: job_view(job, storage=service.storage),
             previews=service.previews,
             heartbeat_s=service.settings.sse_heartbeat_s,
+            closing=service.closing,
         )
     )
     for router in routers:

@@ -132,6 +132,7 @@ async def _attach(
         on_listening(f"http://{serve.host}:{serve.port}")
 
     async def detach() -> None:
+        service.closing.set()  # event streams end now rather than when their jobs do
         server.should_exit = True
         with contextlib.suppress(Exception):
             await task

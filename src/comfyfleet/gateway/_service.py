@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -65,6 +66,8 @@ class Service:
     webhook_events: tuple[str, ...] = DEFAULT_EVENTS
     storage_names: frozenset[str] = frozenset({"default"})
     previews: PreviewHub = field(default_factory=PreviewHub)
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the server stops: open event streams and sockets end instead of holding it."""
     storage: Storage | None = None
     """The default output store: its URLs are signed again when a job is read."""
 

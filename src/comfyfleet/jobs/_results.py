@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import logging
 import mimetypes
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -82,11 +83,13 @@ class OutputPublisher:
             if converted is not None:
                 source, content_type, suffix = converted
                 key = str(PurePosixPath(key).with_suffix(suffix))
+        started = time.perf_counter()
         if storage is self.default and self._no_copy and isinstance(source, Path):
             stored = _describe_in_place(cast(LocalStorage, storage), key, file, content_type)
         else:
             stored = await self._put(storage, key, source, content_type)
         result = dict(output)
+        result["store_s"] = round(time.perf_counter() - started, 6)
         result.update(
             url=stored.url,
             key=stored.key,
