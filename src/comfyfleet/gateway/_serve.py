@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 
 import uvicorn
@@ -19,10 +20,21 @@ from comfyfleet.errors import PortInUseError
 from comfyfleet.gateway._app import create_app
 from comfyfleet.gateway._assets_api import assets_router
 from comfyfleet.gateway._backends import Backends, open_backends
+from comfyfleet.gateway._models_api import models_router
 from comfyfleet.gateway._service import NodeTypes, Service
 from comfyfleet.gateway._views import job_view
 from comfyfleet.gateway._webhooks_api import webhooks_router
-from comfyfleet.jobs import Dispatcher, DispatcherSettings, JobLimits, OutputPublisher
+from comfyfleet.jobs import (
+    Dispatcher,
+    DispatcherSettings,
+    JobLimits,
+    JobStore,
+    ModelFetch,
+    NewJob,
+    OutputPublisher,
+)
+from comfyfleet.jobs._prepare import INSTALL_PRESET
+from comfyfleet.models import ModelLibrary
 from comfyfleet.supervise import InstanceEvent, Supervisor, port_is_free, run_fleet
 from comfyfleet.webhooks import WebhookService
 from comfyfleet.workspace import Workspace
@@ -60,7 +72,11 @@ async def run_service(
 
 
 def _dispatcher(
-    settings: Settings, ws: Workspace, backends: Backends, service: Service
+    settings: Settings,
+    ws: Workspace,
+    backends: Backends,
+    service: Service,
+    library: ModelLibrary,
 ) -> Dispatcher:
     serve = settings.serve
     limits = JobLimits(serve.queued_timeout_s, serve.running_timeout_s)
@@ -74,7 +90,24 @@ def _dispatcher(
         host=settings.fleet.host,
         publisher=publisher,
         on_preview=service.previews.publish,
+        prepare=ModelFetch(library),
     )
+
+
+def _installs(store: JobStore, dispatcher: Dispatcher) -> Callable[[str], Awaitable[str]]:
+    """Preset installs run as jobs, so their progress is a job's events like any other's."""
+
+    async def start(name: str) -> str:
+        new = NewJob(
+            id=f"install-{uuid.uuid4().hex[:16]}",
+            workflow={},
+            options={INSTALL_PRESET: name},
+        )
+        job, _ = await store.enqueue(new)
+        dispatcher.notify()
+        return job.id
+
+    return start
 
 
 async def _attach(
@@ -96,7 +129,8 @@ async def _attach(
         storage_names=frozenset(backends.targets),
         storage=backends.storage,
     )
-    dispatcher = _dispatcher(settings, ws, backends, service)
+    library = ModelLibrary.from_settings(settings)
+    dispatcher = _dispatcher(settings, ws, backends, service, library)
     webhooks = WebhookService(
         backends.store,
         backends.outbox,
@@ -112,6 +146,7 @@ async def _attach(
     routers = (
         assets_router(backends.assets),
         webhooks_router(backends.outbox, wake=webhooks.wake_sender),
+        models_router(library, _installs(backends.store, dispatcher)),
     )
     app = create_app(
         service,

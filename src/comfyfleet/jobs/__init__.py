@@ -19,6 +19,7 @@ from comfyfleet.jobs._model import (
     QueueFull,
 )
 from comfyfleet.jobs._open import open_store
+from comfyfleet.jobs._prepare import ModelFetch, PrepareFailed, Preparer
 from comfyfleet.jobs._results import OutputPublisher
 from comfyfleet.jobs._sqlite import SqliteJobStore
 from comfyfleet.jobs._store import LEASE_EXPIRED, JobStore
@@ -39,8 +40,11 @@ __all__ = [
     "JobStore",
     "JobStoreError",
     "MemoryJobStore",
+    "ModelFetch",
     "NewJob",
     "OutputPublisher",
+    "PrepareFailed",
+    "Preparer",
     "QueueFull",
     "SqliteJobStore",
     "check_workflow",

@@ -23,6 +23,7 @@ from comfyfleet.comfy import ComfyClient, ComfyEvents
 from comfyfleet.jobs._lane import Lane, PreviewSink
 from comfyfleet.jobs._limits import JobLimits, timeout_error
 from comfyfleet.jobs._model import JobStatus
+from comfyfleet.jobs._prepare import Preparer
 from comfyfleet.jobs._results import OutputPublisher
 from comfyfleet.jobs._store import JobStore
 from comfyfleet.supervise import SERVING, InstanceEvent
@@ -55,8 +56,10 @@ class Dispatcher:
         worker: str | None = None,
         publisher: OutputPublisher | None = None,
         on_preview: PreviewSink | None = None,
+        prepare: Preparer | None = None,
     ) -> None:
         self.store = store
+        self.prepare = prepare
         self.publisher = publisher
         self.on_preview = on_preview
         self.settings = settings or DispatcherSettings()
@@ -91,6 +94,7 @@ class Dispatcher:
             publisher=self.publisher,
             on_preview=self.on_preview,
             limits=self.settings.limits,
+            prepare=self.prepare,
         )
         if old is not None:
             lane.in_flight = old.in_flight
@@ -154,6 +158,7 @@ class Dispatcher:
         for lane in self.lanes.values():
             await lane.events.aclose()
         finishing = [t for lane in self.lanes.values() for t in lane.finishing.values()]
+        finishing += [t for lane in self.lanes.values() for t in lane.preparing]
         tasks = [*self._tasks, *self._followers.values(), *finishing]
         for task in tasks:
             task.cancel()

@@ -26,10 +26,12 @@ from comfyfleet.comfy import (
     PreviewFrame,
     PromptRejected,
 )
+from comfyfleet.jobs._failures import node_error, rejection
 from comfyfleet.jobs._graph import namespace_outputs
 from comfyfleet.jobs._limits import JobLimits, timeout_error
 from comfyfleet.jobs._model import Job
 from comfyfleet.jobs._outputs import outputs_from_history
+from comfyfleet.jobs._prepare import NothingToRun, PrepareFailed, Preparer
 from comfyfleet.jobs._results import OutputPublisher, storage_error
 from comfyfleet.jobs._store import JobStore
 from comfyfleet.storage import StorageError
@@ -70,6 +72,7 @@ class Lane:
         publisher: OutputPublisher | None = None,
         on_preview: PreviewSink | None = None,
         limits: JobLimits | None = None,
+        prepare: Preparer | None = None,
     ) -> None:
         self.index = index
         self.base_url = base_url
@@ -88,6 +91,8 @@ class Lane:
         self.publisher = publisher
         self.on_preview = on_preview
         self.limits = limits or JobLimits()
+        self.prepare = prepare
+        self.preparing: set[asyncio.Task[None]] = set()
         self.finishing: dict[str, asyncio.Task[None]] = {}
         """Jobs done in ComfyUI whose outputs are being stored: still leased, slot already free."""
 
@@ -117,17 +122,42 @@ class Lane:
                 self._claiming -= 1
             if job is None:
                 break
-            await self._submit(job, prompt_id)
+            if self.prepare is not None and self.prepare.needed(job):
+                task = asyncio.create_task(self._prepare_then_submit(job, prompt_id))
+                self.preparing.add(task)
+                task.add_done_callback(self.preparing.discard)
+            else:
+                await self._submit(job, prompt_id)
             submitted += 1
         return submitted
 
-    async def _submit(self, job: Job, prompt_id: str) -> None:
-        graph = namespace_outputs(job.workflow, job.id)
+    async def _prepare_then_submit(self, job: Job, prompt_id: str) -> None:
+        """Model downloads can take minutes: they run beside the lane, holding the slot."""
+        assert self.prepare is not None
+        try:
+            workflow = await self.prepare(job, self.store)
+        except NothingToRun as done:
+            if self.in_flight.pop(prompt_id, None) is not None:
+                await self.store.complete(job.id, self.worker, done.outputs)
+                await self._refill()
+            return
+        except PrepareFailed as exc:
+            if self.in_flight.pop(prompt_id, None) is not None:
+                await self.store.fail(job.id, self.worker, exc.error, retryable=exc.retryable)
+                await self._refill()
+            return
+        if prompt_id in self.in_flight:  # not cancelled or lost meanwhile
+            await self._submit(job, prompt_id, workflow)
+
+    async def _submit(
+        self, job: Job, prompt_id: str, workflow: dict[str, Any] | None = None
+    ) -> None:
+        graph = namespace_outputs(job.workflow if workflow is None else workflow, job.id)
         try:
             await self.client.submit(graph, client_id=self.client_id, prompt_id=prompt_id)
         except PromptRejected as exc:
             self.in_flight.pop(prompt_id, None)
-            await self.store.fail(job.id, self.worker, _rejection(exc), retryable=False)
+            await self.store.fail(job.id, self.worker, rejection(exc), retryable=False)
         except ComfyError as exc:
             self.in_flight.pop(prompt_id, None)
             await self.store.fail(
@@ -189,7 +219,7 @@ class Lane:
         elif message.type == "execution_success":
             await self._finish_success(flight, comfy_ts=data.get("timestamp"))
         elif message.type == "execution_error":
-            await self._finish(flight, _node_error(data), retryable=False)
+            await self._finish(flight, node_error(data), retryable=False)
         elif message.type == "execution_interrupted":
             await self._finish_interrupted(flight, data)
 
@@ -327,7 +357,7 @@ class Lane:
                 error: dict[str, Any] = next(
                     (m[1] for m in messages if m and m[0] == "execution_error"), {}
                 )
-                await self._finish(flight, _node_error(error), retryable=False)
+                await self._finish(flight, node_error(error), retryable=False)
 
     async def check_cancels(self, now: float | None = None) -> None:
         """Stop the jobs a client asked to cancel, and those past their timeout. Whether ComfyUI
@@ -360,29 +390,3 @@ class Lane:
         elif queued_s is not None and now - flight.job.queued_at > queued_s:
             return timeout_error("queued", queued_s)
         return None
-
-
-def _node_error(data: dict[str, Any]) -> dict[str, Any]:
-    node_id, node_type = data.get("node_id"), data.get("node_type")
-    exc_type = data.get("exception_type") or "Error"
-    message = str(data.get("exception_message") or "").strip()
-    return {
-        "code": "node_error",
-        "retryable": False,
-        "node_id": node_id,
-        "node_type": node_type,
-        "exception_type": exc_type,
-        "message": f"node {node_id} ({node_type}): {exc_type}: {message}",
-    }
-
-
-def _rejection(exc: PromptRejected) -> dict[str, Any]:
-    first = exc.node_errors[0] if exc.node_errors else None
-    return {
-        "code": "invalid_workflow",
-        "retryable": False,
-        "message": exc.message,
-        "node_id": first.node_id if first else None,
-        "node_type": first.class_type if first else None,
-        "input": first.input_name if first else None,
-    }
