@@ -170,3 +170,27 @@ def test_higher_priority_runs_first() -> None:
         assert min(started, key=lambda k: started[k]) == "urgent"
 
     run(body, instances=1)
+
+
+def test_queued_jobs_past_their_queue_timeout_fail_with_timeout() -> None:
+    from comfyfleet.jobs import DispatcherSettings, JobLimits
+
+    async def go() -> tuple[list[str], dict[str, Any], JobStatus]:
+        store = MemoryJobStore()
+        limits = JobLimits(queued_timeout_s=60)
+        dispatcher = Dispatcher(store, DispatcherSettings(limits=limits))
+        await store.enqueue(NewJob(id="old", workflow=graph(sleep())), now=1000.0)
+        await store.enqueue(
+            NewJob(id="own", workflow=graph(sleep()), options={"timeouts": {"queued_s": 5}}),
+            now=1090.0,
+        )
+        await store.enqueue(NewJob(id="fresh", workflow=graph(sleep())), now=1090.0)
+        expired = await dispatcher.expire_queued(now=1100.0)
+        old = await store.get("old")
+        assert old.error is not None
+        return sorted(expired), old.error, (await store.get("fresh")).status
+
+    expired, error, fresh = asyncio.run(go())
+    assert expired == ["old", "own"]
+    assert error["code"] == "timeout" and error["phase"] == "queued" and not error["retryable"]
+    assert fresh is JobStatus.QUEUED
