@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,11 +55,6 @@ async def client_for(service: Service, **app_args: Any) -> httpx.AsyncClient:
 @pytest.fixture
 def service(tmp_path: Path) -> Service:
     return make_service(tmp_path, max_queued=3)
-
-
-async def _with_client(service: Service) -> AsyncIterator[httpx.AsyncClient]:
-    async with await client_for(service) as client:
-        yield client
 
 
 def call(service: Service, method: str, url: str, **kwargs: Any) -> httpx.Response:
@@ -206,3 +201,20 @@ def test_with_keys_every_route_but_health_needs_one(tmp_path: Path) -> None:
     open_routes = {route: code for route, code in refused.items() if route != "GET /health"}
     assert set(open_routes.values()) == {401}, open_routes
     assert health == 200 and docs == 401
+
+
+def test_an_idempotency_key_replays_only_within_its_ttl(tmp_path: Path) -> None:
+    service = make_service(tmp_path, idempotency_ttl_s=0.05)
+
+    async def go() -> tuple[httpx.Response, httpx.Response]:
+        async with await client_for(service) as client:
+            headers = {"Idempotency-Key": "late"}
+            first = await client.post("/v1/jobs", json={"workflow": GRAPH}, headers=headers)
+            await asyncio.sleep(0.2)
+            late = await client.post("/v1/jobs", json={"workflow": GRAPH}, headers=headers)
+            return first, late
+
+    first, late = run(go())
+    assert first.status_code == 202
+    assert late.status_code == 409
+    assert late.json()["error"]["code"] == "idempotency_key_expired"

@@ -7,8 +7,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,16 +52,18 @@ class Backends:
     store: JobStore
     outbox: Outbox
     webhooks: WebhookSettings
-    storage: Storage
     targets: dict[str, Storage]
+    """Every output store by name, the configured default one as "default"."""
     assets: AssetStore
     media: AssetResolver
     keys: KeyStore | None
-    _closing: list[Any] = field(default_factory=list)
+    @property
+    def storage(self) -> Storage:
+        return self.targets["default"]
 
-    def storage_for(self, options: Any) -> Storage:
-        name = options.get("storage", "default") if hasattr(options, "get") else "default"
-        return self.targets.get(str(name), self.storage)
+    def storage_for(self, options: Mapping[str, Any]) -> Storage:
+        """The store a job's options name (checked at submit), else the default one."""
+        return self.targets.get(str(options.get("storage", "default")), self.storage)
 
 
 @contextlib.asynccontextmanager
@@ -69,14 +71,11 @@ async def open_backends(settings: Settings, ws: Workspace) -> AsyncIterator[Back
     store = await open_store(settings.serve.store, default_dir=ws.state_dir)
     try:
         outbox = _open_outbox(store)
-        storage = open_storage(
-            settings.storage, local_root=ws.output_dir, local_base_url=OUTPUTS_URL
-        )
+        configured = settings.storage_targets | {"default": settings.storage}
         targets = {
             name: open_storage(each, local_root=ws.output_dir, local_base_url=OUTPUTS_URL)
-            for name, each in settings.storage_targets.items()
+            for name, each in configured.items()
         }
-        targets["default"] = storage
         assets = AssetStore(ws.input_dir, max_bytes=settings.assets.max_upload_bytes)
         fetcher = UrlFetcher.from_settings(
             settings.assets, readers=_object_readers(settings.storage)
@@ -91,7 +90,6 @@ async def open_backends(settings: Settings, ws: Workspace) -> AsyncIterator[Back
             store=store,
             outbox=outbox,
             webhooks=_with_secret(settings.webhooks, ws.state_dir),
-            storage=storage,
             targets=targets,
             assets=assets,
             media=media,
@@ -100,7 +98,7 @@ async def open_backends(settings: Settings, ws: Workspace) -> AsyncIterator[Back
         try:
             yield backends
         finally:
-            for each in {id(s): s for s in targets.values()}.values():
+            for each in targets.values():
                 with contextlib.suppress(Exception):
                     await each.close()
             await outbox.close()

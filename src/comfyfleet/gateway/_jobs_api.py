@@ -78,7 +78,9 @@ def _submit_routes(router: APIRouter, service: Service) -> None:
         scope = _key_scope(request)
         derived = None if idempotency_key is None else idempotent_id(idempotency_key, scope)
         new = _parse(service, body, derived)
-        replay = await _existing(service, new)
+        # Only an id the client chose can name a stored job; a fresh one skips the lookup.
+        chosen = derived is not None or body.get("id") is not None
+        replay = await _existing(service, new) if chosen else None
         if replay is not None:
             job, created = replay, False
         else:

@@ -148,8 +148,12 @@ class Dispatcher:
     # --- loops -----------------------------------------------------------------------------
     def start(self) -> None:
         self._started = True
-        loops = [self._fill_loop(), self._heartbeat_loop(), self._cancel_loop()]
-        loops.append(self._expire_loop())
+        loops = [
+            self._fill_loop(),
+            self._heartbeat_loop(),
+            self._cancel_loop(),
+            self._expire_loop(),
+        ]
         self._tasks += [asyncio.create_task(c) for c in loops]
         for lane in self.lanes.values():
             self._follow(lane)
@@ -157,9 +161,8 @@ class Dispatcher:
     async def stop(self) -> None:
         for lane in self.lanes.values():
             await lane.events.aclose()
-        finishing = [t for lane in self.lanes.values() for t in lane.finishing.values()]
-        finishing += [t for lane in self.lanes.values() for t in lane.preparing]
-        tasks = [*self._tasks, *self._followers.values(), *finishing]
+        side = [t for lane in self.lanes.values() for t in lane.side_tasks()]
+        tasks = [*self._tasks, *self._followers.values(), *side]
         for task in tasks:
             task.cancel()
         for task in tasks:

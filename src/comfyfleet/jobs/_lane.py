@@ -46,14 +46,16 @@ log = logging.getLogger("comfyfleet.jobs")
 class _InFlight:
     job: Job
     prompt_id: str
-    started: bool = False
-    submitted_at: float = field(default_factory=time.monotonic)
     started_at: float | None = None
-    """Wall-clock time ComfyUI began executing it (for the running timeout)."""
+    """Wall-clock time ComfyUI began executing it (for the running timeout); None before."""
     ui_outputs: dict[str, Any] = field(default_factory=dict)
     """What `executed` messages reported, by node: the outputs, without asking /history."""
     gap: bool = False
     """The WebSocket dropped while this prompt was in flight: messages may be missing."""
+
+    @property
+    def started(self) -> bool:
+        return self.started_at is not None
 
 
 class Lane:
@@ -97,6 +99,10 @@ class Lane:
         """Jobs done in ComfyUI whose outputs are being stored: still leased, slot already free."""
 
     # --- claiming and submitting -----------------------------------------------------------
+    def side_tasks(self) -> list[asyncio.Task[None]]:
+        """Work running beside the follower: model downloads and output uploads."""
+        return [*self.preparing, *self.finishing.values()]
+
     def free_slots(self) -> int:
         return self.slots - len(self.in_flight) - self._claiming if self.serving else 0
 
@@ -194,7 +200,7 @@ class Lane:
             return
         job_id, data = flight.job.id, message.data
         if message.type == "execution_start":
-            flight.started, flight.started_at = True, time.time()
+            flight.started_at = time.time()
             await self.store.publish(
                 job_id, "started", {"instance": self.index, "comfy_ts": data.get("timestamp")}
             )

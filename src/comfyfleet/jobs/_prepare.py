@@ -17,6 +17,7 @@ from comfyfleet.jobs._store import JobStore
 from comfyfleet.models import (
     DownloadError,
     DownloadProgress,
+    DownloadResult,
     ModelError,
     ModelMissing,
     required_models,
@@ -26,13 +27,13 @@ INSTALL_PRESET = "install_preset"
 """The option of a job that installs a model preset instead of running a graph."""
 
 
-def _public(result: Any) -> dict[str, Any]:
+def _public(result: DownloadResult) -> dict[str, Any]:
     """What a client may see of a finished download (not its source: it may carry a token)."""
     return {
-        "file": getattr(getattr(result, "path", None), "name", None),
-        "size": getattr(result, "size", None),
-        "sha256": getattr(result, "sha256", None),
-        "skipped": getattr(result, "skipped", False),
+        "file": result.path.name,
+        "size": result.size,
+        "sha256": result.sha256,
+        "skipped": result.skipped,
     }
 
 
@@ -66,7 +67,7 @@ class Preparer(Protocol):
 class _Library(Protocol):
     async def ensure(self, workflow: dict[str, Any], on_progress: Any = None) -> dict[str, Any]: ...
 
-    async def install_preset(self, name: str, on_progress: Any = None) -> list[Any]: ...
+    async def install_preset(self, name: str, on_progress: Any = None) -> list[DownloadResult]: ...
 
 
 @dataclass

@@ -106,16 +106,14 @@ class OutputPublisher:
         self, storage: Storage, key: str, source: bytes | Path, content_type: str
     ) -> StoredObject:
         delay = self.backoff_s
-        for attempt in range(1, self.attempts + 1):
+        for _ in range(self.attempts - 1):
             try:
                 return await storage.put(key, source, content_type)
             except StorageUnavailable as exc:
-                if attempt == self.attempts:
-                    raise
                 log.warning("storing %s failed (%s); trying again in %.1fs", key, exc, delay)
                 await asyncio.sleep(delay)
                 delay *= 2
-        raise AssertionError("unreachable")
+        return await storage.put(key, source, content_type)  # the last try raises as it is
 
 
 def _describe_in_place(
