@@ -90,6 +90,48 @@ def test_parallel_segments_fetch_each_byte_once(served: tuple[Path, str], tmp_pa
     assert progress[-1].phase == "done" and progress[-1].done == SIZE
 
 
+def test_sha256_is_computed_while_streaming_without_a_second_read(
+    served: tuple[Path, str], tmp_path: Path
+) -> None:
+    root, sha = served
+    dest = tmp_path / "model.bin"
+    with ModelFileServer(root) as server:
+        result, _ = fetch(server.url("model.bin"), dest, sha, hash_buffer_bytes=SIZE)
+    assert digest(dest) == sha == result.sha256 and result.connections == 4
+    assert result.readback_bytes == 0 and result.rehashed_bytes == 0, "the file was read again"
+
+
+def test_concurrency_limit_fetches_one_file_after_the_other(tmp_path: Path) -> None:
+    root = tmp_path / "served"
+    names = ["a.bin", "b.bin", "c.bin"]
+    shas = [write_random_file(root / name, SIZE, seed=i) for i, name in enumerate(names)]
+
+    async def main(server: ModelFileServer) -> list[DownloadResult]:
+        items = [
+            DownloadItem(server.url(name), tmp_path / "out" / name, sha256=sha)
+            for name, sha in zip(names, shas, strict=True)
+        ]
+        return await Downloader(settings(concurrency=1), env={}).download_all(items)
+
+    with ModelFileServer(root) as server:
+        results = asyncio.run(main(server))
+        order = [r.path.lstrip("/") for r in server.log]
+    assert [r.sha256 for r in results] == shas
+    runs = [name for i, name in enumerate(order) if i == 0 or order[i - 1] != name]
+    assert sorted(runs) == names, f"the files' requests overlapped: {runs}"
+
+
+def test_local_path_source_is_copied_and_verified(served: tuple[Path, str], tmp_path: Path) -> None:
+    root, sha = served
+    copy = tmp_path / "copy.bin"
+    result, progress = fetch(str(root / "model.bin"), copy, sha)
+    assert digest(copy) == sha == result.sha256 and progress[-1].phase == "done"
+    other = tmp_path / "other.bin"
+    with pytest.raises(ChecksumMismatch):
+        fetch(str(root / "model.bin"), other, "0" * 64)
+    assert not other.exists() and not Path(f"{other}.part").exists()
+
+
 def test_no_range_support_restarts_from_zero_and_says_so(
     served: tuple[Path, str], tmp_path: Path
 ) -> None:

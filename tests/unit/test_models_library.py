@@ -178,6 +178,10 @@ def test_gateway_routes(tmp_path: Path, served: tuple[Path, str]) -> None:
         assert (await client.delete("/v1/models/checkpoints/tiny.safetensors")).status_code == 404
         bad = await client.delete("/v1/models/checkpoints/..%2F..%2Fetc%2Fpasswd")
         assert bad.status_code in (400, 404)
+        outside = tmp_path / "outside.txt"  # what `..` would reach from the checkpoints folder
+        outside.write_text("keep")
+        escape = await client.delete("/v1/models/checkpoints/..%2F..%2Foutside.txt")
+        assert escape.status_code == 400 and outside.read_text() == "keep"
 
     async def main() -> None:
         transport = httpx.ASGITransport(app=app)
@@ -207,3 +211,32 @@ def test_cli_list_and_remove(tmp_path: Path) -> None:
         models_app, ["remove", "checkpoints", "a.safetensors", "-w", str(tmp_path / "ws")]
     )
     assert removed.exit_code == 0 and not ckpt.exists()
+
+
+def test_cli_install_a_source_then_hash_a_manifest(
+    tmp_path: Path, served: tuple[Path, str]
+) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from comfyfleet.cli._models import models_app
+
+    root, sha = served
+    workspace = str(tmp_path / "ws")
+    runner = CliRunner()
+    with ModelFileServer(root) as server:
+        args = ["install", server.url("ckpt.bin"), "--type", "checkpoints"]
+        args += ["--name", "mine.safetensors", "--sha256", sha, "-w", workspace]
+        installed = runner.invoke(models_app, args)
+    assert installed.exit_code == 0, installed.output
+    target = tmp_path / "ws" / "models" / "checkpoints" / "mine.safetensors"
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == sha
+    manifest = tmp_path / "mine.yaml"
+    manifest.write_text(
+        "models:\n"
+        "  - {source: 'https://example.invalid/m', type: checkpoints, filename: mine.safetensors}\n"
+    )
+    hashed = runner.invoke(models_app, ["hash", str(manifest), "-w", workspace])
+    assert hashed.exit_code == 0, hashed.output
+    entry = yaml.safe_load(manifest.read_text())["models"][0]
+    assert (entry["size"], entry["sha256"]) == (5000, sha)

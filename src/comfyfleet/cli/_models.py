@@ -112,6 +112,8 @@ def list_command(
     ] = False,
 ) -> None:
     """The model files in the models root, and which presets are complete."""
+    from comfyfleet.models import human_size
+
     library = _library(workspace, config)
     entries = library.models(folder_type, verify=verify)
     presets = library.presets(verify=verify)
@@ -126,7 +128,7 @@ def list_command(
     table = Table("type", "name", "size", "sha256", box=None)
     for entry in entries:
         sha = entry.sha256[:12] if entry.sha256 else "[dim]-[/]"
-        table.add_row(entry.folder_type, escape(entry.name), _size(entry.size), sha)
+        table.add_row(entry.folder_type, escape(entry.name), human_size(entry.size), sha)
     console.print(table if entries else f"[dim]no model files under {library.folders.root}[/]")
     console.print()
     for status in presets:
@@ -190,12 +192,3 @@ def hash_command(
     if changed and write:
         manifest.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     console.print(f"[green]✓[/] {changed} entries {'updated' if write else 'to update'}")
-
-
-def _size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"

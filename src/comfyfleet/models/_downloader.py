@@ -1,15 +1,17 @@
 """The async face of downloading: concurrency limit, de-duplication, progress, locks.
 
-:class:`Downloader` runs each transfer on its own threads (see `_transfer`) and reports progress
-from the event loop every `progress_interval_s`. The same destination asked for twice at once is
-fetched once; with a `lock_dir`, two processes (two agents on one machine) never write the same
-partial file: the second waits for the first and then finds the file there.
+:class:`Downloader` runs each transfer on its own threads (`_http_transfer` for HTTP sources,
+`_stream` for the others) and reports progress from the event loop every `progress_interval_s`.
+The same destination asked for twice at once is fetched once; with a `lock_dir`, two processes
+(two agents on one machine) never write the same partial file: the second waits for the first
+and then finds the file there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import os
@@ -18,14 +20,16 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from comfyfleet.models._errors import DownloadError, ModelError
+from comfyfleet.models._hashing import sha256_file
+from comfyfleet.models._http_transfer import HttpTransfer
 from comfyfleet.models._progress import DownloadProgress, Meter, Phase, ProgressCallback, report
 from comfyfleet.models._settings import ModelSettings
 from comfyfleet.models._sources import resolve_source
 from comfyfleet.models._stream import Streamer, StreamTransfer, local_streamer
-from comfyfleet.models._transfer import HttpTransfer, TransferResult, TransferStats
+from comfyfleet.models._transfer import Transfer, TransferResult, TransferStats
 
 T = TypeVar("T")
 
@@ -62,17 +66,6 @@ class DownloadResult:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
-class _Transfer(Protocol):
-    total: int | None
-
-    @property
-    def done(self) -> int: ...
-
-    def run(self) -> TransferResult: ...
-
-    def cancel(self) -> None: ...
-
-
 Verified = Callable[[Path, str], None]
 """Told of every file the downloader verified (path, sha256): the index records the hash."""
 
@@ -94,7 +87,7 @@ class Downloader:
         self.streamers: dict[str, Streamer] = {"file": local_streamer, **(streamers or {})}
         self.lock_dir = lock_dir
         self.on_verified = on_verified
-        self._semaphore: asyncio.Semaphore | None = None
+        self._semaphore = asyncio.Semaphore(self.settings.concurrency)
         self._inflight: dict[Path, asyncio.Task[DownloadResult]] = {}
 
     async def download(
@@ -126,18 +119,15 @@ class Downloader:
     async def _download(
         self, item: DownloadItem, on_progress: ProgressCallback | None
     ) -> DownloadResult:
-        if self._semaphore is None:
-            self._semaphore = asyncio.Semaphore(self.settings.concurrency)
         async with self._semaphore:
             existing = _existing(item)
             if existing is not None:
                 await report(on_progress, _final(item, existing.size, "skipped"))
                 return existing
-            notes: list[str] = []
-            transfer = self._transfer(item, notes.append)
+            transfer = self._transfer(item)
             started = time.monotonic()
             await report(on_progress, _final(item, 0, "starting", item.size))
-            result = await self._follow(item, transfer, notes, on_progress)
+            result = await self._follow(item, transfer, on_progress)
         if self.on_verified is not None:
             self.on_verified(result.path, result.sha256)
         await report(on_progress, _final(item, result.size, "done"))
@@ -156,7 +146,7 @@ class Downloader:
             notes=tuple(stats.notes),
         )
 
-    def _transfer(self, item: DownloadItem, on_note: Callable[[str], None]) -> _Transfer:
+    def _transfer(self, item: DownloadItem) -> Transfer:
         source = resolve_source(item.source, self.settings, self.env)
         if source.kind == "http":
             return HttpTransfer(
@@ -166,7 +156,6 @@ class Downloader:
                 expected_size=item.size,
                 expected_sha256=item.sha256,
                 label=item.name,
-                on_note=on_note,
             )
         streamer = self.streamers.get(source.scheme)
         if streamer is None:
@@ -187,12 +176,12 @@ class Downloader:
     async def _follow(
         self,
         item: DownloadItem,
-        transfer: _Transfer,
-        notes: list[str],
+        transfer: Transfer,
         on_progress: ProgressCallback | None,
     ) -> TransferResult:
         done = _in_thread(lambda: self._locked(item, transfer))
         meter = Meter()
+        notes = transfer.stats.notes
         shown = 0
         try:
             while True:
@@ -201,7 +190,7 @@ class Downloader:
                         return await asyncio.shield(done)
                 progress = meter.progress(item.name, transfer.done, transfer.total)
                 if len(notes) > shown:
-                    progress = _with_message(progress, notes[-1])
+                    progress = dataclasses.replace(progress, message=notes[-1])
                     shown = len(notes)
                 await report(on_progress, progress)
         except asyncio.CancelledError:
@@ -210,15 +199,12 @@ class Downloader:
                 await asyncio.shield(done)
             raise
 
-    def _locked(self, item: DownloadItem, transfer: _Transfer) -> TransferResult:
+    def _locked(self, item: DownloadItem, transfer: Transfer) -> TransferResult:
         with self._file_lock(item.dest):
             if item.dest.exists():  # another process finished it while this one waited
-                sha = hashlib.sha256()  # cheap enough next to a download, and it must be right
-                with item.dest.open("rb") as handle:
-                    for block in iter(lambda: handle.read(4 << 20), b""):
-                        sha.update(block)
+                sha = sha256_file(item.dest)  # cheap next to a download, and it must be right
                 size = item.dest.stat().st_size
-                return TransferResult(item.dest, size, sha.hexdigest(), TransferStats())
+                return TransferResult(item.dest, size, sha, TransferStats())
             return transfer.run()
 
     @contextlib.contextmanager
@@ -254,18 +240,6 @@ def _final(
     item: DownloadItem, done: int, phase: Phase, total: int | None = None
 ) -> DownloadProgress:
     return DownloadProgress(item.name, done, total if total is not None else done, 0.0, 0.0, phase)
-
-
-def _with_message(progress: DownloadProgress, message: str) -> DownloadProgress:
-    return DownloadProgress(
-        progress.file,
-        progress.done,
-        progress.total,
-        progress.speed_bps,
-        progress.eta_s,
-        progress.phase,
-        message,
-    )
 
 
 def _in_thread(work: Callable[[], T]) -> asyncio.Future[T]:

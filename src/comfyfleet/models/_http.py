@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import Message
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 from comfyfleet.models._errors import DownloadError, SourceAuthError, SourceNotFound
 from comfyfleet.models._sources import ResolvedSource
@@ -32,6 +32,15 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,  # resets, refused, timeouts (socket.timeout is an OSError)
     http.client.HTTPException,  # IncompleteRead, RemoteDisconnected, BadStatusLine
 )
+
+
+_Origin = tuple[str, str, int]
+"""(scheme, host, port): one kept-alive connection each."""
+
+
+def _origin(parts: SplitResult) -> _Origin:
+    scheme = parts.scheme
+    return scheme, parts.hostname or "", parts.port or (443 if scheme == "https" else 80)
 
 
 @dataclass(frozen=True)
@@ -87,8 +96,7 @@ class HttpSession:
         self.source = source
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
-        self._conns: dict[tuple[str, str, int], http.client.HTTPConnection] = {}
-        self.requests = 0
+        self._conns: dict[_Origin, http.client.HTTPConnection] = {}
         self.resolved_url: str | None = None
         """Where the source's URL redirected to last time (signed URLs are reused)."""
 
@@ -125,33 +133,26 @@ class HttpSession:
 
     def _request(self, url: str, headers: Mapping[str, str]) -> http.client.HTTPResponse:
         parts = urlsplit(url)
-        conn = self._connection(parts.scheme, parts.hostname or "", parts.port)
+        origin = _origin(parts)
+        conn = self._conns.get(origin)
+        if conn is None:
+            conn = self._conns[origin] = _connect(*origin, self.connect_timeout)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         if getattr(conn, "_comfyfleet_forward_proxy", False):
             target = url
         all_headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers}
-        self.requests += 1
         try:
             conn.request("GET", target, headers=all_headers)
             response = conn.getresponse()
         except BaseException:
-            self._drop(parts.scheme, parts.hostname or "", parts.port)
+            self._drop(origin)
             raise
         if conn.sock is not None:  # body reads may wait longer than the connect did
             conn.sock.settimeout(self.read_timeout)
         return response
 
-    def _connection(self, scheme: str, host: str, port: int | None) -> http.client.HTTPConnection:
-        key = (scheme, host, port or (443 if scheme == "https" else 80))
-        conn = self._conns.get(key)
-        if conn is None:
-            conn = _connect(scheme, host, port, self.connect_timeout)
-            self._conns[key] = conn
-        return conn
-
-    def _drop(self, scheme: str, host: str, port: int | None) -> None:
-        key = (scheme, host, port or (443 if scheme == "https" else 80))
-        conn = self._conns.pop(key, None)
+    def _drop(self, origin: _Origin) -> None:
+        conn = self._conns.pop(origin, None)
         if conn is not None:
             conn.close()
 
@@ -189,8 +190,7 @@ class HttpSession:
     def discard(self, opened: Opened) -> None:
         """Forget the connection of a response that will not be read to its end."""
         opened.response.close()
-        parts = urlsplit(opened.url)
-        self._drop(parts.scheme, parts.hostname or "", parts.port)
+        self._drop(_origin(urlsplit(opened.url)))
 
     def close(self) -> None:
         for conn in self._conns.values():
@@ -219,18 +219,14 @@ def _short_body(response: http.client.HTTPResponse) -> str:
     return " ".join(text.split())[:200] or response.reason
 
 
-def _connect(
-    scheme: str, host: str, port: int | None, timeout: float
-) -> http.client.HTTPConnection:
+def _connect(scheme: str, host: str, port: int, timeout: float) -> http.client.HTTPConnection:
     proxy = None if host in _LOOPBACK else _proxy_for(scheme, host)
     conn: http.client.HTTPConnection
     if scheme == "https":
         context = ssl.create_default_context()
         if proxy is not None:
-            conn = http.client.HTTPSConnection(
-                proxy[0], proxy[1], timeout=timeout, context=context
-            )
-            conn.set_tunnel(host, port or 443)
+            conn = http.client.HTTPSConnection(proxy[0], proxy[1], timeout=timeout, context=context)
+            conn.set_tunnel(host, port)
             return conn
         return http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
     if scheme != "http":

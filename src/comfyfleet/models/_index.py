@@ -143,19 +143,20 @@ class ModelIndex:
 
     def _entry(self, folder_type: str, name: str, path: Path, verify: bool) -> ModelEntry:
         stat = path.stat()
-        sha = self.cache.get(path, stat)
-        if sha is None and verify:
-            sha = sha256_file(path)
-            self.cache.put(path, stat, sha)
+        sha = self._sha256(path, stat, verify)
         return ModelEntry(folder_type, name, path, stat.st_size, stat.st_mtime, sha)
 
-    def hash_of(self, path: Path, *, compute: bool = True) -> str | None:
-        stat = path.stat()
+    def _sha256(self, path: Path, stat: os.stat_result, compute: bool) -> str | None:
+        """The cached sha256, else (with `compute`) a fresh one, cached but not yet saved."""
         sha = self.cache.get(path, stat)
         if sha is None and compute:
             sha = sha256_file(path)
             self.cache.put(path, stat, sha)
-            self.cache.save()
+        return sha
+
+    def hash_of(self, path: Path, *, compute: bool = True) -> str | None:
+        sha = self._sha256(path, path.stat(), compute)
+        self.cache.save()  # a no-op unless a hash was computed
         return sha
 
     def record(self, path: Path, sha256: str) -> None:

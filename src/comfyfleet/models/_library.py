@@ -15,7 +15,7 @@ from comfyfleet.models._ensure import ensure_models
 from comfyfleet.models._errors import ModelError
 from comfyfleet.models._folders import ModelFolders
 from comfyfleet.models._index import ModelEntry, ModelIndex, PresetStatus
-from comfyfleet.models._manifest import Catalog, check_folder_type
+from comfyfleet.models._manifest import Catalog
 from comfyfleet.models._progress import ProgressCallback
 from comfyfleet.models._settings import ModelSettings, model_settings_of
 from comfyfleet.models._sources import check_source, source_basename
@@ -106,14 +106,10 @@ class ModelLibrary:
                 f"{source}: no folder type given and no manifest knows this source",
                 hint="pass --type (checkpoints, loras, vae, ...)",
             )
-        try:
-            check_folder_type(kind)
-        except ValueError as exc:
-            raise ModelError(str(exc)) from exc
         name = filename or (known.filename if known else source_basename(source))
         return DownloadItem(
             source,
-            self.folders.target(kind, name),
+            self.folders.target(kind, name),  # an unknown folder type is a ModelError here
             size if size is not None else (known.size if known else None),
             sha256 or (known.sha256 if known else None),
         )

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from comfyfleet.models._errors import ChecksumMismatch, InsufficientSpace, SizeMismatch
 from comfyfleet.models._hashing import OrderedHasher
+from comfyfleet.models._progress import human_size
 from comfyfleet.models._ranges import RangeSet
 from comfyfleet.models._settings import ModelSettings
 from comfyfleet.models._state import (
@@ -32,29 +33,26 @@ from comfyfleet.models._state import (
 )
 
 
-def _human(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(size) < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size} B"  # pragma: no cover
-
-
-def check_space(folder: Path, needed: int, margin: int, label: str) -> None:
-    """Fail before a download that would not fit (with `margin` left over)."""
+def check_room(path: Path, total: int, settings: ModelSettings, label: str) -> int:
+    """Fail before a download that would not fit: `path` growing to `total` bytes must leave
+    `free_space_margin_bytes` free. Returns the bytes the file still needs."""
+    needed = max(0, total - _allocated_bytes(path))
+    folder = path.parent
     probe = folder
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     free = shutil.disk_usage(probe).free
+    margin = settings.free_space_margin_bytes
     if needed + margin > free:
         raise InsufficientSpace(
-            f"{label}: needs {_human(needed)} but {folder} has {_human(free)} free"
-            f" (keeping {_human(margin)} spare)",
+            f"{label}: needs {human_size(needed)} but {folder} has {human_size(free)} free"
+            f" (keeping {human_size(margin)} spare)",
             hint="free some space, or point models_root at a bigger disk",
         )
+    return needed
 
 
-def allocated_bytes(path: Path) -> int:
+def _allocated_bytes(path: Path) -> int:
     """Bytes the file already occupies on disk (a preallocated partial file needs no more)."""
     try:
         stat = path.stat()
@@ -95,8 +93,7 @@ class PartFile:
         """Check free space and reserve the file's blocks, so a full disk fails now."""
         if total is None:
             return
-        needed = max(0, total - allocated_bytes(self.path))
-        check_space(self.final.parent, needed, self.settings.free_space_margin_bytes, self.label)
+        needed = check_room(self.path, total, self.settings, self.label)
         if self.settings.preallocate and needed:
             try:
                 os.posix_fallocate(self.fd, 0, total)
@@ -104,7 +101,7 @@ class PartFile:
             except OSError as exc:
                 if exc.errno == errno.ENOSPC:
                     raise InsufficientSpace(
-                        f"{self.label}: no space for {_human(total)} in {self.final.parent}",
+                        f"{self.label}: no space for {human_size(total)} in {self.final.parent}",
                         hint="free some space, or point models_root at a bigger disk",
                     ) from exc
         if os.fstat(self.fd).st_size < total:

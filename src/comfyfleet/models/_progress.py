@@ -2,7 +2,8 @@
 
 The downloader reports a :class:`DownloadProgress` every `progress_interval_s` per file, and
 once more when the file is done. A callback may be plain or async; the gateway's caller turns
-each report into a job event, the CLI into a rich bar.
+each report into a job event, the CLI into a rich bar. :func:`human_size` writes byte counts the
+same way everywhere (CLI tables, error messages).
 """
 
 from __future__ import annotations
@@ -41,6 +42,15 @@ class DownloadProgress:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def human_size(size: float) -> str:
+    """`size` bytes for people: `512 B`, `1.5 KiB` ... `2.0 TiB`."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(size) < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
 
 
 ProgressCallback = Callable[[DownloadProgress], Awaitable[None] | None]

@@ -8,9 +8,7 @@ the contiguous prefix already on disk; verification and the atomic rename are th
 
 from __future__ import annotations
 
-import logging
 import os
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,9 +18,7 @@ from comfyfleet.models._ranges import RangeSet
 from comfyfleet.models._settings import ModelSettings
 from comfyfleet.models._sources import ResolvedSource
 from comfyfleet.models._state import PartState, discard_partial, load_state
-from comfyfleet.models._transfer import Cancelled, TransferResult, TransferStats
-
-log = logging.getLogger("comfyfleet.models")
+from comfyfleet.models._transfer import Cancelled, Transfer, TransferResult
 
 Streamer = Callable[[str, int], Iterator[bytes]]
 """`(url, offset) -> chunks of the file from offset on` (called on a worker thread)."""
@@ -45,8 +41,8 @@ def local_streamer(path: str, offset: int) -> Iterator[bytes]:
             yield data
 
 
-class StreamTransfer:
-    """One file from a streamer. Same surface as :class:`HttpTransfer`."""
+class StreamTransfer(Transfer):
+    """One file from a streamer."""
 
     def __init__(
         self,
@@ -59,24 +55,15 @@ class StreamTransfer:
         expected_sha256: str | None = None,
         label: str | None = None,
     ) -> None:
-        self.source = source
+        super().__init__(
+            source,
+            final,
+            settings,
+            expected_size=expected_size,
+            expected_sha256=expected_sha256,
+            label=label,
+        )
         self.streamer = streamer
-        self.final = final
-        self.settings = settings
-        self.expected_size = expected_size
-        self.expected_sha256 = expected_sha256
-        self.label = label or final.name
-        self._cancel = threading.Event()
-        self.part: PartFile | None = None
-        self.total: int | None = expected_size
-        self.stats = TransferStats()
-
-    @property
-    def done(self) -> int:
-        return self.part.done if self.part is not None else 0
-
-    def cancel(self) -> None:
-        self._cancel.set()
 
     def _validator(self) -> str | None:
         if self.source.scheme != "file":
@@ -104,13 +91,10 @@ class StreamTransfer:
         try:
             part.prepare(self.total)
             for data in self.streamer(self.source.url, position):
-                if self._cancel.is_set():
+                if self.cancelled.is_set():
                     raise Cancelled(self.label)
                 part.write(position, data, len(data))
                 position += len(data)
-        except (Cancelled, DownloadError):
-            part.abandon()
-            raise
         except OSError as exc:
             part.abandon()
             raise DownloadError(
@@ -123,7 +107,4 @@ class StreamTransfer:
             part.abandon()
             raise
         part.state.total = position
-        digest = part.commit(position, self.expected_size, self.expected_sha256)
-        self.stats.fetched_bytes = part.fetched
-        self.stats.rehashed_bytes = part.hasher.rehashed_bytes
-        return TransferResult(self.final, position, digest, self.stats)
+        return self.finish(part)

@@ -32,7 +32,7 @@ class UrlCache:
         return f"{self.folder}/{digest}-{source_basename(url)}"
 
     def path_for(self, folder_type: str, url: str) -> Path:
-        return self.folders.primary(folder_type) / self.folder / self.name_for(url).split("/")[1]
+        return self.folders.primary(folder_type) / self.name_for(url)
 
     def touch(self, path: Path) -> None:
         """Mark a cached file as used now (its access time; the mtime stays)."""
