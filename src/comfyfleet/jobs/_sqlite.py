@@ -36,9 +36,8 @@ from comfyfleet.jobs._model import (
     NewJob,
     QueueFull,
 )
+from comfyfleet.jobs._sqlconn import NO_CURSOR, immediate, opening
 from comfyfleet.jobs._sqlfiles import load_migrations, load_queries, split_statements
-
-_NO_CURSOR = 2**63 - 1  # above every seq: "from the newest"
 
 
 class SqliteJobStore:
@@ -60,20 +59,15 @@ class SqliteJobStore:
         once at startup, before the event loop has anything else to do."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path, isolation_level=None)
-        except (OSError, sqlite3.Error) as exc:
+        except OSError as exc:
             raise _open_error(path, exc) from exc
+        queries = load_queries()
         try:
-            conn.row_factory = sqlite3.Row
-            store = cls(conn, load_queries(), path)
-            for statement in split_statements(store._q["pragmas"]):
-                conn.execute(statement)
-            store.migrated = store._migrate()
-        except BaseException as exc:
-            conn.close()
-            if isinstance(exc, sqlite3.Error):
-                raise _open_error(path, exc) from exc
-            raise
+            with opening(path, queries["pragmas"]) as conn:
+                store = cls(conn, queries, path)
+                store.migrated = store._migrate()
+        except sqlite3.Error as exc:
+            raise _open_error(path, exc) from exc
         return store
 
     # --- the JobStore protocol ---------------------------------------------------------------
@@ -115,7 +109,7 @@ class SqliteJobStore:
     ) -> tuple[list[Job], str | None]:
         rules.check_limit(limit)
         before = rules.cursor_seq(cursor)
-        params: dict[str, Any] = {"before": _NO_CURSOR if before is None else before}
+        params: dict[str, Any] = {"before": NO_CURSOR if before is None else before}
         params |= {"limit": limit + 1, "status": None if status is None else str(status)}
         query = self._q["list_jobs" if status is None else "list_jobs_by_status"]
         rows = self._db().execute(query, params).fetchall()
@@ -270,14 +264,10 @@ class SqliteJobStore:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One `BEGIN IMMEDIATE` transaction; event waiters are woken once it is committed."""
-        conn = self._db()
-        conn.execute(self._q["begin_immediate"])
         try:
-            yield conn
-            conn.execute(self._q["commit"])
+            with immediate(self._db(), self._q) as conn:
+                yield conn
         except BaseException:
-            if conn.in_transaction:
-                conn.execute(self._q["rollback"])
             self._changed.clear()
             raise
         changed, self._changed = self._changed, []

@@ -3,7 +3,9 @@
 A webhook URL comes from whoever submits a job, so without a check any client could make this
 service send requests into its own network (metadata endpoints, admin panels on localhost): a
 server-side request forgery. The default guard resolves the host and refuses loopback, private,
-link-local, multicast and other non-public addresses unless `allow_private_targets` is set.
+link-local, multicast and other non-public addresses unless `allow_private_targets` is set. What
+counts as public is `comfyfleet.netguard`'s judgement, the same as for media inputs (IPv6 forms
+that carry an IPv4 address are judged by that address).
 
 It runs before every attempt, since DNS answers change. A host name that resolves to a public
 address at check time and a private one a moment later (DNS rebinding) still slips through; a
@@ -13,16 +15,13 @@ any :class:`TargetGuard`).
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
-import socket
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from comfyfleet.netguard import IPAddress, address_class, system_resolve
 from comfyfleet.webhooks._errors import WebhookConfigError, WebhookTargetRefused
 from comfyfleet.webhooks._model import check_url_shape
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class TargetGuard(Protocol):
@@ -33,10 +32,9 @@ class TargetGuard(Protocol):
 
 
 def is_public(address: IPAddress) -> bool:
-    """Whether an address is on the public internet (IPv4-mapped IPv6 judged as IPv4)."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_global and not address.is_multicast
+    """Whether an address is on the public internet (one that carries an IPv4 address, such as
+    IPv4-mapped `::ffff:a.b.c.d`, judged by that)."""
+    return address_class(address) is None
 
 
 class PrivateAddressGuard:
@@ -70,13 +68,8 @@ async def _addresses(host: str, port: int) -> list[IPAddress]:
         return [ipaddress.ip_address(host)]
     except ValueError:
         pass
-    infos = await asyncio.get_running_loop().getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-    )
-    found: list[IPAddress] = []
-    for *_, sockaddr in infos:
-        # Strip an IPv6 zone ("fe80::1%eth0") before parsing; the address still counts.
-        found.append(ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0]))
+    # Strip an IPv6 zone ("fe80::1%eth0") before parsing; the address still counts.
+    found = [ipaddress.ip_address(a.split("%", 1)[0]) for a in await system_resolve(host, port)]
     if not found:
         raise OSError(f"'{host}' resolves to no address")
     return found

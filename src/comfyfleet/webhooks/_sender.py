@@ -19,6 +19,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeGuard
 
 import httpx
 
@@ -83,7 +84,7 @@ class Sender:
         """Try `delivery` once and record the outcome in the outbox."""
         started = self.clock()
         status, error, final = await self._post(delivery, started)
-        if status is not None and 200 <= status < 300:
+        if _delivered(status):
             await self.outbox.mark_delivered(delivery.id, status=status, now=started)
             return Outcome(DeliveryState.DELIVERED, status, None)
         first = started if delivery.first_attempt_at is None else delivery.first_attempt_at
@@ -130,17 +131,22 @@ class Sender:
                     "POST", delivery.url, content=body, headers=headers
                 ) as response:
                     status = response.status_code
-                    if 200 <= status < 300:
-                        return status, "", False
-                    snippet = await _snippet(response)
+                    snippet = "" if _delivered(status) else await _snippet(response)
         except WebhookTargetRefused as exc:
             return None, _clip(f"target refused: {exc}"), True
         except TimeoutError:
             return None, f"no answer within {self.settings.timeout_s:g} s", False
         except (httpx.HTTPError, OSError) as exc:
             return None, _clip(f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc)), False
+        if _delivered(status):
+            return status, "", False
         error = f"the receiver answered {status}" + (f": {snippet}" if snippet else "")
         return status, _clip(error), status == GONE
+
+
+def _delivered(status: int | None) -> TypeGuard[int]:
+    """Whether the receiver's answer accepts the message (any 2xx)."""
+    return status is not None and 200 <= status < 300
 
 
 async def _snippet(response: httpx.Response) -> str:

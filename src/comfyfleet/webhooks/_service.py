@@ -70,13 +70,11 @@ class WebhookService:
         self._loops: list[asyncio.Task[None]] = []
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._cooling: dict[str, float] = {}  # job id -> when an unexpected error cools off
-        self._stopping = False
 
     # --- life ------------------------------------------------------------------------------
     def start(self) -> None:
         if self._loops:
             return
-        self._stopping = False
         # No redirects and no proxy from the environment: either could lead past the guard.
         self._client = httpx.AsyncClient(
             transport=self._transport,
@@ -104,7 +102,6 @@ class WebhookService:
         self._send_wake.set()
 
     async def stop(self) -> None:
-        self._stopping = True
         loops, self._loops = self._loops, []
         for task in loops:
             task.cancel()
@@ -194,7 +191,7 @@ class WebhookService:
             self._cooling[delivery.job_id] = self._clock() + self.settings.poll_s
         finally:
             self._in_flight.pop(delivery.job_id, None)
-            if not self._stopping:
+            if self._loops:  # not stopping
                 self._send_wake.set()
 
 

@@ -12,17 +12,16 @@ store an event twice. All SQL is in `sql/outbox.sql`.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from comfyfleet.jobs._sqlfiles import load_queries, split_statements
+from comfyfleet.jobs._sqlconn import NO_CURSOR, immediate, opening
+from comfyfleet.jobs._sqlfiles import load_queries
 from comfyfleet.webhooks._errors import DeliveryNotFailed, DeliveryNotFound, OutboxError
 from comfyfleet.webhooks._model import Delivery, DeliveryState, NewDelivery
 from comfyfleet.webhooks._outbox import check_limit, cursor_seq, page
-
-_NO_CURSOR = 2**63 - 1  # above every seq: "from the newest"
 
 
 class SqliteOutbox:
@@ -41,27 +40,17 @@ class SqliteOutbox:
                 f"no job store at {path} to hold the webhook outbox",
                 hint="open the SQLite job store first: it creates the file and the outbox tables",
             )
+        queries = load_queries(package="comfyfleet.webhooks", file_name="outbox.sql")
         try:
-            conn = sqlite3.connect(path, isolation_level=None)
+            with opening(path, queries["pragmas"]) as conn:
+                if conn.execute(queries["has_tables"]).fetchone()[0] != 2:
+                    raise OutboxError(
+                        f"the job store {path} has no webhook outbox tables",
+                        hint="open it with this comfyfleet's job store first (that migrates it)",
+                    )
         except sqlite3.Error as exc:
             raise _open_error(path, exc) from exc
-        try:
-            conn.row_factory = sqlite3.Row
-            queries = load_queries(package="comfyfleet.webhooks", file_name="outbox.sql")
-            outbox = cls(conn, queries, path)
-            for statement in split_statements(outbox._q["pragmas"]):
-                conn.execute(statement)
-            if conn.execute(outbox._q["has_tables"]).fetchone()[0] != 2:
-                raise OutboxError(
-                    f"the job store {path} has no webhook outbox tables",
-                    hint="open it with this comfyfleet's job store first (that migrates it)",
-                )
-        except BaseException as exc:
-            conn.close()
-            if isinstance(exc, sqlite3.Error):
-                raise _open_error(path, exc) from exc
-            raise
-        return outbox
+        return cls(conn, queries, path)
 
     async def relay_cursor(self) -> int:
         return int(self._db().execute(self._q["relay_cursor"]).fetchone()[0])
@@ -118,7 +107,7 @@ class SqliteOutbox:
     ) -> tuple[list[Delivery], str | None]:
         check_limit(limit)
         before = cursor_seq(cursor)
-        params: dict[str, Any] = {"before": _NO_CURSOR if before is None else before}
+        params: dict[str, Any] = {"before": NO_CURSOR if before is None else before}
         params |= {"limit": limit + 1, "state": None if state is None else str(state)}
         query = self._q["list_deliveries" if state is None else "list_deliveries_by_state"]
         rows = self._db().execute(query, params).fetchall()
@@ -152,17 +141,8 @@ class SqliteOutbox:
             raise OutboxError("the webhook outbox is closed")
         return self._conn
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        conn = self._db()
-        conn.execute(self._q["begin_immediate"])
-        try:
-            yield conn
-            conn.execute(self._q["commit"])
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute(self._q["rollback"])
-            raise
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+        return immediate(self._db(), self._q)
 
     def _update(self, query: str, params: dict[str, Any]) -> bool:
         with self._write() as conn:
