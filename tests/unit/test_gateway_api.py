@@ -33,7 +33,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 class _Known:
     async def known(self, wanted: set[str]) -> frozenset[str]:
-        return frozenset({"EmptyImage", "SaveImage", "LoadImage"})
+        return frozenset({"EmptyImage", "SaveImage", "LoadImage", "CheckpointLoaderSimple"})
 
 
 def make_service(tmp_path: Path, **settings: Any) -> Service:
@@ -218,3 +218,32 @@ def test_an_idempotency_key_replays_only_within_its_ttl(tmp_path: Path) -> None:
     assert first.status_code == 202
     assert late.status_code == 409
     assert late.json()["error"]["code"] == "idempotency_key_expired"
+
+
+@pytest.mark.parametrize("cursor", ["abc", "-1", "9" * 20, "\uff11\uff12"])
+def test_a_cursor_the_server_did_not_hand_out_is_400(service: Service, cursor: str) -> None:
+    answer = call(service, "GET", "/v1/jobs", params={"cursor": cursor})
+    assert answer.status_code == 400
+    assert answer.json()["error"]["code"] == "invalid_cursor"
+
+
+@pytest.mark.parametrize(
+    ("source", "mentions"),
+    [
+        ("file:///etc/passwd", "file://"),
+        ("s3://deployment-bucket/secret.safetensors", "s3://"),
+        ("http://127.0.0.1:9/model.safetensors", "loopback"),
+        ("http://169.254.169.254/latest/meta-data", "169.254.169.254"),
+    ],
+)
+def test_model_urls_a_client_may_not_use_are_refused_naming_the_node(
+    service: Service, source: str, mentions: str
+) -> None:
+    graph = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": source}}}
+    answer = call(service, "POST", "/v1/jobs", json={"workflow": graph})
+    assert answer.status_code == 422, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "input_refused"
+    assert "node 1 (CheckpointLoaderSimple): input 'ckpt_name'" in error["message"]
+    assert mentions in error["message"]
+    assert run(service.store.count(JobStatus.QUEUED)) == 0

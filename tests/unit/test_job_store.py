@@ -646,3 +646,8 @@ def test_a_queued_job_can_be_failed_for_a_timeout_once_only(store: JobStore) -> 
     assert first is not None and first.status is JobStatus.FAILED and first.error == error
     assert again is None and running is None
     assert run(store.get("taken")).status is JobStatus.RUNNING
+
+
+def test_a_cursor_too_big_for_a_row_id_is_invalid(store: JobStore) -> None:
+    with pytest.raises(InvalidCursor):
+        run(store.list_jobs(cursor="9" * 20))

@@ -21,6 +21,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from comfyfleet.auth import key_of
 from comfyfleet.gateway._assets_api import resolve_job_media
 from comfyfleet.gateway._errors import ApiError
+from comfyfleet.gateway._model_inputs import check_model_urls
 from comfyfleet.gateway._service import Service
 from comfyfleet.gateway._submit import (
     JOB_ID,
@@ -33,6 +34,7 @@ from comfyfleet.gateway._views import job_view
 from comfyfleet.jobs import (
     TERMINAL,
     GraphError,
+    InvalidCursor,
     Job,
     JobConflict,
     JobNotFound,
@@ -120,9 +122,11 @@ def _read_routes(router: APIRouter, service: Service) -> None:
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         cursor: str | None = None,
     ) -> dict[str, Any]:
-        if cursor is not None and not (cursor.isascii() and cursor.isdigit()):
-            raise ApiError(400, "invalid_cursor", "cursor must come from a previous answer")
-        jobs, next_cursor = await store.list_jobs(status=status, limit=limit, cursor=cursor)
+        try:
+            jobs, next_cursor = await store.list_jobs(status=status, limit=limit, cursor=cursor)
+        except InvalidCursor as exc:
+            message = "cursor must come from a previous answer"
+            raise ApiError(400, "invalid_cursor", message) from exc
         views = [job_view(j, storage=service.storage) for j in jobs]
         return {"jobs": views, "next_cursor": next_cursor}
 
@@ -198,6 +202,7 @@ async def _check_graph(service: Service, workflow: Any) -> None:
 async def _checked(service: Service, new: NewJob) -> NewJob:
     """The job with its graph checked and its media inputs stored and rewritten."""
     await _check_graph(service, new.workflow)
+    await check_model_urls(new.workflow, service.net_policy)
     if service.media is None:
         return new
     workflow, rewrites = await resolve_job_media(new.workflow, service.media)

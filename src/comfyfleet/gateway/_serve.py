@@ -128,6 +128,7 @@ async def _attach(
         webhook_events=tuple(backends.webhooks.default_events),
         storage_names=frozenset(backends.targets),
         storage=backends.storage,
+        net_policy=settings.assets.net_policy(),
     )
     library = ModelLibrary.from_settings(settings)
     dispatcher = _dispatcher(settings, ws, backends, service, library)

@@ -13,6 +13,7 @@ from comfyfleet.comfy import ComfyClient, ComfyError
 from comfyfleet.config import ServeSettings
 from comfyfleet.gateway._previews import PreviewHub
 from comfyfleet.jobs import JobStore
+from comfyfleet.netguard import NetPolicy
 from comfyfleet.storage import Storage
 from comfyfleet.supervise import InstanceStatus
 from comfyfleet.webhooks import DEFAULT_EVENTS
@@ -68,6 +69,8 @@ class Service:
     previews: PreviewHub = field(default_factory=PreviewHub)
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the server stops: open event streams and sockets end instead of holding it."""
+    net_policy: NetPolicy = field(default_factory=NetPolicy)
+    """Which non-public addresses URLs in a job (model sources) may point at: none by default."""
     storage: Storage | None = None
     """The default output store: its URLs are signed again when a job is read."""
 

@@ -287,7 +287,7 @@ def cursor_seq(cursor: str | None) -> int | None:
     """The seq a list cursor stands for: listings continue below it."""
     if cursor is None:
         return None
-    if not (cursor.isascii() and cursor.isdigit()):
+    if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 18:  # SQLite's 64 bits
         raise InvalidCursor(cursor)
     return int(cursor)
 

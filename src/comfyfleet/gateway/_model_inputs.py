@@ -1,0 +1,49 @@
+"""Model URLs in a client's graph: only public web sources, checked before the job is stored.
+
+A loader input may name its model by URL (fetch before run downloads it). Manifests and the CLI
+are the operator's and may use any source; a graph is a client's, so here only http(s), `hf://`
+and `civitai://` are accepted, and an http(s) host must resolve to addresses the SSRF policy
+allows: a `file://` or `s3://` value, or a URL into the deployment's own network, would have the
+server copy something private into the models folder, where `GET /v1/models` lists it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from comfyfleet.gateway._errors import ApiError
+from comfyfleet.models import ModelNeed, required_models
+from comfyfleet.netguard import NetPolicy, UrlRefused, UrlUnreachable, checked_addresses
+
+CLIENT_SCHEMES = frozenset({"http", "https", "hf", "civitai"})
+
+
+async def check_model_urls(workflow: Mapping[str, Any], policy: NetPolicy) -> None:
+    """Raise a 422 naming the node and input of the first model URL a client may not use."""
+    for need in required_models(workflow):
+        if need.is_url:
+            await _check(need, policy)
+
+
+async def _check(need: ModelNeed, policy: NetPolicy) -> None:
+    where = f"node {need.node_id} ({need.class_type}): input '{need.input_name}'"
+    details = {"node_id": need.node_id, "class_type": need.class_type, "input": need.input_name}
+    parts = urlsplit(need.value)
+    if parts.scheme not in CLIENT_SCHEMES:
+        raise ApiError(
+            422,
+            "input_refused",
+            f"{where}: {parts.scheme}:// model sources are not accepted in a job",
+            details | {"hint": "list the file in a manifest, or give an http(s) URL"},
+        )
+    if parts.scheme not in ("http", "https"):
+        return  # hf:// and civitai:// name public hubs
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        await checked_addresses(parts.hostname or "", port, policy)
+    except UrlRefused as exc:
+        raise ApiError(422, "input_refused", f"{where}: {exc.message}", details) from exc
+    except UrlUnreachable as exc:
+        raise ApiError(422, "input_unreachable", f"{where}: {exc.message}", details) from exc
