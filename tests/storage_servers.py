@@ -149,11 +149,8 @@ class S3Server:
         )
 
     def create_bucket(self, name: str) -> str:
-        client = self.client()
-        try:
+        with contextlib.closing(self.client()) as client:
             client.create_bucket(Bucket=name)
-        finally:
-            client.close()
         return name
 
     def make_public(self, bucket: str) -> None:
@@ -165,11 +162,8 @@ class S3Server:
             "Resource": f"arn:aws:s3:::{bucket}/*",
         }
         policy = json.dumps({"Version": "2012-10-17", "Statement": [statement]})
-        client = self.client()
-        try:
+        with contextlib.closing(self.client()) as client:
             client.put_bucket_policy(Bucket=bucket, Policy=policy)
-        finally:
-            client.close()
 
     def stop(self) -> None:
         _stop(self.proc)

@@ -8,10 +8,13 @@ install it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -45,6 +48,8 @@ from tests.storage_servers import (
 pytestmark = pytest.mark.anyio
 
 MIB = 1024 * 1024
+
+S = TypeVar("S", bound=Storage)
 
 
 @pytest.fixture
@@ -95,8 +100,17 @@ def open_azure(azurite: AzuriteServer, **options: object) -> tuple[AzureBlobStor
     return storage, container
 
 
+@contextlib.asynccontextmanager
+async def closing(storage: S) -> AsyncIterator[S]:
+    try:
+        yield storage
+    finally:
+        await storage.close()
+
+
 async def roundtrip(storage: Storage) -> None:
-    """put (bytes and a file), fetch the result URL with plain httpx, get, delete."""
+    """check, put, fetch the result URL with plain httpx, get, delete."""
+    await storage.check()
     data = b"\x89PNG\r\n\x1a\n" + uuid.uuid4().bytes * 1000
     stored = await storage.put("job-1/ComfyUI 00001_.png", data, "image/png")
     assert (stored.size, stored.sha256, stored.content_type) == (len(data), sha(data), "image/png")
@@ -112,106 +126,112 @@ async def roundtrip(storage: Storage) -> None:
     await storage.delete("job-1/ComfyUI 00001_.png")  # twice is fine
 
 
+async def put_big_file(storage: Storage, tmp_path: Path, mib: int) -> None:
+    """put a file of `mib` MiB; the result describes it and its URL serves the same bytes."""
+    data = uuid.uuid4().bytes * (mib * MIB // 16)
+    source = tmp_path / "video.mp4"
+    source.write_bytes(data)
+    stored = await storage.put("job/video.mp4", source, "video/mp4")
+    assert (stored.size, stored.sha256) == (len(data), sha(data))
+    assert sha(fetch(stored.url).content) == sha(data)
+
+
+async def missing_container_is_a_settings_error(storage: Storage) -> None:
+    """put and check where the bucket or container does not exist: not worth a retry."""
+    async with closing(storage):
+        with pytest.raises(StorageConfigError, match="does not exist") as caught:
+            await storage.put("a.txt", b"x")
+        assert not isinstance(caught.value, StorageUnavailable)
+        with pytest.raises(StorageConfigError, match="does not exist"):
+            await storage.check()
+
+
+async def reads_back(url: str, data: bytes, settings: StorageSettings) -> None:
+    """read_url of `url` (holding `data`) up to the limit; a missing object beside it and a
+    missing bucket or container are ObjectNotFound."""
+    assert await read_url(url, settings, max_bytes=len(data)) == data
+    with pytest.raises(ObjectTooLarge, match=f"limit of {len(data) - 1} bytes"):
+        await read_url(url, settings, max_bytes=len(data) - 1)
+    missing = url.rpartition("/")[0] + "/none.png"
+    with pytest.raises(ObjectNotFound, match=re.escape(missing)):
+        await read_url(missing, settings, max_bytes=len(data))
+    scheme = url.partition("://")[0]
+    with pytest.raises(ObjectNotFound):
+        await read_url(f"{scheme}://{unique('none')}/x.png", settings, max_bytes=len(data))
+
+
+async def stopped_store_is_unavailable(
+    storage: Storage, stop: Callable[[], None], says: str, url: str, settings: StorageSettings
+) -> None:
+    """Once `stop()` stops the server, put, check and read_url of `url` (the URL of the object
+    put first) say StorageUnavailable: retry later."""
+    async with closing(storage):
+        await storage.put("before.txt", b"ok")
+        stop()
+        with pytest.raises(StorageUnavailable, match=says):
+            await storage.put("after.txt", b"lost")
+        with pytest.raises(StorageUnavailable):
+            await storage.check()
+        with pytest.raises(StorageUnavailable):
+            await read_url(url, settings, max_bytes=9)
+
+
 # --- S3 -------------------------------------------------------------------------------------
 
 
 async def test_s3_put_presigned_get_and_delete(s3: S3Server) -> None:
     storage, bucket = open_s3(s3)
-    try:
-        await storage.check()
+    async with closing(storage):
         await roundtrip(storage)
         stored = await storage.put("job/a.txt", b"hello", "text/plain")
         assert "X-Amz-Signature=" in stored.url
         assert fetch(stored.url.partition("?")[0]).status_code == 403, "private without it"
-        client = s3.client()
-        try:
-            names = [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]]
-        finally:
-            client.close()
-        assert names == ["runs/job/a.txt"], "objects live under the prefix"
-    finally:
-        await storage.close()
+    with contextlib.closing(s3.client()) as client:
+        names = [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert names == ["runs/job/a.txt"], "objects live under the prefix"
 
 
 async def test_s3_big_file_goes_up_in_parts(s3: S3Server, tmp_path: Path) -> None:
-    data = uuid.uuid4().bytes * (11 * MIB // 16)
-    source = tmp_path / "video.mp4"
-    source.write_bytes(data)
     storage, bucket = open_s3(s3, multipart_threshold_bytes=5 * MIB, multipart_chunk_bytes=5 * MIB)
-    try:
-        stored = await storage.put("job/video.mp4", source, "video/mp4")
-        assert (stored.size, stored.sha256) == (len(data), sha(data))
-        assert sha(fetch(stored.url).content) == sha(data)
-        client = s3.client()
-        try:
-            head = client.head_object(Bucket=bucket, Key="runs/job/video.mp4")
-        finally:
-            client.close()
-        assert head["ETag"].strip('"').endswith("-3"), "a multipart upload of three parts"
-    finally:
-        await storage.close()
+    async with closing(storage):
+        await put_big_file(storage, tmp_path, mib=11)
+    with contextlib.closing(s3.client()) as client:
+        head = client.head_object(Bucket=bucket, Key="runs/job/video.mp4")
+    assert head["ETag"].strip('"').endswith("-3"), "a multipart upload of three parts"
 
 
 async def test_s3_public_base_url_replaces_signing(s3: S3Server) -> None:
     bucket = s3.create_bucket(unique("pub"))
     s3.make_public(bucket)
     settings = s3.settings(bucket, "p", public_base_url=f"{s3.endpoint_url}/{bucket}/")
-    storage = open_storage(settings, local_root=Path("unused"))
-    try:
+    async with closing(open_storage(settings, local_root=Path("unused"))) as storage:
         stored = await storage.put("j/a b.txt", b"public", "text/plain")
         assert stored.url == f"{s3.endpoint_url}/{bucket}/p/j/a%20b.txt"
         assert fetch(stored.url).content == b"public"
-    finally:
-        await storage.close()
 
 
 async def test_s3_missing_bucket_is_a_settings_error(s3: S3Server) -> None:
     storage = open_storage(s3.settings(unique("nobucket")), local_root=Path("unused"))
-    try:
-        with pytest.raises(StorageConfigError, match="does not exist") as caught:
-            await storage.put("a.txt", b"x")
-        assert not isinstance(caught.value, StorageUnavailable)
-        with pytest.raises(StorageConfigError, match="does not exist"):
-            await storage.check()
-    finally:
-        await storage.close()
+    await missing_container_is_a_settings_error(storage)
 
 
 async def test_read_url_s3(s3: S3Server) -> None:
     bucket = s3.create_bucket(unique("in"))
-    client = s3.client()
-    try:
+    with contextlib.closing(s3.client()) as client:
         client.put_object(Bucket=bucket, Key="inputs/photo.png", Body=b"p" * 1000)
         client.put_object(Bucket=bucket, Key="inputs/empty", Body=b"")
-    finally:
-        client.close()
     settings = s3.settings("unrelated-output-bucket")
-    data = await read_url(f"s3://{bucket}/inputs/photo.png", settings, max_bytes=1000)
-    assert data == b"p" * 1000
+    await reads_back(f"s3://{bucket}/inputs/photo.png", b"p" * 1000, settings)
     assert await read_url(f"s3://{bucket}/inputs/empty", settings, max_bytes=0) == b""
-    with pytest.raises(ObjectTooLarge, match="limit of 999 bytes"):
-        await read_url(f"s3://{bucket}/inputs/photo.png", settings, max_bytes=999)
-    with pytest.raises(ObjectNotFound, match=r"inputs/none\.png"):
-        await read_url(f"s3://{bucket}/inputs/none.png", settings, max_bytes=1000)
-    with pytest.raises(ObjectNotFound):
-        await read_url(f"s3://{unique('nobucket')}/x.png", settings, max_bytes=1000)
 
 
 async def test_s3_stopped_server_is_unavailable() -> None:
     with moto_s3_server() as server:
         bucket = server.create_bucket("going-away")
         storage = open_storage(server.settings(bucket, attempts=2), local_root=Path("unused"))
-        try:
-            await storage.put("before.txt", b"ok")
-            server.stop()
-            with pytest.raises(StorageUnavailable, match="cannot reach the S3 endpoint"):
-                await storage.put("after.txt", b"lost")
-            with pytest.raises(StorageUnavailable):
-                await storage.check()
-            with pytest.raises(StorageUnavailable):
-                await read_url(f"s3://{bucket}/before.txt", server.settings(bucket), max_bytes=9)
-        finally:
-            await storage.close()
+        says = "cannot reach the S3 endpoint"
+        url = f"s3://{bucket}/before.txt"
+        await stopped_store_is_unavailable(storage, server.stop, says, url, server.settings(bucket))
 
 
 # --- Azure (Azurite) ------------------------------------------------------------------------
@@ -219,8 +239,7 @@ async def test_s3_stopped_server_is_unavailable() -> None:
 
 async def test_azure_put_sas_get_and_delete(azurite: AzuriteServer) -> None:
     storage, container = open_azure(azurite)
-    try:
-        await storage.check()
+    async with closing(storage):
         await roundtrip(storage)
         stored = await storage.put("job/a.txt", b"hello", "text/plain")
         assert f"/{container}/runs/job/a.txt?" in stored.url
@@ -229,23 +248,14 @@ async def test_azure_put_sas_get_and_delete(azurite: AzuriteServer) -> None:
         tampered = stored.url.replace("sp=r", "sp=rw")
         assert fetch(tampered).status_code == 403, "the SAS really is checked"
         assert fetch(stored.url.partition("?")[0]).status_code != 200, "private without it"
-    finally:
-        await storage.close()
 
 
 async def test_azure_file_upload_in_blocks(azurite: AzuriteServer, tmp_path: Path) -> None:
-    data = uuid.uuid4().bytes * (9 * MIB // 16)
-    source = tmp_path / "video.mp4"
-    source.write_bytes(data)
     storage, container = open_azure(
         azurite, multipart_threshold_bytes=5 * MIB, multipart_chunk_bytes=5 * MIB
     )
-    try:
-        stored = await storage.put("job/video.mp4", source, "video/mp4")
-        assert (stored.size, stored.sha256) == (len(data), sha(data))
-        assert sha(fetch(stored.url).content) == sha(data)
-    finally:
-        await storage.close()
+    async with closing(storage):
+        await put_big_file(storage, tmp_path, mib=9)
     blob = BlobClient.from_connection_string(
         azurite.connection_string, container, "runs/job/video.mp4"
     )
@@ -256,44 +266,25 @@ async def test_azure_file_upload_in_blocks(azurite: AzuriteServer, tmp_path: Pat
 
 async def test_azure_missing_container_and_wrong_key(azurite: AzuriteServer) -> None:
     missing = open_storage(azurite.settings(unique("none")), local_root=Path("unused"))
-    try:
-        with pytest.raises(StorageConfigError, match="does not exist"):
-            await missing.put("a.txt", b"x")
-        with pytest.raises(StorageConfigError, match="does not exist"):
-            await missing.check()
-    finally:
-        await missing.close()
+    await missing_container_is_a_settings_error(missing)
 
     container = azurite.create_container(unique("keyed"))
     wrong_key = "d3Jvbmcta2V5LWZvci10aGlzLWFjY291bnQtMDEyMzQ1Njc4OQ=="
     settings = azurite.settings(
         container, azure_connection_string=azurite.connection_string_with(wrong_key)
     )
-    refused = open_storage(settings, local_root=Path("unused"))
-    try:
+    async with closing(open_storage(settings, local_root=Path("unused"))) as refused:
         with pytest.raises(AccessDenied) as caught:
             await refused.put("a.txt", b"x")
-        assert wrong_key not in str(caught.value)
-        assert azurite.account_key not in str(caught.value)
-    finally:
-        await refused.close()
+    assert wrong_key not in str(caught.value)
+    assert azurite.account_key not in str(caught.value)
 
 
 async def test_read_url_az(azurite: AzuriteServer) -> None:
     storage, container = open_azure(azurite)
-    try:
+    async with closing(storage):
         await storage.put("photo.png", b"q" * 500)
-    finally:
-        await storage.close()
-    settings = azurite.settings("unrelated")
-    url = f"az://{container}/runs/photo.png"
-    assert await read_url(url, settings, max_bytes=500) == b"q" * 500
-    with pytest.raises(ObjectTooLarge):
-        await read_url(url, settings, max_bytes=499)
-    with pytest.raises(ObjectNotFound, match=r"runs/none\.png"):
-        await read_url(f"az://{container}/runs/none.png", settings, max_bytes=500)
-    with pytest.raises(ObjectNotFound):
-        await read_url(f"az://{unique('none')}/x.png", settings, max_bytes=500)
+    await reads_back(f"az://{container}/runs/photo.png", b"q" * 500, azurite.settings("unrelated"))
 
 
 async def test_azure_stopped_server_is_unavailable(azurite: AzuriteServer) -> None:
@@ -301,18 +292,10 @@ async def test_azure_stopped_server_is_unavailable(azurite: AzuriteServer) -> No
     with azurite_server() as server:
         container = server.create_container("going-away")
         storage = open_storage(server.settings(container), local_root=Path("x"))
-        try:
-            await storage.put("before.txt", b"ok")
-            server.stop()
-            with pytest.raises(StorageUnavailable, match="cannot reach the Azure blob endpoint"):
-                await storage.put("after.txt", b"lost")
-            with pytest.raises(StorageUnavailable):
-                await storage.check()
-            url = f"az://{container}/before.txt"
-            with pytest.raises(StorageUnavailable):
-                await read_url(url, server.settings(container), max_bytes=9)
-        finally:
-            await storage.close()
+        says = "cannot reach the Azure blob endpoint"
+        url = f"az://{container}/before.txt"
+        settings = server.settings(container)
+        await stopped_store_is_unavailable(storage, server.stop, says, url, settings)
 
 
 # --- HTTP PUT -------------------------------------------------------------------------------
@@ -333,9 +316,9 @@ def open_http(url: str, **options: object) -> HttpPutStorage:
 
 
 async def test_http_put_file_and_bytes(receiver: PutReceiver, tmp_path: Path) -> None:
-    receiver.required_headers = {"Authorization": "Bearer let-me-in"}
-    storage = open_http(receiver.url, http_headers={"Authorization": "Bearer let-me-in"})
-    try:
+    auth = {"Authorization": "Bearer let-me-in"}
+    receiver.required_headers = dict(auth)
+    async with closing(open_http(receiver.url, http_headers=auth)) as storage:
         await storage.check()
         data = uuid.uuid4().bytes * 200_000
         source = tmp_path / "clip.webm"
@@ -354,17 +337,12 @@ async def test_http_put_file_and_bytes(receiver: PutReceiver, tmp_path: Path) ->
         await storage.delete("job/a.txt")
         with pytest.raises(ObjectNotFound):
             await storage.get("job/a.txt")
-    finally:
-        await storage.close()
 
 
 async def test_http_put_rides_out_two_503s(receiver: PutReceiver) -> None:
     receiver.fail_next = 2
-    storage = open_http(receiver.url)
-    try:
+    async with closing(open_http(receiver.url)) as storage:
         stored = await storage.put("job/a.png", b"third time lucky", "image/png")
-    finally:
-        await storage.close()
     assert len(receiver.puts()) == 3
     assert receiver.objects["/uploads/job/a.png"][0] == b"third time lucky"
     assert stored.sha256 == sha(b"third time lucky")
@@ -372,36 +350,28 @@ async def test_http_put_rides_out_two_503s(receiver: PutReceiver) -> None:
 
 async def test_http_put_gives_up_on_a_server_that_keeps_failing(receiver: PutReceiver) -> None:
     receiver.fail_next = 100
-    storage = open_http(receiver.url)
-    try:
+    async with closing(open_http(receiver.url)) as storage:
         with pytest.raises(StorageUnavailable, match="answered 503"):
             await storage.put("job/a.png", b"x")
-    finally:
-        await storage.close()
     assert len(receiver.puts()) == 3
     assert receiver.objects == {}
 
 
 async def test_http_put_refused_credentials_are_not_retried(receiver: PutReceiver) -> None:
     receiver.required_headers = {"Authorization": "Bearer right"}
-    storage = open_http(receiver.url, http_headers={"Authorization": "Bearer wrong"})
-    try:
+    wrong = {"Authorization": "Bearer wrong"}
+    async with closing(open_http(receiver.url, http_headers=wrong)) as storage:
         with pytest.raises(AccessDenied) as caught:
             await storage.put("job/a.png", b"x")
         with pytest.raises(AccessDenied):
             await storage.check()
-    finally:
-        await storage.close()
     assert len(receiver.puts()) == 1
     assert "wrong" not in str(caught.value)
 
 
 async def test_http_put_to_a_server_that_is_down() -> None:
-    storage = open_http(down_url("/uploads/"))
-    try:
+    async with closing(open_http(down_url("/uploads/"))) as storage:
         with pytest.raises(StorageUnavailable, match="cannot reach the HTTP storage"):
             await storage.put("job/a.png", b"x")
         with pytest.raises(StorageUnavailable):
             await storage.check()
-    finally:
-        await storage.close()

@@ -12,9 +12,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from comfyfleet.storage._answers import StoreDialect
 from comfyfleet.storage._errors import (
-    AccessDenied,
-    ObjectNotFound,
     StorageConfigError,
     StorageError,
     StorageUnavailable,
@@ -24,10 +23,20 @@ from comfyfleet.storage._settings import StorageSettings
 
 CONNECTION_STRING_ENV = "AZURE_STORAGE_CONNECTION_STRING"
 
-_RETRYABLE_CODES = frozenset({"ServerBusy", "OperationTimedOut", "InternalError"})
 _CREDENTIALS_HINT = (
     "check azure_connection_string (or azure_account_url with azure_account_key or "
     "azure_sas_token) in the storage settings"
+)
+
+AZURE = StoreDialect(
+    name="Azure",
+    scheme="az",
+    container="container",
+    container_missing="ContainerNotFound",
+    busy_codes=frozenset({"ServerBusy", "OperationTimedOut", "InternalError"}),
+    missing_codes=frozenset(),
+    denied_codes=frozenset(),
+    credentials_hint=_CREDENTIALS_HINT,
 )
 
 
@@ -95,36 +104,16 @@ def azure_error(
         from azure.core import exceptions as ace
     except ImportError:  # pragma: no cover - the SDK is installed if a client exists
         return None
-    where = f"az://{container}/{blob}" if blob else f"Azure container '{container}'"
+    where = AZURE.where(container, blob)
     if isinstance(exc, ace.ServiceRequestError | ace.ServiceResponseError):
         return StorageUnavailable(
             f"{where}: cannot reach the Azure blob endpoint ({type(exc).__name__})",
             hint="check that the store is up and the account URL is right; the call can be retried",
         )
     if isinstance(exc, ace.HttpResponseError):
-        return _response_error(exc, container, where, reading)
+        code = str(getattr(exc, "error_code", None) or "")
+        status = int(getattr(exc, "status_code", None) or 0)
+        return AZURE.answer_error(code, status, container, blob, reading=reading)
     if isinstance(exc, ace.AzureError):
         return StorageConfigError(f"{where}: the Azure request failed ({type(exc).__name__})")
     return None
-
-
-def _response_error(exc: Any, container: str, where: str, reading: bool) -> StorageError:
-    code = str(getattr(exc, "error_code", None) or "")
-    status = int(getattr(exc, "status_code", None) or 0)
-    said = f"{code or 'error'} (HTTP {status})" if status else code or "error"
-    if code in _RETRYABLE_CODES or status >= 500 or status == 429:
-        return StorageUnavailable(
-            f"{where}: the Azure store answered {said}", hint="the store is busy; retry later"
-        )
-    if code == "ContainerNotFound" and not reading:
-        return StorageConfigError(
-            f"Azure container '{container}' does not exist",
-            hint="create it, or fix the container in the storage URL",
-        )
-    if status == 404:
-        return ObjectNotFound(where)
-    if status in (401, 403):
-        return AccessDenied(
-            f"{where}: the Azure store refused the credentials: {said}", hint=_CREDENTIALS_HINT
-        )
-    return StorageConfigError(f"{where}: the Azure store refused the request: {said}")

@@ -9,6 +9,9 @@ bucket or container and the key, never a credential, a signature or a query stri
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 from comfyfleet.errors import ComfyfleetError
 
 
@@ -66,3 +69,19 @@ def missing_package(package: str, extra: str) -> StorageConfigError:
         f"this storage backend needs the '{package}' package, which is not installed",
         hint=f"pip install 'comfyfleet[{extra}]'",
     )
+
+
+@contextmanager
+def translated(translate: Callable[[Exception], StorageError | None]) -> Iterator[None]:
+    """Inside the block, an SDK exception that `translate` knows is raised as its StorageError
+    (chained to it). StorageErrors, and exceptions `translate` does not know (bugs), pass as
+    they are."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except Exception as exc:
+        mapped = translate(exc)
+        if mapped is None:
+            raise
+        raise mapped from exc

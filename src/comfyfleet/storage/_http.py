@@ -9,8 +9,9 @@ describes the bytes of the try that succeeded. Messages show the URL without use
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -27,6 +28,8 @@ from comfyfleet.storage._keys import check_key, quote_key
 from comfyfleet.storage._source import CHUNK, HashingReader, check_read_all, open_source
 
 _RETRY_STATUS = frozenset({408, 425, 429})
+
+T = TypeVar("T")
 
 
 class HttpPutStorage:
@@ -77,28 +80,21 @@ class HttpPutStorage:
         self, key: str, source: bytes | Path, content_type: str = DEFAULT_CONTENT_TYPE
     ) -> StoredObject:
         url = self.object_url(key)
-        for attempt in range(1, self.attempts + 1):
+
+        async def once() -> StoredObject:
             reader, expected = open_source(source)
-            headers = {"Content-Type": content_type, "Content-Length": str(expected)}
-            try:
-                response = await self._client.put(url, content=_body(reader), headers=headers)
-            except httpx.TransportError as exc:
-                failure: StorageError = _unreachable(url, exc)
-            else:
-                if response.is_success:
-                    check_read_all(reader, expected, redact(url))
-                    return StoredObject(
-                        key, self.url_for(key), content_type, reader.size, reader.sha256
-                    )
-                failure = _refused(url, response.status_code)
-            finally:
-                reader.close()
-            await self._pause_or_raise(failure, attempt)
-        raise AssertionError("unreachable")  # pragma: no cover
+            with reader:
+                headers = {"Content-Type": content_type, "Content-Length": str(expected)}
+                response = await self._send("PUT", url, content=_body(reader), headers=headers)
+                if not response.is_success:
+                    raise _refused(url, response.status_code)
+                check_read_all(reader, expected, redact(url))
+            return StoredObject(key, self.url_for(key), content_type, reader.size, reader.sha256)
+
+        return await self._retrying(once)
 
     async def get(self, key: str) -> bytes:
-        url = self.object_url(key)
-        response = await self._request("GET", url, ok_missing=False)
+        response = await self._request("GET", self.object_url(key), ok_missing=False)
         return response.content
 
     async def delete(self, key: str) -> None:
@@ -107,11 +103,7 @@ class HttpPutStorage:
     async def check(self) -> None:
         """One HEAD of the prefix: any answer below 500 other than 401/403 proves the server is
         there (many PUT receivers answer 404 or 405 for the prefix itself)."""
-        try:
-            response = await self._client.head(self.prefix_url)
-        except httpx.TransportError as exc:
-            raise _unreachable(self.prefix_url, exc) from exc
-        status = response.status_code
+        status = (await self._send("HEAD", self.prefix_url)).status_code
         if status >= 500 or status in _RETRY_STATUS or status in (401, 403):
             raise _refused(self.prefix_url, status)
 
@@ -119,24 +111,36 @@ class HttpPutStorage:
         await self._client.aclose()
 
     async def _request(self, method: str, url: str, *, ok_missing: bool) -> httpx.Response:
-        for attempt in range(1, self.attempts + 1):
-            try:
-                response = await self._client.request(method, url)
-            except httpx.TransportError as exc:
-                failure: StorageError = _unreachable(url, exc)
-            else:
-                if response.is_success or (ok_missing and response.status_code == 404):
-                    return response
-                if response.status_code == 404:
-                    raise ObjectNotFound(redact(url))
-                failure = _refused(url, response.status_code)
-            await self._pause_or_raise(failure, attempt)
-        raise AssertionError("unreachable")  # pragma: no cover
+        async def once() -> httpx.Response:
+            response = await self._send(method, url)
+            if response.is_success or (ok_missing and response.status_code == 404):
+                return response
+            if response.status_code == 404:
+                raise ObjectNotFound(redact(url))
+            raise _refused(url, response.status_code)
 
-    async def _pause_or_raise(self, failure: StorageError, attempt: int) -> None:
-        if not isinstance(failure, StorageUnavailable) or attempt >= self.attempts:
-            raise failure
-        await asyncio.sleep(self.retry_backoff_s * 2 ** (attempt - 1))
+        return await self._retrying(once)
+
+    async def _send(self, method: str, url: str, **options: Any) -> httpx.Response:
+        """One request; not reaching the server is StorageUnavailable."""
+        try:
+            return await self._client.request(method, url, **options)
+        except httpx.TransportError as exc:
+            raise StorageUnavailable(
+                f"{redact(url)}: cannot reach the HTTP storage ({type(exc).__name__})",
+                hint="check that the server is up and the storage URL is right; "
+                "the call can be retried",
+            ) from exc
+
+    async def _retrying(self, once: Callable[[], Awaitable[T]]) -> T:
+        """`once()`, tried again after a growing pause while it raises StorageUnavailable, up to
+        `attempts` tries in all; the last try's error is raised as it is."""
+        for attempt in range(1, self.attempts):
+            try:
+                return await once()
+            except StorageUnavailable:
+                await asyncio.sleep(self.retry_backoff_s * 2 ** (attempt - 1))
+        return await once()
 
 
 async def _body(reader: HashingReader) -> AsyncIterator[bytes]:
@@ -149,15 +153,6 @@ def redact(url: str) -> str:
     parts = urlsplit(url)
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
-def _unreachable(url: str, exc: httpx.TransportError) -> StorageUnavailable:
-    error = StorageUnavailable(
-        f"{redact(url)}: cannot reach the HTTP storage ({type(exc).__name__})",
-        hint="check that the server is up and the storage URL is right; the call can be retried",
-    )
-    error.__cause__ = exc
-    return error
 
 
 def _refused(url: str, status: int) -> StorageError:

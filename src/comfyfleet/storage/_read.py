@@ -8,12 +8,13 @@ size is checked before the body is read, and the body is cut one byte past the l
 from __future__ import annotations
 
 import asyncio
+from contextlib import closing
 from typing import Any
 from urllib.parse import urlsplit
 
-from comfyfleet.storage._azure import azure_error, build_service
-from comfyfleet.storage._errors import ObjectTooLarge, StorageConfigError, StorageError
-from comfyfleet.storage._s3 import build_client, s3_error
+from comfyfleet.storage._azure import AZURE, azure_error, build_service
+from comfyfleet.storage._errors import ObjectTooLarge, StorageConfigError, translated
+from comfyfleet.storage._s3 import S3, build_client, s3_error
 from comfyfleet.storage._settings import StorageSettings
 from comfyfleet.storage._source import CHUNK
 
@@ -44,50 +45,30 @@ async def read_url(url: str, settings: StorageSettings, *, max_bytes: int) -> by
 
 
 def _read_s3(settings: StorageSettings, bucket: str, name: str, max_bytes: int) -> bytes:
-    where = f"s3://{bucket}/{name}"
-    client = build_client(settings)
-    try:
+    where = S3.where(bucket, name)
+    mapped = translated(lambda exc: s3_error(exc, bucket, name, reading=True))
+    with closing(build_client(settings)) as client, mapped:
         response = client.get_object(Bucket=bucket, Key=name)
-        body = response["Body"]
-        try:
-            declared = response.get("ContentLength")
-            if isinstance(declared, int) and declared > max_bytes:
-                raise ObjectTooLarge(where, max_bytes)
+        with closing(response["Body"]) as body:
+            _refuse_over(response.get("ContentLength"), where, max_bytes)
             return _read_capped(body, where, max_bytes)
-        finally:
-            body.close()
-    except StorageError:
-        raise
-    except Exception as exc:
-        mapped = s3_error(exc, bucket, name, reading=True)
-        if mapped is None:
-            raise
-        raise mapped from exc
-    finally:
-        client.close()
 
 
 def _read_azure(settings: StorageSettings, container: str, name: str, max_bytes: int) -> bytes:
-    where = f"az://{container}/{name}"
-    service = build_service(settings)
-    try:
+    where = AZURE.where(container, name)
+    mapped = translated(lambda exc: azure_error(exc, container, name, reading=True))
+    with closing(build_service(settings)) as service, mapped:
         blob = service.get_blob_client(container, name)
-        declared = blob.get_blob_properties().size
-        if isinstance(declared, int) and declared > max_bytes:
-            raise ObjectTooLarge(where, max_bytes)
+        _refuse_over(blob.get_blob_properties().size, where, max_bytes)
         data: bytes = blob.download_blob().readall()
-        if len(data) > max_bytes:
-            raise ObjectTooLarge(where, max_bytes)
+        _refuse_over(len(data), where, max_bytes)
         return data
-    except StorageError:
-        raise
-    except Exception as exc:
-        mapped = azure_error(exc, container, name, reading=True)
-        if mapped is None:
-            raise
-        raise mapped from exc
-    finally:
-        service.close()
+
+
+def _refuse_over(size: object, where: str, max_bytes: int) -> None:
+    """ObjectTooLarge when `size` (as declared, if the store declared one) is over the limit."""
+    if isinstance(size, int) and size > max_bytes:
+        raise ObjectTooLarge(where, max_bytes)
 
 
 def _read_capped(body: Any, where: str, max_bytes: int) -> bytes:
@@ -100,6 +81,5 @@ def _read_capped(body: Any, where: str, max_bytes: int) -> bytes:
             break
         chunks.append(chunk)
         total += len(chunk)
-    if total > max_bytes:
-        raise ObjectTooLarge(where, max_bytes)
+    _refuse_over(total, where, max_bytes)
     return b"".join(chunks)

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from comfyfleet.storage._answers import StoreDialect
 from comfyfleet.storage._errors import (
-    AccessDenied,
-    ObjectNotFound,
     StorageConfigError,
     StorageError,
     StorageUnavailable,
@@ -21,34 +20,42 @@ from comfyfleet.storage._errors import (
 )
 from comfyfleet.storage._settings import StorageSettings
 
-_RETRYABLE_CODES = frozenset(
-    {
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "TooManyRequests",
-        "RequestLimitExceeded",
-        "RequestTimeout",
-        "ServiceUnavailable",
-        "InternalError",
-    }
-)
-_NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
-_AUTH_CODES = frozenset(
-    {
-        "AccessDenied",
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "ExpiredToken",
-        "InvalidToken",
-        "TokenRefreshRequired",
-        "AllAccessDisabled",
-        "403",
-    }
-)
 _CREDENTIALS_HINT = (
     "check access_key_id / secret_access_key in the storage settings, or the AWS credential "
     "chain (AWS_ACCESS_KEY_ID, AWS_PROFILE, ~/.aws/credentials)"
+)
+
+S3 = StoreDialect(
+    name="S3",
+    scheme="s3",
+    container="bucket",
+    container_missing="NoSuchBucket",
+    busy_codes=frozenset(
+        {
+            "SlowDown",
+            "Throttling",
+            "ThrottlingException",
+            "TooManyRequests",
+            "RequestLimitExceeded",
+            "RequestTimeout",
+            "ServiceUnavailable",
+            "InternalError",
+        }
+    ),
+    missing_codes=frozenset({"NoSuchKey", "NotFound", "404", "NoSuchBucket"}),
+    denied_codes=frozenset(
+        {
+            "AccessDenied",
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "ExpiredToken",
+            "InvalidToken",
+            "TokenRefreshRequired",
+            "AllAccessDisabled",
+            "403",
+        }
+    ),
+    credentials_hint=_CREDENTIALS_HINT,
 )
 
 
@@ -99,9 +106,11 @@ def s3_error(
         from botocore import exceptions as bce  # type: ignore[import-untyped]
     except ImportError:  # pragma: no cover - boto3 is installed if a client exists
         return None
-    where = f"s3://{bucket}/{key}" if key else f"S3 bucket '{bucket}'"
+    where = S3.where(bucket, key)
     if isinstance(exc, bce.ClientError):
-        return _client_error(exc, bucket, where, reading)
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        return S3.answer_error(code, status, bucket, key, reading=reading)
     if isinstance(exc, bce.SSLError):
         return StorageConfigError(
             f"{where}: TLS handshake with the S3 endpoint failed",
@@ -125,28 +134,3 @@ def s3_error(
             hint="check the storage settings (region, endpoint_url, bucket name)",
         )
     return None
-
-
-def _client_error(exc: Any, bucket: str, where: str, reading: bool) -> StorageError:
-    error = exc.response.get("Error", {})
-    code = str(error.get("Code", ""))
-    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-    said = f"{code or 'error'} (HTTP {status})" if status else code or "error"
-    if code in _RETRYABLE_CODES or status >= 500 or status == 429:
-        return StorageUnavailable(
-            f"{where}: the S3 store answered {said}", hint="the store is busy; retry later"
-        )
-    if code == "NoSuchBucket" and reading:
-        return ObjectNotFound(where)
-    if code == "NoSuchBucket":
-        return StorageConfigError(
-            f"S3 bucket '{bucket}' does not exist",
-            hint="create it, or fix the bucket in the storage URL",
-        )
-    if code in _NOT_FOUND_CODES or status == 404:
-        return ObjectNotFound(where)
-    if code in _AUTH_CODES or status in (401, 403):
-        return AccessDenied(
-            f"{where}: the S3 store refused the credentials: {said}", hint=_CREDENTIALS_HINT
-        )
-    return StorageConfigError(f"{where}: the S3 store refused the request: {said}")
