@@ -212,6 +212,12 @@ def test_every_event_arrives_once_in_order_through_downtime_and_a_restart(tmp_pa
                 wanted = expected(db, hooks)
                 open_count = sum(len(v) for job, v in wanted.items() if job != "gated")
                 await until(lambda: received(open_count), "delivery once the receiver is up")
+
+                async def gated_refused() -> bool:  # its retry may come after the others land
+                    rows, _ = await outbox.list_deliveries(limit=1000)
+                    return any(r.job_id == "gated" and r.last_status == 503 for r in rows)
+
+                await until(gated_refused, "the gated job answered 503 while the receiver is up")
                 # Stop half-way: the gated job's deliveries are all still pending.
                 await service.stop()
             rows, _ = await outbox.list_deliveries(limit=1000)
