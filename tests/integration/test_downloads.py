@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import mmap
 import os
 import signal
 import subprocess
@@ -328,3 +329,58 @@ def test_kill_9_mid_file_then_resume(tmp_path: Path) -> None:
     assert total_sent <= size + segment, f"refetched {total_sent - size} bytes"
     assert not Path(f"{dest}.part").exists() and not Path(f"{dest}.part.json").exists()
     os.sync()
+
+
+def direct_io_works(folder: Path) -> bool:
+    """Whether this filesystem takes an aligned O_DIRECT write (tmpfs and some others don't)."""
+    flag = getattr(os, "O_DIRECT", 0)
+    if not flag:
+        return False
+    probe = folder / "direct-probe"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | flag, 0o644)
+    except OSError:
+        return False
+    try:
+        os.pwrite(fd, mmap.mmap(-1, 4096), 0)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+        probe.unlink()
+
+
+def test_whole_chunks_are_written_past_the_page_cache(
+    served: tuple[Path, str], tmp_path: Path
+) -> None:
+    root, sha = served
+    if not direct_io_works(tmp_path):
+        pytest.skip(f"{tmp_path} takes no O_DIRECT writes")
+    tail = SIZE % (64 * KiB)
+    with ModelFileServer(root) as server:
+        result, _ = fetch(server.url("model.bin"), tmp_path / "a" / "model.bin", sha)
+        plain, _ = fetch(
+            server.url("model.bin"), tmp_path / "b" / "model.bin", sha, direct_io=False
+        )
+    assert digest(tmp_path / "a" / "model.bin") == sha == result.sha256
+    assert result.direct_bytes == SIZE - tail, "every whole chunk went past the page cache"
+    assert digest(tmp_path / "b" / "model.bin") == sha and plain.direct_bytes == 0
+
+
+def test_resume_at_an_odd_offset_realigns_and_mixes_both_kinds_of_write(
+    served: tuple[Path, str], tmp_path: Path
+) -> None:
+    root, sha = served
+    if not direct_io_works(tmp_path):
+        pytest.skip(f"{tmp_path} takes no O_DIRECT writes")
+    dest = tmp_path / "model.bin"
+    with ModelFileServer(root, drop_at=0.5) as server:
+        result, _ = fetch(server.url("model.bin"), dest, sha, connections=1)
+        sent = server.bytes_sent("model.bin")
+    assert (SIZE // 2) % 4096, "the drop must fall at an unaligned offset"
+    assert digest(dest) == sha == result.sha256
+    assert sent == SIZE, "the bytes read before the drop were kept, none fetched twice"
+    # buffered: the chunk cut by the drop, the piece up to the next chunk, and the file's tail
+    assert SIZE - result.direct_bytes <= 64 * KiB + SIZE % (64 * KiB)
+    assert result.direct_bytes % 4096 == 0

@@ -61,6 +61,8 @@ class DownloadResult:
     fetched_bytes: int = 0
     rehashed_bytes: int = 0
     readback_bytes: int = 0
+    direct_bytes: int = 0
+    """Bytes written to disk with O_DIRECT, past the page cache."""
     hash_busy_s: float = 0.0
     connections: int = 1
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -141,6 +143,7 @@ class Downloader:
             fetched_bytes=stats.fetched_bytes,
             rehashed_bytes=stats.rehashed_bytes,
             readback_bytes=stats.readback_bytes,
+            direct_bytes=stats.direct_bytes,
             hash_busy_s=stats.hash_busy_s,
             connections=stats.connections,
             notes=tuple(stats.notes),
@@ -161,7 +164,8 @@ class Downloader:
         if streamer is None:
             raise DownloadError(
                 f"{item.name}: no reader for {source.scheme}:// sources in this process",
-                hint="install comfyfleet with the storage extra, or use an https:// source",
+                hint="build the ModelLibrary from settings that have a `storage` section, or"
+                " use an https:// source",
             )
         return StreamTransfer(
             source,

@@ -9,7 +9,9 @@ session's socket, so that reads blocked in other threads return at once.
 
 from __future__ import annotations
 
+import http.client
 import logging
+import mmap
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -146,7 +148,10 @@ class Fetcher:
 
     def _read(self, part: PartFile, opened: Opened, cursor: Cursor, end: int | None) -> None:
         """Read the body into the file from `cursor` to `end`; the cursor moves with every
-        chunk, so a failure leaves it where the good bytes end."""
+        chunk, so a failure leaves it where the good bytes end.
+
+        Each chunk is filled whole and ends on a multiple of the chunk size (a resume at an odd
+        offset first reads up to the next one), so the part file can write it with O_DIRECT."""
         response = opened.response
         hasher = part.hasher
         while end is None or cursor.position < end:
@@ -154,15 +159,15 @@ class Fetcher:
             if self.stopping():
                 raise Cancelled(self.label)
             buffer = hasher.take_buffer()
-            want = len(buffer) if end is None else min(len(buffer), end - position)
-            n = response.readinto(memoryview(buffer)[:want])
-            if not n:
+            size = len(buffer)
+            want = size - position % size
+            if end is not None:
+                want = min(want, end - position)
+            if _fill(response, memoryview(buffer)[:want], part, cursor, buffer) < want:
                 if end is None:
-                    part.state.total = position
+                    part.state.total = cursor.position
                     return
-                raise Transient(f"connection closed at byte {position} of {end}")
-            part.write(position, buffer, n)
-            cursor.position = position + n
+                raise Transient(f"connection closed at byte {cursor.position} of {end}")
 
     def _recover(
         self, session: HttpSession, opened: Opened | None, exc: BaseException, failures: int
@@ -187,3 +192,27 @@ class Fetcher:
         log.info("%s: %s; retry %d in %.1fs", self.label, exc, failures, delay)
         if self.cancelled.wait(delay):
             raise Cancelled(self.label) from exc
+
+
+def _fill(
+    response: http.client.HTTPResponse,
+    view: memoryview,
+    part: PartFile,
+    cursor: Cursor,
+    buffer: mmap.mmap,
+) -> int:
+    """Read until `view` is full or the body ends, write what came to `part` at the cursor and
+    move it; what came before a failure is written too, so no good byte is fetched twice."""
+    filled = 0
+    try:
+        while filled < len(view):
+            n = response.readinto(view[filled:])
+            if not n:
+                break
+            filled += n
+    finally:
+        view.release()
+        if filled:
+            part.write(cursor.position, buffer, filled)
+            cursor.position += filled
+    return filled

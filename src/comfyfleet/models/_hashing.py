@@ -12,6 +12,7 @@ the partial file.
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import queue
 import threading
@@ -21,6 +22,10 @@ from comfyfleet.models._ranges import RangeSet
 
 _READ = 4 * 1024 * 1024
 _STOP = (-1, b"", 0)
+
+Chunk = bytearray | bytes | mmap.mmap
+"""Bytes handed to the hasher; the pool's own buffers are page-aligned anonymous maps, so that
+the part file can write them with O_DIRECT (see `_partfile`)."""
 
 
 def sha256_file(path: os.PathLike[str] | str, chunk: int = _READ) -> str:
@@ -55,11 +60,11 @@ class OrderedHasher:
         self._written = RangeSet(on_disk or ())
         self._pending: dict[int, memoryview] = {}
         self._pending_bytes = 0
-        self._owners: dict[int, bytearray] = {}
+        self._owners: dict[int, mmap.mmap] = {}
         self.buffer_limit = buffer_limit
         self.chunk_bytes = chunk_bytes
-        self._queue: queue.Queue[tuple[int, bytearray | bytes, int]] = queue.Queue(queue_items)
-        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        self._queue: queue.Queue[tuple[int, Chunk, int]] = queue.Queue(queue_items)
+        self._free: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self.rehashed_bytes = 0
@@ -68,14 +73,15 @@ class OrderedHasher:
         """Seconds the hasher thread spent hashing or reading back."""
 
     # --- the workers' side -----------------------------------------------------------------
-    def take_buffer(self) -> bytearray:
-        """A buffer of `chunk_bytes` to read into and then hand over with :meth:`feed`."""
+    def take_buffer(self) -> mmap.mmap:
+        """A page-aligned buffer of `chunk_bytes` to read into and then hand over with
+        :meth:`feed`; buffers come back to a pool once hashed."""
         try:
             return self._free.get_nowait()
         except queue.Empty:
-            return bytearray(self.chunk_bytes)
+            return mmap.mmap(-1, self.chunk_bytes)
 
-    def feed(self, offset: int, buffer: bytearray | bytes, length: int) -> None:
+    def feed(self, offset: int, buffer: Chunk, length: int) -> None:
         """Hand over `buffer[:length]`, already written at `offset` (blocks when far behind)."""
         if self._error is not None:
             raise self._error
@@ -129,7 +135,7 @@ class OrderedHasher:
             if offset < 0:
                 return
 
-    def _take(self, offset: int, buffer: bytearray | bytes, length: int) -> None:
+    def _take(self, offset: int, buffer: Chunk, length: int) -> None:
         self._written.add(offset, offset + length)
         view = memoryview(buffer)[:length]
         if offset <= self.position < offset + length:
@@ -140,14 +146,14 @@ class OrderedHasher:
         elif offset > self.position and self._pending_bytes + length <= self.buffer_limit:
             self._pending[offset] = view
             self._pending_bytes += length
-            if isinstance(buffer, bytearray):
+            if isinstance(buffer, mmap.mmap):
                 self._owners[offset] = buffer
         else:  # behind the front (a duplicate) or no room: it is on disk anyway
             view.release()
             self._release(buffer)
 
-    def _release(self, buffer: bytearray | bytes) -> None:
-        if isinstance(buffer, bytearray) and len(buffer) == self.chunk_bytes:
+    def _release(self, buffer: Chunk) -> None:
+        if isinstance(buffer, mmap.mmap) and len(buffer) == self.chunk_bytes:
             self._free.put(buffer)
 
     def _advance(self, resuming: bool = False) -> None:

@@ -70,6 +70,12 @@ class ModelSettings(BaseModel):
         default=True, description="fsync a finished file before it gets its final name"
     )
     preallocate: bool = Field(default=True, description="reserve the file's blocks before writing")
+    direct_io: bool = Field(
+        default=True,
+        description="write whole aligned chunks with O_DIRECT where the filesystem allows it:"
+        " no copy into the page cache, and the disk writes while the network reads, so the"
+        " final fsync has almost nothing left to do",
+    )
     url_cache_folder: str = Field(
         default="comfyfleet-url-cache",
         pattern=r"^[A-Za-z0-9._-]+$",

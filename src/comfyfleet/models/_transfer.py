@@ -30,6 +30,7 @@ class TransferStats:
     fetched_bytes: int = 0
     rehashed_bytes: int = 0
     readback_bytes: int = 0
+    direct_bytes: int = 0
     hash_busy_s: float = 0.0
     connections: int = 1
     notes: list[str] = field(default_factory=list)
@@ -94,5 +95,6 @@ class Transfer(ABC):
             stats.fetched_bytes = part.fetched
             stats.rehashed_bytes = part.hasher.rehashed_bytes
             stats.readback_bytes = part.hasher.readback_bytes
+            stats.direct_bytes = part.direct_bytes
             stats.hash_busy_s = part.hasher.busy_s
         return TransferResult(self.final, size, digest, self.stats)
