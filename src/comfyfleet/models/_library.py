@@ -16,6 +16,7 @@ from comfyfleet.models._errors import ModelError
 from comfyfleet.models._folders import ModelFolders
 from comfyfleet.models._index import ModelEntry, ModelIndex, PresetStatus
 from comfyfleet.models._manifest import Catalog
+from comfyfleet.models._objects import object_streamers
 from comfyfleet.models._progress import ProgressCallback
 from comfyfleet.models._settings import ModelSettings, model_settings_of
 from comfyfleet.models._sources import check_source, source_basename
@@ -54,10 +55,14 @@ class ModelLibrary:
 
     @classmethod
     def from_settings(cls, settings: Any, **kwargs: Any) -> ModelLibrary:
-        """From a :class:`comfyfleet.config.Settings` (its `models` section where it has one)."""
+        """From a :class:`comfyfleet.config.Settings` (its `models` section where it has one;
+        `s3://` and `az://` sources are read with its `storage` settings)."""
         from comfyfleet.workspace import Workspace
 
         workspace = Workspace.from_settings(settings)
+        storage = getattr(settings, "storage", None)
+        if storage is not None and "streamers" not in kwargs:
+            kwargs["streamers"] = object_streamers(storage)
         return cls(
             ModelFolders.from_settings(settings),
             model_settings_of(settings),

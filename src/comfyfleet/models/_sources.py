@@ -3,7 +3,8 @@
   https://host/path            plain HTTP(S)
   hf://org/repo/path@revision  Hugging Face (revision defaults to main; token from HF_TOKEN)
   civitai://MODEL_VERSION_ID   Civitai (token from CIVITAI_API_TOKEN)
-  s3://bucket/key              read through a pluggable streamer (comfyfleet.storage)
+  s3://bucket/key              read through a pluggable streamer (comfyfleet.storage), with
+  az://container/blob          the storage settings' endpoint and credentials
   /abs/path, ./rel, file://... a local file, copied
 
 The base URLs of hf:// and civitai:// come from :class:`ModelSettings`, so tests point them at
@@ -24,7 +25,7 @@ from comfyfleet.models._settings import ModelSettings
 
 HF_TOKEN_ENV = "HF_TOKEN"
 CIVITAI_TOKEN_ENV = "CIVITAI_API_TOKEN"
-_URL_SCHEMES = ("http://", "https://", "hf://", "civitai://", "s3://", "file://")
+_URL_SCHEMES = ("http://", "https://", "hf://", "civitai://", "s3://", "az://", "file://")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 Kind = Literal["http", "stream"]
@@ -60,14 +61,15 @@ def check_source(text: str) -> str:
         _split_hf(text)
     elif text.startswith("civitai://"):
         _civitai_id(text)
-    elif text.startswith("s3://"):
+    elif text.startswith(("s3://", "az://")):
         parts = text[5:].split("/", 1)
         if len(parts) != 2 or not parts[0] or not parts[1]:
-            raise ManifestError(f"source {text!r} must be s3://BUCKET/KEY")
+            scheme = text[:2]
+            raise ManifestError(f"source {text!r} must be {scheme}://CONTAINER/KEY")
     elif "://" in text and not text.startswith("file://"):
         raise ManifestError(
-            f"source {text!r} has an unknown scheme (use https://, hf://, civitai://, s3:// or a"
-            " local path)"
+            f"source {text!r} has an unknown scheme (use https://, hf://, civitai://, s3://,"
+            " az:// or a local path)"
         )
     return text
 
@@ -107,8 +109,8 @@ def resolve_source(
         return _with_token(text, url, "civitai", CIVITAI_TOKEN_ENV, env)
     if text.startswith(("http://", "https://")):
         return ResolvedSource(text, "http", text, text.split("://", 1)[0])
-    if text.startswith("s3://"):
-        return ResolvedSource(text, "stream", text, "s3")
+    if text.startswith(("s3://", "az://")):
+        return ResolvedSource(text, "stream", text, text[:2])
     path = unquote(text[len("file://") :]) if text.startswith("file://") else text
     return ResolvedSource(text, "stream", path, "file")
 

@@ -8,7 +8,8 @@ size is checked before the body is read, and the body is cut one byte past the l
 from __future__ import annotations
 
 import asyncio
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, closing
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,6 +27,24 @@ async def read_url(url: str, settings: StorageSettings, *, max_bytes: int) -> by
     key), AccessDenied (the credentials may not read it), StorageUnavailable (the store is
     unreachable or busy), ObjectTooLarge (over `max_bytes`), or StorageConfigError (a URL this
     function does not read, or unusable settings)."""
+    scheme, container, name = _object_of(url)
+    if scheme == "s3":
+        return await asyncio.to_thread(_read_s3, settings, container, name, max_bytes)
+    return await asyncio.to_thread(_read_azure, settings, container, name, max_bytes)
+
+
+def stream_url(url: str, settings: StorageSettings, *, offset: int = 0) -> Iterator[bytes]:
+    """The bytes of the object `url` names from `offset` on, in chunks, for files too big to
+    hold (model files). Blocking: iterate it on a worker thread. Raises as :func:`read_url`
+    does, when the first chunk is asked for; an offset at or past the end yields nothing."""
+    scheme, container, name = _object_of(url)
+    if scheme == "s3":
+        return _stream_s3(settings, container, name, offset)
+    return _stream_azure(settings, container, name, offset)
+
+
+def _object_of(url: str) -> tuple[str, str, str]:
+    """(scheme, bucket or container, key) of a URL this module reads."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     container, name = parts.netloc, parts.path.lstrip("/")
@@ -39,9 +58,46 @@ async def read_url(url: str, settings: StorageSettings, *, max_bytes: int) -> by
             f"'{scheme}://{container}/{name}' does not name an object",
             hint=f"write {scheme}://{'BUCKET' if scheme == 's3' else 'CONTAINER'}/KEY",
         )
-    if scheme == "s3":
-        return await asyncio.to_thread(_read_s3, settings, container, name, max_bytes)
-    return await asyncio.to_thread(_read_azure, settings, container, name, max_bytes)
+    return scheme, container, name
+
+
+def _stream_s3(settings: StorageSettings, bucket: str, name: str, offset: int) -> Iterator[bytes]:
+    def mapped() -> AbstractContextManager[None]:  # one context per block: they are one-shot
+        return translated(lambda exc: s3_error(exc, bucket, name, reading=True))
+
+    with closing(build_client(settings)) as client:
+        with mapped():
+            if offset and offset >= client.head_object(Bucket=bucket, Key=name)["ContentLength"]:
+                return
+            ranged = {"Range": f"bytes={offset}-"} if offset else {}
+            response = client.get_object(Bucket=bucket, Key=name, **ranged)
+        with closing(response["Body"]) as body:
+            while True:
+                with mapped():
+                    chunk: bytes = body.read(CHUNK)
+                if not chunk:
+                    return
+                yield chunk
+
+
+def _stream_azure(
+    settings: StorageSettings, container: str, name: str, offset: int
+) -> Iterator[bytes]:
+    def mapped() -> AbstractContextManager[None]:
+        return translated(lambda exc: azure_error(exc, container, name, reading=True))
+
+    with closing(build_service(settings)) as service:
+        with mapped():
+            blob = service.get_blob_client(container, name)
+            if offset and offset >= blob.get_blob_properties().size:
+                return
+            chunks = blob.download_blob(offset=offset or None).chunks()
+        while True:
+            with mapped():
+                chunk: bytes | None = next(chunks, None)
+            if chunk is None:
+                return
+            yield chunk
 
 
 def _read_s3(settings: StorageSettings, bucket: str, name: str, max_bytes: int) -> bytes:
