@@ -89,7 +89,7 @@ def install_command(
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
-        DownloadColumn(),
+        DownloadColumn(binary_units=True),  # MiB and GiB, as `models list` shows sizes
         TransferSpeedColumn(),
         TimeRemainingColumn(),
     )
