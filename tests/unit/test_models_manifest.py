@@ -35,7 +35,11 @@ def test_shipped_presets_have_real_sizes_and_hashes() -> None:
     assert sd15.sha256 == "6ce0161689b3853acaa03779ec93eafe75a02f4ced659bee03f50797806fa2fa"
     for preset in catalog.presets.values():
         for file in preset.files:
-            assert file.sha256 is None or len(file.sha256) == 64
+            assert file.sha256 is not None or file.git_blob is not None, file.filename
+    taesd = catalog.preset("taesd").files
+    assert [f.git_blob for f in taesd if f.filename == "taesd_decoder.pth"] == [
+        "5915a429fc08eba4adf62bf74f96705b8b0d5c1f"
+    ]
 
 
 def test_a_manifest_parses_and_lowercases_hashes() -> None:
@@ -56,6 +60,8 @@ def test_a_manifest_parses_and_lowercases_hashes() -> None:
         (('sha256: "', 'sha256: "zz'), "64 hexadecimal"),
         (("https://example.invalid/a.safetensors", "ftp://x/a"), "unknown scheme"),
         (("hf://org/repo/sub/b.bin@v1", "hf://org/b.bin"), "hf://ORG/REPO/PATH"),
+        (("filename: sub/b.bin", "filename: sub/b.bin, git_blob: abc"), "40 hexadecimal"),
+        (("hf://org/repo/sub/b.bin@v1", "az://container-only"), "az://CONTAINER/KEY"),
     ],
 )
 def test_bad_entries_fail_at_load_naming_the_place(change: tuple[str, str], message: str) -> None:

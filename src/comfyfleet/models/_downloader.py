@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import TypeVar
 
 from comfyfleet.models._errors import DownloadError, ModelError
+from comfyfleet.models._expected import Expected
 from comfyfleet.models._hashing import sha256_file
 from comfyfleet.models._http_transfer import HttpTransfer
+from comfyfleet.models._manifest import ModelFile
 from comfyfleet.models._progress import DownloadProgress, Meter, Phase, ProgressCallback, report
 from comfyfleet.models._settings import ModelSettings
 from comfyfleet.models._sources import resolve_source
@@ -43,10 +45,21 @@ class DownloadItem:
     size: int | None = None
     sha256: str | None = None
     label: str | None = None
+    git_blob: str | None = None
+    """The git blob id, for files kept in plain git that publish no sha256 (see `_expected`)."""
+
+    @classmethod
+    def of(cls, file: ModelFile, dest: Path) -> DownloadItem:
+        """The download of a manifest's file to `dest`, held to all the manifest says of it."""
+        return cls(file.source, dest, file.size, file.sha256, git_blob=file.git_blob)
 
     @property
     def name(self) -> str:
         return self.label or self.dest.name
+
+    @property
+    def expected(self) -> Expected:
+        return Expected(self.size, self.sha256, self.git_blob)
 
 
 @dataclass(frozen=True)
@@ -156,8 +169,7 @@ class Downloader:
                 source,
                 item.dest,
                 self.settings,
-                expected_size=item.size,
-                expected_sha256=item.sha256,
+                expected=item.expected,
                 label=item.name,
             )
         streamer = self.streamers.get(source.scheme)
@@ -172,8 +184,7 @@ class Downloader:
             streamer,
             item.dest,
             self.settings,
-            expected_size=item.size,
-            expected_sha256=item.sha256,
+            expected=item.expected,
             label=item.name,
         )
 

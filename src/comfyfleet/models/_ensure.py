@@ -40,12 +40,8 @@ def plan_downloads(
             rewrites.append((need, url_cache.name_for(need.value), dest))
             if not dest.exists():
                 known = catalog.by_source(need.value)
-                items[dest] = DownloadItem(
-                    need.value,
-                    dest,
-                    known.size if known else None,
-                    known.sha256 if known else None,
-                    label=dest.name,
+                items[dest] = (
+                    DownloadItem.of(known, dest) if known else DownloadItem(need.value, dest)
                 )
             continue
         if folders.find(need.folder_type, need.value) is not None:
@@ -56,7 +52,7 @@ def plan_downloads(
                 need.node_id, need.class_type, need.input_name, need.folder_type, need.value
             )
         dest = folders.target(file.type, file.filename)
-        items.setdefault(dest, DownloadItem(file.source, dest, file.size, file.sha256))
+        items.setdefault(dest, DownloadItem.of(file, dest))
     return list(items.values()), rewrites
 
 

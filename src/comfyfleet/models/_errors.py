@@ -47,12 +47,14 @@ class SourceNotFound(DownloadError):
 
 
 class ChecksumMismatch(DownloadError):
-    """The bytes fetched do not hash to the sha256 the manifest promised."""
+    """The bytes fetched do not hash to the sha256 (or git blob id) the manifest promised."""
 
-    def __init__(self, name: str, expected: str, actual: str, url: str = "") -> None:
+    def __init__(
+        self, name: str, expected: str, actual: str, url: str = "", *, algorithm: str = "sha256"
+    ) -> None:
         super().__init__(
-            f"{name}: sha256 mismatch: expected {expected}, got {actual}; the partial file was"
-            " deleted",
+            f"{name}: {algorithm} mismatch: expected {expected}, got {actual}; the partial file"
+            " was deleted",
             hint="the source serves other bytes than the manifest describes: check the URL and"
             " revision, or fix the manifest (`comfyfleet models hash`)",
             url=url,

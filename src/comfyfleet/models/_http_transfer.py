@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from comfyfleet.models._errors import DownloadError, SizeMismatch
+from comfyfleet.models._expected import Expected
 from comfyfleet.models._fetcher import Cursor, Fetcher, Transient
 from comfyfleet.models._http import HttpSession, Opened
 from comfyfleet.models._partfile import PartFile, check_room
@@ -39,16 +40,14 @@ class HttpTransfer(Transfer):
         final: Path,
         settings: ModelSettings,
         *,
-        expected_size: int | None = None,
-        expected_sha256: str | None = None,
+        expected: Expected | None = None,
         label: str | None = None,
     ) -> None:
         super().__init__(
             source,
             final,
             settings,
-            expected_size=expected_size,
-            expected_sha256=expected_sha256,
+            expected=expected,
             label=label,
         )
         self.fetcher = Fetcher(source, settings, self.label, self.cancelled)
@@ -59,8 +58,8 @@ class HttpTransfer(Transfer):
 
     # --- the whole file --------------------------------------------------------------------
     def run(self) -> TransferResult:
-        if self.expected_size is not None:  # a full disk fails before the first request
-            check_room(part_path(self.final), self.expected_size, self.settings, self.label)
+        if self.expected.size is not None:  # a full disk fails before the first request
+            check_room(part_path(self.final), self.expected.size, self.settings, self.label)
         restarts = 0
         while True:
             try:
@@ -128,11 +127,11 @@ class HttpTransfer(Transfer):
 
     def _check_size(self, session: HttpSession, opened: Opened) -> None:
         total = opened.total
-        if self.expected_size is not None and total is not None and total != self.expected_size:
+        if self.expected.size is not None and total is not None and total != self.expected.size:
             session.discard(opened)
             raise SizeMismatch(
                 f"{self.label}: the server's file has {total} bytes, the manifest says"
-                f" {self.expected_size}",
+                f" {self.expected.size}",
                 hint="the source changed or the manifest is wrong: check both",
                 url=self.source.url,
             )

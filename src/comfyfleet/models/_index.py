@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from comfyfleet.models._errors import ModelNotFound
+from comfyfleet.models._expected import git_blob_id
 from comfyfleet.models._folders import ModelFolders
 from comfyfleet.models._hashing import sha256_file
 from comfyfleet.models._manifest import ModelFile, Preset
@@ -171,7 +172,11 @@ class ModelIndex:
         if file.size is not None and path.stat().st_size != file.size:
             return FileStatus(file, "wrong_size", path)
         if file.sha256 is None:
-            return FileStatus(file, "unverified", path)
+            if file.git_blob is None or not verify:
+                return FileStatus(file, "unverified", path)
+            return FileStatus(
+                file, "ok" if _git_blob_of(path) == file.git_blob else "wrong_hash", path
+            )
         sha = self.hash_of(path, compute=verify)
         if sha is None:
             return FileStatus(file, "unverified", path)
@@ -204,3 +209,11 @@ def _files(folder: Path) -> list[Path]:
                 continue
             found.append(Path(directory) / name)
     return found
+
+
+def _git_blob_of(path: Path) -> str:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return git_blob_id(fd, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)

@@ -89,8 +89,7 @@ class ModelLibrary:
     def preset_items(self, name: str) -> list[DownloadItem]:
         preset = self.catalog.preset(name)
         return [
-            DownloadItem(f.source, self.folders.target(f.type, f.filename), f.size, f.sha256)
-            for f in preset.files
+            DownloadItem.of(f, self.folders.target(f.type, f.filename)) for f in preset.files
         ]
 
     def source_item(
@@ -117,6 +116,7 @@ class ModelLibrary:
             self.folders.target(kind, name),  # an unknown folder type is a ModelError here
             size if size is not None else (known.size if known else None),
             sha256 or (known.sha256 if known else None),
+            git_blob=known.git_blob if known and not sha256 else None,
         )
 
     async def install_preset(

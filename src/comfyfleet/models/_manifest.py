@@ -12,6 +12,7 @@ presets:
         filename: v1-5-pruned-emaonly.safetensors
         size: 4265146304             # optional, recommended
         sha256: 6ce0161689b3...      # optional, recommended (`comfyfleet models hash` fills it)
+        # git_blob: 5915a429...      # a file kept in plain git: its blob id (see `_expected`)
 models:                              # files known without a preset (fetch-before-run)
   - {source: ..., type: loras, filename: ...}
 ```
@@ -35,6 +36,7 @@ from comfyfleet.models._errors import ManifestError, PresetNotFound
 from comfyfleet.models._sources import check_source
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_GIT_BLOB = re.compile(r"^[0-9a-f]{40}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -73,6 +75,8 @@ class ModelFile(BaseModel):
     filename: str
     size: int | None = Field(default=None, ge=0)
     sha256: str | None = None
+    git_blob: str | None = None
+    """For a file kept in plain git (no sha256 published): its blob id in the pinned commit."""
 
     @field_validator("source")
     @classmethod
@@ -100,6 +104,16 @@ class ModelFile(BaseModel):
         value = value.strip().lower()
         if not _SHA256.match(value):
             raise ValueError("sha256 must be 64 hexadecimal digits")
+        return value
+
+    @field_validator("git_blob")
+    @classmethod
+    def _git_blob(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().lower()
+        if not _GIT_BLOB.match(value):
+            raise ValueError("git_blob must be 40 hexadecimal digits (a git object id)")
         return value
 
     @property

@@ -26,6 +26,7 @@ import threading
 from pathlib import Path
 
 from comfyfleet.models._errors import ChecksumMismatch, InsufficientSpace, SizeMismatch
+from comfyfleet.models._expected import Expected, git_blob_id
 from comfyfleet.models._hashing import Chunk, OrderedHasher
 from comfyfleet.models._progress import human_size
 from comfyfleet.models._ranges import RangeSet
@@ -217,26 +218,34 @@ class PartFile:
         finally:
             self._close()
 
-    def commit(self, size: int, expected_size: int | None, expected_sha256: str | None) -> str:
+    def commit(self, size: int, expected: Expected) -> str:
         """Finish hashing, verify, and give the file its final name; returns the sha256."""
+        blob = None
         try:
             digest = self.hasher.finish(size)
             os.ftruncate(self.fd, size)
+            if expected.git_blob is not None and expected.size in (None, size):
+                blob = git_blob_id(self.fd, size)
             if self.settings.fsync_commit:
                 os.fsync(self.fd)  # the inode's: it covers the O_DIRECT writes' metadata too
         finally:
             self._close()
         url = self.state.url
-        if expected_size is not None and size != expected_size:
+        if expected.size is not None and size != expected.size:
             discard_partial(self.final)
             raise SizeMismatch(
-                f"{self.label}: got {size} bytes, the manifest says {expected_size}",
+                f"{self.label}: got {size} bytes, the manifest says {expected.size}",
                 hint="fix the manifest's size, or check the source",
                 url=url,
             )
-        if expected_sha256 is not None and digest != expected_sha256.lower():
+        if expected.sha256 is not None and digest != expected.sha256.lower():
             discard_partial(self.final)
-            raise ChecksumMismatch(self.label, expected_sha256.lower(), digest, url)
+            raise ChecksumMismatch(self.label, expected.sha256.lower(), digest, url)
+        if expected.git_blob is not None and blob != expected.git_blob.lower():
+            discard_partial(self.final)
+            raise ChecksumMismatch(
+                self.label, expected.git_blob.lower(), str(blob), url, algorithm="git blob id"
+            )
         os.replace(self.path, self.final)
         state_path(self.final).unlink(missing_ok=True)
         if self.settings.fsync_commit:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from comfyfleet.models._errors import DownloadError, SourceNotFound
+from comfyfleet.models._expected import Expected
 from comfyfleet.models._partfile import PartFile
 from comfyfleet.models._ranges import RangeSet
 from comfyfleet.models._settings import ModelSettings
@@ -51,16 +52,14 @@ class StreamTransfer(Transfer):
         final: Path,
         settings: ModelSettings,
         *,
-        expected_size: int | None = None,
-        expected_sha256: str | None = None,
+        expected: Expected | None = None,
         label: str | None = None,
     ) -> None:
         super().__init__(
             source,
             final,
             settings,
-            expected_size=expected_size,
-            expected_sha256=expected_sha256,
+            expected=expected,
             label=label,
         )
         self.streamer = streamer

@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from comfyfleet.models._expected import Expected
 from comfyfleet.models._partfile import PartFile
 from comfyfleet.models._settings import ModelSettings
 from comfyfleet.models._sources import ResolvedSource
@@ -54,19 +55,17 @@ class Transfer(ABC):
         final: Path,
         settings: ModelSettings,
         *,
-        expected_size: int | None = None,
-        expected_sha256: str | None = None,
+        expected: Expected | None = None,
         label: str | None = None,
     ) -> None:
         self.source = source
         self.final = final
         self.settings = settings
-        self.expected_size = expected_size
-        self.expected_sha256 = expected_sha256
+        self.expected = expected or Expected()
         self.label = label or final.name
         self.cancelled = threading.Event()
         self.part: PartFile | None = None
-        self.total: int | None = expected_size
+        self.total: int | None = self.expected.size
         self.stats = TransferStats()
 
     @property
@@ -89,7 +88,7 @@ class Transfer(ABC):
         self.part = part
         size = part.state.total if part.state.total is not None else part.done
         try:
-            digest = part.commit(size, self.expected_size, self.expected_sha256)
+            digest = part.commit(size, self.expected)
         finally:
             stats = self.stats
             stats.fetched_bytes = part.fetched
