@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,30 +23,12 @@ from comfyfleet.models._ranges import RangeSet
 from comfyfleet.models._state import PartState, part_path, save_state
 from comfyfleet.storage import StorageSettings
 from tests.storage_servers import (
-    AzuriteMissing,
     AzuriteServer,
     S3Server,
-    azurite_server,
     down_url,
-    moto_s3_server,
 )
 
 SIZE = 3 * 1024 * 1024 + 77
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    with moto_s3_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def azurite() -> Iterator[AzuriteServer]:
-    try:
-        with azurite_server() as server:
-            yield server
-    except AzuriteMissing as exc:
-        pytest.skip(f"Azurite is not available: {exc}")
 
 
 def model_bytes(seed: int) -> bytes:

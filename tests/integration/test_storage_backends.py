@@ -35,7 +35,6 @@ from comfyfleet.storage import (
     read_url,
 )
 from tests.storage_servers import (
-    AzuriteMissing,
     AzuriteServer,
     PutReceiver,
     S3Server,
@@ -55,21 +54,6 @@ S = TypeVar("S", bound=Storage)
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture(scope="session")
-def s3() -> Iterator[S3Server]:
-    with moto_s3_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def azurite() -> Iterator[AzuriteServer]:
-    try:
-        with azurite_server() as server:
-            yield server
-    except AzuriteMissing as exc:
-        pytest.skip(f"Azurite is not available: {exc}")
 
 
 def unique(stem: str) -> str:

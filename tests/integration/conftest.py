@@ -1,0 +1,30 @@
+"""Servers shared by the integration tests of one run: S3 (moto) and Azure Blob (Azurite)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.storage_servers import (
+    AzuriteMissing,
+    AzuriteServer,
+    S3Server,
+    azurite_server,
+    moto_s3_server,
+)
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    with moto_s3_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[AzuriteServer]:
+    try:
+        with azurite_server() as server:
+            yield server
+    except AzuriteMissing as exc:
+        pytest.skip(f"Azurite is not available: {exc}")
