@@ -6,8 +6,8 @@ go to disk (`pwrite`), to the in-order hasher, and into the list of good ranges;
 process refetches at most that much. A killed process loses nothing it wrote (the page cache
 outlives it), so the data is fsynced before a state write only with `fsync_checkpoints`; after a
 power cut without it, the sha256 check at the end catches bytes the state claimed but lost.
-:meth:`commit` checks size and sha256 and renames the file to its final name, the only way a
-file ever gets that name.
+:meth:`commit` checks size, sha256 and any git blob id expected, and renames the file to its
+final name, the only way a file ever gets that name.
 
 Whole chunks from the hasher's pool (page-aligned, at aligned offsets) are written with O_DIRECT
 where the filesystem allows it: the bytes go from the network buffer to the disk without a copy
