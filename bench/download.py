@@ -9,6 +9,7 @@ hashing cost (seconds the hasher thread was busy, and bytes it had to read back 
 they could not be buffered), and a plain sha256 of the file for scale.
 
 Usage: python bench/download.py [--size-mib 1024] [--rounds 3] [--connections 4]
+                                [--no-fsync] [--no-direct-io]
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ def main() -> None:
     parser.add_argument(
         "--no-fsync", action="store_true", help="skip the fsync before the final rename (as curl)"
     )
+    parser.add_argument(
+        "--no-direct-io", action="store_true", help="write through the page cache, as curl does"
+    )
     args = parser.parse_args()
     if shutil.which("curl") is None:
         raise SystemExit("curl is not installed: nothing to compare with")
@@ -82,6 +86,7 @@ def main() -> None:
         connections=args.connections,
         checkpoint_bytes=args.checkpoint_mib * MiB,
         fsync_commit=not args.no_fsync,
+        direct_io=not args.no_direct_io,
         free_space_margin_bytes=0,
     )
     with tempfile.TemporaryDirectory(prefix="bench-download-") as scratch:
