@@ -331,32 +331,29 @@ def test_kill_9_mid_file_then_resume(tmp_path: Path) -> None:
     os.sync()
 
 
-def direct_io_works(folder: Path) -> bool:
-    """Whether this filesystem takes an aligned O_DIRECT write (tmpfs and some others don't)."""
-    flag = getattr(os, "O_DIRECT", 0)
-    if not flag:
-        return False
-    probe = folder / "direct-probe"
+@pytest.fixture
+def direct_io(tmp_path: Path) -> None:
+    """Skips a test where this filesystem takes no aligned O_DIRECT write (tmpfs, some others)."""
+    flag = getattr(os, "O_DIRECT", None)
+    if flag is None:
+        pytest.skip("this platform has no O_DIRECT")
+    probe = tmp_path / "direct-probe"
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | flag, 0o644)
-    except OSError:
-        return False
-    try:
-        os.pwrite(fd, mmap.mmap(-1, 4096), 0)
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-        probe.unlink()
+        try:
+            os.pwrite(fd, mmap.mmap(-1, 4096), 0)
+        finally:
+            os.close(fd)
+            probe.unlink()
+    except OSError as exc:
+        pytest.skip(f"{tmp_path} takes no O_DIRECT writes: {exc}")
 
 
+@pytest.mark.usefixtures("direct_io")
 def test_whole_chunks_are_written_past_the_page_cache(
     served: tuple[Path, str], tmp_path: Path
 ) -> None:
     root, sha = served
-    if not direct_io_works(tmp_path):
-        pytest.skip(f"{tmp_path} takes no O_DIRECT writes")
     tail = SIZE % (64 * KiB)
     with ModelFileServer(root) as server:
         result, _ = fetch(server.url("model.bin"), tmp_path / "a" / "model.bin", sha)
@@ -368,12 +365,11 @@ def test_whole_chunks_are_written_past_the_page_cache(
     assert digest(tmp_path / "b" / "model.bin") == sha and plain.direct_bytes == 0
 
 
+@pytest.mark.usefixtures("direct_io")
 def test_resume_at_an_odd_offset_realigns_and_mixes_both_kinds_of_write(
     served: tuple[Path, str], tmp_path: Path
 ) -> None:
     root, sha = served
-    if not direct_io_works(tmp_path):
-        pytest.skip(f"{tmp_path} takes no O_DIRECT writes")
     dest = tmp_path / "model.bin"
     with ModelFileServer(root, drop_at=0.5) as server:
         result, _ = fetch(server.url("model.bin"), dest, sha, connections=1)
