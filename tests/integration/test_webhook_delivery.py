@@ -205,7 +205,7 @@ def test_every_event_arrives_once_in_order_through_downtime_and_a_restart(tmp_pa
             await until(all_refused_once, "the first attempts against a closed port")
             rows, _ = await outbox.list_deliveries(limit=1000)
             assert {r.state for r in rows} == {"pending"}
-            assert any("Connect" in (r.last_error or "") for r in rows)
+            assert any("cannot connect to 127.0.0.1" in (r.last_error or "") for r in rows)
 
             inbox.closed_jobs.add("gated")
             with receiver(port, inbox):

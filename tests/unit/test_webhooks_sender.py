@@ -1,6 +1,7 @@
-"""The sender, against an in-process receiver (httpx's mock transport) and a hand-moved clock:
-signed requests, per-job order, backoff inside its bounds, dead letters, 410, redeliver, and
-errors that say what happened without the secret."""
+"""The sender, against an in-process receiver (httpx's mock transport), a hand-written resolver
+and a hand-moved clock: signed requests, per-job order, backoff inside its bounds, dead letters,
+410, redeliver, errors that say what happened without the secret, and requests that go to the
+address that was checked."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from comfyfleet.netguard import GuardedClient, NetPolicy
 from comfyfleet.webhooks import (
     DeliveryState,
     MemoryOutbox,
     NewDelivery,
-    PrivateAddressGuard,
     Sender,
     WebhookSettings,
     backoff_delay,
@@ -70,23 +71,34 @@ def settings(**changes: Any) -> WebhookSettings:
     return WebhookSettings.model_validate(values | changes)
 
 
+class Dns:
+    """Answers every name with the next address of `answers` (the last one repeats)."""
+
+    def __init__(self, *answers: str) -> None:
+        self.answers = list(answers or ["127.0.0.1"])
+        self.asked: list[str] = []
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        self.asked.append(host)
+        return [self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]]
+
+
 def make_sender(
     outbox: MemoryOutbox,
     handler: Callable[[httpx.Request], Any],
     clock: Clock,
     config: WebhookSettings,
     rand: Callable[[], float] = lambda: 1.0,
+    dns: Dns | None = None,
 ) -> Sender:
-    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    return Sender(
-        outbox,
-        client,
-        secret=SECRET,
-        settings=config,
-        guard=PrivateAddressGuard(allow_private=config.allow_private_targets),
-        clock=clock,
-        rand=rand,
+    http = GuardedClient(
+        NetPolicy(allow_private=config.allow_private_targets),
+        timeout_s=config.timeout_s,
+        max_redirects=0,
+        resolve=dns or Dns(),
+        transport=httpx.MockTransport(handler),
     )
+    return Sender(outbox, http, secret=SECRET, settings=config, clock=clock, rand=rand)
 
 
 async def fill(outbox: MemoryOutbox, plan: list[str], url: str = "http://hooks.test") -> None:
@@ -116,7 +128,6 @@ def test_a_2xx_answer_delivers_a_signed_request() -> None:
         await fill(outbox, ["a"])
         sender = make_sender(outbox, receiver, clock, settings())
         [outcome] = await sender.send_due()
-        await sender.client.aclose()
         assert outcome.state is DeliveryState.DELIVERED
         row = await outbox.get("msg_1")
         assert (row.state, row.attempts, row.last_status, row.delivered_at) == (
@@ -149,7 +160,6 @@ def test_each_job_gets_its_deliveries_in_order_while_jobs_go_in_parallel() -> No
             await sender.send_due()
             clock.t += 10  # past any backoff (ceiling 8 s)
             rounds += 1
-        await sender.client.aclose()
 
     run(scenario())
     delivered = [(msg, job) for msg, job, code in receiver.got if code == 200]
@@ -181,7 +191,6 @@ def test_a_failed_attempt_is_retried_within_the_backoff_bounds() -> None:
         assert (row.attempts, row.last_status, row.first_attempt_at) == (5, 500, START)
         assert row.last_error == "the receiver answered 500: receiver says no"
         assert SECRET not in row.last_error
-        await sender.client.aclose()
 
     run(scenario())
 
@@ -209,7 +218,6 @@ def test_after_the_retry_window_a_delivery_is_dead_lettered_and_the_next_one_goe
         await outbox.redeliver("msg_1", now=clock.t)
         [outcome] = await sender.send_due()
         assert outcome.state is DeliveryState.DELIVERED
-        await sender.client.aclose()
 
     run(scenario())
     assert [msg for msg, _, code in receiver.got if code == 200] == ["msg_2", "msg_1"]
@@ -223,7 +231,6 @@ def test_410_gone_dead_letters_at_once() -> None:
         await fill(outbox, ["a"])
         sender = make_sender(outbox, receiver, clock, settings())
         [outcome] = await sender.send_due()
-        await sender.client.aclose()
         assert outcome.state is DeliveryState.FAILED
         row = await outbox.get("msg_1")
         assert (row.state, row.attempts, row.last_status) == ("failed", 1, 410)
@@ -244,10 +251,9 @@ def test_connection_errors_and_timeouts_are_retried_with_a_readable_error() -> N
         await fill(outbox, ["down", "slow"])
         sender = make_sender(outbox, handler, clock, settings(timeout_s=0.05))
         outcomes = await sender.send_due()
-        await sender.client.aclose()
         assert [o.state for o in outcomes] == [DeliveryState.PENDING] * 2
         down, slow = await outbox.get("msg_1"), await outbox.get("msg_2")
-        assert down.last_error == "ConnectError: connection refused"
+        assert down.last_error == "cannot connect to hooks.test:80 (127.0.0.1: connection refused)"
         assert slow.last_error == "no answer within 0.05 s"
         assert down.last_status is None and slow.attempts == 1
 
@@ -262,11 +268,9 @@ def test_a_target_the_guard_refuses_is_dead_lettered_without_a_request() -> None
         await fill(outbox, ["a"], url="http://127.0.0.1:9")
         sender = make_sender(outbox, receiver, clock, settings(allow_private_targets=False))
         [outcome] = await sender.send_due()
-        await sender.client.aclose()
         assert outcome.state is DeliveryState.FAILED
         row = await outbox.get("msg_1")
-        assert row.last_error is not None and "127.0.0.1" in row.last_error
-        assert "not a public address" in row.last_error
+        assert row.last_error == "target refused: 127.0.0.1 is a loopback address"
 
     run(scenario())
     assert receiver.got == []
@@ -286,8 +290,56 @@ def test_the_webhook_id_is_stable_across_retries_and_the_timestamp_is_per_attemp
         for _ in range(3):
             await sender.send_due()
             clock.t += 10
-        await sender.client.aclose()
 
     run(scenario())
     assert [msg for msg, _ in seen] == ["msg_1"] * 3
     assert [int(stamp) for _, stamp in seen] == [int(START), int(START) + 10, int(START) + 20]
+
+
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        (
+            "http://metadata.example",
+            "target refused: 169.254.169.254 is a link-local address, the cloud metadata service"
+            " (metadata.example resolves to it)",
+        ),
+        ("gopher://hooks.test", "is not an absolute http or https URL"),
+    ],
+)
+def test_a_name_that_resolves_inside_or_a_bad_url_is_dead_lettered(url: str, error: str) -> None:
+    clock, outbox = Clock(), MemoryOutbox()
+    receiver = Receiver(clock)
+
+    async def scenario() -> None:
+        await fill(outbox, ["a"], url=url)
+        strict = settings(allow_private_targets=False)
+        sender = make_sender(outbox, receiver, clock, strict, dns=Dns("169.254.169.254"))
+        [outcome] = await sender.send_due()
+        assert outcome.state is DeliveryState.FAILED
+        row = await outbox.get("msg_1")
+        assert row.last_error is not None and error in row.last_error
+
+    run(scenario())
+    assert receiver.got == []
+
+
+def test_each_attempt_goes_to_the_address_it_checked_not_to_a_second_lookup() -> None:
+    clock, outbox = Clock(), MemoryOutbox()
+    seen: list[tuple[str, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.url.host, request.headers["host"]))
+        return httpx.Response(503)
+
+    async def scenario() -> None:
+        await fill(outbox, ["a"], url="http://hooks.test:8080/a")
+        dns = Dns("127.0.0.7", "127.0.0.9")  # the second attempt's answer differs
+        sender = make_sender(outbox, handler, clock, settings(), dns=dns)
+        await sender.send_due()
+        clock.t += 10
+        await sender.send_due()
+        assert dns.asked == ["hooks.test", "hooks.test"], "one lookup per attempt"
+
+    run(scenario())
+    assert seen == [("127.0.0.7", "hooks.test:8080"), ("127.0.0.9", "hooks.test:8080")]

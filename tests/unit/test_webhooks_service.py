@@ -41,6 +41,11 @@ def settings(**changes: Any) -> WebhookSettings:
     return WebhookSettings.model_validate(values | changes)
 
 
+async def local_dns(host: str, port: int) -> list[str]:
+    """Every name is this machine (the mock transport answers; nothing is sent)."""
+    return ["127.0.0.1"]
+
+
 async def until(check: Callable[[], Coroutine[Any, Any, bool]], limit_s: float = 10) -> None:
     """Wait until `check()` holds; the limit only stops a broken test from hanging."""
     async with asyncio.timeout(limit_s):
@@ -75,7 +80,11 @@ def test_notified_events_are_delivered_in_order_and_verified() -> None:
 
     async def scenario() -> None:
         service = WebhookService(
-            source, outbox, settings(concurrency=2), transport=httpx.MockTransport(receiver)
+            source,
+            outbox,
+            settings(concurrency=2),
+            resolve=local_dns,
+            transport=httpx.MockTransport(receiver),
         )
         async with service:
             for i in range(4):
@@ -114,6 +123,7 @@ def test_stop_is_prompt_with_retries_waiting_and_keeps_them() -> None:
             source,
             outbox,
             config,
+            resolve=local_dns,
             transport=httpx.MockTransport(lambda r: httpx.Response(500)),
             rand=lambda: 1.0,
         )
@@ -150,6 +160,7 @@ def test_stop_lets_an_attempt_on_the_wire_finish_or_leaves_it_pending(grace: flo
             source,
             outbox,
             settings(stop_grace_s=grace),
+            resolve=local_dns,
             transport=httpx.MockTransport(receiver),
         )
         service.start()
@@ -180,7 +191,7 @@ def test_a_redelivered_dead_letter_goes_out_when_the_sender_is_woken() -> None:
 
     async def scenario() -> None:
         async with WebhookService(
-            source, outbox, settings(), transport=httpx.MockTransport(receiver)
+            source, outbox, settings(), resolve=local_dns, transport=httpx.MockTransport(receiver)
         ) as service:
             service.notify()
             await until(lambda: _all(outbox, "failed", 1))

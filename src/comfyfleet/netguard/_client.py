@@ -74,7 +74,9 @@ class GuardedClient:
     """Sends requests only to addresses that `policy` allows (see the module docstring).
 
     `resolve` replaces the system resolver (tests map names to local servers with it); `verify`
-    is passed to httpx (an `ssl.SSLContext` with a private CA, or False).
+    is passed to httpx (an `ssl.SSLContext` with a private CA, or False), and so is `transport`
+    (tests answer in-process with `httpx.MockTransport`; the request still goes to the checked
+    address, with the name in `Host`).
     """
 
     def __init__(
@@ -86,8 +88,10 @@ class GuardedClient:
         resolve: Resolver = system_resolve,
         verify: ssl.SSLContext | bool = True,
         user_agent: str = "comfyfleet",
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.policy = policy or NetPolicy()
+        self._transport = transport
         self.max_redirects = max_redirects
         self._timeout = httpx.Timeout(timeout_s)
         self._resolve = resolve
@@ -119,6 +123,7 @@ class GuardedClient:
         """
         first = parse_url(url)
         async with httpx.AsyncClient(
+            transport=self._transport,
             verify=self._tls(),
             timeout=self._timeout,
             trust_env=False,

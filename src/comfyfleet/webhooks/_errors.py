@@ -19,10 +19,6 @@ class WebhookConfigError(WebhookError):
     """A job's `webhook` option, a target URL, or the signing secret is unusable."""
 
 
-class WebhookTargetRefused(WebhookConfigError):
-    """A webhook URL points at an address this service may not call (loopback, private...)."""
-
-
 class DeliveryNotFound(WebhookError):
     """No delivery has that id."""
 

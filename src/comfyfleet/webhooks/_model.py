@@ -116,8 +116,8 @@ def normalise_events(names: Iterable[str]) -> frozenset[str]:
 def parse_webhook(value: Any, *, default_events: Iterable[str]) -> WebhookTarget:
     """Check a job's `webhook` option (`{"url": ..., "events": [...] | None}`).
 
-    Only the shape is checked here; where the URL points is the target guard's business (it
-    resolves host names, so it runs again on every attempt)."""
+    Only the shape is checked here; where the URL points is checked by the sender on every
+    attempt (host names resolve to other addresses over time), against the network policy."""
     if not isinstance(value, Mapping):
         raise WebhookConfigError(
             "'webhook' must be an object", hint='e.g. {"url": "https://example.com/hook"}'

@@ -5,9 +5,14 @@ an exponential delay with full jitter (uniform between 0 and `initial * 2**(n-1)
 `max_backoff_s`), until `retry_for_s` has passed since the first attempt: the last try lands on
 that deadline, and if it fails too the delivery is dead-lettered (`failed`) and the job's next
 delivery goes ahead. Two answers dead-letter at once: 410 Gone (the receiver says this endpoint
-is gone for good, per Standard Webhooks) and a target the guard refuses (it will not become
-allowed by waiting). Redirects are not followed (they could lead past the guard): a 3xx is a
-failed attempt like a 5xx.
+is gone for good, per Standard Webhooks) and a target the network policy refuses (it will not
+become allowed by waiting). Redirects are not followed: a 3xx is a failed attempt like a 5xx.
+
+A webhook URL comes from whoever submits a job, so every attempt goes through
+:class:`comfyfleet.netguard.GuardedClient`: the host is resolved once, every address checked
+against the policy (no loopback, private, link-local or metadata addresses unless
+`allow_private_targets`), and the request sent to the checked address itself, so a DNS answer
+that changes between the check and the connection (rebinding) cannot lead inside.
 
 Recorded errors say what failed and never carry the secret or the signature.
 """
@@ -24,9 +29,9 @@ from typing import TypeGuard
 import httpx
 
 from comfyfleet import __version__
-from comfyfleet.webhooks._errors import WebhookTargetRefused
-from comfyfleet.webhooks._guard import TargetGuard
-from comfyfleet.webhooks._model import Delivery, DeliveryState
+from comfyfleet.netguard import GuardedClient, UrlRefused, UrlUnreachable
+from comfyfleet.webhooks._errors import WebhookConfigError
+from comfyfleet.webhooks._model import Delivery, DeliveryState, check_url_shape
 from comfyfleet.webhooks._outbox import Outbox
 from comfyfleet.webhooks._settings import WebhookSettings
 from comfyfleet.webhooks._signing import signed_headers
@@ -59,24 +64,23 @@ class Outcome:
 
 
 class Sender:
-    """Attempts deliveries through `client` (its transport is the seam tests swap)."""
+    """Attempts deliveries through `http` (its resolver and transport are the seams tests
+    swap)."""
 
     def __init__(
         self,
         outbox: Outbox,
-        client: httpx.AsyncClient,
+        http: GuardedClient,
         *,
         secret: str,
         settings: WebhookSettings,
-        guard: TargetGuard,
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.outbox = outbox
-        self.client = client
+        self.http = http
         self._secret = secret
         self.settings = settings
-        self.guard = guard
         self.clock = clock
         self.rand = rand
 
@@ -125,17 +129,19 @@ class Sender:
         headers = signed_headers(self._secret, delivery.id, body, timestamp=int(started))
         headers |= {"content-type": "application/json", "user-agent": f"comfyfleet/{__version__}"}
         try:
-            async with asyncio.timeout(self.settings.timeout_s):
-                await self.guard.check(delivery.url)
-                async with self.client.stream(
-                    "POST", delivery.url, content=body, headers=headers
-                ) as response:
-                    status = response.status_code
-                    snippet = "" if _delivered(status) else await _snippet(response)
-        except WebhookTargetRefused as exc:
-            return None, _clip(f"target refused: {exc}"), True
+            check_url_shape(delivery.url)
+            async with (
+                asyncio.timeout(self.settings.timeout_s),
+                self.http.stream("POST", delivery.url, content=body, headers=headers) as answer,
+            ):
+                status = answer.response.status_code
+                snippet = "" if _delivered(status) else await _snippet(answer.response)
+        except (WebhookConfigError, UrlRefused) as exc:
+            return None, _clip(f"target refused: {exc.message}"), True
         except TimeoutError:
             return None, f"no answer within {self.settings.timeout_s:g} s", False
+        except UrlUnreachable as exc:
+            return None, _clip(exc.message), False
         except (httpx.HTTPError, OSError) as exc:
             return None, _clip(f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc)), False
         if _delivered(status):

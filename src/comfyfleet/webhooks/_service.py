@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from comfyfleet.webhooks._guard import PrivateAddressGuard, TargetGuard
+from comfyfleet.netguard import GuardedClient, NetPolicy, Resolver, system_resolve
 from comfyfleet.webhooks._model import Delivery
 from comfyfleet.webhooks._outbox import Outbox
 from comfyfleet.webhooks._relay import EventSource, JobView, Relay, default_view
@@ -44,7 +44,7 @@ class WebhookService:
         settings: WebhookSettings,
         *,
         view: JobView = default_view,
-        guard: TargetGuard | None = None,
+        resolve: Resolver = system_resolve,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
@@ -52,7 +52,7 @@ class WebhookService:
         self.settings = settings
         self.outbox = outbox
         self._secret = settings.signing_secret()
-        self._guard = guard or PrivateAddressGuard(allow_private=settings.allow_private_targets)
+        self._resolve = resolve
         self._transport = transport
         self._clock = clock
         self._rand = rand
@@ -64,7 +64,6 @@ class WebhookService:
             batch=settings.relay_batch,
         )
         self._sender: Sender | None = None
-        self._client: httpx.AsyncClient | None = None
         self._relay_wake = asyncio.Event()
         self._send_wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
@@ -75,19 +74,20 @@ class WebhookService:
     def start(self) -> None:
         if self._loops:
             return
-        # No redirects and no proxy from the environment: either could lead past the guard.
-        self._client = httpx.AsyncClient(
+        # No redirects, no proxy from the environment, and the request goes to the address that
+        # was checked: nothing can lead past the policy.
+        http = GuardedClient(
+            NetPolicy(allow_private=self.settings.allow_private_targets),
+            timeout_s=self.settings.timeout_s,
+            max_redirects=0,
+            resolve=self._resolve,
             transport=self._transport,
-            timeout=self.settings.timeout_s,
-            follow_redirects=False,
-            trust_env=False,
         )
         self._sender = Sender(
             self.outbox,
-            self._client,
+            http,
             secret=self._secret,
             settings=self.settings,
-            guard=self._guard,
             clock=self._clock,
             rand=self._rand,
         )
@@ -117,9 +117,6 @@ class WebhookService:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._in_flight.clear()
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
 
     async def __aenter__(self) -> WebhookService:
         self.start()
