@@ -9,7 +9,8 @@ keep-alive, and can be told to:
 - serve a wrong body of the right length (`wrong_body=True`),
 - send slowly (`throttle_bps`), so that a client can be killed mid-file,
 - require a bearer token (`token=`: none -> 401, another -> 403),
-- change the file's validator (`etag_suffix`), as a re-uploaded file does.
+- change the file's validator (`etag_suffix`), as a re-uploaded file does,
+- redirect some paths elsewhere (`redirects`), as hubs do to their CDNs.
 
 Every request is logged with the byte range served and the bytes actually sent, so that a test
 can check that a resumed download fetched nothing twice. Usage::
@@ -54,6 +55,8 @@ class Behavior:
     token: str | None = None
     etag_suffix: str = ""
     send_validators: bool = True
+    redirects: dict[str, str] = field(default_factory=dict)
+    """Request path -> Location: answered with a 302 there instead of a file."""
 
 
 @dataclass
@@ -109,6 +112,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if failing:
             self._plain(record, behavior.fail_status, b"server error, try again\n")
+            return
+        location = behavior.redirects.get(self.path.split("?", 1)[0])
+        if location is not None:
+            self._plain(record, 302, b"moved\n", {"Location": location})
             return
         file = self._file()
         if file is None:

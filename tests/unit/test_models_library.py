@@ -20,8 +20,10 @@ from comfyfleet.models import (
     ModelLibrary,
     ModelMissing,
     ModelSettings,
+    UrlGuard,
     parse_manifest,
 )
+from comfyfleet.netguard import NetPolicy
 from tests.model_file_server import ModelFileServer, write_random_file
 
 
@@ -42,7 +44,11 @@ models:
     folders = ModelFolders(tmp_path / "models", {"loras": "loras,Lora"})
     settings = ModelSettings(free_space_margin_bytes=0, url_cache_max_bytes=3000)
     return ModelLibrary(
-        folders, settings, catalog=Catalog.from_manifests([manifest]), state_dir=tmp_path / "st"
+        folders,
+        settings,
+        catalog=Catalog.from_manifests([manifest]),
+        state_dir=tmp_path / "st",
+        url_guard=UrlGuard(NetPolicy.build(networks=["127.0.0.1/32"])),  # the test server's
     )
 
 

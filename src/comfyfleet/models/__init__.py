@@ -35,6 +35,7 @@ from comfyfleet.models._manifest import (
     load_manifest,
     parse_manifest,
 )
+from comfyfleet.models._pinning import UrlGuard
 from comfyfleet.models._progress import DownloadProgress, ProgressCallback, human_size
 from comfyfleet.models._settings import ModelSettings, model_settings_of
 from comfyfleet.models._sources import ResolvedSource, is_url, resolve_source
@@ -74,6 +75,7 @@ __all__ = [
     "SourceNotFound",
     "Streamer",
     "UrlCache",
+    "UrlGuard",
     "ensure_models",
     "human_size",
     "is_url",

@@ -27,6 +27,7 @@ from comfyfleet.models._expected import Expected
 from comfyfleet.models._hashing import sha256_file
 from comfyfleet.models._http_transfer import HttpTransfer
 from comfyfleet.models._manifest import ModelFile
+from comfyfleet.models._pinning import UrlGuard
 from comfyfleet.models._progress import DownloadProgress, Meter, Phase, ProgressCallback, report
 from comfyfleet.models._settings import ModelSettings
 from comfyfleet.models._sources import resolve_source
@@ -47,6 +48,8 @@ class DownloadItem:
     label: str | None = None
     git_blob: str | None = None
     """The git blob id, for files kept in plain git that publish no sha256 (see `_expected`)."""
+    guard: UrlGuard | None = None
+    """For a URL a client chose: the network policy its connections are held to."""
 
     @classmethod
     def of(cls, file: ModelFile, dest: Path) -> DownloadItem:
@@ -164,6 +167,10 @@ class Downloader:
 
     def _transfer(self, item: DownloadItem) -> Transfer:
         source = resolve_source(item.source, self.settings, self.env)
+        if item.guard is not None:
+            if source.kind != "http":
+                raise DownloadError(f"{item.source}: a job may only name http(s) model URLs")
+            source = dataclasses.replace(source, guard=item.guard)
         if source.kind == "http":
             return HttpTransfer(
                 source,

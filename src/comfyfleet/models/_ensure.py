@@ -18,6 +18,7 @@ from comfyfleet.models._errors import ModelMissing
 from comfyfleet.models._folders import ModelFolders
 from comfyfleet.models._loaders import ModelNeed, required_models
 from comfyfleet.models._manifest import Catalog
+from comfyfleet.models._pinning import UrlGuard
 from comfyfleet.models._progress import ProgressCallback
 from comfyfleet.models._urlcache import UrlCache
 
@@ -29,9 +30,11 @@ def plan_downloads(
     catalog: Catalog,
     url_cache: UrlCache,
     loaders: Mapping[str, Mapping[str, str]] | None = None,
+    url_guard: UrlGuard | None = None,
 ) -> tuple[list[DownloadItem], list[tuple[ModelNeed, str, Path]]]:
     """What must be downloaded, and which URL inputs become which cached names (no I/O but
-    looking for files). Raises :class:`ModelMissing` for the first unknown missing file."""
+    looking for files). Raises :class:`ModelMissing` for the first unknown missing file. A URL
+    input no manifest knows is the client's choice: it is fetched under `url_guard`."""
     items: dict[Path, DownloadItem] = {}
     rewrites: list[tuple[ModelNeed, str, Path]] = []
     for need in required_models(workflow, loaders):
@@ -41,7 +44,9 @@ def plan_downloads(
             if not dest.exists():
                 known = catalog.by_source(need.value)
                 items[dest] = (
-                    DownloadItem.of(known, dest) if known else DownloadItem(need.value, dest)
+                    DownloadItem.of(known, dest)
+                    if known
+                    else DownloadItem(need.value, dest, guard=url_guard)
                 )
             continue
         if folders.find(need.folder_type, need.value) is not None:
@@ -65,11 +70,17 @@ async def ensure_models(
     on_progress: ProgressCallback | None = None,
     url_cache: UrlCache | None = None,
     loaders: Mapping[str, Mapping[str, str]] | None = None,
+    url_guard: UrlGuard | None = None,
 ) -> dict[str, Any]:
     """The workflow to submit: a copy with URL inputs rewritten, once every file is on disk."""
     cache = url_cache or UrlCache(folders, downloader.settings)
     items, rewrites = plan_downloads(
-        workflow, folders=folders, catalog=catalog, url_cache=cache, loaders=loaders
+        workflow,
+        folders=folders,
+        catalog=catalog,
+        url_cache=cache,
+        loaders=loaders,
+        url_guard=url_guard,
     )
     if items:
         await downloader.download_all(items, on_progress)

@@ -136,7 +136,12 @@ class HttpSession:
         origin = _origin(parts)
         conn = self._conns.get(origin)
         if conn is None:
-            conn = self._conns[origin] = _connect(*origin, self.connect_timeout)
+            guard = self.source.guard
+            if guard is not None:  # every hop of a client's URL: to checked addresses only
+                conn = guard.connection(*origin, self.connect_timeout)
+            else:
+                conn = _connect(*origin, self.connect_timeout)
+            self._conns[origin] = conn
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         if getattr(conn, "_comfyfleet_forward_proxy", False):
             target = url

@@ -17,11 +17,13 @@ from comfyfleet.models._folders import ModelFolders
 from comfyfleet.models._index import ModelEntry, ModelIndex, PresetStatus
 from comfyfleet.models._manifest import Catalog
 from comfyfleet.models._objects import object_streamers
+from comfyfleet.models._pinning import UrlGuard
 from comfyfleet.models._progress import ProgressCallback
 from comfyfleet.models._settings import ModelSettings, model_settings_of
 from comfyfleet.models._sources import check_source, source_basename
 from comfyfleet.models._stream import Streamer
 from comfyfleet.models._urlcache import UrlCache
+from comfyfleet.netguard import NetPolicy
 
 INDEX_FILE = "model-index.json"
 LOCKS_DIR = "model-locks"
@@ -39,8 +41,11 @@ class ModelLibrary:
         state_dir: Path | None = None,
         env: Mapping[str, str] | None = None,
         streamers: Mapping[str, Streamer] | None = None,
+        url_guard: UrlGuard | None = None,
     ) -> None:
         self.settings = settings or ModelSettings()
+        self.url_guard = url_guard or UrlGuard(NetPolicy())
+        """What URLs in job graphs may reach (public addresses only, unless the policy says)."""
         self.folders = folders
         self.catalog = catalog if catalog is not None else Catalog.load(self.settings.manifests)
         self.index = ModelIndex(folders, state_dir / INDEX_FILE if state_dir else None)
@@ -63,6 +68,9 @@ class ModelLibrary:
         storage = getattr(settings, "storage", None)
         if storage is not None and "streamers" not in kwargs:
             kwargs["streamers"] = object_streamers(storage)
+        assets = getattr(settings, "assets", None)
+        if assets is not None and "url_guard" not in kwargs:
+            kwargs["url_guard"] = UrlGuard(assets.net_policy())  # the media inputs' policy
         return cls(
             ModelFolders.from_settings(settings),
             model_settings_of(settings),
@@ -135,4 +143,5 @@ class ModelLibrary:
             downloader=self.downloader,
             on_progress=on_progress,
             url_cache=self.url_cache,
+            url_guard=self.url_guard,
         )

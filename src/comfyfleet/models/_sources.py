@@ -17,11 +17,14 @@ import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote, unquote, urlsplit
 
 from comfyfleet.models._errors import ManifestError
 from comfyfleet.models._settings import ModelSettings
+
+if TYPE_CHECKING:
+    from comfyfleet.models._pinning import UrlGuard
 
 HF_TOKEN_ENV = "HF_TOKEN"
 CIVITAI_TOKEN_ENV = "CIVITAI_API_TOKEN"
@@ -43,6 +46,8 @@ class ResolvedSource:
     token_env: str | None = None
     """The environment variable that carries this source's token, for error hints."""
     token_set: bool = False
+    guard: UrlGuard | None = None
+    """Set for a URL a client chose: connections go to checked addresses only (`_pinning`)."""
 
 
 def is_url(text: str) -> bool:
