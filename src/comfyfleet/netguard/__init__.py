@@ -1,6 +1,7 @@
 """The SSRF guard: fetch URLs given by clients without reaching inside the deployment.
 
-Used by the job API's media inputs, and meant for webhooks and model downloads too. `NetPolicy`
+Used by the job API's media inputs and by webhook deliveries; the model downloader holds the
+model URLs in job graphs to the same policy over its own connections. `NetPolicy`
 says which non-public addresses are allowed (none by default); `GuardedClient` resolves once,
 checks every address, connects to the checked IP only, and checks every redirect hop.
 """
