@@ -219,6 +219,23 @@ def test_cli_list_and_remove(tmp_path: Path) -> None:
     assert removed.exit_code == 0 and not ckpt.exists()
 
 
+def test_cli_list_says_which_preset_files_are_missing_and_which_are_wrong(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from comfyfleet.cli._models import models_app
+
+    decoder = tmp_path / "ws" / "models" / "vae_approx" / "taesd_decoder.pth"
+    decoder.parent.mkdir(parents=True)
+    decoder.write_bytes(b"not the upstream decoder")
+    listed = CliRunner().invoke(
+        models_app, ["list", "-w", str(tmp_path / "ws"), "--verify"], env={"COLUMNS": "200"}
+    )
+    assert listed.exit_code == 0, listed.output
+    [line] = [ln for ln in listed.output.splitlines() if ln.startswith("preset taesd:")]
+    assert "wrong hash: taesd_decoder.pth" in line
+    assert "missing: taesdxl_decoder.pth, taesd3_decoder.pth, taef1_decoder.pth" in line
+
+
 def test_cli_install_a_source_then_hash_a_manifest(
     tmp_path: Path, served: tuple[Path, str]
 ) -> None:

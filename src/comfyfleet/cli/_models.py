@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
@@ -23,6 +23,9 @@ from rich.table import Table
 
 from comfyfleet.cli._console import make_console
 from comfyfleet.cli._options import ConfigOpt, WorkspaceOpt, settings_from
+
+if TYPE_CHECKING:
+    from comfyfleet.models import PresetStatus
 
 models_app = typer.Typer(
     name="models",
@@ -133,9 +136,20 @@ def list_command(
     console.print()
     for status in presets:
         mark = "[green]complete[/]" if status.complete else "[yellow]incomplete[/]"
-        missing = ", ".join(f.filename for f in status.missing)
-        extra = f" [dim]missing: {escape(missing)}[/]" if missing else ""
-        console.print(f"preset [bold]{status.preset.name}[/]: {mark}{extra}")
+        console.print(f"preset [bold]{status.preset.name}[/]: {mark}{_problems(status)}")
+
+
+_PROBLEMS = {"missing": "missing", "wrong_size": "wrong size", "wrong_hash": "wrong hash"}
+
+
+def _problems(status: PresetStatus) -> str:
+    """What keeps a preset from being complete, file by file and by kind of problem."""
+    parts = []
+    for state, label in _PROBLEMS.items():
+        names = [f.file.filename for f in status.files if f.state == state]
+        if names:
+            parts.append(f"{label}: {escape(', '.join(names))}")
+    return f" [dim]{'; '.join(parts)}[/]" if parts else ""
 
 
 @models_app.command("remove")

@@ -63,10 +63,6 @@ class PresetStatus:
     def complete(self) -> bool:
         return all(f.state in ("ok", "unverified") for f in self.files)
 
-    @property
-    def missing(self) -> list[ModelFile]:
-        return [f.file for f in self.files if f.state not in ("ok", "unverified")]
-
     def to_dict(self) -> dict[str, Any]:
         return {
             **self.preset.to_dict(),
