@@ -85,6 +85,25 @@ def test_s3_source_resumes_from_the_partial_file(s3: S3Server, tmp_path: Path) -
     assert result.rehashed_bytes == half, "the kept half was hashed from disk"
 
 
+def test_a_replaced_s3_object_restarts_from_zero_and_says_so(s3: S3Server, tmp_path: Path) -> None:
+    bucket = s3.create_bucket("models-e")
+    old, new = model_bytes(4), model_bytes(5)
+    put_s3(s3, bucket, "v.safetensors", old)
+    lib = library(tmp_path, s3.settings(bucket))
+    dest = lib.folders.target("checkpoints", "v.safetensors")
+    source = f"s3://{bucket}/v.safetensors"
+    with contextlib.closing(s3.client()) as client:
+        etag = client.head_object(Bucket=bucket, Key="v.safetensors")["ETag"]
+    half = SIZE // 2
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part_path(dest).write_bytes(old[:half])  # a download of the old object, cut off
+    save_state(dest, PartState(source, etag=etag, ranges=RangeSet([(0, half)])))
+    put_s3(s3, bucket, "v.safetensors", new)  # replaced in the store meanwhile
+    result = download(lib, source, dest, hashlib.sha256(new).hexdigest())
+    assert dest.read_bytes() == new and result.fetched_bytes == SIZE
+    assert any("changed since the partial download" in note for note in result.notes)
+
+
 def test_missing_s3_object_names_it(s3: S3Server, tmp_path: Path) -> None:
     bucket = s3.create_bucket("models-c")
     lib = library(tmp_path, s3.settings(bucket))

@@ -39,7 +39,7 @@ from comfyfleet.models._pinning import UrlGuard
 from comfyfleet.models._progress import DownloadProgress, ProgressCallback, human_size
 from comfyfleet.models._settings import ModelSettings, model_settings_of
 from comfyfleet.models._sources import ResolvedSource, is_url, resolve_source
-from comfyfleet.models._stream import Streamer
+from comfyfleet.models._stream import ObjectReader, Streamer
 from comfyfleet.models._urlcache import UrlCache
 
 __all__ = [
@@ -65,6 +65,7 @@ __all__ = [
     "ModelNeed",
     "ModelNotFound",
     "ModelSettings",
+    "ObjectReader",
     "Preset",
     "PresetNotFound",
     "PresetStatus",

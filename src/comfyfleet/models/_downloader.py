@@ -31,7 +31,7 @@ from comfyfleet.models._pinning import UrlGuard
 from comfyfleet.models._progress import DownloadProgress, Meter, Phase, ProgressCallback, report
 from comfyfleet.models._settings import ModelSettings
 from comfyfleet.models._sources import resolve_source
-from comfyfleet.models._stream import Streamer, StreamTransfer, local_streamer
+from comfyfleet.models._stream import ObjectReader, Streamer, StreamTransfer, local_streamer
 from comfyfleet.models._transfer import Transfer, TransferResult, TransferStats
 
 T = TypeVar("T")
@@ -96,13 +96,16 @@ class Downloader:
         settings: ModelSettings | None = None,
         *,
         env: Mapping[str, str] | None = None,
-        streamers: Mapping[str, Streamer] | None = None,
+        streamers: Mapping[str, Streamer | ObjectReader] | None = None,
         lock_dir: Path | None = None,
         on_verified: Verified | None = None,
     ) -> None:
         self.settings = settings or ModelSettings()
         self.env = dict(os.environ if env is None else env)
-        self.streamers: dict[str, Streamer] = {"file": local_streamer, **(streamers or {})}
+        self.readers: dict[str, ObjectReader] = {
+            scheme: reader if isinstance(reader, ObjectReader) else ObjectReader(reader)
+            for scheme, reader in {"file": local_streamer, **(streamers or {})}.items()
+        }
         self.lock_dir = lock_dir
         self.on_verified = on_verified
         self._semaphore = asyncio.Semaphore(self.settings.concurrency)
@@ -179,8 +182,8 @@ class Downloader:
                 expected=item.expected,
                 label=item.name,
             )
-        streamer = self.streamers.get(source.scheme)
-        if streamer is None:
+        reader = self.readers.get(source.scheme)
+        if reader is None:
             raise DownloadError(
                 f"{item.name}: no reader for {source.scheme}:// sources in this process",
                 hint="build the ModelLibrary from settings that have a `storage` section, or"
@@ -188,7 +191,7 @@ class Downloader:
             )
         return StreamTransfer(
             source,
-            streamer,
+            reader,
             item.dest,
             self.settings,
             expected=item.expected,

@@ -16,12 +16,12 @@ from comfyfleet.models._errors import ModelError
 from comfyfleet.models._folders import ModelFolders
 from comfyfleet.models._index import ModelEntry, ModelIndex, PresetStatus
 from comfyfleet.models._manifest import Catalog
-from comfyfleet.models._objects import object_streamers
+from comfyfleet.models._objects import object_readers
 from comfyfleet.models._pinning import UrlGuard
 from comfyfleet.models._progress import ProgressCallback
 from comfyfleet.models._settings import ModelSettings, model_settings_of
 from comfyfleet.models._sources import check_source, source_basename
-from comfyfleet.models._stream import Streamer
+from comfyfleet.models._stream import ObjectReader, Streamer
 from comfyfleet.models._urlcache import UrlCache
 from comfyfleet.netguard import NetPolicy
 
@@ -40,7 +40,7 @@ class ModelLibrary:
         catalog: Catalog | None = None,
         state_dir: Path | None = None,
         env: Mapping[str, str] | None = None,
-        streamers: Mapping[str, Streamer] | None = None,
+        streamers: Mapping[str, Streamer | ObjectReader] | None = None,
         url_guard: UrlGuard | None = None,
     ) -> None:
         self.settings = settings or ModelSettings()
@@ -67,7 +67,7 @@ class ModelLibrary:
         workspace = Workspace.from_settings(settings)
         storage = getattr(settings, "storage", None)
         if storage is not None and "streamers" not in kwargs:
-            kwargs["streamers"] = object_streamers(storage)
+            kwargs["streamers"] = object_readers(storage)
         assets = getattr(settings, "assets", None)
         if assets is not None and "url_guard" not in kwargs:
             kwargs["url_guard"] = UrlGuard(assets.net_policy())  # the media inputs' policy

@@ -1,15 +1,19 @@
-"""Fetching one file from a non-HTTP source (a local path, or s3:// through a streamer).
+"""Fetching one file from a non-HTTP source (a local path, or s3:// and az:// through a reader).
 
 A streamer is a plain callable `(url, offset) -> Iterator[bytes]` that yields the file's bytes
-from `offset` on; it runs on a worker thread. The local one is built in; s3:// (and any other
-scheme) comes from whoever builds the :class:`Downloader` (comfyfleet.storage). Resume works from
-the contiguous prefix already on disk; verification and the atomic rename are the same as HTTP's.
+from `offset` on; it runs on a worker thread. An :class:`ObjectReader` pairs one with a way to
+tell the bytes' version (an object store's ETag; a local file's size and mtime are built in).
+The local reader is built in; s3:// and az:// (and any other scheme) come from whoever builds the
+:class:`Downloader` (`_objects`, over comfyfleet.storage). Resume works from the contiguous
+prefix already on disk, unless the version changed; verification and the atomic rename are the
+same as HTTP's.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from comfyfleet.models._errors import DownloadError, SourceNotFound
@@ -23,6 +27,16 @@ from comfyfleet.models._transfer import Cancelled, Transfer, TransferResult
 
 Streamer = Callable[[str, int], Iterator[bytes]]
 """`(url, offset) -> chunks of the file from offset on` (called on a worker thread)."""
+
+
+@dataclass(frozen=True)
+class ObjectReader:
+    """A non-HTTP source's reader, and how to tell the version of its bytes: partial bytes of
+    another version are dropped before a resume (an object replaced in its store)."""
+
+    stream: Streamer
+    version: Callable[[str], str | None] | None = None
+    """`url -> a tag that changes with the bytes` (an ETag), called on a worker thread."""
 
 _LOCAL_CHUNK = 4 * 1024 * 1024
 
@@ -48,7 +62,7 @@ class StreamTransfer(Transfer):
     def __init__(
         self,
         source: ResolvedSource,
-        streamer: Streamer,
+        reader: ObjectReader,
         final: Path,
         settings: ModelSettings,
         *,
@@ -62,11 +76,12 @@ class StreamTransfer(Transfer):
             expected=expected,
             label=label,
         )
-        self.streamer = streamer
+        self.reader = reader
 
     def _validator(self) -> str | None:
         if self.source.scheme != "file":
-            return None
+            version = self.reader.version
+            return None if version is None else version(self.source.url)
         try:
             stat = os.stat(self.source.url)
         except FileNotFoundError as exc:
@@ -77,7 +92,10 @@ class StreamTransfer(Transfer):
     def run(self) -> TransferResult:
         validator = self._validator()
         state = load_state(self.final)
-        if state is not None and (state.url != self.source.url or state.changed(validator, None)):
+        if state is not None and state.url == self.source.url and state.changed(validator, None):
+            self.note(f"{self.label}: the source changed since the partial download; restarting")
+            state = None
+        if state is not None and state.url != self.source.url:
             state = None
         if state is None:
             discard_partial(self.final)
@@ -89,7 +107,7 @@ class StreamTransfer(Transfer):
         position = prefix
         try:
             part.prepare(self.total)
-            for data in self.streamer(self.source.url, position):
+            for data in self.reader.stream(self.source.url, position):
                 if self.cancelled.is_set():
                     raise Cancelled(self.label)
                 part.write(position, data, len(data))

@@ -43,6 +43,25 @@ def stream_url(url: str, settings: StorageSettings, *, offset: int = 0) -> Itera
     return _stream_azure(settings, container, name, offset)
 
 
+def object_version(url: str, settings: StorageSettings) -> str | None:
+    """The object's ETag: it changes whenever the object's bytes do (blocking; raises as
+    :func:`read_url` does)."""
+    scheme, container, name = _object_of(url)
+    if scheme == "s3":
+        with (
+            closing(build_client(settings)) as client,
+            translated(lambda exc: s3_error(exc, container, name, reading=True)),
+        ):
+            etag = client.head_object(Bucket=container, Key=name).get("ETag")
+    else:
+        with (
+            closing(build_service(settings)) as service,
+            translated(lambda exc: azure_error(exc, container, name, reading=True)),
+        ):
+            etag = service.get_blob_client(container, name).get_blob_properties().etag
+    return str(etag) if etag else None
+
+
 def _object_of(url: str) -> tuple[str, str, str]:
     """(scheme, bucket or container, key) of a URL this module reads."""
     parts = urlsplit(url)
