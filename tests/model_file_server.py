@@ -10,7 +10,8 @@ keep-alive, and can be told to:
 - send slowly (`throttle_bps`), so that a client can be killed mid-file,
 - require a bearer token (`token=`: none -> 401, another -> 403),
 - change the file's validator (`etag_suffix`), as a re-uploaded file does,
-- redirect some paths elsewhere (`redirects`), as hubs do to their CDNs.
+- redirect some paths elsewhere (`redirects`), as hubs do to their CDNs,
+- speak TLS (`tls=` a server context).
 
 Every request is logged with the byte range served and the bytes actually sent, so that a test
 can check that a resumed download fetched nothing twice. Usage::
@@ -28,6 +29,7 @@ import hashlib
 import os
 import re
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -251,9 +253,11 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, state: _State) -> None:
+    def __init__(self, state: _State, tls: ssl.SSLContext | None = None) -> None:
         self.state = state
         super().__init__(("127.0.0.1", 0), _Handler)
+        if tls is not None:
+            self.socket = tls.wrap_socket(self.socket, server_side=True)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         return  # a client that went away mid-body is what several tests do on purpose
@@ -262,8 +266,9 @@ class _Server(ThreadingHTTPServer):
 class ModelFileServer:
     """The server in a thread; a context manager. `behavior` may be changed while it runs."""
 
-    def __init__(self, root: Path, **behavior: Any) -> None:
+    def __init__(self, root: Path, *, tls: ssl.SSLContext | None = None, **behavior: Any) -> None:
         self.root = root
+        self.tls = tls
         self.behavior = Behavior(**behavior)
         self._state = _State(root=root, behavior=self.behavior)
         self._server: _Server | None = None
@@ -294,7 +299,7 @@ class ModelFileServer:
         return sum(r.sent for r in self.requests(name))
 
     def start(self) -> ModelFileServer:
-        self._server = _Server(self._state)
+        self._server = _Server(self._state, self.tls)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )

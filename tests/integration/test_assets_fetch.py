@@ -5,7 +5,6 @@ by uvicorn in a thread for real uploads."""
 from __future__ import annotations
 
 import base64
-import datetime
 import socket
 import ssl
 import threading
@@ -31,6 +30,7 @@ from comfyfleet.assets import (
 from comfyfleet.gateway._assets_api import assets_router
 from comfyfleet.gateway._errors import ApiError, api_error_handler
 from comfyfleet.netguard import NetPolicy
+from tests.tls_certs import make_tls
 
 pytestmark = pytest.mark.anyio
 
@@ -329,7 +329,7 @@ async def test_a_graph_fetches_each_url_once(server: HttpServer, tmp_path: Path)
 
 async def test_tls_is_verified_against_the_name_while_connecting_to_the_ip(tmp_path: Path) -> None:
     pytest.importorskip("cryptography", reason="cryptography makes the test certificates")
-    ca_file, server_tls = _tls(tmp_path, "media.test")
+    ca_file, server_tls = make_tls(tmp_path, "media.test")
     client_tls = ssl.create_default_context(cafile=str(ca_file))
     with HttpServer(tls=server_tls) as secure:
         secure.routes["/cat.png"] = lambda h: h.send_body(PNG)
@@ -473,72 +473,3 @@ class _Dns:
 
 def _dns(answers: dict[str, str]) -> _Dns:
     return _Dns(answers)
-
-
-def _tls(folder: Path, name: str) -> tuple[Path, ssl.SSLContext]:
-    """A throwaway CA and a server certificate for `name`, signed by it."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test ca")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_file, cert_file, key_file = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
-    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert_file, key_file)
-    return ca_file, context

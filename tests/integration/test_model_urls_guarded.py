@@ -5,6 +5,7 @@ elsewhere a moment later cannot lead inside), and checks every redirect hop the 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from comfyfleet.models import DownloadError, ModelFolders, ModelLibrary, ModelSettings, UrlGuard
 from comfyfleet.netguard import NetPolicy
 from tests.model_file_server import ModelFileServer, write_random_file
+from tests.tls_certs import make_tls
 
 
 def library(tmp_path: Path, guard: UrlGuard) -> ModelLibrary:
@@ -80,3 +82,26 @@ def test_a_redirect_into_a_refused_address_is_refused(tmp_path: Path, served: Pa
         paths = [r.path for r in server.log]
     assert paths == ["/cdn/lora.safetensors"], "the redirect target was never asked"
     assert "localhost resolves to it" in caught.value.message
+
+
+def test_https_goes_to_the_checked_address_and_verifies_the_name(
+    tmp_path: Path, served: Path
+) -> None:
+    pytest.importorskip("cryptography", reason="cryptography makes the test certificates")
+    ca_file, server_tls = make_tls(tmp_path, "models.test")
+    client_tls = ssl.create_default_context(cafile=str(ca_file))
+
+    def dns(host: str, port: int) -> Sequence[str]:
+        return ["127.0.0.1"]
+
+    policy = NetPolicy.build(networks=["127.0.0.1/32"])
+    with ModelFileServer(served, tls=server_tls) as server:
+        good = f"https://models.test:{server.port}/lora.safetensors"
+        guard = UrlGuard(policy, resolve=dns, tls=client_tls)
+        graph = asyncio.run(library(tmp_path / "a", guard).ensure(lora_graph(good)))
+        name = graph["1"]["inputs"]["lora_name"]
+        assert (tmp_path / "a" / "models" / "loras" / name).stat().st_size == 100_000
+        wrong = f"https://other.test:{server.port}/lora.safetensors"  # the certificate's not
+        with pytest.raises(DownloadError) as caught:
+            asyncio.run(library(tmp_path / "b", guard).ensure(lora_graph(wrong)))
+    assert "certificate" in str(caught.value).lower()

@@ -44,6 +44,8 @@ class UrlGuard:
 
     policy: NetPolicy
     resolve: Resolve = system_addresses
+    tls: ssl.SSLContext | None = None
+    """The TLS context for https (default: the system's trusted CAs)."""
 
     def addresses(self, host: str, port: int) -> list[str]:
         """Every address of `host`, each allowed; a refused one is a lasting DownloadError, a
@@ -69,7 +71,7 @@ class UrlGuard:
         addresses = self.addresses(host, port)
         conn: http.client.HTTPConnection
         if scheme == "https":
-            context = ssl.create_default_context()
+            context = self.tls or ssl.create_default_context()
             conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
         else:
             conn = http.client.HTTPConnection(host, port, timeout=timeout)
