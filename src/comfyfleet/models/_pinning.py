@@ -16,26 +16,18 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from ipaddress import ip_address
 from typing import Any
 
 from comfyfleet.models._errors import DownloadError
-from comfyfleet.netguard import NetPolicy, UrlRefused
-
-Resolve = Callable[[str, int], Sequence[str]]
-"""`(host, port) -> addresses`, blocking (the downloader's threads call it); tests swap it."""
-
-
-def system_addresses(host: str, port: int) -> list[str]:
-    """The system resolver's addresses for `host`, in its order, without repeats."""
-    found: list[str] = []
-    for *_, sockaddr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
-        address = str(sockaddr[0])
-        if address not in found:
-            found.append(address)
-    return found
+from comfyfleet.netguard import (
+    BlockingResolver,
+    NetPolicy,
+    UrlRefused,
+    UrlUnreachable,
+    checked_addresses_blocking,
+    system_resolve_blocking,
+)
 
 
 @dataclass(frozen=True)
@@ -43,26 +35,24 @@ class UrlGuard:
     """The policy a client's model URL is held to, and how its hosts are resolved."""
 
     policy: NetPolicy
-    resolve: Resolve = system_addresses
+    resolve: BlockingResolver = system_resolve_blocking
+    """Called on the downloader's threads; tests map names to local servers with it."""
     tls: ssl.SSLContext | None = None
     """The TLS context for https (default: the system's trusted CAs)."""
 
     def addresses(self, host: str, port: int) -> list[str]:
         """Every address of `host`, each allowed; a refused one is a lasting DownloadError, a
         name that does not resolve an OSError (retried like any network failure)."""
-        literal = host.strip("[]")
-        names = [literal] if _is_ip(literal) else list(self.resolve(host, port))
-        if not names:
-            raise OSError(f"{host} has no address")
-        for name in names:
-            try:
-                self.policy.check(host, ip_address(name.split("%", 1)[0]))
-            except UrlRefused as exc:
-                raise DownloadError(
-                    f"model URL refused: {exc.message}",
-                    hint="a job may name public model URLs only; list others in a manifest",
-                ) from exc
-        return names
+        try:
+            found = checked_addresses_blocking(host, port, self.policy, self.resolve)
+        except UrlRefused as exc:
+            raise DownloadError(
+                f"model URL refused: {exc.message}",
+                hint="a job may name public model URLs only; list others in a manifest",
+            ) from exc
+        except UrlUnreachable as exc:
+            raise OSError(exc.message) from exc
+        return [str(address) for address in found]
 
     def connection(
         self, scheme: str, host: str, port: int, timeout: float
@@ -92,11 +82,3 @@ class UrlGuard:
         # with server_hostname=host, so TLS still checks the name).
         conn._create_connection = open_checked  # type: ignore[attr-defined]
         return conn
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ip_address(text.split("%", 1)[0])
-    except ValueError:
-        return False
-    return True

@@ -12,10 +12,18 @@ from comfyfleet.netguard._classify import AddressClass, IPAddress, address_class
 from comfyfleet.netguard._client import GuardedClient, GuardedResponse, parse_url, short_url
 from comfyfleet.netguard._errors import NetGuardError, TooManyRedirects, UrlRefused, UrlUnreachable
 from comfyfleet.netguard._policy import NetPolicy, parse_networks
-from comfyfleet.netguard._resolve import Resolver, checked_addresses, system_resolve
+from comfyfleet.netguard._resolve import (
+    BlockingResolver,
+    Resolver,
+    checked_addresses,
+    checked_addresses_blocking,
+    system_resolve,
+    system_resolve_blocking,
+)
 
 __all__ = [
     "AddressClass",
+    "BlockingResolver",
     "GuardedClient",
     "GuardedResponse",
     "IPAddress",
@@ -27,9 +35,11 @@ __all__ = [
     "UrlUnreachable",
     "address_class",
     "checked_addresses",
+    "checked_addresses_blocking",
     "describe",
     "parse_networks",
     "parse_url",
     "short_url",
     "system_resolve",
+    "system_resolve_blocking",
 ]

@@ -11,6 +11,7 @@ import asyncio
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from ipaddress import ip_address
+from typing import Any
 
 from comfyfleet.netguard._classify import IPAddress
 from comfyfleet.netguard._errors import UrlUnreachable
@@ -18,11 +19,22 @@ from comfyfleet.netguard._policy import NetPolicy
 
 Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
 """`(host, port) -> addresses`: the seam that tests use to map names to local servers."""
+BlockingResolver = Callable[[str, int], Sequence[str]]
+"""The same for code on worker threads (the model downloader's connections)."""
 
 
 async def system_resolve(host: str, port: int) -> list[str]:
     """The addresses the system resolver gives for `host`, in its order, without repeats."""
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return _unique(infos)
+
+
+def system_resolve_blocking(host: str, port: int) -> list[str]:
+    """:func:`system_resolve`, blocking."""
+    return _unique(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+
+
+def _unique(infos: Sequence[tuple[Any, ...]]) -> list[str]:
     found: list[str] = []
     for _family, _type, _proto, _name, sockaddr in infos:
         address = str(sockaddr[0])
@@ -55,9 +67,30 @@ async def checked_addresses(
     try:
         names = await resolve(host, port)
     except (OSError, UnicodeError) as exc:
-        raise UrlUnreachable(
-            f"cannot resolve host {host}: {exc}", hint="check the URL's host name"
-        ) from exc
+        raise _unresolved(host, exc) from exc
+    return _checked(host, names, policy)
+
+
+def checked_addresses_blocking(
+    host: str, port: int, policy: NetPolicy, resolve: BlockingResolver = system_resolve_blocking
+) -> list[IPAddress]:
+    """:func:`checked_addresses`, blocking (for worker threads)."""
+    literal = ip_literal(host)
+    if literal is not None:
+        policy.check(host, literal)
+        return [literal]
+    try:
+        names = resolve(host, port)
+    except (OSError, UnicodeError) as exc:
+        raise _unresolved(host, exc) from exc
+    return _checked(host, names, policy)
+
+
+def _unresolved(host: str, exc: BaseException) -> UrlUnreachable:
+    return UrlUnreachable(f"cannot resolve host {host}: {exc}", hint="check the URL's host name")
+
+
+def _checked(host: str, names: Sequence[str], policy: NetPolicy) -> list[IPAddress]:
     if not names:
         raise UrlUnreachable(f"host {host} has no address", hint="check the URL's host name")
     addresses = [ip_address(name) for name in names]
