@@ -39,7 +39,7 @@ from comfyfleet.models._pinning import UrlGuard
 from comfyfleet.models._progress import DownloadProgress, ProgressCallback, human_size
 from comfyfleet.models._settings import ModelSettings, model_settings_of
 from comfyfleet.models._sources import ResolvedSource, is_url, resolve_source
-from comfyfleet.models._stream import ObjectReader, Streamer
+from comfyfleet.models._stream import ObjectReader, SourceStat, Streamer
 from comfyfleet.models._urlcache import UrlCache
 
 __all__ = [
@@ -74,6 +74,7 @@ __all__ = [
     "SizeMismatch",
     "SourceAuthError",
     "SourceNotFound",
+    "SourceStat",
     "Streamer",
     "UrlCache",
     "UrlGuard",

@@ -31,10 +31,17 @@ from comfyfleet.models._pinning import UrlGuard
 from comfyfleet.models._progress import DownloadProgress, Meter, Phase, ProgressCallback, report
 from comfyfleet.models._settings import ModelSettings
 from comfyfleet.models._sources import resolve_source
-from comfyfleet.models._stream import ObjectReader, Streamer, StreamTransfer, local_streamer
+from comfyfleet.models._stream import (
+    ObjectReader,
+    Streamer,
+    StreamTransfer,
+    local_stat,
+    local_streamer,
+)
 from comfyfleet.models._transfer import Transfer, TransferResult, TransferStats
 
 T = TypeVar("T")
+_LOCAL = ObjectReader(local_streamer, local_stat)
 
 
 @dataclass(frozen=True)
@@ -104,7 +111,7 @@ class Downloader:
         self.env = dict(os.environ if env is None else env)
         self.readers: dict[str, ObjectReader] = {
             scheme: reader if isinstance(reader, ObjectReader) else ObjectReader(reader)
-            for scheme, reader in {"file": local_streamer, **(streamers or {})}.items()
+            for scheme, reader in {"file": _LOCAL, **(streamers or {})}.items()
         }
         self.lock_dir = lock_dir
         self.on_verified = on_verified

@@ -96,9 +96,7 @@ class ModelLibrary:
     # --- getting files --------------------------------------------------------------------
     def preset_items(self, name: str) -> list[DownloadItem]:
         preset = self.catalog.preset(name)
-        return [
-            DownloadItem.of(f, self.folders.target(f.type, f.filename)) for f in preset.files
-        ]
+        return [DownloadItem.of(f, self.folders.target(f.type, f.filename)) for f in preset.files]
 
     def source_item(
         self,

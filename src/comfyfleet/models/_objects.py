@@ -2,7 +2,8 @@
 
 The object stores are read with the storage settings' endpoint and credentials (the account the
 outputs go to, or any other those credentials can read), from the offset a resumed download
-asks for; the object's ETag is its version, so partial bytes of a replaced object are dropped.
+asks for; the object's ETag is its version, so partial bytes of a replaced object are dropped,
+and its size is checked against the free disk first.
 Storage errors become the downloader's: a missing object is :class:`SourceNotFound`, refused
 credentials :class:`SourceAuthError`, an unreachable or busy store a retryable
 :class:`DownloadError`, anything else in the settings a lasting one.
@@ -15,7 +16,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from comfyfleet.models._errors import DownloadError, SourceAuthError, SourceNotFound
-from comfyfleet.models._stream import ObjectReader
+from comfyfleet.models._stream import ObjectReader, SourceStat
 
 if TYPE_CHECKING:
     from comfyfleet.storage import StorageSettings
@@ -30,13 +31,14 @@ def object_readers(settings: StorageSettings) -> dict[str, ObjectReader]:
         with _as_download_errors(url):
             yield from stream_url(url, settings, offset=offset)
 
-    def version(url: str) -> str | None:
-        from comfyfleet.storage import object_version
+    def stat(url: str) -> SourceStat:
+        from comfyfleet.storage import object_info
 
         with _as_download_errors(url):
-            return object_version(url, settings)
+            info = object_info(url, settings)
+        return SourceStat(info.etag, info.size)
 
-    reader = ObjectReader(stream, version)
+    reader = ObjectReader(stream, stat)
     return {"s3": reader, "az": reader}
 
 

@@ -2,7 +2,7 @@
 
 A streamer is a plain callable `(url, offset) -> Iterator[bytes]` that yields the file's bytes
 from `offset` on; it runs on a worker thread. An :class:`ObjectReader` pairs one with a way to
-tell the bytes' version (an object store's ETag; a local file's size and mtime are built in).
+tell the bytes' version and size (an object store's ETag; a local file's size and mtime).
 The local reader is built in; s3:// and az:// (and any other scheme) come from whoever builds the
 :class:`Downloader` (`_objects`, over comfyfleet.storage). Resume works from the contiguous
 prefix already on disk, unless the version changed; verification and the atomic rename are the
@@ -30,15 +30,35 @@ Streamer = Callable[[str, int], Iterator[bytes]]
 
 
 @dataclass(frozen=True)
+class SourceStat:
+    """What a non-HTTP source says of its bytes before they are read."""
+
+    version: str | None = None
+    """Changes whenever the bytes do (an object's ETag, a file's size and mtime)."""
+    size: int | None = None
+
+
+@dataclass(frozen=True)
 class ObjectReader:
-    """A non-HTTP source's reader, and how to tell the version of its bytes: partial bytes of
-    another version are dropped before a resume (an object replaced in its store)."""
+    """A non-HTTP source's reader, and how to tell the version and size of its bytes: partial
+    bytes of another version are dropped before a resume (an object replaced in its store), and
+    a known size is checked against the free disk before the first byte."""
 
     stream: Streamer
-    version: Callable[[str], str | None] | None = None
-    """`url -> a tag that changes with the bytes` (an ETag), called on a worker thread."""
+    stat: Callable[[str], SourceStat] | None = None
+    """`url -> SourceStat`, called on a worker thread."""
+
 
 _LOCAL_CHUNK = 4 * 1024 * 1024
+
+
+def local_stat(path: str) -> SourceStat:
+    """A local file's size and mtime (its version)."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError as exc:
+        raise SourceNotFound(f"{path}: no such file", url=path) from exc
+    return SourceStat(f"{stat.st_size}-{stat.st_mtime_ns}", stat.st_size)
 
 
 def local_streamer(path: str, offset: int) -> Iterator[bytes]:
@@ -78,19 +98,10 @@ class StreamTransfer(Transfer):
         )
         self.reader = reader
 
-    def _validator(self) -> str | None:
-        if self.source.scheme != "file":
-            version = self.reader.version
-            return None if version is None else version(self.source.url)
-        try:
-            stat = os.stat(self.source.url)
-        except FileNotFoundError as exc:
-            raise SourceNotFound(f"{self.source.url}: no such file", url=self.source.url) from exc
-        self.total = self.total if self.total is not None else stat.st_size
-        return f"{stat.st_size}-{stat.st_mtime_ns}"
-
     def run(self) -> TransferResult:
-        validator = self._validator()
+        stat = self.reader.stat(self.source.url) if self.reader.stat else SourceStat()
+        self.total = self.total if self.total is not None else stat.size
+        validator = stat.version
         state = load_state(self.final)
         if state is not None and state.url == self.source.url and state.changed(validator, None):
             self.note(f"{self.label}: the source changed since the partial download; restarting")
@@ -107,7 +118,8 @@ class StreamTransfer(Transfer):
         position = prefix
         try:
             part.prepare(self.total)
-            for data in self.reader.stream(self.source.url, position):
+            done = self.total is not None and position >= self.total
+            for data in () if done else self.reader.stream(self.source.url, position):
                 if self.cancelled.is_set():
                     raise Cancelled(self.label)
                 part.write(position, data, len(data))

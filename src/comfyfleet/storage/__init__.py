@@ -25,7 +25,7 @@ from comfyfleet.storage._keys import check_key
 from comfyfleet.storage._local import LocalStorage
 from comfyfleet.storage._memory import MemoryStorage
 from comfyfleet.storage._open import open_storage
-from comfyfleet.storage._read import READABLE, object_version, read_url, stream_url
+from comfyfleet.storage._read import READABLE, ObjectInfo, object_info, read_url, stream_url
 from comfyfleet.storage._s3_storage import S3Storage
 from comfyfleet.storage._settings import StorageSettings, Target, parse_storage_url
 
@@ -40,6 +40,7 @@ __all__ = [
     "InvalidKey",
     "LocalStorage",
     "MemoryStorage",
+    "ObjectInfo",
     "ObjectNotFound",
     "ObjectTooLarge",
     "S3Storage",
@@ -52,7 +53,7 @@ __all__ = [
     "Target",
     "check_key",
     "convert_image",
-    "object_version",
+    "object_info",
     "open_storage",
     "parse_storage_url",
     "read_url",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, closing
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from comfyfleet.storage._azure import AZURE, azure_error, build_service
@@ -36,30 +36,38 @@ async def read_url(url: str, settings: StorageSettings, *, max_bytes: int) -> by
 def stream_url(url: str, settings: StorageSettings, *, offset: int = 0) -> Iterator[bytes]:
     """The bytes of the object `url` names from `offset` on, in chunks, for files too big to
     hold (model files). Blocking: iterate it on a worker thread. Raises as :func:`read_url`
-    does, when the first chunk is asked for; an offset at or past the end yields nothing."""
+    does, when the first chunk is asked for. `offset` must be below the object's size
+    (:func:`object_info` tells it)."""
     scheme, container, name = _object_of(url)
     if scheme == "s3":
         return _stream_s3(settings, container, name, offset)
     return _stream_azure(settings, container, name, offset)
 
 
-def object_version(url: str, settings: StorageSettings) -> str | None:
-    """The object's ETag: it changes whenever the object's bytes do (blocking; raises as
-    :func:`read_url` does)."""
+class ObjectInfo(NamedTuple):
+    etag: str | None
+    """Changes whenever the object's bytes do."""
+    size: int | None
+
+
+def object_info(url: str, settings: StorageSettings) -> ObjectInfo:
+    """The ETag and size of the object `url` names (blocking; raises as :func:`read_url`)."""
     scheme, container, name = _object_of(url)
     if scheme == "s3":
         with (
             closing(build_client(settings)) as client,
             translated(lambda exc: s3_error(exc, container, name, reading=True)),
         ):
-            etag = client.head_object(Bucket=container, Key=name).get("ETag")
+            head = client.head_object(Bucket=container, Key=name)
+            etag, size = head.get("ETag"), head.get("ContentLength")
     else:
         with (
             closing(build_service(settings)) as service,
             translated(lambda exc: azure_error(exc, container, name, reading=True)),
         ):
-            etag = service.get_blob_client(container, name).get_blob_properties().etag
-    return str(etag) if etag else None
+            properties = service.get_blob_client(container, name).get_blob_properties()
+            etag, size = properties.etag, properties.size
+    return ObjectInfo(str(etag) if etag else None, int(size) if size is not None else None)
 
 
 def _object_of(url: str) -> tuple[str, str, str]:
@@ -86,8 +94,6 @@ def _stream_s3(settings: StorageSettings, bucket: str, name: str, offset: int) -
 
     with closing(build_client(settings)) as client:
         with mapped():
-            if offset and offset >= client.head_object(Bucket=bucket, Key=name)["ContentLength"]:
-                return
             ranged = {"Range": f"bytes={offset}-"} if offset else {}
             response = client.get_object(Bucket=bucket, Key=name, **ranged)
         with closing(response["Body"]) as body:
@@ -108,8 +114,6 @@ def _stream_azure(
     with closing(build_service(settings)) as service:
         with mapped():
             blob = service.get_blob_client(container, name)
-            if offset and offset >= blob.get_blob_properties().size:
-                return
             chunks = blob.download_blob(offset=offset or None).chunks()
         while True:
             with mapped():
