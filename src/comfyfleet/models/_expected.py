@@ -36,3 +36,12 @@ def git_blob_id(fd: int, size: int) -> str:
         digest.update(data)
         position += len(data)
     return digest.hexdigest()
+
+
+def git_blob_of(path: os.PathLike[str] | str) -> str:
+    """The git blob id of a whole file."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return git_blob_id(fd, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from comfyfleet.models._errors import ModelNotFound
-from comfyfleet.models._expected import git_blob_id
+from comfyfleet.models._expected import git_blob_of
 from comfyfleet.models._folders import ModelFolders
 from comfyfleet.models._hashing import sha256_file
 from comfyfleet.models._manifest import ModelFile, Preset
@@ -171,7 +171,7 @@ class ModelIndex:
             if file.git_blob is None or not verify:
                 return FileStatus(file, "unverified", path)
             return FileStatus(
-                file, "ok" if _git_blob_of(path) == file.git_blob else "wrong_hash", path
+                file, "ok" if git_blob_of(path) == file.git_blob else "wrong_hash", path
             )
         sha = self.hash_of(path, compute=verify)
         if sha is None:
@@ -206,10 +206,3 @@ def _files(folder: Path) -> list[Path]:
             found.append(Path(directory) / name)
     return found
 
-
-def _git_blob_of(path: Path) -> str:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return git_blob_id(fd, os.fstat(fd).st_size)
-    finally:
-        os.close(fd)
