@@ -57,28 +57,35 @@ def put_s3(s3: S3Server, bucket: str, key: str, data: bytes) -> None:
         client.put_object(Bucket=bucket, Key=key, Body=data)
 
 
+def stored(s3: S3Server, tmp_path: Path, bucket: str, key: str, data: bytes) -> ModelLibrary:
+    """`data` put at s3://bucket/key, and a library that reads that bucket."""
+    put_s3(s3, s3.create_bucket(bucket), key, data)
+    return library(tmp_path, s3.settings(bucket))
+
+
+def leave_partial(dest: Path, source: str, data: bytes, etag: str | None = None) -> None:
+    """What a download killed after `data` leaves behind."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part_path(dest).write_bytes(data)
+    save_state(dest, PartState(source, etag=etag, ranges=RangeSet([(0, len(data))])))
+
+
 def test_s3_source_downloads_and_verifies(s3: S3Server, tmp_path: Path) -> None:
-    bucket = s3.create_bucket("models-a")
     data = model_bytes(1)
-    put_s3(s3, bucket, "sd/tiny.safetensors", data)
-    lib = library(tmp_path, s3.settings(bucket))
+    lib = stored(s3, tmp_path, "models-a", "sd/tiny.safetensors", data)
     dest = lib.folders.target("checkpoints", "tiny.safetensors")
     sha = hashlib.sha256(data).hexdigest()
-    result = download(lib, f"s3://{bucket}/sd/tiny.safetensors", dest, sha)
+    result = download(lib, "s3://models-a/sd/tiny.safetensors", dest, sha)
     assert dest.read_bytes() == data and result.sha256 == sha and result.fetched_bytes == SIZE
 
 
 def test_s3_source_resumes_from_the_partial_file(s3: S3Server, tmp_path: Path) -> None:
-    bucket = s3.create_bucket("models-b")
     data = model_bytes(2)
-    put_s3(s3, bucket, "big.safetensors", data)
-    lib = library(tmp_path, s3.settings(bucket))
+    lib = stored(s3, tmp_path, "models-b", "big.safetensors", data)
     dest = lib.folders.target("checkpoints", "big.safetensors")
-    source = f"s3://{bucket}/big.safetensors"
+    source = "s3://models-b/big.safetensors"
     half = SIZE // 2
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part_path(dest).write_bytes(data[:half])  # what a killed download left
-    save_state(dest, PartState(source, ranges=RangeSet([(0, half)])))
+    leave_partial(dest, source, data[:half])
     result = download(lib, source, dest, hashlib.sha256(data).hexdigest())
     assert dest.read_bytes() == data
     assert result.fetched_bytes == SIZE - half, "only the missing half came from the store"
@@ -86,19 +93,14 @@ def test_s3_source_resumes_from_the_partial_file(s3: S3Server, tmp_path: Path) -
 
 
 def test_a_replaced_s3_object_restarts_from_zero_and_says_so(s3: S3Server, tmp_path: Path) -> None:
-    bucket = s3.create_bucket("models-e")
     old, new = model_bytes(4), model_bytes(5)
-    put_s3(s3, bucket, "v.safetensors", old)
-    lib = library(tmp_path, s3.settings(bucket))
+    lib = stored(s3, tmp_path, "models-e", "v.safetensors", old)
     dest = lib.folders.target("checkpoints", "v.safetensors")
-    source = f"s3://{bucket}/v.safetensors"
+    source = "s3://models-e/v.safetensors"
     with contextlib.closing(s3.client()) as client:
-        etag = client.head_object(Bucket=bucket, Key="v.safetensors")["ETag"]
-    half = SIZE // 2
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part_path(dest).write_bytes(old[:half])  # a download of the old object, cut off
-    save_state(dest, PartState(source, etag=etag, ranges=RangeSet([(0, half)])))
-    put_s3(s3, bucket, "v.safetensors", new)  # replaced in the store meanwhile
+        etag = client.head_object(Bucket="models-e", Key="v.safetensors")["ETag"]
+    leave_partial(dest, source, old[: SIZE // 2], etag)  # a download of the old object, cut off
+    put_s3(s3, "models-e", "v.safetensors", new)  # replaced in the store meanwhile
     result = download(lib, source, dest, hashlib.sha256(new).hexdigest())
     assert dest.read_bytes() == new and result.fetched_bytes == SIZE
     assert any("changed since the partial download" in note for note in result.notes)
