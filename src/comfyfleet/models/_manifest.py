@@ -30,13 +30,18 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from comfyfleet.models._errors import ManifestError, PresetNotFound
 from comfyfleet.models._sources import check_source
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_GIT_BLOB = re.compile(r"^[0-9a-f]{40}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -96,24 +101,17 @@ class ModelFile(BaseModel):
     def _filename(cls, value: str) -> str:
         return check_relative_name(value)
 
-    @field_validator("sha256")
+    @field_validator("sha256", "git_blob")
     @classmethod
-    def _sha256(cls, value: str | None) -> str | None:
+    def _hex_digest(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Lowercased; 64 hex digits for a sha256, 40 for a git blob id."""
         if value is None:
             return None
         value = value.strip().lower()
-        if not _SHA256.match(value):
-            raise ValueError("sha256 must be 64 hexadecimal digits")
-        return value
-
-    @field_validator("git_blob")
-    @classmethod
-    def _git_blob(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        value = value.strip().lower()
-        if not _GIT_BLOB.match(value):
-            raise ValueError("git_blob must be 40 hexadecimal digits (a git object id)")
+        digits = 64 if info.field_name == "sha256" else 40
+        if not re.fullmatch(f"[0-9a-f]{{{digits}}}", value):
+            what = "" if digits == 64 else " (a git object id)"
+            raise ValueError(f"{info.field_name} must be {digits} hexadecimal digits{what}")
         return value
 
     @property
