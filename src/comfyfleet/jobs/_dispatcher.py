@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from comfyfleet.comfy import ComfyClient, ComfyEvents
+from comfyfleet.jobs._failures import JobError
 from comfyfleet.jobs._lane import Lane, PreviewSink
 from comfyfleet.jobs._limits import JobLimits, timeout_error
 from comfyfleet.jobs._model import JobStatus
@@ -42,6 +43,9 @@ class DispatcherSettings:
     cancel_poll_s: float = 0.2
     limits: JobLimits = field(default_factory=JobLimits)
     expire_poll_s: float = 1.0
+    claim_grace_s: float = 60.0
+    """How long a claimed job may wait for its submit before the watchdog ends its attempt
+    (longer than a submit can take: the ComfyUI client's own timeout is 30 s)."""
 
 
 class Dispatcher:
@@ -191,10 +195,37 @@ class Dispatcher:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.lease_s / 3)
+            try:
+                await self.watchdog()
+            except Exception:  # a store hiccup: the next round tries again
+                log.exception("checking the leased jobs failed")
             ids = [f.job.id for lane in self.lanes.values() for f in lane.in_flight.values()]
             ids += [job_id for lane in self.lanes.values() for job_id in lane.finishing]
             if ids:
                 await self.store.heartbeat(self.worker, ids, lease_s=self.settings.lease_s)
+
+    async def watchdog(self, now: float | None = None) -> list[str]:
+        """End the attempts of leased jobs that nothing works on, before their leases are
+        renewed: a lane whose follower died loses its jobs (they run again), and a job claimed
+        or preparing without a live task fails its attempt. Returns the ids it ended."""
+        ended: list[str] = []
+        for lane in list(self.lanes.values()):
+            follower = self._followers.get(lane.index)
+            if self._started and lane.in_flight and (follower is None or follower.done()):
+                log.error("instance %s: its event follower stopped; restarting it", lane.index)
+                ended += [f.job.id for f in lane.in_flight.values()]
+                await lane.lose_all("its event follower stopped")
+                self._follow(lane)
+            for prompt_id in lane.stranded(self.settings.claim_grace_s, now):
+                ended.append(lane.in_flight[prompt_id].job.id)
+                error = JobError(
+                    "internal_error",
+                    f"instance {lane.index}: nothing was working on the job (watchdog)",
+                    retryable=True,
+                    details={"instance": lane.index},
+                )
+                await lane.fail_attempt(prompt_id, error)
+        return ended
 
     async def _cancel_loop(self) -> None:
         while True:

@@ -24,9 +24,8 @@ from comfyfleet.comfy import (
     Connected,
     Disconnected,
     PreviewFrame,
-    PromptRejected,
 )
-from comfyfleet.jobs._failures import node_error, rejection
+from comfyfleet.jobs._failures import JobError, attempt_error, node_error
 from comfyfleet.jobs._graph import namespace_outputs
 from comfyfleet.jobs._limits import JobLimits, timeout_error
 from comfyfleet.jobs._model import Job
@@ -52,10 +51,19 @@ class _InFlight:
     """What `executed` messages reported, by node: the outputs, without asking /history."""
     gap: bool = False
     """The WebSocket dropped while this prompt was in flight: messages may be missing."""
+    phase: str = "claimed"
+    """claimed (being submitted), preparing (its models downloading), submitted (in ComfyUI)."""
+    since: float = field(default_factory=time.monotonic)
+    """When it entered its phase: the watchdog's measure of a claim nothing works on."""
+    task: asyncio.Task[None] | None = None
+    """The task preparing it, while it is preparing."""
 
     @property
     def started(self) -> bool:
         return self.started_at is not None
+
+    def enter(self, phase: str) -> None:
+        self.phase, self.since = phase, time.monotonic()
 
 
 class Lane:
@@ -128,14 +136,51 @@ class Lane:
                 self._claiming -= 1
             if job is None:
                 break
-            if self.prepare is not None and self.prepare.needed(job):
+            try:
+                needs_preparing = self.prepare is not None and self.prepare.needed(job)
+            except Exception as exc:  # the job's graph broke the check: its attempt ends here
+                await self.fail_attempt(
+                    prompt_id, attempt_error(exc, **self._at("preparing", from_job=True))
+                )
+                continue
+            if needs_preparing:
                 task = asyncio.create_task(self._prepare_then_submit(job, prompt_id))
+                self.in_flight[prompt_id].enter("preparing")
+                self.in_flight[prompt_id].task = task
                 self.preparing.add(task)
                 task.add_done_callback(self.preparing.discard)
             else:
                 await self._submit(job, prompt_id)
             submitted += 1
         return submitted
+
+    def _at(self, doing: str, *, from_job: bool = False) -> dict[str, Any]:
+        return {"instance": self.index, "doing": doing, "from_job": from_job}
+
+    async def fail_attempt(self, prompt_id: str, error: JobError) -> None:
+        """End the attempt of the job in `prompt_id`'s slot and free the slot; a no-op when the
+        job already left it (cancelled, timed out or lost meanwhile)."""
+        flight = self.in_flight.pop(prompt_id, None)
+        if flight is None:
+            return
+        if error.code == "internal_error":
+            log.warning("job %s on instance %s: %s", flight.job.id, self.index, error.message)
+        retryable = error.retryable
+        await self.store.fail(flight.job.id, self.worker, error.to_dict(), retryable=retryable)
+        self.wake.set()
+
+    def stranded(self, claim_grace_s: float, now: float | None = None) -> list[str]:
+        """The prompt ids of jobs this lane holds that nothing works on: claimed but never
+        submitted (the task submitting them was cancelled or died) or preparing with no live
+        task. Their leases would otherwise be renewed for ever."""
+        now = time.monotonic() if now is None else now
+        lost = []
+        for prompt_id, flight in self.in_flight.items():
+            if flight.phase == "claimed" and now - flight.since > claim_grace_s:
+                lost.append(prompt_id)
+            elif flight.phase == "preparing" and (flight.task is None or flight.task.done()):
+                lost.append(prompt_id)
+        return lost
 
     async def _prepare_then_submit(self, job: Job, prompt_id: str) -> None:
         """Model downloads can take minutes: they run beside the lane, holding the slot."""
@@ -148,9 +193,14 @@ class Lane:
                 await self._refill()
             return
         except PrepareFailed as exc:
-            if self.in_flight.pop(prompt_id, None) is not None:
-                await self.store.fail(job.id, self.worker, exc.error, retryable=exc.retryable)
-                await self._refill()
+            await self.fail_attempt(prompt_id, JobError.from_dict(exc.error, exc.retryable))
+            await self._refill()
+            return
+        except Exception as exc:
+            await self.fail_attempt(
+                prompt_id, attempt_error(exc, **self._at("preparing", from_job=True))
+            )
+            await self._refill()
             return
         if prompt_id in self.in_flight:  # not cancelled or lost meanwhile
             await self._submit(job, prompt_id, workflow)
@@ -158,32 +208,26 @@ class Lane:
     async def _submit(
         self, job: Job, prompt_id: str, workflow: dict[str, Any] | None = None
     ) -> None:
-        graph = namespace_outputs(job.workflow if workflow is None else workflow, job.id)
+        """Send the job to ComfyUI. Whatever goes wrong ends this attempt, never the lane."""
         try:
+            graph = namespace_outputs(job.workflow if workflow is None else workflow, job.id)
             await self.client.submit(graph, client_id=self.client_id, prompt_id=prompt_id)
-        except PromptRejected as exc:
-            self.in_flight.pop(prompt_id, None)
-            await self.store.fail(job.id, self.worker, rejection(exc), retryable=False)
-        except ComfyError as exc:
-            self.in_flight.pop(prompt_id, None)
-            await self.store.fail(
-                job.id,
-                self.worker,
-                {
-                    "code": "instance_unavailable",
-                    "retryable": True,
-                    "instance": self.index,
-                    "message": f"instance {self.index} did not take the job: {exc.message}",
-                },
-                retryable=True,
+        except Exception as exc:
+            await self.fail_attempt(
+                prompt_id, attempt_error(exc, **self._at("submitting", from_job=True))
             )
+            return
+        flight = self.in_flight.get(prompt_id)
+        if flight is not None:
+            flight.enter("submitted")
+            flight.task = None
 
     # --- following ComfyUI ---------------------------------------------------------------
     async def follow(self) -> None:
         """Consume the instance's WebSocket for as long as the lane lives."""
         async for item in self.events:
             if isinstance(item, ComfyMessage):
-                await self._on_message(item)
+                await self._on_message_guarded(item)
             elif isinstance(item, PreviewFrame):
                 self._forward_preview(item)
             elif isinstance(item, Connected):
@@ -193,6 +237,19 @@ class Lane:
                     flight.gap = True
                 if not self.serving:
                     await self.lose_all("the instance stopped")
+
+    async def _on_message_guarded(self, message: ComfyMessage) -> None:
+        """One message that cannot be handled ends its prompt's attempt, not the follower."""
+        try:
+            await self._on_message(message)
+        except Exception as exc:
+            flight = self.in_flight.get(message.prompt_id or "")
+            log.exception("instance %s: handling %s failed", self.index, message.type)
+            if flight is not None:
+                error = attempt_error(exc, **self._at(f"handling {message.type}"))
+                await self.fail_attempt(flight.prompt_id, error)
+                await self._stop_in_comfy(flight.job.id, flight.prompt_id)
+                await self._refill()
 
     async def _on_message(self, message: ComfyMessage) -> None:
         flight = self.in_flight.get(message.prompt_id or "")
@@ -225,7 +282,7 @@ class Lane:
         elif message.type == "execution_success":
             await self._finish_success(flight, comfy_ts=data.get("timestamp"))
         elif message.type == "execution_error":
-            await self._finish(flight, node_error(data), retryable=False)
+            await self._finish(flight, node_error(data))
         elif message.type == "execution_interrupted":
             await self._finish_interrupted(flight, data)
 
@@ -241,15 +298,7 @@ class Lane:
             elif entry is None:
                 entry = await self._history_when_written(flight.prompt_id)
         except ComfyError as exc:
-            await self._finish(
-                flight,
-                {
-                    "code": "instance_unavailable",
-                    "retryable": True,
-                    "message": f"history unavailable: {exc.message}",
-                },
-                retryable=True,
-            )
+            await self._finish(flight, attempt_error(exc, **self._at("reading its history")))
             return
         outputs = outputs_from_history(flight.job.id, entry)
         self.in_flight.pop(flight.prompt_id, None)
@@ -278,8 +327,8 @@ class Lane:
             return
         except Exception as exc:  # a bug here must not leave the job running until its lease
             log.exception("job %s: publishing its outputs failed", job.id)
-            error = {"code": "internal_error", "retryable": True, "message": str(exc)}
-            await self.store.fail(job.id, self.worker, error, retryable=True)
+            failed = attempt_error(exc, **self._at("storing its outputs"))
+            await self.store.fail(job.id, self.worker, failed.to_dict(), retryable=failed.retryable)
             return
         await self.store.complete(job.id, self.worker, published, details=details)
 
@@ -315,38 +364,21 @@ class Lane:
             delay = min(delay * 2, 0.1)
 
     async def _finish_interrupted(self, flight: _InFlight, data: dict[str, Any]) -> None:
-        await self._finish(
-            flight,
-            {
-                "code": "interrupted",
-                "retryable": True,
-                "message": f"interrupted at node {data.get('node_id')}",
-            },
-            retryable=True,
-        )
+        message = f"interrupted at node {data.get('node_id')}"
+        await self._finish(flight, JobError("interrupted", message, retryable=True))
 
-    async def _finish(self, flight: _InFlight, error: dict[str, Any], *, retryable: bool) -> None:
-        self.in_flight.pop(flight.prompt_id, None)
-        await self.store.fail(flight.job.id, self.worker, error, retryable=retryable)
+    async def _finish(self, flight: _InFlight, error: JobError) -> None:
+        await self.fail_attempt(flight.prompt_id, error)
         if self.serving:
             await self._refill()
-        else:
-            self.wake.set()
 
     # --- failures and reconciliation -------------------------------------------------------
     async def lose_all(self, reason: str) -> None:
         """The instance died or stopped answering: every job on it goes back to the queue."""
         for flight in list(self.in_flight.values()):
-            await self._finish(
-                flight,
-                {
-                    "code": "instance_lost",
-                    "retryable": True,
-                    "instance": self.index,
-                    "message": f"instance {self.index}: {reason}",
-                },
-                retryable=True,
-            )
+            message = f"instance {self.index}: {reason}"
+            where = {"instance": self.index}
+            await self._finish(flight, JobError("instance_lost", message, True, where))
 
     async def reconcile(self) -> None:
         """After a WebSocket gap: ask /history about every in-flight prompt."""
@@ -363,7 +395,7 @@ class Lane:
                 error: dict[str, Any] = next(
                     (m[1] for m in messages if m and m[0] == "execution_error"), {}
                 )
-                await self._finish(flight, node_error(error), retryable=False)
+                await self._finish(flight, node_error(error))
 
     async def check_cancels(self, now: float | None = None) -> None:
         """Stop the jobs a client asked to cancel, and those past their timeout. Whether ComfyUI
@@ -377,16 +409,21 @@ class Lane:
             if not job.cancel_requested and timeout is None:
                 continue
             self.in_flight.pop(flight.prompt_id, None)
-            try:
-                await self.client.delete_queued([flight.prompt_id])
-                await self.client.interrupt(flight.prompt_id)
-            except ComfyError as exc:
-                log.warning("stopping job %s on instance %s: %s", job.id, self.index, exc)
+            await self._stop_in_comfy(job.id, flight.prompt_id)
             if timeout is None:
                 await self.store.mark_cancelled(job.id, self.worker)
             else:
                 await self.store.fail(job.id, self.worker, timeout, retryable=False)
             await self._refill()
+
+    async def _stop_in_comfy(self, job_id: str, prompt_id: str) -> None:
+        """Take a prompt out of ComfyUI's queue and interrupt it if it is the one running (a
+        no-op otherwise), so an attempt that ended here does not go on there."""
+        try:
+            await self.client.delete_queued([prompt_id])
+            await self.client.interrupt(prompt_id)
+        except ComfyError as exc:
+            log.warning("stopping job %s on instance %s: %s", job_id, self.index, exc)
 
     def _timeout(self, flight: _InFlight, now: float) -> dict[str, Any] | None:
         queued_s, running_s = self.limits.for_job(flight.job.options)
