@@ -35,6 +35,9 @@ class _Known:
     async def known(self, wanted: set[str]) -> frozenset[str]:
         return frozenset({"EmptyImage", "SaveImage", "LoadImage", "CheckpointLoaderSimple"})
 
+    def free_text(self, class_type: str, input_name: str) -> bool:
+        return input_name == "text"
+
 
 def make_service(tmp_path: Path, **settings: Any) -> Service:
     service = Service(

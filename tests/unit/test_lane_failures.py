@@ -69,10 +69,10 @@ def test_a_graph_json_cannot_carry_fails_at_once_and_frees_the_slot() -> None:
     run_one_slot(body)
 
 
-def test_a_lone_surrogate_in_a_prefix_fails_the_job_not_the_instance() -> None:
+def test_a_lone_surrogate_in_an_input_fails_the_job_not_the_instance() -> None:
     async def body(store: MemoryJobStore, d: Dispatcher, fake: FakeComfy) -> None:
-        save = {"class_type": "SaveImage", "inputs": {"filename_prefix": "\udc80x"}}
-        await store.enqueue(NewJob("surrogate", {"9": save}))
+        text = {"class_type": "CLIPTextEncode", "inputs": {"text": "\udc80x"}}
+        await store.enqueue(NewJob("surrogate", graph(text)))
         await store.enqueue(NewJob("ok", graph(sleep(0.01))))
         d.notify()
         await until_done(store, ["surrogate", "ok"])

@@ -22,7 +22,7 @@ from comfyfleet.auth import key_of
 from comfyfleet.gateway._assets_api import resolve_job_media
 from comfyfleet.gateway._errors import ApiError
 from comfyfleet.gateway._model_inputs import check_model_urls
-from comfyfleet.gateway._service import Service
+from comfyfleet.gateway._service import Service, prompt_by_name
 from comfyfleet.gateway._submit import (
     JOB_ID,
     JOB_REQUEST_SCHEMA,
@@ -42,6 +42,7 @@ from comfyfleet.jobs import (
     NewJob,
     QueueFull,
     check_workflow,
+    unsafe_paths,
 )
 
 _SMALL_FILE = 512 * 1024
@@ -197,6 +198,14 @@ async def _check_graph(service: Service, workflow: Any) -> None:
         raise ApiError(
             exc.status, "invalid_workflow", exc.message, {**exc.details(), "hint": exc.hint}
         ) from exc
+    free_text = service.node_types.free_text if service.node_types else prompt_by_name
+    for node_id, class_type, name, reason in unsafe_paths(workflow, free_text)[:1]:
+        raise ApiError(
+            422,
+            "unsafe_path",
+            f"node {node_id} ({class_type}): input '{name}' is refused: {reason}",
+            {"node_id": node_id, "input": name},
+        )
 
 
 async def _checked(service: Service, new: NewJob) -> NewJob:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from comfyfleet.assets import MediaResolver
 from comfyfleet.comfy import ComfyClient, ComfyError
@@ -18,15 +19,41 @@ from comfyfleet.storage import Storage
 from comfyfleet.supervise import InstanceStatus
 from comfyfleet.webhooks import DEFAULT_EVENTS
 
+_FREE_TEXT_NAMES = frozenset({"text", "text_g", "text_l", "prompt", "negative_prompt"})
+"""Inputs taken for prompts when no instance can say (their schemas are not known yet)."""
+
+
+def _free_text_inputs(info: dict[str, Any]) -> frozenset[tuple[str, str]]:
+    """(class, input) of every multiline text input in `/object_info`: prompts, not names."""
+    found = set()
+    for class_type, spec in info.items():
+        sections = (spec.get("input") or {}) if isinstance(spec, dict) else {}
+        for section in ("required", "optional"):
+            for name, declared in (sections.get(section) or {}).items():
+                if not isinstance(declared, list | tuple) or len(declared) < 2:
+                    continue
+                kind, options = declared[0], declared[1]
+                if kind == "STRING" and isinstance(options, dict) and options.get("multiline"):
+                    found.add((str(class_type), str(name)))
+    return frozenset(found)
+
+
+def prompt_by_name(class_type: str, input_name: str) -> bool:
+    """Free text, as far as an input's name tells: the rule when no schema is known."""
+    return input_name in _FREE_TEXT_NAMES
+
 
 class NodeTypes:
     """The node classes the instances know (`/object_info`), cached; refreshed when a graph names
-    a class the cache does not have and the cache is older than `refresh_s` (new custom nodes)."""
+    a class the cache does not have and the cache is older than `refresh_s` (new custom nodes).
+    Also which inputs are free text (multiline strings): those may hold anything, while every
+    other string input is a name that must not read as a path leaving its folder."""
 
     def __init__(self, urls: Callable[[], list[str]], refresh_s: float = 10.0) -> None:
         self._urls = urls
         self._refresh_s = refresh_s
         self._known: frozenset[str] | None = None
+        self._free_text: frozenset[tuple[str, str]] = frozenset()
         self._fetched_at = 0.0
 
     async def known(self, wanted: set[str]) -> frozenset[str] | None:
@@ -36,6 +63,11 @@ class NodeTypes:
             await self._fetch()
         return self._known
 
+    def free_text(self, class_type: str, input_name: str) -> bool:
+        if self._known is None or class_type not in self._known:
+            return prompt_by_name(class_type, input_name)
+        return (class_type, input_name) in self._free_text
+
     async def _fetch(self) -> None:
         for url in self._urls():
             try:
@@ -44,6 +76,7 @@ class NodeTypes:
             except ComfyError:
                 continue
             self._known = frozenset(info)
+            self._free_text = _free_text_inputs(info)
             self._fetched_at = time.monotonic()
             return
 

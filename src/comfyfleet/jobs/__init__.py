@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from comfyfleet.jobs._confine import clean_prefix, escaping_path, namespace_outputs, unsafe_paths
 from comfyfleet.jobs._dispatcher import Dispatcher, DispatcherSettings
-from comfyfleet.jobs._graph import GraphError, check_workflow, namespace_outputs
+from comfyfleet.jobs._graph import GraphError, check_workflow
 from comfyfleet.jobs._limits import JobLimits
 from comfyfleet.jobs._memory import MemoryJobStore
 from comfyfleet.jobs._model import (
@@ -48,6 +49,9 @@ __all__ = [
     "QueueFull",
     "SqliteJobStore",
     "check_workflow",
+    "clean_prefix",
+    "escaping_path",
     "namespace_outputs",
     "open_store",
+    "unsafe_paths",
 ]

@@ -9,7 +9,6 @@ a link to a missing node, an unknown class when the schemas are known).
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from pathlib import PurePosixPath
 from typing import Any
 
 from comfyfleet.errors import ComfyfleetError
@@ -87,17 +86,3 @@ def check_workflow(workflow: Any, *, known_classes: Collection[str] | None = Non
                 hint="install the custom node that provides it, or fix the class name",
             )
         _check_links(str(node_id), class_type, inputs, workflow)
-
-
-def namespace_outputs(workflow: Mapping[str, Any], job_id: str) -> dict[str, Any]:
-    """A copy whose every `filename_prefix` writes under `<job_id>/`, so that two jobs never
-    share (or overwrite) output files and a job's outputs can be found and served by its id."""
-    prepared: dict[str, Any] = {}
-    for node_id, node in workflow.items():
-        inputs = dict(node.get("inputs", {}))
-        prefix = inputs.get("filename_prefix")
-        if isinstance(prefix, str):
-            parts = [p for p in PurePosixPath(prefix).parts if p not in ("..", "/", ".")]
-            inputs["filename_prefix"] = "/".join([job_id, *parts]) if parts else f"{job_id}/out"
-        prepared[str(node_id)] = {**node, "inputs": inputs}
-    return prepared

@@ -25,8 +25,8 @@ from comfyfleet.comfy import (
     Disconnected,
     PreviewFrame,
 )
+from comfyfleet.jobs._confine import namespace_outputs
 from comfyfleet.jobs._failures import JobError, attempt_error, node_error
-from comfyfleet.jobs._graph import namespace_outputs
 from comfyfleet.jobs._limits import JobLimits, timeout_error
 from comfyfleet.jobs._model import Job
 from comfyfleet.jobs._outputs import outputs_from_history

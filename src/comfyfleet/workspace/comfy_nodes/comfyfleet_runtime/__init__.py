@@ -11,6 +11,10 @@ collections walk only what the prompts created. Frozen once when this module loa
 core nodes) and once more when the server starts (after every custom node).
 
 Set COMFYFLEET_GC_FREEZE=0 in the instance's environment to leave the collector alone.
+
+It also keeps each job to its own files (`confine`): the node that cleans computed output
+prefixes, and the guard on ComfyUI's annotated file lookups (COMFYFLEET_CONFINE_PATHS=0 turns the
+guard off, for a trusted single-user instance).
 """
 
 from __future__ import annotations
@@ -18,12 +22,22 @@ from __future__ import annotations
 import gc
 import os
 
-NODE_CLASS_MAPPINGS: dict[str, type] = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
+from .confine import ComfyfleetJobPrefix, guard_annotated_paths
+
+NODE_CLASS_MAPPINGS: dict[str, type] = {"ComfyfleetJobPrefix": ComfyfleetJobPrefix}
+NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {"ComfyfleetJobPrefix": "Job output prefix"}
 
 
-def _enabled() -> bool:
-    return os.environ.get("COMFYFLEET_GC_FREEZE", "1").strip().lower() not in ("0", "false", "no")
+def _enabled(variable: str) -> bool:
+    return os.environ.get(variable, "1").strip().lower() not in ("0", "false", "no")
+
+
+def _guard_paths() -> None:
+    try:
+        import folder_paths  # type: ignore[import-not-found]  # ComfyUI's own
+    except ImportError:
+        return
+    guard_annotated_paths(folder_paths)
 
 
 def _freeze() -> None:
@@ -47,6 +61,8 @@ def _register_startup_freeze() -> None:
     app.on_startup.append(freeze_on_startup)
 
 
-if _enabled():
+if _enabled("COMFYFLEET_CONFINE_PATHS"):
+    _guard_paths()
+if _enabled("COMFYFLEET_GC_FREEZE"):
     _freeze()
     _register_startup_freeze()
