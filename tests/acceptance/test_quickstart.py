@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.integration.fleet import cli, comfyui_processes
+from tests.integration.fleet import comfyui_processes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,12 +36,13 @@ def test_the_readme_quickstart_installs_and_runs(tmp_path_factory: pytest.TempPa
             timeout=1500,
         )
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-        assert "1 instances ready" in done.stdout
-        smoke = [line for line in done.stdout.splitlines() if "instance 0:" in line]
-        assert smoke and smoke[0].startswith("✓"), done.stdout[-2000:]
-        image = Path(smoke[0].rsplit("-> ", 1)[1])
-        assert image.is_file() and image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert image.is_relative_to(ws / "output")
+        lines = done.stdout.splitlines()
+        succeeded = [line for line in lines if line.startswith("✓ job ")]
+        assert succeeded and succeeded[0].split()[3] == "succeeded", done.stdout[-2000:]
+        job_id = succeeded[0].split()[2]
+        image = Path(lines[lines.index(succeeded[0]) + 1].strip())
+        assert image == Path("outputs") / job_id / "hello_00001_.png"
+        assert (ROOT / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     finally:
-        cli("down", "-w", ws, check=False)
+        shutil.rmtree(ROOT / "outputs", ignore_errors=True)
     assert comfyui_processes(ws) == []

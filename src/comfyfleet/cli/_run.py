@@ -66,22 +66,26 @@ def _ephemeral_server(workspace: Path | None) -> Iterator[str]:
         argv += ["--workspace", str(workspace)]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
+    status = make_console().status("starting the job service on the workspace (no --server)")
     try:
+        status.start()
         deadline = time.monotonic() + 600
         while True:
             if proc.poll() is not None:
                 err = (proc.stderr.read() if proc.stderr else "").strip().splitlines()
                 raise ComfyfleetError(f"the ephemeral server exited: {' / '.join(err[-3:])}")
             try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                if httpx.get(f"{url}/ready", timeout=2, trust_env=False).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
                 raise ComfyfleetError("the ephemeral server was not ready within 600s")
             time.sleep(0.2)
+        status.stop()
         yield url
     finally:
+        status.stop()
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(120)
