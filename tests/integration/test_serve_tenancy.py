@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from tests.comfyui_env import workspace_sharing
@@ -66,6 +67,7 @@ def env(comfyui_install: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "b": create_key(ws, "team-b"),
         "admin": create_key(ws, "ops", "admin"),
         "reader": create_key(ws, "dashboard", "read"),
+        "submitter": create_key(ws, "batch", "submit"),
     }
     server = Server(ws, instances=1).start()
     clients = {
@@ -164,6 +166,13 @@ def test_a_read_only_key_reads_but_cannot_submit(env: Env) -> None:
     error = answer.json()["error"]
     assert (error["code"], error["details"]["needs"]) == ("forbidden", "submit")
     assert _listed(env, "reader") == []  # it reads its own jobs: it has none
+
+
+def test_a_submit_only_key_cannot_open_the_event_socket(env: Env) -> None:
+    headers = {"Authorization": f"Bearer {env.tokens['submitter']}"}
+    with pytest.raises(InvalidStatus) as refused:
+        connect(env.ws_url(), additional_headers=headers, open_timeout=10)
+    assert refused.value.response.status_code == 403
 
 
 def test_the_same_idempotency_key_gives_each_key_its_own_job(env: Env) -> None:

@@ -23,6 +23,7 @@ from comfyfleet.auth import ADMIN, READ, SUBMIT, KeyStore
 from comfyfleet.config import ServeSettings
 from comfyfleet.gateway import Service, create_app
 from comfyfleet.gateway._assets_api import assets_router
+from comfyfleet.gateway._models_api import models_router
 from comfyfleet.gateway._tenancy import idempotency_secret
 from comfyfleet.gateway._webhooks_api import webhooks_router
 from comfyfleet.jobs import MemoryJobStore, NewJob
@@ -49,9 +50,18 @@ class Gateway:
     tokens: dict[str, str]
 
     def call(self, who: str, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        async def never(name: str) -> str:
+            raise AssertionError("a refused install must not start")
+
+        library: Any = object()  # a refused request never reaches the library
+        routers = (
+            assets_router(self.assets),
+            webhooks_router(MemoryOutbox()),
+            models_router(library, never),
+        )
         app = create_app(
             self.service,
-            routers=(assets_router(self.assets), webhooks_router(MemoryOutbox())),
+            routers=routers,
             keys=KeyStore(self.service.output_dir.parent / "keys.json"),
         )
         headers = {"Authorization": f"Bearer {self.tokens[who]}", **kwargs.pop("headers", {})}
@@ -138,6 +148,9 @@ def test_a_missing_scope_is_403_naming_it(gw: Gateway) -> None:
         ("submitter", "GET", f"/v1/jobs/{job_id}", READ),
         ("submitter", "GET", "/v1/jobs", READ),
         ("a", "GET", "/v1/webhooks/deliveries", ADMIN),
+        ("a", "POST", "/v1/webhooks/deliveries/d1/redeliver", ADMIN),
+        ("a", "POST", "/v1/presets/sd15/install", ADMIN),
+        ("a", "DELETE", "/v1/models/checkpoints/x.safetensors", ADMIN),
     ]:
         answer = gw.call(who, method, url, json={"workflow": GRAPH})
         assert answer.status_code == 403, (who, url, answer.text)
