@@ -108,6 +108,24 @@ def test_list_shows_ids_names_and_hints_never_the_key(ws: Path) -> None:
     assert "sha256" not in entry and "digest" not in entry
 
 
+def test_scopes_are_chosen_at_creation_and_listed(ws: Path) -> None:
+    keys(ws, "create", "-n", "app", "-q")
+    keys(ws, "create", "-n", "dashboard", "--scope", "read", "-q")
+    made = keys(ws, "create", "-n", "ops", "--scope", "read,submit", "--scope", "admin")
+    assert "scopes: submit,read,admin" in made.stderr
+    by_name = {entry["name"]: entry["scopes"] for entry in listed(ws)}
+    assert by_name == {
+        "app": ["submit", "read"],
+        "dashboard": ["read"],
+        "ops": ["submit", "read", "admin"],
+    }
+    table = keys(ws, "list").stdout
+    assert "scopes" in table and "submit,read,admin" in table
+    bad = keys(ws, "create", "-n", "x", "--scope", "write", check=False)
+    assert bad.returncode == 1 and "unknown scope 'write'" in bad.stderr
+    assert len(listed(ws)) == 3
+
+
 def test_revoke_refuses_the_key_from_then_on(ws: Path) -> None:
     token = keys(ws, "create", "-n", "leaked", "-q").stdout.strip()
     key_id = token.split("_")[1]

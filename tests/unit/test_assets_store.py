@@ -271,3 +271,54 @@ def test_settings_defaults_and_validation() -> None:
         AssetSettings(allowed_networks=("10.0.0.0/33",))
     with pytest.raises(ValueError, match="frozen"):
         settings.allow_private = True  # type: ignore[misc]
+
+
+# --- owners -------------------------------------------------------------------------------------
+
+
+async def chunks_of(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def test_each_owner_gets_new_once_and_sees_its_own_file_name(tmp_path: Path) -> None:
+    store = AssetStore(tmp_path)
+    data = wav_bytes()
+    first, created = await store.add_bytes(data, filename="mine.wav", owner="keyaaaaa")
+    assert created and first.filename == "mine.wav"
+    again, created = await store.add_stream(chunks_of(data), filename="x.wav", owner="keyaaaaa")
+    assert not created and again.filename == "mine.wav"
+    # the same bytes from another key: new to that key, under its own name, one file on disk
+    other, created = await store.add_stream(chunks_of(data), filename="b.wav", owner="keybbbbb")
+    assert created and other.filename == "b.wav" and other.id == first.id
+    assert store.get_for(first.id, "keyaaaaa").filename == "mine.wav"
+    assert store.owns(first.id, "keybbbbb") and not store.owns(first.id, "keycccc")
+    with pytest.raises(AssetNotFound) as info:
+        store.get_for(first.id, "keycccc")
+    assert info.value.message == AssetNotFound.for_id(first.id).message  # as if it did not exist
+    assert len(list(store.folder.glob("*.wav"))) == 1
+
+
+async def test_an_owner_leaving_keeps_the_bytes_for_the_others(tmp_path: Path) -> None:
+    store = AssetStore(tmp_path)
+    asset, _ = await store.add_bytes(wav_bytes(), owner="keyaaaaa")
+    await store.add_bytes(wav_bytes(), owner="keybbbbb")
+    store.release(asset.id, "keyaaaaa")
+    assert not store.owns(asset.id, "keyaaaaa")
+    assert store.get_for(asset.id, "keybbbbb").id == asset.id
+    with pytest.raises(AssetNotFound):
+        store.release(asset.id, "keyaaaaa")  # not theirs any more
+    store.release(asset.id, "keybbbbb")  # the last owner: the asset goes
+    with pytest.raises(AssetNotFound):
+        store.get(asset.id)
+
+
+async def test_uploads_without_an_owner_belong_to_nobody(tmp_path: Path) -> None:
+    store = AssetStore(tmp_path)
+    asset, created = await store.add_bytes(wav_bytes())
+    assert created and not store.owns(asset.id, "keyaaaaa")
+    _, created = await store.add_bytes(wav_bytes(), owner="keyaaaaa")
+    assert created  # new to the key, though the bytes were there
+    store.delete(asset.id)  # an admin's delete removes it whoever owns it
+    assert not store.owns(asset.id, "keyaaaaa")
+    with pytest.raises(AssetNotFound):
+        store.get(asset.id)

@@ -13,7 +13,10 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from comfyfleet.auth import (
+    ADMIN,
+    READ,
     STATIC_KEY_ID,
+    SUBMIT,
     AuthError,
     AuthSettings,
     KeyNotFound,
@@ -21,6 +24,7 @@ from comfyfleet.auth import (
     KeyStoreError,
     keys_file_path,
     open_key_store,
+    parse_scopes,
 )
 
 
@@ -118,6 +122,70 @@ def test_bad_names_are_refused(store: KeyStore, name: str) -> None:
 def test_a_lifetime_must_be_positive(store: KeyStore, seconds: float) -> None:
     with pytest.raises(AuthError, match="lifetime must be positive"):
         store.create("x", expires_in_s=seconds)
+
+
+# --- scopes -------------------------------------------------------------------------------------
+
+
+def test_a_key_made_without_scopes_may_submit_and_read_but_not_administer(
+    store: KeyStore,
+) -> None:
+    record = store.verify(store.create("app").token)
+    assert record is not None
+    assert record.scopes == {SUBMIT, READ}
+    assert (record.allows(SUBMIT), record.allows(READ), record.allows(ADMIN)) == (True, True, False)
+
+
+def test_scopes_are_kept_in_the_file_and_shown(store: KeyStore) -> None:
+    reader = store.create("dashboard", scopes=frozenset({READ}))
+    admin = store.create("ops", scopes=frozenset({ADMIN}))
+    again = KeyStore(store.path)  # a fresh reader of the same file
+    read_only, operator = again.verify(reader.token), again.verify(admin.token)
+    assert read_only is not None and operator is not None
+    assert read_only.scopes == {READ} and not read_only.allows(SUBMIT)
+    assert all(operator.allows(scope) for scope in (SUBMIT, READ, ADMIN))
+    entries = json.loads(store.path.read_text())["keys"]
+    assert [entry["scopes"] for entry in entries] == [["read"], ["admin"]]
+    assert read_only.public_view(0.0)["scopes"] == ["read"]
+
+
+def test_a_key_file_from_before_scopes_gives_its_keys_submit_and_read(store: KeyStore) -> None:
+    issued = store.create("old")
+    data = json.loads(store.path.read_text())
+    for entry in data["keys"]:
+        del entry["scopes"]
+    store.path.write_text(json.dumps(data))
+    record = KeyStore(store.path).verify(issued.token)
+    assert record is not None and record.scopes == {SUBMIT, READ}
+
+
+def test_an_unknown_scope_in_the_file_is_named(store: KeyStore) -> None:
+    store.create("a")
+    data = json.loads(store.path.read_text())
+    data["keys"][0]["scopes"] = ["read", "root"]
+    store.path.write_text(json.dumps(data))
+    with pytest.raises(KeyStoreError, match=r"entry 0 of .*unknown scope 'root'"):
+        KeyStore(store.path).records()
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (["submit"], {SUBMIT}),
+        (["submit,read"], {SUBMIT, READ}),
+        (["read", " ADMIN "], {READ, ADMIN}),
+    ],
+)
+def test_scopes_come_repeated_or_as_a_comma_list(values: list[str], expected: set[str]) -> None:
+    assert parse_scopes(values) == expected
+
+
+@pytest.mark.parametrize(
+    ("values", "message"), [(["write"], "unknown scope 'write'"), ([","], "at least one scope")]
+)
+def test_bad_scopes_are_refused(values: list[str], message: str) -> None:
+    with pytest.raises(AuthError, match=message):
+        parse_scopes(values)
 
 
 # --- the file -----------------------------------------------------------------------------------
@@ -242,6 +310,7 @@ def test_a_static_key_verifies_but_is_not_stored(tmp_path: Path) -> None:
     assert store.has_static_key
     record = store.verify(key)
     assert record is not None and record.id == STATIC_KEY_ID
+    assert record.scopes == {ADMIN}  # the operator's key, set where the server is configured
     assert store.verify(key[:-1]) is None
     issued = store.create("file key")
     assert store.verify(issued.token) is not None  # the file's keys work beside it

@@ -453,6 +453,55 @@ def test_queue_position_follows_claim_order(store: JobStore) -> None:
     run(scenario())
 
 
+# --- owners ----------------------------------------------------------------------------------
+
+
+def test_a_job_keeps_the_key_that_submitted_it(store: JobStore) -> None:
+    async def scenario() -> None:
+        job, _ = await store.enqueue(new("a", owner="key-a"))
+        assert job.owner == "key-a"
+        assert (await store.get("a")).owner == "key-a"
+        anonymous, _ = await store.enqueue(new("b"))
+        assert anonymous.owner is None
+
+    run(scenario())
+
+
+def test_listing_by_owner_shows_only_that_owners_jobs_page_by_page(store: JobStore) -> None:
+    async def scenario() -> None:
+        for i in range(7):
+            owner = ("key-a", "key-b", None)[i % 3]
+            await store.enqueue(new(f"job-{i}", owner=owner), now=1000.0 + i)
+        await store.claim("w", lease_s=30)  # job-0 (key-a) runs
+        jobs, cursor = await store.list_jobs(owner="key-a", limit=2)
+        assert [j.id for j in jobs] == ["job-6", "job-3"] and cursor is not None
+        jobs, cursor = await store.list_jobs(owner="key-a", limit=2, cursor=cursor)
+        assert [j.id for j in jobs] == ["job-0"] and cursor is None
+        queued, _ = await store.list_jobs(owner="key-a", status=JobStatus.QUEUED)
+        assert [j.id for j in queued] == ["job-6", "job-3"]
+        assert [j.id for j in (await store.list_jobs(owner="key-b"))[0]] == ["job-4", "job-1"]
+        assert (await store.list_jobs(owner="key-c"))[0] == []
+        everyone, _ = await store.list_jobs()
+        assert [j.id for j in everyone] == [f"job-{i}" for i in reversed(range(7))]
+
+    run(scenario())
+
+
+def test_an_id_taken_by_another_owner_is_a_conflict_never_their_job(store: JobStore) -> None:
+    async def scenario() -> None:
+        await store.enqueue(new("shared", owner="key-a", request_hash="h"))
+        for stranger in ("key-b", None):
+            with pytest.raises(JobConflict) as info:
+                await store.enqueue(new("shared", owner=stranger, request_hash="h"))
+            assert info.value.message == "job 'shared' already exists with a different request"
+        assert (await store.get("shared")).owner == "key-a"
+        _, created = await store.enqueue(new("shared", owner="key-a", request_hash="h"))
+        assert not created  # the owner's own retry is still a retry
+        assert len(await store.events("shared")) == 1
+
+    run(scenario())
+
+
 # --- events ----------------------------------------------------------------------------------
 
 

@@ -200,6 +200,47 @@ def test_migrations_run_once(tmp_path: Path) -> None:
     conn.close()
 
 
+def test_upgrading_a_store_gives_old_jobs_no_owner_and_lists_by_owner_through_an_index(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "jobs.db"
+    queries = load_queries()
+    with sqlite3.connect(db) as conn:  # a store as the release before owners left it
+        conn.execute(queries["create_migrations_table"])
+        for version, name, script in load_migrations():
+            if version >= 4:
+                break
+            for statement in split_statements(script):
+                conn.execute(statement)
+            record = {"version": version, "name": name, "applied_at": 0.0}
+            conn.execute(queries["record_migration"], record)
+        conn.execute(
+            "INSERT INTO jobs (id, workflow, priority, status, attempts, max_attempts, created_at,"
+            " queued_at, outputs, cancel_requested, request_hash)"
+            " VALUES ('old', '{}', 0, 'queued', 0, 3, 1.0, 1.0, '[]', 0, '')"
+        )
+    conn.close()
+
+    async def scenario() -> None:
+        store = SqliteJobStore.open(db)
+        try:
+            assert store.migrated == [4]
+            assert (await store.get("old")).owner is None
+            await store.enqueue(NewJob(id="new", workflow={}, owner="key-a"))
+            assert [j.id for j in (await store.list_jobs(owner="key-a"))[0]] == ["new"]
+            assert [j.id for j in (await store.list_jobs())[0]] == ["new", "old"]
+        finally:
+            await store.close()
+
+    run(scenario())
+    with sqlite3.connect(db) as conn:
+        for name in ("list_owned_jobs", "list_owned_jobs_by_status"):
+            params = {"owner": "key-a", "status": "queued", "before": 10, "limit": 5}
+            plan = conn.execute("EXPLAIN QUERY PLAN " + queries[name], params).fetchall()
+            assert "USING INDEX jobs_owner" in " ".join(str(row[-1]) for row in plan), plan
+    conn.close()
+
+
 def test_a_newer_schema_or_a_foreign_file_is_refused(tmp_path: Path) -> None:
     db = tmp_path / "jobs.db"
     run(SqliteJobStore.open(db).close())

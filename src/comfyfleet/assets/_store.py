@@ -4,6 +4,7 @@ Layout, inside ComfyUI's input folder:
 
     comfyfleet-assets/<sha256>.<ext>          the bytes (ext sniffed from them, see `_sniff`)
     comfyfleet-assets/.meta/<sha256>.json     content type, size, original file name, created
+    comfyfleet-assets/.meta/<sha256>.owners/<key id>   one per API key that uploaded it
 
 An asset's id is the full SHA-256 of its bytes in lowercase hex (64 digits; "sha256:" in front and
 upper case are accepted on the way in). Short prefixes are not accepted: an id that names a file
@@ -11,6 +12,13 @@ is worth 64 characters of certainty. The same bytes added twice are the same ass
 a temp file in the same folder, fsynced, then renamed into place, so ComfyUI (or a reader of the
 content route) never sees half a file. The metadata goes in before the bytes: an asset exists once
 its bytes file does. The client's file name is metadata only; paths are built from the hash.
+
+Owners: the same bytes uploaded by two API keys are one file, owned by both. Each owner is a file
+of its own, made with O_EXCL (two uploads at once cannot lose one), holding that owner's file name
+and time, so one key never sees the name another key gave the same bytes, and "new" (201) means
+new *to that key*: an upload cannot be used to learn that someone else has a file. Deleting as an
+owner gives up that ownership; the bytes go with the last owner. Uploads without an owner (keys
+off) record none; such assets are for admin keys once keys are turned on.
 """
 
 from __future__ import annotations
@@ -20,10 +28,11 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -42,6 +51,7 @@ ASSETS_FOLDER = "comfyfleet-assets"
 DEFAULT_MAX_UPLOAD_BYTES = 100 * 1024 * 1024
 
 _ID = re.compile(r"^[0-9a-f]{64}$")
+_OWNER = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -116,15 +126,21 @@ class AssetStore:
         self.max_bytes = max_bytes
 
     async def add_bytes(
-        self, data: bytes, *, filename: str | None = None, max_bytes: int | None = None
+        self,
+        data: bytes,
+        *,
+        filename: str | None = None,
+        max_bytes: int | None = None,
+        owner: str | None = None,
     ) -> tuple[Asset, bool]:
-        """Store `data`; returns the asset and whether it is new (False: it was there already)."""
+        """Store `data`; returns the asset and whether it is new (False: it was there already).
+        With `owner`, the asset is recorded as theirs, and "new" means new to them."""
         limit = self.max_bytes if max_bytes is None else max_bytes
         if len(data) > limit:
             raise too_large(limit)
         if not data:
             raise MediaInputError(EMPTY_INPUT, "the input is empty (0 bytes)")
-        return await asyncio.to_thread(self._add_bytes, data, filename)
+        return await asyncio.to_thread(self._add_bytes, data, filename, owner)
 
     async def add_stream(
         self,
@@ -132,9 +148,11 @@ class AssetStore:
         max_bytes: int | None = None,
         *,
         filename: str | None = None,
+        owner: str | None = None,
     ) -> tuple[Asset, bool]:
         """Store the bytes of `chunks`, hashing them on the way to a temp file; more than
-        `max_bytes` stops the stream with `input_too_large` and leaves nothing behind."""
+        `max_bytes` stops the stream with `input_too_large` and leaves nothing behind. `owner`
+        as for :meth:`add_bytes`."""
         limit = self.max_bytes if max_bytes is None else max_bytes
         out, temp = self._temp()
         try:
@@ -146,7 +164,8 @@ class AssetStore:
             temp.unlink(missing_ok=True)
             raise
         # from here the worker thread owns the temp file, even if this task is cancelled
-        return await asyncio.to_thread(self._finish, out, temp, digest, head, size, filename)
+        finish = self._finish
+        return await asyncio.to_thread(finish, out, temp, digest, head, size, filename, owner)
 
     def get(self, asset_id: str) -> Asset:
         """The asset with this id, or :class:`AssetNotFound`."""
@@ -167,11 +186,71 @@ class AssetStore:
         return self.get(asset_id).comfy_name
 
     def delete(self, asset_id: str) -> Asset:
-        """Remove the asset (bytes first, so it is gone at once); returns what was removed."""
+        """Remove the asset (bytes first, so it is gone at once) whoever owns it; returns what
+        was removed."""
         asset = self.get(asset_id)
         (self.folder / asset.file_name).unlink(missing_ok=True)
         self._meta_path(asset.id).unlink(missing_ok=True)
+        shutil.rmtree(self._owners_path(asset.id), ignore_errors=True)
         return asset
+
+    # --- owners -------------------------------------------------------------------------------
+
+    def owns(self, asset_id: str, owner: str) -> bool:
+        """Whether `owner` uploaded this asset (:class:`AssetNotFound` for a malformed id)."""
+        return self._owner_path(normalize_id(asset_id), owner).is_file()
+
+    def get_for(self, asset_id: str, owner: str) -> Asset:
+        """The asset as `owner` uploaded it (their file name and time); :class:`AssetNotFound`,
+        the same as for an id nobody uploaded, when it is not theirs."""
+        asset = self.get(asset_id)
+        marker = self._owner_path(asset.id, owner)
+        try:
+            mine = json.loads(marker.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise AssetNotFound.for_id(asset_id) from None
+        except (OSError, ValueError):
+            return asset  # being written right now: the shared record will do
+        return replace(asset, filename=mine.get("filename"), created_at=mine.get("created_at"))
+
+    def release(self, asset_id: str, owner: str) -> None:
+        """Give up `owner`'s ownership; the last owner leaving deletes the asset."""
+        asset = self.get_for(asset_id, owner)
+        self._owner_path(asset.id, owner).unlink(missing_ok=True)
+        folder = self._owners_path(asset.id)
+        try:
+            folder.rmdir()  # refused while another owner is recorded
+        except OSError:
+            return
+        (self.folder / asset.file_name).unlink(missing_ok=True)
+        self._meta_path(asset.id).unlink(missing_ok=True)
+
+    def _own(
+        self, asset: Asset, created: bool, owner: str | None, filename: str | None
+    ) -> tuple[Asset, bool]:
+        """Record `owner` (if any) for a stored asset: (the asset as they see it, new to them)."""
+        if owner is None:
+            return asset, created
+        if not _OWNER.match(owner):
+            raise ValueError(f"an asset owner must be a key id, not {owner!r}")
+        marker = self._owner_path(asset.id, owner)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        mine = replace(asset, filename=clean_filename(filename), created_at=time.time())
+        try:
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return self.get_for(asset.id, owner), False
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps({"filename": mine.filename, "created_at": mine.created_at}))
+        return mine, True
+
+    def _owners_path(self, digest: str) -> Path:
+        return self.folder / ".meta" / f"{digest}.owners"
+
+    def _owner_path(self, digest: str, owner: str) -> Path:
+        if not _OWNER.match(owner):
+            raise AssetNotFound.for_id(digest)
+        return self._owners_path(digest) / owner
 
     def _meta_path(self, digest: str) -> Path:
         return self.folder / ".meta" / f"{digest}.json"
@@ -205,11 +284,13 @@ class AssetStore:
             out.write(chunk)
         return digest.hexdigest(), bytes(head), size
 
-    def _add_bytes(self, data: bytes, filename: str | None) -> tuple[Asset, bool]:
+    def _add_bytes(
+        self, data: bytes, filename: str | None, owner: str | None
+    ) -> tuple[Asset, bool]:
         digest = hashlib.sha256(data).hexdigest()
         existing = self._existing(digest)
         if existing is not None:
-            return existing, False
+            return self._own(existing, False, owner, filename)
         out, temp = self._temp()
         try:
             out.write(data)
@@ -217,7 +298,8 @@ class AssetStore:
             out.close()
             temp.unlink(missing_ok=True)
             raise
-        return self._finish(out, temp, digest, data[:SNIFF_BYTES], len(data), filename)
+        head = data[:SNIFF_BYTES]
+        return self._finish(out, temp, digest, head, len(data), filename, owner)
 
     def _finish(
         self,
@@ -227,12 +309,14 @@ class AssetStore:
         head: bytes,
         size: int,
         filename: str | None,
+        owner: str | None,
     ) -> tuple[Asset, bool]:
         """Flush and fsync the temp file, then move it into place (or drop it: a duplicate)."""
         try:
             with out:
                 _sync(out)
-            return self._commit(temp, digest, head, size, filename)
+            asset, created = self._commit(temp, digest, head, size, filename)
+            return self._own(asset, created, owner, filename)
         finally:
             temp.unlink(missing_ok=True)
 

@@ -3,12 +3,22 @@
 With `auth.enabled`, every route but the public ones (`/health`) needs `Authorization: Bearer KEY`.
 Keys are made with `comfyfleet keys create`, kept only as SHA-256 digests in
 `WORKSPACE/state/api_keys.json` (mode 0600), compared in constant time, and never logged.
+Each key has scopes (`submit`, `read`, `admin`) that the gateway's routes check.
 """
 
 from __future__ import annotations
 
 from comfyfleet.auth._errors import AuthError, KeyNotFound, KeyStoreError
-from comfyfleet.auth._keys import KeyRecord
+from comfyfleet.auth._keys import (
+    ADMIN,
+    DEFAULT_SCOPES,
+    READ,
+    SCOPES,
+    SUBMIT,
+    KeyRecord,
+    parse_scopes,
+    sorted_scopes,
+)
 from comfyfleet.auth._middleware import (
     DEFAULT_PUBLIC_PATHS,
     SCOPE_KEY,
@@ -29,11 +39,16 @@ from comfyfleet.auth._store import (
 )
 
 __all__ = [
+    "ADMIN",
     "DEFAULT_PUBLIC_PATHS",
+    "DEFAULT_SCOPES",
     "KEYS_FILE_NAME",
+    "READ",
+    "SCOPES",
     "SCOPE_KEY",
     "STATE_KEY",
     "STATIC_KEY_ID",
+    "SUBMIT",
     "ApiKeyMiddleware",
     "AuthError",
     "AuthSettings",
@@ -47,5 +62,7 @@ __all__ = [
     "key_of",
     "keys_file_path",
     "open_key_store",
+    "parse_scopes",
     "redact",
+    "sorted_scopes",
 ]

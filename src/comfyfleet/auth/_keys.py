@@ -10,6 +10,12 @@ which are guessable, by making each guess expensive. A key here carries 256 bits
 operating system's random source; no number of guesses, fast or slow, finds one from its digest.
 A slow hash would only make every request pay tens of milliseconds of CPU, and make the gateway
 easy to overload with bogus keys.
+
+What a key may do is its *scopes*: `submit` (send jobs and assets, cancel its own jobs), `read`
+(read its own jobs and assets) and `admin` (everything: every key's jobs and assets, model
+changes, webhook deliveries). A key made without `--scope` gets `submit` and `read`; so does an
+entry of a key file written before scopes existed, so that upgrading closes the gap between keys
+at once rather than leaving every old key able to see every job.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import string
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from comfyfleet.auth._errors import KeyStoreError
+from comfyfleet.auth._errors import AuthError, KeyStoreError
 
 KEY_PREFIX = "cf_"
 ID_LENGTH = 8
@@ -29,6 +35,14 @@ SECRET_BYTES = 32
 HINT_LENGTH = 4
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 _KEY = re.compile(r"cf_([a-z0-9]{8})_([A-Za-z0-9_-]{43,})")
+
+SUBMIT = "submit"
+READ = "read"
+ADMIN = "admin"
+SCOPES = (SUBMIT, READ, ADMIN)
+"""Every scope, in the order they are shown."""
+DEFAULT_SCOPES = frozenset({SUBMIT, READ})
+"""What a key gets when none are named, and what a key file entry without scopes means."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +56,11 @@ class KeyRecord:
     hint: str
     expires_at: float | None = None
     revoked_at: float | None = None
+    scopes: frozenset[str] = DEFAULT_SCOPES
+
+    def allows(self, scope: str) -> bool:
+        """Whether the key may do what `scope` covers (`admin` covers every scope)."""
+        return scope in self.scopes or ADMIN in self.scopes
 
     @property
     def revoked(self) -> bool:
@@ -66,6 +85,7 @@ class KeyRecord:
             "revoked": self.revoked,
             "revoked_at": self.revoked_at,
             "hint": self.hint,
+            "scopes": sorted_scopes(self.scopes),
         }
 
     @classmethod
@@ -83,6 +103,7 @@ class KeyRecord:
                 hint=str(data.get("hint", "")),
                 expires_at=_optional_float(data.get("expires_at")),
                 revoked_at=_optional_float(data.get("revoked_at")),
+                scopes=_stored_scopes(data.get("scopes")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise KeyStoreError(
@@ -105,11 +126,43 @@ class KeyRecord:
             "revoked_at": self.revoked_at,
             "status": self.status(now),
             "hint": self.hint,
+            "scopes": sorted_scopes(self.scopes),
         }
 
 
 def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+def sorted_scopes(scopes: frozenset[str]) -> list[str]:
+    return [scope for scope in SCOPES if scope in scopes]
+
+
+def parse_scopes(values: list[str]) -> frozenset[str]:
+    """Scopes from `--scope` values, each one scope or a comma list (`submit,read`)."""
+    named = {part.strip().lower() for value in values for part in value.split(",")}
+    named.discard("")
+    unknown = sorted(named - set(SCOPES))
+    if unknown:
+        raise AuthError(
+            f"unknown scope {', '.join(map(repr, unknown))}",
+            hint=f"a key's scopes are {', '.join(SCOPES)}",
+        )
+    if not named:
+        raise AuthError("a key needs at least one scope", hint=f"choose from {', '.join(SCOPES)}")
+    return frozenset(named)
+
+
+def _stored_scopes(value: Any) -> frozenset[str]:
+    """The scopes of a key file entry; an entry from before scopes existed has the defaults."""
+    if value is None:
+        return DEFAULT_SCOPES
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError("'scopes' must be a list of strings")
+    try:
+        return parse_scopes(value)
+    except AuthError as exc:
+        raise ValueError(exc.message) from None
 
 
 def new_key_id() -> str:

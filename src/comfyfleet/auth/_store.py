@@ -28,6 +28,8 @@ from typing import Any
 
 from comfyfleet.auth._errors import AuthError, KeyNotFound, KeyStoreError
 from comfyfleet.auth._keys import (
+    ADMIN,
+    DEFAULT_SCOPES,
     KeyRecord,
     digest_of,
     hint_of,
@@ -39,7 +41,8 @@ from comfyfleet.auth._settings import AuthSettings
 
 KEYS_FILE_NAME = "api_keys.json"
 STATIC_KEY_ID = "static"
-"""The id of the key given in the settings (`auth.api_key`); stored ids have 8 characters."""
+"""The id of the key given in the settings (`auth.api_key`); stored ids have 8 characters.
+It has the `admin` scope: it is the operator's key, set where the server itself is configured."""
 
 _FILE_VERSION = 1
 _MAX_NAME = 64
@@ -80,6 +83,7 @@ class KeyStore:
                 digest=digest_of(static_key),
                 created_at=clock(),
                 hint=hint_of(static_key),
+                scopes=frozenset({ADMIN}),
             )
         self._records: dict[str, KeyRecord] = {}
         self._signature: _Signature | None = None
@@ -123,9 +127,18 @@ class KeyStore:
 
     # --- changing keys ------------------------------------------------------------------------
 
-    def create(self, name: str, *, expires_in_s: float | None = None) -> IssuedKey:
-        """Make a new key named `name`, valid for `expires_in_s` seconds (None: until revoked)."""
+    def create(
+        self,
+        name: str,
+        *,
+        expires_in_s: float | None = None,
+        scopes: frozenset[str] = DEFAULT_SCOPES,
+    ) -> IssuedKey:
+        """Make a new key named `name`, valid for `expires_in_s` seconds (None: until revoked),
+        allowed what `scopes` cover."""
         name = _checked_name(name)
+        if not scopes:
+            raise AuthError("a key needs at least one scope", hint="submit, read or admin")
         if expires_in_s is not None and not expires_in_s > 0:
             raise AuthError(
                 f"a key's lifetime must be positive, not {expires_in_s}",
@@ -145,6 +158,7 @@ class KeyStore:
                 created_at=now,
                 hint=hint_of(token),
                 expires_at=None if expires_in_s is None else now + expires_in_s,
+                scopes=scopes,
             )
             records[key_id] = record
             self._write(records)

@@ -16,7 +16,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from comfyfleet.auth import AuthSettings, KeyRecord, KeyStore, open_key_store
+from comfyfleet.auth import (
+    DEFAULT_SCOPES,
+    SCOPES,
+    AuthSettings,
+    KeyRecord,
+    KeyStore,
+    open_key_store,
+    parse_scopes,
+    sorted_scopes,
+)
 from comfyfleet.cli._console import make_console
 from comfyfleet.cli._options import ConfigOpt, WorkspaceOpt, settings_from
 from comfyfleet.config import Settings
@@ -25,6 +34,7 @@ from comfyfleet.workspace import Workspace
 
 _DAY_S = 86400.0
 _STYLE = {"active": "green", "revoked": "red", "expired": "yellow"}
+_DEFAULT = ",".join(scope for scope in SCOPES if scope in DEFAULT_SCOPES)
 
 keys_app = typer.Typer(
     name="keys",
@@ -54,6 +64,10 @@ def _open(workspace: WorkspaceOpt, config: ConfigOpt) -> tuple[KeyStore, AuthSet
     return open_key_store(auth, ws.state_dir), auth
 
 
+def _scopes(record: KeyRecord) -> str:
+    return ",".join(sorted_scopes(record.scopes))
+
+
 def _when(stamp: float | None) -> str:
     """A time in UTC, to the minute."""
     if stamp is None:
@@ -74,15 +88,30 @@ def create_command(
             show_default=False,
         ),
     ] = None,
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scope",
+            "-s",
+            help=f"What the key may do: {', '.join(SCOPES)}; repeat it or give a comma list "
+            f"(default: {_DEFAULT}).",
+            show_default=False,
+        ),
+    ] = None,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Print the key alone, for scripts.")
     ] = False,
     workspace: WorkspaceOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Create a key and print it: this is the only time it is shown."""
+    """Create a key and print it: this is the only time it is shown.
+
+    Scopes: `submit` sends jobs and assets and cancels the key's own jobs; `read` reads the
+    key's own jobs, events, outputs and assets; `admin` does everything, for every key's jobs."""
+    scopes = DEFAULT_SCOPES if not scope else parse_scopes(scope)
     store, auth = _open(workspace, config)
-    issued = store.create(name, expires_in_s=None if expires_in is None else expires_in * _DAY_S)
+    lifetime = None if expires_in is None else expires_in * _DAY_S
+    issued = store.create(name, expires_in_s=lifetime, scopes=scopes)
     if quiet:
         print(issued.token, flush=True)
         return
@@ -91,7 +120,7 @@ def create_command(
     expires = "never" if record.expires_at is None else f"{_when(record.expires_at)} UTC"
     err.print(
         f"[green]✓[/] created API key [bold]{record.id}[/] ({escape(record.name)}), "
-        f"expires: {expires}"
+        f"scopes: {_scopes(record)}, expires: {expires}"
     )
     print(issued.token, flush=True)  # plain print: the key must never be wrapped or styled
     err.print(
@@ -127,13 +156,14 @@ def list_command(
 
 def _table(records: list[KeyRecord], now: float) -> Table:
     table = Table(caption="times in UTC")
-    for column in ("id", "name", "created", "expires", "status", "hint"):
+    for column in ("id", "name", "scopes", "created", "expires", "status", "hint"):
         table.add_column(column, no_wrap=column != "name", overflow="fold")
     for record in records:
         status = record.status(now)
         table.add_row(
             record.id,
             escape(record.name),
+            _scopes(record),
             _when(record.created_at),
             _when(record.expires_at),
             f"[{_STYLE[status]}]{status}[/]",

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -36,7 +36,9 @@ from comfyfleet.assets import (
     Rewrite,
     resolve_media,
 )
+from comfyfleet.auth import READ, SUBMIT
 from comfyfleet.gateway._errors import ApiError
+from comfyfleet.gateway._tenancy import Caller, needs, remove_asset, visible_asset
 
 _API_ERRORS = {
     URL_REFUSED: (422, "input_refused"),
@@ -189,7 +191,7 @@ def _check_length(request: Request, limit: int, shown: int) -> None:
 
 
 async def _store_upload(
-    request: Request, store: AssetStore, limit: int, filename: str | None
+    request: Request, store: AssetStore, limit: int, filename: str | None, owner: str | None
 ) -> tuple[Asset, bool]:
     kind, options = parse_options_header(request.headers.get("content-type", ""))
     media_type = kind.decode("latin-1").lower()
@@ -203,10 +205,11 @@ async def _store_upload(
             _check_length(request, limit + _MULTIPART_SLACK, limit)
             upload = _MultipartFile(source, boundary, limit + _MULTIPART_SLACK)
             await upload.start()
-            return await store.add_stream(upload.chunks(), limit, filename=upload.filename)
+            chunks = upload.chunks()
+            return await store.add_stream(chunks, limit, filename=upload.filename, owner=owner)
         if media_type.startswith(_MEDIA_PREFIXES):
             _check_length(request, limit, limit)
-            return await store.add_stream(source, limit, filename=filename)
+            return await store.add_stream(source, limit, filename=filename, owner=owner)
     raise ApiError(
         415,
         "unsupported_media_type",
@@ -223,9 +226,9 @@ def assets_router(store: AssetStore, *, max_upload_bytes: int | None = None) -> 
     limit = store.max_bytes if max_upload_bytes is None else max_upload_bytes
     router = APIRouter(tags=["assets"])
 
-    def get_asset(asset_id: str) -> Asset:
+    def get_asset(asset_id: str, caller: Caller) -> Asset:
         try:
-            return store.get(asset_id)
+            return visible_asset(store, asset_id, caller)
         except AssetNotFound as exc:
             raise ApiError(404, "asset_not_found", exc.message, {"hint": exc.hint}) from exc
 
@@ -235,9 +238,13 @@ def assets_router(store: AssetStore, *, max_upload_bytes: int | None = None) -> 
         summary="Upload an input file (201 new, 200 already stored)",
         openapi_extra={"requestBody": _UPLOAD_BODY},
     )
-    async def upload(request: Request, filename: str | None = None) -> JSONResponse:
+    async def upload(
+        request: Request,
+        caller: Annotated[Caller, Depends(needs(SUBMIT))],
+        filename: str | None = None,
+    ) -> JSONResponse:
         try:
-            asset, created = await _store_upload(request, store, limit, filename)
+            asset, created = await _store_upload(request, store, limit, filename, caller.owner)
         except MediaInputError as exc:
             if exc.code == INPUT_TOO_LARGE:
                 raise _too_large(limit) from exc
@@ -247,12 +254,16 @@ def assets_router(store: AssetStore, *, max_upload_bytes: int | None = None) -> 
         return JSONResponse(asset.to_dict(), status_code=201 if created else 200)
 
     @router.get("/v1/assets/{asset_id}", summary="An asset's metadata")
-    async def read(asset_id: str) -> dict[str, Any]:
-        return get_asset(asset_id).to_dict()
+    async def read(
+        asset_id: str, caller: Annotated[Caller, Depends(needs(READ))]
+    ) -> dict[str, Any]:
+        return get_asset(asset_id, caller).to_dict()
 
     @router.get("/v1/assets/{asset_id}/content", summary="An asset's bytes")
-    async def content(asset_id: str) -> FileResponse:
-        asset = get_asset(asset_id)
+    async def content(
+        asset_id: str, caller: Annotated[Caller, Depends(needs(READ))]
+    ) -> FileResponse:
+        asset = get_asset(asset_id, caller)
         return FileResponse(
             store.folder / asset.file_name,
             media_type=asset.content_type,
@@ -260,10 +271,10 @@ def assets_router(store: AssetStore, *, max_upload_bytes: int | None = None) -> 
         )
 
     @router.delete("/v1/assets/{asset_id}", status_code=204, summary="Delete an asset")
-    async def delete(asset_id: str) -> Response:
-        get_asset(asset_id)
+    async def delete(asset_id: str, caller: Annotated[Caller, Depends(needs(SUBMIT))]) -> Response:
+        get_asset(asset_id, caller)
         try:
-            store.delete(asset_id)
+            remove_asset(store, asset_id, caller)
         except AssetNotFound:
             pass  # deleted meanwhile: the outcome the client asked for
         return Response(status_code=204)

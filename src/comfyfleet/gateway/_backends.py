@@ -57,6 +57,7 @@ class Backends:
     assets: AssetStore
     media: AssetResolver
     keys: KeyStore | None
+
     @property
     def storage(self) -> Storage:
         return self.targets["default"]

@@ -27,15 +27,17 @@ from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, WebSocket
+from fastapi import APIRouter, Depends, Header, Query, WebSocket
 from fastapi.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
+from comfyfleet.auth import READ
 from comfyfleet.errors import ComfyfleetError
 from comfyfleet.gateway._errors import ApiError
 from comfyfleet.gateway._live import ClientEvent, JobFeed, JobView
 from comfyfleet.gateway._previews import PreviewHub
+from comfyfleet.gateway._tenancy import Caller, needs, socket_caller, visible_job
 from comfyfleet.jobs import Job, JobNotFound, JobStore, JobStoreError
 
 log = logging.getLogger("comfyfleet.gateway")
@@ -166,9 +168,9 @@ def events_router(
     live = _Live(store, view, previews, heartbeat_s, poll_s, closing, max_subscriptions)
     router = APIRouter(tags=["events"])
 
-    async def find(job_id: str) -> Job:
+    async def find(job_id: str, caller: Caller) -> Job:
         try:
-            return await store.get(job_id)
+            return await visible_job(store, job_id, caller)
         except JobNotFound as exc:
             raise ApiError(404, "job_not_found", f"no job '{job_id}'", {"id": job_id}) from exc
 
@@ -184,19 +186,22 @@ def events_router(
     )
     async def job_events(
         job_id: str,
+        caller: Annotated[Caller, Depends(needs(READ))],
         after: Annotated[int | None, Query(ge=0, description="Replay the events after")] = None,
         previews: Annotated[bool, Query(description="Add `preview` frames")] = False,
         last_event_id: Annotated[str | None, Header()] = None,
     ) -> Response:
         start = _resume_point(last_event_id, after)
-        job = await find(job_id)
+        job = await find(job_id, caller)
         if job.terminal and not await store.events(job_id, after=start, limit=1):
             return Response(status_code=204)
         return EventStreamResponse(_sse_body(live.feed(job_id, start, previews)))
 
     @router.websocket("/v1/ws")
     async def socket(websocket: WebSocket) -> None:
-        await _Socket(websocket, live).serve()
+        caller = await socket_caller(websocket, READ)
+        if caller is not None:
+            await _Socket(websocket, live, caller).serve()
 
     return router
 
@@ -252,9 +257,10 @@ def _envelope(event: str, data: dict[str, Any], job_id: str | None = None) -> di
 class _Socket:
     """One client socket: any number of followed jobs, one task each, all ended with it."""
 
-    def __init__(self, websocket: WebSocket, live: _Live) -> None:
+    def __init__(self, websocket: WebSocket, live: _Live, caller: Caller) -> None:
         self.websocket = websocket
         self.live = live
+        self.caller = caller
         self.follows: dict[str, asyncio.Task[None]] = {}
         self.open = True
         self._sending = asyncio.Lock()
@@ -299,7 +305,7 @@ class _Socket:
         job_id = _job_id(command)
         after, previews = _subscribe_args(command, job_id)
         try:
-            await self.live.store.get(job_id)
+            await visible_job(self.live.store, job_id, self.caller)
         except JobNotFound as exc:
             raise CommandError("job_not_found", f"no job '{job_id}'", job_id=job_id) from exc
         if job_id not in self.follows and len(self.follows) >= self.live.max_subscriptions:

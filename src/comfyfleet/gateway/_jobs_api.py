@@ -12,13 +12,14 @@ from __future__ import annotations
 import mimetypes
 import re
 import time
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from comfyfleet.auth import key_of
+from comfyfleet.auth import READ, SUBMIT
 from comfyfleet.gateway._assets_api import resolve_job_media
 from comfyfleet.gateway._errors import ApiError
 from comfyfleet.gateway._model_inputs import check_model_urls
@@ -30,6 +31,7 @@ from comfyfleet.gateway._submit import (
     new_job,
     read_json_body,
 )
+from comfyfleet.gateway._tenancy import Caller, media_for, needs, visible_job
 from comfyfleet.gateway._views import job_view
 from comfyfleet.jobs import (
     TERMINAL,
@@ -69,6 +71,7 @@ def _submit_routes(router: APIRouter, service: Service) -> None:
     @router.post("/v1/jobs", status_code=202, summary="Submit a workflow", openapi_extra=body_doc)
     async def submit(
         request: Request,
+        caller: Annotated[Caller, Depends(needs(SUBMIT))],
         wait: bool = False,
         inline: bool = False,
         prefer: Annotated[str | None, Header()] = None,
@@ -78,16 +81,17 @@ def _submit_routes(router: APIRouter, service: Service) -> None:
         the outputs once the job ends (base64 inline with `?inline=true`). The same
         `Idempotency-Key` with the same body answers with the same job."""
         body = await read_json_body(request, settings.max_body_bytes)
-        scope = _key_scope(request)
-        derived = None if idempotency_key is None else idempotent_id(idempotency_key, scope)
-        new = _parse(service, body, derived)
+        derived = None
+        if idempotency_key is not None:
+            derived = idempotent_id(idempotency_key, caller.owner, service.idempotency_secret)
+        new = replace(_parse(service, body, derived), owner=caller.owner)
         # Only an id the client chose can name a stored job; a fresh one skips the lookup.
         chosen = derived is not None or body.get("id") is not None
         replay = await _existing(service, new) if chosen else None
         if replay is not None:
             job, created = replay, False
         else:
-            new = await _checked(service, new)
+            new = await _checked(service, new, caller)
             job, created = await _enqueue(service, new)
         seconds = _wait_seconds(wait, prefer, settings.max_wait_s)
         if seconds is not None:
@@ -98,7 +102,10 @@ def _submit_routes(router: APIRouter, service: Service) -> None:
         return JSONResponse(content, status_code=status, headers=headers)
 
     @router.post(
-        "/v1/jobs:validate", summary="Check a workflow without running it", openapi_extra=body_doc
+        "/v1/jobs:validate",
+        summary="Check a workflow without running it",
+        openapi_extra=body_doc,
+        dependencies=[Depends(needs(SUBMIT))],
     )
     async def validate(request: Request) -> dict[str, Any]:
         """The same checks as a submission (shape, node classes, links, options), without
@@ -114,17 +121,22 @@ def _read_routes(router: APIRouter, service: Service) -> None:
     store = service.store
 
     @router.get("/v1/jobs/{job_id}", summary="A job's status, progress, outputs and error")
-    async def read_job(job_id: str, inline: bool = False) -> dict[str, Any]:
-        return await _view(service, await _get(service, job_id), inline)
+    async def read_job(
+        job_id: str, caller: Annotated[Caller, Depends(needs(READ))], inline: bool = False
+    ) -> dict[str, Any]:
+        return await _view(service, await _get(service, job_id, caller), inline)
 
     @router.get("/v1/jobs", summary="List jobs, newest first")
     async def list_jobs(
+        caller: Annotated[Caller, Depends(needs(READ))],
         status: JobStatus | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         cursor: str | None = None,
     ) -> dict[str, Any]:
         try:
-            jobs, next_cursor = await store.list_jobs(status=status, limit=limit, cursor=cursor)
+            jobs, next_cursor = await store.list_jobs(
+                status=status, limit=limit, cursor=cursor, owner=caller.list_filter
+            )
         except InvalidCursor as exc:
             message = "cursor must come from a previous answer"
             raise ApiError(400, "invalid_cursor", message) from exc
@@ -132,17 +144,21 @@ def _read_routes(router: APIRouter, service: Service) -> None:
         return {"jobs": views, "next_cursor": next_cursor}
 
     @router.post("/v1/jobs/{job_id}/cancel", summary="Cancel a queued or running job")
-    async def cancel(job_id: str) -> dict[str, Any]:
-        await _get(service, job_id)
+    async def cancel(
+        job_id: str, caller: Annotated[Caller, Depends(needs(SUBMIT))]
+    ) -> dict[str, Any]:
+        await _get(service, job_id, caller)
         return await _view(service, await store.cancel(job_id))
 
     @router.get("/v1/outputs/{job_id}/{path:path}", summary="Download an output file")
-    async def output(job_id: str, path: str) -> Response:
+    async def output(
+        job_id: str, path: str, caller: Annotated[Caller, Depends(needs(READ))]
+    ) -> Response:
         parts = PurePosixPath(path).parts
         if not JOB_ID.match(job_id) or not parts or ".." in parts or path.startswith("/"):
             raise ApiError(400, "invalid_path", "output paths must stay inside the job's folder")
         file = service.output_dir / job_id / Path(*parts)
-        if not file.is_file():
+        if not file.is_file() or not await _may_read_outputs(service, job_id, caller):
             raise ApiError(404, "output_not_found", f"job '{job_id}' has no output '{path}'")
         media = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
         if file.stat().st_size <= _SMALL_FILE:
@@ -152,11 +168,6 @@ def _read_routes(router: APIRouter, service: Service) -> None:
 
 
 # --- steps of a submission --------------------------------------------------------------------
-
-
-def _key_scope(request: Request) -> str:
-    record = key_of(request.scope)
-    return "anonymous" if record is None else record.id
 
 
 def _parse(service: Service, body: dict[str, Any], job_id: str | None) -> NewJob:
@@ -175,7 +186,8 @@ async def _existing(service: Service, new: NewJob) -> Job | None:
         job = await service.store.get(new.id)
     except JobNotFound:
         return None
-    if job.request_hash != new.request_hash:
+    if job.owner != new.owner or job.request_hash != new.request_hash:
+        # Another key's job reads as any conflict: nothing about it (age, body) is told.
         raise ApiError(409, "job_conflict", JobConflict(new.id).message)
     if time.time() - job.created_at > service.settings.idempotency_ttl_s:
         raise ApiError(
@@ -208,13 +220,13 @@ async def _check_graph(service: Service, workflow: Any) -> None:
         )
 
 
-async def _checked(service: Service, new: NewJob) -> NewJob:
+async def _checked(service: Service, new: NewJob, caller: Caller) -> NewJob:
     """The job with its graph checked and its media inputs stored and rewritten."""
     await _check_graph(service, new.workflow)
     await check_model_urls(new.workflow, service.net_policy)
     if service.media is None:
         return new
-    workflow, rewrites = await resolve_job_media(new.workflow, service.media)
+    workflow, rewrites = await resolve_job_media(new.workflow, media_for(service.media, caller))
     if not rewrites:
         return new
     return NewJob(
@@ -224,6 +236,7 @@ async def _checked(service: Service, new: NewJob) -> NewJob:
         max_attempts=new.max_attempts,
         request_hash=new.request_hash,
         options=new.options,
+        owner=new.owner,
     )
 
 
@@ -270,11 +283,23 @@ async def _wait_for_end(service: Service, job_id: str, seconds: float) -> Job:
     return job
 
 
-async def _get(service: Service, job_id: str) -> Job:
+async def _get(service: Service, job_id: str, caller: Caller) -> Job:
     try:
-        return await service.store.get(job_id)
+        return await visible_job(service.store, job_id, caller)
     except JobNotFound as exc:
         raise ApiError(404, "job_not_found", f"no job '{job_id}'") from exc
+
+
+async def _may_read_outputs(service: Service, job_id: str, caller: Caller) -> bool:
+    """Whether the caller may read the job's output files: its own job's, or any with admin
+    (also files whose job is gone from the store)."""
+    if caller.sees_all:
+        return True
+    try:
+        await visible_job(service.store, job_id, caller)
+    except JobNotFound:
+        return False
+    return True
 
 
 async def _view(service: Service, job: Job, inline: bool = False) -> dict[str, Any]:

@@ -11,9 +11,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
+from comfyfleet.auth import ADMIN
 from comfyfleet.gateway._errors import ApiError
+from comfyfleet.gateway._tenancy import needs
 from comfyfleet.models import ModelError, ModelLibrary, ModelNotFound, PresetNotFound
 
 StartInstall = Callable[[str], Awaitable[str]]
@@ -43,7 +45,12 @@ def models_router(library: ModelLibrary, start_install: StartInstall) -> APIRout
             presets.append(data)
         return {"presets": presets}
 
-    @router.post("/v1/presets/{name}/install", status_code=202, summary="Install a preset")
+    @router.post(
+        "/v1/presets/{name}/install",
+        status_code=202,
+        summary="Install a preset",
+        dependencies=[Depends(needs(ADMIN))],
+    )
     async def install(name: str) -> dict[str, Any]:
         try:
             preset = library.catalog.preset(name)
@@ -52,7 +59,11 @@ def models_router(library: ModelLibrary, start_install: StartInstall) -> APIRout
         job_id = await start_install(name)
         return {"id": job_id, "preset": preset.name, "size": preset.size}
 
-    @router.delete("/v1/models/{folder_type}/{filename:path}", summary="Delete a model file")
+    @router.delete(
+        "/v1/models/{folder_type}/{filename:path}",
+        summary="Delete a model file",
+        dependencies=[Depends(needs(ADMIN))],
+    )
     async def delete(folder_type: str, filename: str) -> dict[str, Any]:
         try:
             path = await asyncio.to_thread(library.remove, folder_type, filename)

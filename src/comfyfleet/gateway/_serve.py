@@ -22,6 +22,7 @@ from comfyfleet.gateway._assets_api import assets_router
 from comfyfleet.gateway._backends import Backends, open_backends
 from comfyfleet.gateway._models_api import models_router
 from comfyfleet.gateway._service import NodeTypes, Service
+from comfyfleet.gateway._tenancy import idempotency_secret
 from comfyfleet.gateway._views import job_view
 from comfyfleet.gateway._webhooks_api import webhooks_router
 from comfyfleet.jobs import (
@@ -129,6 +130,7 @@ async def _attach(
         storage_names=frozenset(backends.targets),
         storage=backends.storage,
         net_policy=settings.assets.net_policy(),
+        idempotency_secret=idempotency_secret(ws.state_dir),
     )
     library = ModelLibrary.from_settings(settings)
     dispatcher = _dispatcher(settings, ws, backends, service, library)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -106,6 +107,9 @@ class Service:
     """Which non-public addresses URLs in a job (model sources) may point at: none by default."""
     storage: Storage | None = None
     """The default output store: its URLs are signed again when a job is read."""
+    idempotency_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    """Keys the HMAC that turns an Idempotency-Key into a job id; `serve` passes the one kept
+    in the workspace so that retries map to the same job across restarts."""
 
     def serving_urls(self) -> list[str]:
         return [

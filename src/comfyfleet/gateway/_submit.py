@@ -8,6 +8,7 @@ request is recognised as such and the same id with anything different is a confl
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 import uuid
@@ -88,13 +89,16 @@ async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
     return body
 
 
-def idempotent_id(key: str, scope: str) -> str:
-    """The job id an `Idempotency-Key` stands for, per API key so that clients never collide."""
+def idempotent_id(key: str, owner: str | None, secret: bytes) -> str:
+    """The job id an `Idempotency-Key` stands for: an HMAC of the owner (API key id, None when
+    keys are off) and the key under the server's `secret`, so each API key has keys of its own
+    and nobody without the secret can compute another key's job id to take it first."""
     if not key or len(key) > 255 or not key.isprintable():
         raise ApiError(
             400, "invalid_idempotency_key", "Idempotency-Key must be 1-255 printable characters"
         )
-    return "idem-" + hashlib.sha256(f"{scope}\0{key}".encode()).hexdigest()[:40]
+    message = f"{owner or ''}\0{key}".encode()
+    return "idem-" + hmac.new(secret, message, hashlib.sha256).hexdigest()[:40]
 
 
 def new_job(
@@ -178,7 +182,7 @@ def _convert(value: Any) -> dict[str, Any]:
         raise ApiError(
             422,
             "invalid_convert",
-            "'convert' must be {\"format\": \"webp\" | \"jpeg\", \"quality\": 1-100}",
+            '\'convert\' must be {"format": "webp" | "jpeg", "quality": 1-100}',
         )
     quality = value.get("quality", 85)
     if not _is_int(quality) or not 1 <= quality <= 100 or set(value) - {"format", "quality"}:

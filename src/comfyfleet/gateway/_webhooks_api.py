@@ -11,9 +11,11 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
+from comfyfleet.auth import ADMIN
 from comfyfleet.gateway._errors import ApiError
+from comfyfleet.gateway._tenancy import needs
 from comfyfleet.webhooks import (
     Delivery,
     DeliveryNotFailed,
@@ -47,7 +49,8 @@ def webhooks_router(
 ) -> APIRouter:
     """The routes over `outbox`. `wake` is called after a redeliver (pass the running
     WebhookService's `wake_sender`, so the delivery goes out now rather than at the next poll)."""
-    router = APIRouter(tags=["webhooks"])
+    # Deliveries carry every key's job events and URLs: for admin keys only.
+    router = APIRouter(tags=["webhooks"], dependencies=[Depends(needs(ADMIN))])
 
     async def find(delivery_id: str) -> Delivery:
         try:

@@ -35,6 +35,8 @@ class MemoryJobStore:
         self._jobs: dict[str, Job] = {}  # insertion order is seq order
         # Ids by status (dicts keep order), so that claims do not scan every finished job.
         self._ids: dict[JobStatus, dict[str, None]] = {status: {} for status in JobStatus}
+        # Ids by owner, oldest first, so that a key's listing does not scan everyone's jobs.
+        self._owned: dict[str, dict[str, None]] = {}
         self._events: dict[str, list[JobEvent]] = {}
         self._lock = asyncio.Lock()
         self._job_seq = 0
@@ -48,7 +50,7 @@ class MemoryJobStore:
         async with self._locked():
             existing = self._jobs.get(job.id)
             if existing is not None:
-                if existing.request_hash != job.request_hash:
+                if not rules.repeats(existing, job):
                     raise JobConflict(job.id)
                 return _out(existing), False
             if max_queued is not None and self._count(JobStatus.QUEUED) >= max_queued:
@@ -56,6 +58,8 @@ class MemoryJobStore:
             new = replace(job, workflow=_json_copy(job.workflow), options=_json_copy(job.options))
             self._job_seq += 1
             change = rules.created(new, seq=self._job_seq, now=_now(now))
+            if new.owner is not None:
+                self._owned.setdefault(new.owner, {})[new.id] = None
             return self._apply(change, change.job.created_at), True
 
     async def get(self, job_id: str) -> Job:
@@ -63,13 +67,20 @@ class MemoryJobStore:
             return _out(self._job(job_id))
 
     async def list_jobs(
-        self, *, status: JobStatus | None = None, limit: int = 50, cursor: str | None = None
+        self,
+        *,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        owner: str | None = None,
     ) -> tuple[list[Job], str | None]:
         rules.check_limit(limit)
         before = rules.cursor_seq(cursor)
         async with self._locked():
+            ids = self._jobs if owner is None else self._owned.get(owner, {})
             found: list[Job] = []
-            for job in reversed(self._jobs.values()):
+            for job_id in reversed(ids):
+                job = self._jobs[job_id]
                 if len(found) > limit:
                     break
                 if (status is None or job.status is status) and (

@@ -45,6 +45,8 @@ class NewJob:
     """Hash of the submitted body: the same id with another body is a conflict, not a retry."""
     options: dict[str, Any] = field(default_factory=dict)
     """Settings that travel with the job (webhook, output storage, timeouts); JSON values."""
+    owner: str | None = None
+    """The id of the API key that submitted it; None when keys were off (anonymous)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,8 @@ class Job:
     seq: int
     """Insertion order, unique per store: the tie-break for claims and the key of list cursors."""
     options: dict[str, Any] = field(default_factory=dict)
+    owner: str | None = None
+    """The API key id that submitted it (None: anonymous, or stored before jobs had owners)."""
 
     @property
     def terminal(self) -> bool:
@@ -111,7 +115,8 @@ class JobNotFound(JobStoreError):
 
 
 class JobConflict(JobStoreError):
-    """A job with that id exists and was submitted with another body: not a retry of it."""
+    """A job with that id exists and was submitted with another body, or by another owner: not
+    a retry of it. The message is the same either way, so it tells nothing of the other job."""
 
     def __init__(self, job_id: str) -> None:
         super().__init__(

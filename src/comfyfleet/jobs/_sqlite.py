@@ -77,7 +77,7 @@ class SqliteJobStore:
         with self._write() as conn:
             existing = self._find(job.id)
             if existing is not None:
-                if existing.request_hash != job.request_hash:
+                if not rules.repeats(existing, job):
                     raise JobConflict(job.id)
                 return existing, False
             if max_queued is not None and self._count(JobStatus.QUEUED) >= max_queued:
@@ -87,7 +87,7 @@ class SqliteJobStore:
             row = {"id": job.id, "workflow": workflow, "priority": job.priority}
             row |= {"max_attempts": job.max_attempts, "created_at": change.job.created_at}
             options = _dump(job.options)
-            row |= {"request_hash": job.request_hash, "options": options}
+            row |= {"request_hash": job.request_hash, "options": options, "owner": job.owner}
             row |= _mutable_columns(change.job)
             seq = conn.execute(self._q["insert_job"], row).lastrowid
             assert seq is not None
@@ -105,13 +105,20 @@ class SqliteJobStore:
         return job
 
     async def list_jobs(
-        self, *, status: JobStatus | None = None, limit: int = 50, cursor: str | None = None
+        self,
+        *,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        owner: str | None = None,
     ) -> tuple[list[Job], str | None]:
         rules.check_limit(limit)
         before = rules.cursor_seq(cursor)
         params: dict[str, Any] = {"before": NO_CURSOR if before is None else before}
         params |= {"limit": limit + 1, "status": None if status is None else str(status)}
-        query = self._q["list_jobs" if status is None else "list_jobs_by_status"]
+        params["owner"] = owner
+        name = "list_jobs" if owner is None else "list_owned_jobs"
+        query = self._q[name if status is None else f"{name}_by_status"]
         rows = self._db().execute(query, params).fetchall()
         return rules.page([_job(row) for row in rows], limit)
 

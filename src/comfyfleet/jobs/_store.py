@@ -37,16 +37,25 @@ class JobStore(Protocol):
     ) -> tuple[Job, bool]:
         """Add a job, or return the one already stored under its id (then the flag is False).
 
-        Raises JobConflict when that id was stored with another request hash, and QueueFull when
-        `max_queued` jobs are already waiting (a repeat of a stored job is never refused)."""
+        Raises JobConflict when that id was stored with another request hash or another owner,
+        and QueueFull when `max_queued` jobs are already waiting (a repeat of a stored job is
+        never refused)."""
         ...
 
-    async def get(self, job_id: str) -> Job: ...
+    async def get(self, job_id: str) -> Job:
+        """The job, whoever owns it: checking who may see it is the caller's business."""
+        ...
 
     async def list_jobs(
-        self, *, status: JobStatus | None = None, limit: int = 50, cursor: str | None = None
+        self,
+        *,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        owner: str | None = None,
     ) -> tuple[list[Job], str | None]:
-        """Newest first. Pass the returned cursor for the next page; it is None after the last."""
+        """Newest first; only `owner`'s jobs when given (None: every job). Pass the returned
+        cursor for the next page; it is None after the last."""
         ...
 
     async def count(self, status: JobStatus) -> int: ...
@@ -196,8 +205,15 @@ def created(new: NewJob, *, seq: int, now: float) -> Change:
         request_hash=new.request_hash,
         seq=seq,
         options=new.options,
+        owner=new.owner,
     )
     return Change(job, "status", {"status": "queued"})
+
+
+def repeats(existing: Job, new: NewJob) -> bool:
+    """Whether `new` is a retry of the stored job: same request from the same owner. Anything
+    else under that id is a conflict (never the other owner's job handed back)."""
+    return existing.request_hash == new.request_hash and existing.owner == new.owner
 
 
 def claimed(

@@ -35,11 +35,11 @@ INSERT INTO schema_migrations (version, name, applied_at) VALUES (:version, :nam
 INSERT INTO jobs (
     id, workflow, priority, status, attempts, max_attempts, created_at, queued_at, started_at,
     finished_at, worker, lease_until, instance, prompt_id, progress, outputs, error,
-    cancel_requested, request_hash, options
+    cancel_requested, request_hash, options, owner
 ) VALUES (
     :id, :workflow, :priority, :status, :attempts, :max_attempts, :created_at, :queued_at,
     :started_at, :finished_at, :worker, :lease_until, :instance, :prompt_id, :progress, :outputs,
-    :error, :cancel_requested, :request_hash, :options
+    :error, :cancel_requested, :request_hash, :options, :owner
 );
 
 -- name: update_job
@@ -67,6 +67,14 @@ SELECT * FROM jobs WHERE seq < :before ORDER BY seq DESC LIMIT :limit;
 
 -- name: list_jobs_by_status
 SELECT * FROM jobs WHERE status = :status AND seq < :before ORDER BY seq DESC LIMIT :limit;
+
+-- name: list_owned_jobs
+SELECT * FROM jobs WHERE owner = :owner AND seq < :before ORDER BY seq DESC LIMIT :limit;
+
+-- name: list_owned_jobs_by_status
+SELECT * FROM jobs
+WHERE owner = :owner AND status = :status AND seq < :before
+ORDER BY seq DESC LIMIT :limit;
 
 -- name: count_by_status
 SELECT count(*) FROM jobs WHERE status = :status;
