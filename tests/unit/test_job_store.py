@@ -306,6 +306,21 @@ def test_cancel_a_running_job_asks_its_worker(store: JobStore) -> None:
     run(scenario())
 
 
+def test_a_job_that_succeeds_on_a_later_attempt_reports_no_error(store: JobStore) -> None:
+    async def scenario() -> None:
+        await store.enqueue(new("a", max_attempts=2), now=1.0)
+        assert await store.claim("w", lease_s=30, now=2.0) is not None
+        await store.fail("a", "w", BOOM, retryable=True, now=3.0)
+        assert await store.claim("w2", lease_s=30, now=4.0) is not None
+        done = await store.complete("a", "w2", [], now=5.0)
+        assert done is not None
+        assert (done.status, done.attempts, done.error) == (JobStatus.SUCCEEDED, 2, None)
+        assert (await store.get("a")).error is None
+        assert {"status": "queued", "retry": True, "error": BOOM} in await statuses(store, "a")
+
+    run(scenario())
+
+
 def test_a_cancel_requested_job_that_fails_is_cancelled_not_retried(store: JobStore) -> None:
     async def scenario() -> None:
         await fill(store, 1)

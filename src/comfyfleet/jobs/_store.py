@@ -256,7 +256,9 @@ def completed(
     now: float,
     details: dict[str, Any] | None = None,
 ) -> Change:
-    job = _finished(job, JobStatus.SUCCEEDED, now, outputs=outputs)
+    # An earlier attempt's error (an instance lost, say) is history, not this job's result:
+    # its `status` event keeps it, the job's `error` is cleared.
+    job = _finished(job, JobStatus.SUCCEEDED, now, outputs=outputs, error=None)
     return Change(job, "status", {**(details or {}), "status": "succeeded"})
 
 
