@@ -9,9 +9,11 @@ something the client could have been told at once.
 
 from __future__ import annotations
 
+import asyncio
 import mimetypes
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
@@ -20,6 +22,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 from comfyfleet.auth import key_of
 from comfyfleet.gateway._assets_api import resolve_job_media
+from comfyfleet.gateway._body import read_json_body
 from comfyfleet.gateway._errors import ApiError
 from comfyfleet.gateway._model_inputs import check_model_urls
 from comfyfleet.gateway._service import Service
@@ -27,8 +30,8 @@ from comfyfleet.gateway._submit import (
     JOB_ID,
     JOB_REQUEST_SCHEMA,
     idempotent_id,
+    json_limits,
     new_job,
-    read_json_body,
 )
 from comfyfleet.gateway._views import job_view
 from comfyfleet.jobs import (
@@ -46,6 +49,8 @@ from comfyfleet.jobs import (
 
 _SMALL_FILE = 512 * 1024
 """Outputs up to this size are answered from one read; larger ones are streamed."""
+_LARGE_GRAPH = 2000
+"""Graphs with more nodes than this are read and checked in a worker thread, off the loop."""
 
 
 def jobs_router(service: Service) -> APIRouter:
@@ -76,10 +81,10 @@ def _submit_routes(router: APIRouter, service: Service) -> None:
         """202 with the job's id and URLs; with `?wait=true` or `Prefer: wait=N`, 200 with
         the outputs once the job ends (base64 inline with `?inline=true`). The same
         `Idempotency-Key` with the same body answers with the same job."""
-        body = await read_json_body(request, settings.max_body_bytes)
+        body = await read_json_body(request, json_limits(settings))
         scope = _key_scope(request)
         derived = None if idempotency_key is None else idempotent_id(idempotency_key, scope)
-        new = _parse(service, body, derived)
+        new = await _parse(service, body, derived)
         # Only an id the client chose can name a stored job; a fresh one skips the lookup.
         chosen = derived is not None or body.get("id") is not None
         replay = await _existing(service, new) if chosen else None
@@ -103,8 +108,8 @@ def _submit_routes(router: APIRouter, service: Service) -> None:
         """The same checks as a submission (shape, node classes, links, options), without
         fetching media or storing anything: 200 `{"valid": true, ...}` or the 4xx a submit
         would get."""
-        body = await read_json_body(request, settings.max_body_bytes)
-        new = _parse(service, body, None)
+        body = await read_json_body(request, json_limits(settings))
+        new = await _parse(service, body, None)
         await _check_graph(service, new.workflow)
         return {"valid": True, "nodes": len(new.workflow), "options": new.options}
 
@@ -137,17 +142,33 @@ def _read_routes(router: APIRouter, service: Service) -> None:
 
     @router.get("/v1/outputs/{job_id}/{path:path}", summary="Download an output file")
     async def output(job_id: str, path: str) -> Response:
-        parts = PurePosixPath(path).parts
-        if not JOB_ID.match(job_id) or not parts or ".." in parts or path.startswith("/"):
-            raise ApiError(400, "invalid_path", "output paths must stay inside the job's folder")
+        parts = _output_parts(job_id, path)
         file = service.output_dir / job_id / Path(*parts)
-        if not file.is_file():
+        try:
+            size = file.stat().st_size if file.is_file() else None
+        except OSError:  # a name the file system cannot hold is not there either
+            size = None
+        if size is None:
             raise ApiError(404, "output_not_found", f"job '{job_id}' has no output '{path}'")
         media = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
-        if file.stat().st_size <= _SMALL_FILE:
+        if size <= _SMALL_FILE:
             # One read on the loop costs less than FileResponse's hop to a worker thread.
             return Response(file.read_bytes(), media_type=media)
         return FileResponse(file, media_type=media)
+
+
+def _output_parts(job_id: str, path: str) -> tuple[str, ...]:
+    """The parts of an output path, refused (400) unless they stay in the job's folder and each
+    is a name a file system can hold (1-255 bytes, no NUL)."""
+    parts = PurePosixPath(path).parts
+    fits = all(0 < len(p.encode("utf-8", "surrogatepass")) <= 255 and "\0" not in p for p in parts)
+    if not JOB_ID.fullmatch(job_id) or not parts or ".." in parts or path.startswith("/"):
+        raise ApiError(400, "invalid_path", "output paths must stay inside the job's folder")
+    if not fits:
+        raise ApiError(
+            400, "invalid_path", "each part of an output path must be 1-255 bytes, without NUL"
+        )
+    return parts
 
 
 # --- steps of a submission --------------------------------------------------------------------
@@ -158,14 +179,22 @@ def _key_scope(request: Request) -> str:
     return "anonymous" if record is None else record.id
 
 
-def _parse(service: Service, body: dict[str, Any], job_id: str | None) -> NewJob:
-    return new_job(
-        body,
-        default_attempts=service.settings.max_attempts,
-        default_events=service.webhook_events,
-        storage_names=service.storage_names,
-        job_id=job_id,
-    )
+async def _parse(service: Service, body: dict[str, Any], job_id: str | None) -> NewJob:
+    def parse() -> NewJob:
+        return new_job(
+            body,
+            default_attempts=service.settings.max_attempts,
+            default_events=service.webhook_events,
+            storage_names=service.storage_names,
+            job_id=job_id,
+            max_nodes=service.settings.max_graph_nodes,
+        )
+
+    return await asyncio.to_thread(parse) if _is_large(body.get("workflow")) else parse()
+
+
+def _is_large(workflow: Any) -> bool:
+    return isinstance(workflow, dict) and len(workflow) > _LARGE_GRAPH
 
 
 async def _existing(service: Service, new: NewJob) -> Job | None:
@@ -187,16 +216,21 @@ async def _existing(service: Service, new: NewJob) -> Job | None:
 
 
 async def _check_graph(service: Service, workflow: Any) -> None:
+    check = asyncio.to_thread if _is_large(workflow) else _call
     try:
-        check_workflow(workflow)
+        await check(check_workflow, workflow)
         if service.node_types is not None:
             wanted = {str(n.get("class_type")) for n in workflow.values()}
             known = await service.node_types.known(wanted)
-            check_workflow(workflow, known_classes=known)
+            await check(check_workflow, workflow, known_classes=known)
     except GraphError as exc:
         raise ApiError(
             exc.status, "invalid_workflow", exc.message, {**exc.details(), "hint": exc.hint}
         ) from exc
+
+
+async def _call(function: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+    function(*args, **kwargs)
 
 
 async def _checked(service: Service, new: NewJob) -> NewJob:
