@@ -265,7 +265,9 @@ async def _enqueue(service: Service, new: NewJob) -> tuple[Job, bool]:
         ) from exc
     except JobConflict as exc:
         raise ApiError(409, "job_conflict", exc.message) from exc
-    if created and service.dispatch is not None:
+    # A large graph is left to the dispatcher's own loop: placing it from here would hold the
+    # answer until the instance had taken (and validated) the whole graph.
+    if created and service.dispatch is not None and not _is_large(new.workflow):
         await service.dispatch()
     elif created:
         service.notify()
