@@ -205,7 +205,8 @@ def check_values(value: Any) -> None:
             raise ApiError(
                 422,
                 "invalid_number",
-                f"{describe(path, value)} is {_number_name(item)}: numbers must be finite",
+                f"{describe(path, value)} is {_number_name(item)}: numbers must be finite "
+                "(1e999 and the like overflow to Infinity)",
                 _path_details(path, value),
             )
         if isinstance(item, str) and not _encodable(item):
@@ -245,7 +246,7 @@ def _encodable(text: str) -> bool:
 def _number_name(number: float) -> str:
     if math.isnan(number):
         return "NaN"
-    return "Infinity" if number > 0 else "-Infinity (or a number too large for a double)"
+    return "Infinity" if number > 0 else "-Infinity"
 
 
 def describe(path: tuple[str | int, ...], body: Any) -> str:
