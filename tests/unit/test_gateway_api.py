@@ -160,9 +160,10 @@ def test_validate_checks_without_storing(service: Service) -> None:
 
 def test_bodies_over_the_limit_and_bad_json_are_4xx(tmp_path: Path) -> None:
     service = make_service(tmp_path, max_body_bytes=2048)
-    big = call(service, "POST", "/v1/jobs", content=b"{" + b" " * 4096 + b"}")
+    json_type = {"content-type": "application/json"}
+    big = call(service, "POST", "/v1/jobs", content=b"{" + b" " * 4096 + b"}", headers=json_type)
     assert big.status_code == 413
-    broken = call(service, "POST", "/v1/jobs", content=b"{not json")
+    broken = call(service, "POST", "/v1/jobs", content=b"{not json", headers=json_type)
     assert broken.status_code == 400 and broken.json()["error"]["code"] == "invalid_json"
 
 

@@ -181,6 +181,8 @@ def test_gateway_routes(tmp_path: Path, served: tuple[Path, str]) -> None:
         assert (await client.get("/v1/models", params={"type": "nope"})).status_code == 400
         gone = await client.delete("/v1/models/checkpoints/tiny.safetensors")
         assert gone.status_code == 200 and not target.exists()
+        deleted = {"folder_type": "checkpoints", "name": "tiny.safetensors"}
+        assert gone.json() == {"deleted": deleted}
         assert (await client.delete("/v1/models/checkpoints/tiny.safetensors")).status_code == 404
         bad = await client.delete("/v1/models/checkpoints/..%2F..%2Fetc%2Fpasswd")
         assert bad.status_code in (400, 404)

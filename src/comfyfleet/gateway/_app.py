@@ -1,6 +1,7 @@
 """The HTTP gateway: one ASGI app made of the `/v1` routers, health, readiness and docs.
 
-Every error a client can cause is a 4xx with `{"error": {"code", "message", "details"}}`.
+Every error a client can cause is a 4xx with `{"error": {"code", "message", "details"}}`; a fault
+of the server's own is a 500 in the same shape, logged once (see `_guard`).
 With API keys enabled, every route but the public ones (`/health`) needs
 `Authorization: Bearer <key>`; the check wraps the whole app, so a route added later cannot
 forget it.
@@ -25,6 +26,7 @@ from comfyfleet.gateway._errors import (
     validation_error_handler,
 )
 from comfyfleet.gateway._events_api import events_router
+from comfyfleet.gateway._guard import RequestGuard
 from comfyfleet.gateway._jobs_api import jobs_router
 from comfyfleet.gateway._service import Service
 from comfyfleet.gateway._views import job_view
@@ -48,6 +50,7 @@ def create_app(
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_middleware(RequestGuard, body_timeout_s=service.settings.body_timeout_s)
     app.include_router(jobs_router(service))
     app.include_router(
         events_router(
@@ -88,4 +91,8 @@ def _fleet_router(service: Service) -> APIRouter:
             status_code=200 if ok else 503,
         )
 
+    # Load balancers and uptime checks probe with HEAD: the same answers, without a body (the
+    # server drops it). Left out of the docs, where GET already describes them.
+    router.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
+    router.add_api_route("/ready", ready, methods=["HEAD"], include_in_schema=False)
     return router

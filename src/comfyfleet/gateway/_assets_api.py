@@ -51,6 +51,7 @@ _API_ERRORS = {
     EMPTY_INPUT: (400, "empty_input"),
 }
 _MEDIA_PREFIXES = ("image/", "video/", "audio/", "application/octet-stream")
+_MAX_BOUNDARY = 70
 _MULTIPART_SLACK = 64 * 1024
 """Bytes a multipart body may carry beyond the file limit (boundaries, part headers, fields)."""
 
@@ -184,6 +185,19 @@ class _MultipartFile:
             self._done = True
 
 
+def _boundary(options: Mapping[bytes, bytes]) -> bytes:
+    """The multipart boundary: 1-70 characters (RFC 2046), which the parser needs it to be."""
+    boundary = options.get(b"boundary", b"")
+    if not 0 < len(boundary) <= _MAX_BOUNDARY:
+        raise ApiError(
+            400,
+            "invalid_multipart",
+            f"the multipart Content-Type needs a boundary of 1-{_MAX_BOUNDARY} characters "
+            f"(this one has {len(boundary)})",
+        )
+    return boundary
+
+
 def _check_length(request: Request, limit: int, shown: int) -> None:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
@@ -197,11 +211,7 @@ async def _store_upload(
     media_type = kind.decode("latin-1").lower()
     async with aclosing(request.stream()) as source:
         if media_type == "multipart/form-data":
-            boundary = options.get(b"boundary")
-            if not boundary:
-                raise ApiError(
-                    400, "invalid_multipart", "the multipart Content-Type has no boundary"
-                )
+            boundary = _boundary(options)
             _check_length(request, limit + _MULTIPART_SLACK, limit)
             upload = _MultipartFile(source, boundary, limit + _MULTIPART_SLACK)
             await upload.start()

@@ -1,7 +1,13 @@
-"""Every error answer has one shape: `{"error": {"code", "message", "details"}}`."""
+"""Every error answer has one shape: `{"error": {"code", "message", "details"}}`.
+
+Messages and details often echo what the client sent (an id, a field, a path). Text that came
+from JSON escapes can hold lone UTF-16 surrogates, which UTF-8 cannot encode: every answer built
+here replaces them (U+FFFD), so echoing a client's text can never turn a 4xx into a 500.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import Request
@@ -28,10 +34,25 @@ class ApiError(Exception):
 
 
 def error_response(
-    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    details: Any = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    body = {"error": {"code": code, "message": message, "details": details}}
+    body = {"error": {"code": code, "message": encodable(message), "details": encodable(details)}}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def encodable(value: Any) -> Any:
+    """`value` with every string (keys too) made encodable as UTF-8."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {encodable(k): encodable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [encodable(v) for v in value]
+    return value
 
 
 async def api_error_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -42,7 +63,7 @@ async def api_error_handler(request: Request, exc: Exception) -> JSONResponse:
 async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail))
+    return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
 
 async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:

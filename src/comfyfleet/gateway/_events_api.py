@@ -34,6 +34,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from comfyfleet.auth import READ
 from comfyfleet.errors import ComfyfleetError
+from comfyfleet.gateway._body import JsonLimits, parse_json, safe_text
 from comfyfleet.gateway._errors import ApiError
 from comfyfleet.gateway._live import ClientEvent, JobFeed, JobView
 from comfyfleet.gateway._previews import PreviewHub
@@ -43,6 +44,11 @@ from comfyfleet.jobs import Job, JobNotFound, JobStore, JobStoreError
 log = logging.getLogger("comfyfleet.gateway")
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+MAX_SEQ = 2**63 - 1
+"""The largest event seq a store can hold (a signed 64-bit integer): resume points above it
+are refused rather than overflowing a query."""
+COMMAND_LIMITS = JsonLimits(max_bytes=64 * 1024, max_depth=8, max_items=1000)
+"""A WebSocket command is a small flat object; anything much larger is not one."""
 HEARTBEAT = b": keep-alive\n\n"
 
 
@@ -114,12 +120,13 @@ def _resume_point(last_event_id: str | None, after: int | None) -> int:
     if last_event_id is None or not last_event_id.strip():
         return after or 0
     text = last_event_id.strip()
-    if not (text.isascii() and text.isdigit()):
+    if not (text.isascii() and text.isdigit() and len(text) <= 19 and int(text) <= MAX_SEQ):
+        shown = safe_text(last_event_id)
         raise ApiError(
             400,
             "invalid_event_id",
-            f"Last-Event-ID must be the id of an event this API sent, not '{last_event_id}'",
-            {"last_event_id": last_event_id},
+            f"Last-Event-ID must be the id of an event this API sent, not '{shown}'",
+            {"last_event_id": shown},
         )
     return int(text)
 
@@ -187,7 +194,9 @@ def events_router(
     async def job_events(
         job_id: str,
         caller: Annotated[Caller, Depends(needs(READ))],
-        after: Annotated[int | None, Query(ge=0, description="Replay the events after")] = None,
+        after: Annotated[
+            int | None, Query(ge=0, le=MAX_SEQ, description="Replay the events after")
+        ] = None,
         previews: Annotated[bool, Query(description="Add `preview` frames")] = False,
         last_event_id: Annotated[str | None, Header()] = None,
     ) -> Response:
@@ -223,9 +232,9 @@ def _parse(message: Mapping[str, Any]) -> dict[str, Any]:
     if text is None:
         raise CommandError("invalid_command", "commands are JSON text messages, not binary")
     try:
-        command = json.loads(text)
-    except ValueError as exc:
-        raise CommandError("invalid_json", f"the command is not JSON: {exc}") from exc
+        command = parse_json(text.encode("utf-8", "surrogatepass"), COMMAND_LIMITS)
+    except ApiError as exc:
+        raise CommandError(exc.code, exc.message) from exc
     if not isinstance(command, dict) or not isinstance(command.get("op"), str):
         raise CommandError(
             "invalid_command", 'a command is a JSON object with an "op": subscribe or unsubscribe'
@@ -236,14 +245,15 @@ def _parse(message: Mapping[str, Any]) -> dict[str, Any]:
 def _job_id(command: dict[str, Any]) -> str:
     job_id = command.get("job_id")
     if not isinstance(job_id, str) or not job_id or len(job_id) > 256:
-        raise CommandError("invalid_command", f'"{command["op"]}" needs a "job_id" (a string)')
+        op = safe_text(command["op"], 40)
+        raise CommandError("invalid_command", f'"{op}" needs a "job_id" (a string)')
     return job_id
 
 
 def _subscribe_args(command: dict[str, Any], job_id: str) -> tuple[int, bool]:
     after, previews = command.get("after", 0), command.get("previews", False)
-    if not isinstance(after, int) or isinstance(after, bool) or after < 0:
-        message = '"after" must be the seq of an event (an integer, 0 or more)'
+    if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after <= MAX_SEQ:
+        message = f'"after" must be the seq of an event (an integer from 0 to {MAX_SEQ})'
         raise CommandError("invalid_command", message, job_id=job_id)
     if not isinstance(previews, bool):
         raise CommandError("invalid_command", '"previews" must be true or false', job_id=job_id)
@@ -295,7 +305,7 @@ class _Socket:
             elif op == "ping":
                 await self._send(_envelope("pong", {}))
             else:
-                hint = f"unknown op '{op}': use subscribe, unsubscribe or ping"
+                hint = f"unknown op '{safe_text(op, 40)}': use subscribe, unsubscribe or ping"
                 raise CommandError("unknown_op", hint)
         except CommandError as exc:
             error = {"code": exc.code, "message": exc.message}

@@ -9,9 +9,11 @@ something the client could have been told at once.
 
 from __future__ import annotations
 
+import asyncio
 import mimetypes
 import re
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
@@ -21,6 +23,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 from comfyfleet.auth import READ, SUBMIT
 from comfyfleet.gateway._assets_api import resolve_job_media
+from comfyfleet.gateway._body import read_json_body
 from comfyfleet.gateway._errors import ApiError
 from comfyfleet.gateway._model_inputs import check_model_urls
 from comfyfleet.gateway._service import Service, prompt_by_name
@@ -28,13 +31,14 @@ from comfyfleet.gateway._submit import (
     JOB_ID,
     JOB_REQUEST_SCHEMA,
     idempotent_id,
+    json_limits,
     new_job,
-    read_json_body,
 )
 from comfyfleet.gateway._tenancy import Caller, media_for, needs, visible_job
 from comfyfleet.gateway._views import job_view
 from comfyfleet.jobs import (
     TERMINAL,
+    FreeText,
     GraphError,
     InvalidCursor,
     Job,
@@ -49,6 +53,8 @@ from comfyfleet.jobs import (
 
 _SMALL_FILE = 512 * 1024
 """Outputs up to this size are answered from one read; larger ones are streamed."""
+_LARGE_GRAPH = 2000
+"""Graphs with more nodes than this are read and checked in a worker thread, off the loop."""
 
 
 def jobs_router(service: Service) -> APIRouter:
@@ -80,11 +86,11 @@ def _submit_routes(router: APIRouter, service: Service) -> None:
         """202 with the job's id and URLs; with `?wait=true` or `Prefer: wait=N`, 200 with
         the outputs once the job ends (base64 inline with `?inline=true`). The same
         `Idempotency-Key` with the same body answers with the same job."""
-        body = await read_json_body(request, settings.max_body_bytes)
+        body = await read_json_body(request, json_limits(settings))
         derived = None
         if idempotency_key is not None:
             derived = idempotent_id(idempotency_key, caller.owner, service.idempotency_secret)
-        new = replace(_parse(service, body, derived), owner=caller.owner)
+        new = replace(await _parse(service, body, derived), owner=caller.owner)
         # Only an id the client chose can name a stored job; a fresh one skips the lookup.
         chosen = derived is not None or body.get("id") is not None
         replay = await _existing(service, new) if chosen else None
@@ -111,8 +117,8 @@ def _submit_routes(router: APIRouter, service: Service) -> None:
         """The same checks as a submission (shape, node classes, links, options), without
         fetching media or storing anything: 200 `{"valid": true, ...}` or the 4xx a submit
         would get."""
-        body = await read_json_body(request, settings.max_body_bytes)
-        new = _parse(service, body, None)
+        body = await read_json_body(request, json_limits(settings))
+        new = await _parse(service, body, None)
         await _check_graph(service, new.workflow)
         return {"valid": True, "nodes": len(new.workflow), "options": new.options}
 
@@ -154,30 +160,54 @@ def _read_routes(router: APIRouter, service: Service) -> None:
     async def output(
         job_id: str, path: str, caller: Annotated[Caller, Depends(needs(READ))]
     ) -> Response:
-        parts = PurePosixPath(path).parts
-        if not JOB_ID.match(job_id) or not parts or ".." in parts or path.startswith("/"):
-            raise ApiError(400, "invalid_path", "output paths must stay inside the job's folder")
+        parts = _output_parts(job_id, path)
         file = service.output_dir / job_id / Path(*parts)
-        if not file.is_file() or not await _may_read_outputs(service, job_id, caller):
+        try:
+            size = file.stat().st_size if file.is_file() else None
+        except OSError:  # a name the file system cannot hold is not there either
+            size = None
+        if size is None or not await _may_read_outputs(service, job_id, caller):
             raise ApiError(404, "output_not_found", f"job '{job_id}' has no output '{path}'")
         media = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
-        if file.stat().st_size <= _SMALL_FILE:
+        if size <= _SMALL_FILE:
             # One read on the loop costs less than FileResponse's hop to a worker thread.
             return Response(file.read_bytes(), media_type=media)
         return FileResponse(file, media_type=media)
 
 
+def _output_parts(job_id: str, path: str) -> tuple[str, ...]:
+    """The parts of an output path, refused (400) unless they stay in the job's folder and each
+    is a name a file system can hold (1-255 bytes, no NUL)."""
+    parts = PurePosixPath(path).parts
+    fits = all(0 < len(p.encode("utf-8", "surrogatepass")) <= 255 and "\0" not in p for p in parts)
+    if not JOB_ID.fullmatch(job_id) or not parts or ".." in parts or path.startswith("/"):
+        raise ApiError(400, "invalid_path", "output paths must stay inside the job's folder")
+    if not fits:
+        raise ApiError(
+            400, "invalid_path", "each part of an output path must be 1-255 bytes, without NUL"
+        )
+    return parts
+
+
 # --- steps of a submission --------------------------------------------------------------------
 
 
-def _parse(service: Service, body: dict[str, Any], job_id: str | None) -> NewJob:
-    return new_job(
-        body,
-        default_attempts=service.settings.max_attempts,
-        default_events=service.webhook_events,
-        storage_names=service.storage_names,
-        job_id=job_id,
-    )
+async def _parse(service: Service, body: dict[str, Any], job_id: str | None) -> NewJob:
+    def parse() -> NewJob:
+        return new_job(
+            body,
+            default_attempts=service.settings.max_attempts,
+            default_events=service.webhook_events,
+            storage_names=service.storage_names,
+            job_id=job_id,
+            max_nodes=service.settings.max_graph_nodes,
+        )
+
+    return await asyncio.to_thread(parse) if _is_large(body.get("workflow")) else parse()
+
+
+def _is_large(workflow: Any) -> bool:
+    return isinstance(workflow, dict) and len(workflow) > _LARGE_GRAPH
 
 
 async def _existing(service: Service, new: NewJob) -> Job | None:
@@ -200,17 +230,22 @@ async def _existing(service: Service, new: NewJob) -> Job | None:
 
 
 async def _check_graph(service: Service, workflow: Any) -> None:
+    check = asyncio.to_thread if _is_large(workflow) else _call
     try:
-        check_workflow(workflow)
+        await check(check_workflow, workflow)
         if service.node_types is not None:
             wanted = {str(n.get("class_type")) for n in workflow.values()}
             known = await service.node_types.known(wanted)
-            check_workflow(workflow, known_classes=known)
+            await check(check_workflow, workflow, known_classes=known)
     except GraphError as exc:
         raise ApiError(
             exc.status, "invalid_workflow", exc.message, {**exc.details(), "hint": exc.hint}
         ) from exc
     free_text = service.node_types.free_text if service.node_types else prompt_by_name
+    await check(_refuse_unsafe_paths, workflow, free_text)
+
+
+def _refuse_unsafe_paths(workflow: dict[str, Any], free_text: FreeText) -> None:
     for node_id, class_type, name, reason in unsafe_paths(workflow, free_text)[:1]:
         raise ApiError(
             422,
@@ -218,6 +253,10 @@ async def _check_graph(service: Service, workflow: Any) -> None:
             f"node {node_id} ({class_type}): input '{name}' is refused: {reason}",
             {"node_id": node_id, "input": name},
         )
+
+
+async def _call(function: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+    function(*args, **kwargs)
 
 
 async def _checked(service: Service, new: NewJob, caller: Caller) -> NewJob:
@@ -253,7 +292,9 @@ async def _enqueue(service: Service, new: NewJob) -> tuple[Job, bool]:
         ) from exc
     except JobConflict as exc:
         raise ApiError(409, "job_conflict", exc.message) from exc
-    if created and service.dispatch is not None:
+    # A large graph is left to the dispatcher's own loop: placing it from here would hold the
+    # answer until the instance had taken (and validated) the whole graph.
+    if created and service.dispatch is not None and not _is_large(new.workflow):
         await service.dispatch()
     elif created:
         service.notify()

@@ -30,7 +30,16 @@ async def check_model_urls(workflow: Mapping[str, Any], policy: NetPolicy) -> No
 async def _check(need: ModelNeed, policy: NetPolicy) -> None:
     where = f"node {need.node_id} ({need.class_type}): input '{need.input_name}'"
     details = {"node_id": need.node_id, "class_type": need.class_type, "input": need.input_name}
-    parts = urlsplit(need.value)
+    try:
+        parts = urlsplit(need.value)
+        port = parts.port
+    except ValueError as exc:  # "http://[::1/m", a port over 65535 ...
+        raise ApiError(
+            422,
+            "input_refused",
+            f"{where}: the model URL is malformed ({exc})",
+            details | {"hint": "give an http(s) URL such as https://host/path/model.safetensors"},
+        ) from exc
     if parts.scheme not in CLIENT_SCHEMES:
         raise ApiError(
             422,
@@ -40,7 +49,7 @@ async def _check(need: ModelNeed, policy: NetPolicy) -> None:
         )
     if parts.scheme not in ("http", "https"):
         return  # hf:// and civitai:// name public hubs
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    port = port or (443 if parts.scheme == "https" else 80)
     try:
         await checked_addresses(parts.hostname or "", port, policy)
     except UrlRefused as exc:

@@ -66,12 +66,13 @@ def models_router(library: ModelLibrary, start_install: StartInstall) -> APIRout
     )
     async def delete(folder_type: str, filename: str) -> dict[str, Any]:
         try:
-            path = await asyncio.to_thread(library.remove, folder_type, filename)
+            await asyncio.to_thread(library.remove, folder_type, filename)
         except ModelNotFound as exc:
             raise ApiError(404, "model_not_found", exc.message) from exc
         except ModelError as exc:
             raise ApiError(400, "invalid_model_path", exc.message) from exc
-        return {"deleted": {"folder_type": folder_type, "name": filename, "path": str(path)}}
+        # Names relative to the folder type only: the server's own paths are not a client's.
+        return {"deleted": {"folder_type": folder_type, "name": filename}}
 
     return router
 

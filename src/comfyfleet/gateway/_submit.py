@@ -1,8 +1,15 @@
 """Reading a job request: the body's shape, the job's options, and its idempotency.
 
-Everything a client can get wrong is an `ApiError` naming the field. The request hash covers
-everything that shapes the job (graph, priority, attempts, options), so a repeat of the same
-request is recognised as such and the same id with anything different is a conflict.
+Everything a client can get wrong is an `ApiError` naming the field, raised before anything is
+stored. The request hash covers everything that shapes the job (graph, priority, attempts,
+options), so a repeat of the same request is recognised as such and the same id with anything
+different is a conflict. It is only computed for an id the client chose (an `id` or an
+`Idempotency-Key`): a generated id is never sent again, and sorting a large graph to hash it is
+the costliest step of a submission.
+
+Bounds a client cannot pass: `priority` is a 32-bit signed integer (it is stored as one and
+compared in SQL), timeouts are finite and at most `MAX_TIMEOUT_S`, and the workflow has at most
+`serve.max_graph_nodes` nodes.
 """
 
 from __future__ import annotations
@@ -10,18 +17,23 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import re
 import uuid
 from collections.abc import Collection, Iterable
 from typing import Any
 
-from fastapi import Request
-
+from comfyfleet.config import ServeSettings
+from comfyfleet.gateway._body import JsonLimits, safe_text
 from comfyfleet.gateway._errors import ApiError
 from comfyfleet.jobs import NewJob
-from comfyfleet.webhooks import WebhookConfigError, parse_webhook
+from comfyfleet.webhooks import ALL_EVENTS, KNOWN_EVENTS, WebhookConfigError, parse_webhook
 
-JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+"""A job id, whole (use `fullmatch`: `$` would let a trailing newline through)."""
+PRIORITY_RANGE = (-(2**31), 2**31 - 1)
+MAX_TIMEOUT_S = 7 * 86400
+"""The longest `timeouts.queued_s` / `timeouts.running_s` a job may ask for: a week."""
 _FIELDS = frozenset(
     {"workflow", "id", "priority", "max_attempts", "webhook", "storage", "convert", "timeouts"}
 )
@@ -42,7 +54,12 @@ JOB_REQUEST_SCHEMA: dict[str, Any] = {
             "additionalProperties": _NODE,
         },
         "id": {"type": "string", "description": "client-chosen job id (retries are harmless)"},
-        "priority": {"type": "integer", "default": 0},
+        "priority": {
+            "type": "integer",
+            "default": 0,
+            "minimum": PRIORITY_RANGE[0],
+            "maximum": PRIORITY_RANGE[1],
+        },
         "max_attempts": {"type": "integer", "minimum": 1, "maximum": 10},
         "webhook": {
             "type": "object",
@@ -63,7 +80,10 @@ JOB_REQUEST_SCHEMA: dict[str, Any] = {
         },
         "timeouts": {
             "type": "object",
-            "properties": {"queued_s": {"type": "number"}, "running_s": {"type": "number"}},
+            "properties": {
+                "queued_s": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_S},
+                "running_s": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_S},
+            },
         },
     },
 }
@@ -71,22 +91,14 @@ JOB_REQUEST_SCHEMA: dict[str, Any] = {
 that a bad body gets an answer naming the field rather than a generic validation error)."""
 
 
-async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "body_too_large", f"request body over {limit} bytes")
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > limit:  # a chunked body says no length up front
-            raise ApiError(413, "body_too_large", f"request body over {limit} bytes")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "invalid_json", f"request body is not JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_request", "request body must be a JSON object")
-    return body
+def json_limits(settings: ServeSettings) -> JsonLimits:
+    """The limits on a JSON body, from the `serve` settings."""
+    return JsonLimits(
+        max_bytes=settings.max_body_bytes,
+        max_depth=settings.max_json_depth,
+        max_items=settings.max_json_items,
+        max_string_bytes=settings.max_json_string_bytes,
+    )
 
 
 def idempotent_id(key: str, owner: str | None, secret: bytes) -> str:
@@ -108,8 +120,10 @@ def new_job(
     default_events: Iterable[str],
     storage_names: Collection[str],
     job_id: str | None = None,
+    max_nodes: int = 100_000,
 ) -> NewJob:
-    """The job a request body asks for; `job_id` (from an Idempotency-Key) when it names none."""
+    """The job a request body asks for; `job_id` (from an Idempotency-Key) when it names none.
+    Linear in the size of the body (it runs in a worker thread for large ones)."""
     unknown = sorted(set(body) - _FIELDS)
     if unknown:
         raise ApiError(
@@ -120,34 +134,47 @@ def new_job(
         )
     if "workflow" not in body:
         raise ApiError(422, "invalid_request", "'workflow' is required (an API-format graph)")
-    chosen = body.get("id") or job_id or uuid.uuid4().hex
-    if not isinstance(chosen, str) or not JOB_ID.match(chosen):
+    _check_size(body["workflow"], max_nodes)
+    chosen = body.get("id") or job_id
+    job = chosen or uuid.uuid4().hex
+    if not isinstance(job, str) or not JOB_ID.fullmatch(job):
         raise ApiError(
             422, "invalid_request", "'id' must be 1-128 letters, digits, '.', '_' or '-'"
         )
     priority = body.get("priority", 0)
     attempts = body.get("max_attempts", default_attempts)
-    if not _is_int(priority) or not _is_int(attempts) or not 1 <= attempts <= 10:
+    if not _is_int(priority) or not PRIORITY_RANGE[0] <= priority <= PRIORITY_RANGE[1]:
+        low, high = PRIORITY_RANGE
         raise ApiError(
-            422,
-            "invalid_request",
-            "'priority' must be an integer and 'max_attempts' an integer from 1 to 10",
+            422, "invalid_request", f"'priority' must be an integer from {low} to {high}"
         )
+    if not _is_int(attempts) or not 1 <= attempts <= 10:
+        raise ApiError(422, "invalid_request", "'max_attempts' must be an integer from 1 to 10")
     options = _options(body, default_events, storage_names)
-    canonical = json.dumps(
-        {"workflow": body["workflow"], "priority": priority, "max_attempts": attempts}
-        | {"options": options},
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+    request = {"workflow": body["workflow"], "priority": priority, "max_attempts": attempts}
     return NewJob(
-        id=chosen,
+        id=job,
         workflow=body["workflow"],
         priority=priority,
         max_attempts=attempts,
-        request_hash=hashlib.sha256(canonical.encode()).hexdigest(),
+        request_hash="" if chosen is None else _request_hash(request | {"options": options}),
         options=options,
     )
+
+
+def _check_size(workflow: Any, max_nodes: int) -> None:
+    if isinstance(workflow, dict) and len(workflow) > max_nodes:
+        raise ApiError(
+            413,
+            "too_many_nodes",
+            f"the workflow has {len(workflow)} nodes; this server takes at most {max_nodes}",
+            {"limit": max_nodes, "setting": "serve.max_graph_nodes"},
+        )
+
+
+def _request_hash(request: dict[str, Any]) -> str:
+    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _options(
@@ -158,15 +185,18 @@ def _options(
         try:
             target = parse_webhook(body["webhook"], default_events=default_events)
         except WebhookConfigError as exc:
-            raise ApiError(422, "invalid_webhook", str(exc)) from exc
+            known = [*sorted(KNOWN_EVENTS), ALL_EVENTS]
+            details = {"hint": exc.hint, "known_events": known}
+            raise ApiError(422, "invalid_webhook", exc.message, details) from exc
         options["webhook"] = {"url": target.url, "events": sorted(target.events)}
     if body.get("storage") is not None:
         name = body["storage"]
         if not isinstance(name, str) or name not in storage_names:
+            shown = safe_text(name) if isinstance(name, str) else json.dumps(name)[:200]
             raise ApiError(
                 422,
                 "invalid_storage",
-                f"'storage' must name a configured storage target, not {name!r}",
+                f"'storage' must name a configured storage target, not {shown!r}",
                 {"targets": sorted(storage_names)},
             )
         options["storage"] = name
@@ -197,8 +227,19 @@ def _timeouts(value: Any) -> dict[str, float]:
         )
     out: dict[str, float] = {}
     for name, seconds in value.items():
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
-            raise ApiError(422, "invalid_timeouts", f"'timeouts.{name}' must be a positive number")
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not 0 < seconds <= MAX_TIMEOUT_S
+            or not math.isfinite(seconds)
+        ):
+            raise ApiError(
+                422,
+                "invalid_timeouts",
+                f"'timeouts.{name}' must be a number of seconds above 0 and at most "
+                f"{MAX_TIMEOUT_S} (a week)",
+                {"field": f"timeouts.{name}", "maximum": MAX_TIMEOUT_S},
+            )
         out[name] = float(seconds)
     return out
 

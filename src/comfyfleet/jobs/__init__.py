@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from comfyfleet.jobs._confine import clean_prefix, escaping_path, namespace_outputs, unsafe_paths
+from comfyfleet.jobs._confine import (
+    FreeText,
+    clean_prefix,
+    escaping_path,
+    namespace_outputs,
+    unsafe_paths,
+)
 from comfyfleet.jobs._dispatcher import Dispatcher, DispatcherSettings
 from comfyfleet.jobs._graph import GraphError, check_workflow
 from comfyfleet.jobs._limits import JobLimits
@@ -30,6 +36,7 @@ __all__ = [
     "TERMINAL",
     "Dispatcher",
     "DispatcherSettings",
+    "FreeText",
     "GraphError",
     "InvalidCursor",
     "Job",

@@ -23,6 +23,7 @@ from comfyfleet.webhooks._errors import (
 from comfyfleet.webhooks._memory import MemoryOutbox
 from comfyfleet.webhooks._model import (
     ALL_EVENTS,
+    KNOWN_EVENTS,
     Delivery,
     DeliveryState,
     NewDelivery,
@@ -41,6 +42,7 @@ from comfyfleet.webhooks._sqlite import SqliteOutbox
 __all__ = [
     "ALL_EVENTS",
     "DEFAULT_EVENTS",
+    "KNOWN_EVENTS",
     "Delivery",
     "DeliveryNotFailed",
     "DeliveryNotFound",

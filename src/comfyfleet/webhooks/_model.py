@@ -28,6 +28,25 @@ ALL_EVENTS = "*"
 
 MAX_URL_LENGTH = 2048
 
+KNOWN_EVENTS = frozenset(
+    {
+        "job.queued",
+        "job.running",
+        "job.succeeded",
+        "job.failed",
+        "job.cancelled",
+        "job.requeued",
+        "job.started",
+        "job.progress",
+        "job.executing",
+        "job.executed",
+        "job.downloading",
+        "job.cancel_requested",
+    }
+)
+"""The webhook types a job can produce (see the module docstring); `events` may name only
+these (with or without `job.`) or `*`, so that a typo is an error rather than silence."""
+
 
 class DeliveryState(StrEnum):
     PENDING = "pending"
@@ -100,7 +119,8 @@ def event_type(kind: str, data: Mapping[str, Any]) -> str:
 
 
 def normalise_events(names: Iterable[str]) -> frozenset[str]:
-    """`succeeded` and `job.succeeded` mean the same; `*` means every event."""
+    """`succeeded` and `job.succeeded` mean the same; `*` means every event. A name that is not
+    a known type is an error listing the known ones."""
     wanted: set[str] = set()
     for name in names:
         cleaned = name.strip()
@@ -108,8 +128,15 @@ def normalise_events(names: Iterable[str]) -> frozenset[str]:
             raise WebhookConfigError("a webhook event name is empty", hint="e.g. 'job.succeeded'")
         if cleaned == ALL_EVENTS:
             wanted.add(ALL_EVENTS)
-        else:
-            wanted.add(cleaned if cleaned.startswith("job.") else f"job.{cleaned}")
+            continue
+        full = cleaned if cleaned.startswith("job.") else f"job.{cleaned}"
+        if full not in KNOWN_EVENTS:
+            shown = cleaned[:100].encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+            raise WebhookConfigError(
+                f"unknown webhook event '{shown}'; known: {', '.join(sorted(KNOWN_EVENTS))}, *",
+                hint="name a job event type, e.g. 'job.succeeded', or '*' for all",
+            )
+        wanted.add(full)
     return frozenset(wanted)
 
 
