@@ -215,14 +215,16 @@ def test_sse_follows_a_job_live_with_ids_heartbeats_and_an_end() -> None:
     assert image["data"]["data"]["url"] == "/v1/outputs/j1/cat_00001_.png"
     assert text["data"]["data"]["text"] == "a cat"
     assert final["data"]["data"] == {"status": "succeeded", "attempt": 1, "instance": 0}
-    # Every message has the id of its store event, except the outputs grouped with the final
-    # status: a stream that breaks inside the group resumes before it and gets it all again.
-    assert "id" not in image and "id" not in text
-    with_ids = [queued, running, started, executing, progress, executed, final]
-    ids = [int(m["id"]) for m in with_ids]
+    # Every message has an id of its own: its store event's seq, and for the outputs grouped
+    # with the final status (they share its seq) `seq:part`, so a client that resumes from
+    # any of them misses nothing and gets nothing twice.
+    singles = [queued, running, started, executing, progress, executed, final]
+    ids = [int(m["id"]) for m in singles]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
-    assert all(int(m["id"]) == m["data"]["seq"] for m in with_ids)
+    assert all(int(m["id"]) == m["data"]["seq"] for m in singles)
     assert image["data"]["seq"] == text["data"]["seq"] == final["data"]["seq"]
+    seq = final["data"]["seq"]
+    assert (image["id"], text["id"]) == (f"{seq}:1", f"{seq}:2")
     assert all(item == {"comment": "keep-alive"} for item in rest if "comment" in item)
 
 
@@ -231,9 +233,8 @@ def test_sse_resumes_with_last_event_id_or_after_and_replays_exactly_what_is_mis
         served.call(whole_life(served.store, "j1"))
         everything = stream_all(served, "/v1/jobs/j1/events")
         assert names(everything)[-3:] == ["output", "output", "status"]
+        assert all("id" in m for m in everything)
         for cut in range(len(everything)):
-            if "id" not in everything[cut]:
-                continue
             missing = everything[cut + 1 :]
             if not missing:
                 break
@@ -260,9 +261,10 @@ def test_sse_resumes_with_last_event_id_or_after_and_replays_exactly_what_is_mis
         assert missing_job.status_code == 404
         assert missing_job.json()["error"]["code"] == "job_not_found"
         assert "nope" in missing_job.json()["error"]["message"]
-        bad_id = served.http.get("/v1/jobs/j1/events", headers={"Last-Event-ID": "abc"})
-        assert bad_id.status_code == 400
-        assert bad_id.json()["error"]["code"] == "invalid_event_id"
+        for bad in ("abc", "5:", ":1", "5:x", "5:0", "1:2:3"):
+            bad_id = served.http.get("/v1/jobs/j1/events", headers={"Last-Event-ID": bad})
+            assert bad_id.status_code == 400, bad
+            assert bad_id.json()["error"]["code"] == "invalid_event_id"
         bad_after = served.http.get("/v1/jobs/j1/events?after=-1")
         assert bad_after.status_code == 422
         assert bad_after.json()["error"]["code"] == "invalid_request"
@@ -338,7 +340,8 @@ def test_sse_shows_a_retry_then_the_error_and_the_failure() -> None:
     assert found[2]["data"]["data"]["retry"] is True
     assert found[3]["data"]["data"]["attempt"] == 2
     assert found[4]["event"] == "error" and found[4]["data"]["data"] == error
-    assert "id" not in found[4] and found[5]["id"] == str(found[4]["data"]["seq"])
+    assert found[5]["id"] == str(found[4]["data"]["seq"])
+    assert found[4]["id"] == f"{found[5]['id']}:1"
     assert found[5]["data"]["data"] == {"status": "failed", "attempt": 2, "error": error}
 
 

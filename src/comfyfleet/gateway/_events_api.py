@@ -53,8 +53,9 @@ HEARTBEAT = b": keep-alive\n\n"
 
 
 def sse_message(event: ClientEvent) -> bytes:
-    """One SSE message. Only the last event of a group carries the id (see `_live`)."""
-    lines = [] if event.seq is None or not event.ends_group else [f"id: {event.seq}"]
+    """One SSE message, with its own id (`seq`, or `seq:part` inside a group; see `_live`)."""
+    event_id = event.event_id
+    lines = [] if event_id is None else [f"id: {event_id}"]
     name = "".join(c if c.isascii() and (c.isalnum() or c in "_.-") else "_" for c in event.event)
     lines.append(f"event: {name}")
     lines.append("data: " + json.dumps(event.to_dict(), separators=(",", ":")))
@@ -106,21 +107,38 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
-async def _sse_body(feed: JobFeed) -> AsyncGenerator[bytes, None]:
+async def _sse_body(feed: JobFeed, resume: _Resume) -> AsyncGenerator[bytes, None]:
     try:
         async with feed:
             async for batch in feed:
-                yield b"".join(sse_message(event) for event in batch) if batch else HEARTBEAT
+                kept = [e for e in batch if not resume.already_sent(e)]
+                if batch and not kept:
+                    continue
+                yield b"".join(sse_message(event) for event in kept) if kept else HEARTBEAT
     except JobStoreError as exc:  # the store closed or lost the job: the client may resume
         log.warning("event stream of job %s ended: %s", feed.job_id, exc)
 
 
-def _resume_point(last_event_id: str | None, after: int | None) -> int:
-    """Where a stream starts: after `Last-Event-ID` (a browser resuming), else `?after=`."""
+@dataclass(frozen=True)
+class _Resume:
+    """Where a stream starts: after store event `after`, less the first `skip` events of the
+    group of store event `after + 1` when the client had part of that group already."""
+
+    after: int
+    skip: int = 0
+    seq: int | None = None
+
+    def already_sent(self, event: ClientEvent) -> bool:
+        return event.seq == self.seq and 0 < event.part <= self.skip
+
+
+def _resume_point(last_event_id: str | None, after: int | None) -> _Resume:
+    """After `Last-Event-ID` (a browser resuming: `seq` or `seq:part`), else `?after=`."""
     if last_event_id is None or not last_event_id.strip():
-        return after or 0
-    text = last_event_id.strip()
-    if not (text.isascii() and text.isdigit() and len(text) <= 19 and int(text) <= MAX_SEQ):
+        return _Resume(after or 0)
+    seq_text, colon, part_text = last_event_id.strip().partition(":")
+    part_ok = not colon or (_is_seq(part_text) and int(part_text) > 0)
+    if not (_is_seq(seq_text) and part_ok):
         shown = safe_text(last_event_id)
         raise ApiError(
             400,
@@ -128,7 +146,14 @@ def _resume_point(last_event_id: str | None, after: int | None) -> int:
             f"Last-Event-ID must be the id of an event this API sent, not '{shown}'",
             {"last_event_id": shown},
         )
-    return int(text)
+    seq = int(seq_text)
+    if not colon or seq == 0:
+        return _Resume(seq)
+    return _Resume(seq - 1, skip=int(part_text), seq=seq)
+
+
+def _is_seq(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 19 and int(text) <= MAX_SEQ
 
 
 @dataclass(frozen=True)
@@ -202,9 +227,9 @@ def events_router(
     ) -> Response:
         start = _resume_point(last_event_id, after)
         job = await find(job_id, caller)
-        if job.terminal and not await store.events(job_id, after=start, limit=1):
+        if job.terminal and not await store.events(job_id, after=start.after, limit=1):
             return Response(status_code=204)
-        return EventStreamResponse(_sse_body(live.feed(job_id, start, previews)))
+        return EventStreamResponse(_sse_body(live.feed(job_id, start.after, previews), start))
 
     @router.websocket("/v1/ws")
     async def socket(websocket: WebSocket) -> None:

@@ -16,6 +16,8 @@ zero or more client events here, in one place, whichever transport carries them:
 Each client event carries the job id and the seq of the store event it came from. When one store
 event becomes several client events (outputs, then the final status), they share that seq and
 only the last one `ends_group`: a stream that resumes after a seq never skips part of a group.
+Each still has an id of its own (`seq:part` before the last, `seq` for the last), so an SSE
+client resuming from one of them gets the rest of its group and nothing twice.
 
 `JobFeed` follows one job: it replays the store's events after a seq, then waits for new ones,
 merges preview frames in, and says when a heartbeat is due. It ends after the final status.
@@ -50,6 +52,16 @@ class ClientEvent:
     data: dict[str, Any]
     ends_group: bool = True
     """False for the outputs and error sent before a final status that has the same seq."""
+    part: int = 0
+    """Place in its group, from 1, for the events before the one that ends it (0 for that one):
+    with the seq, it gives every event an id of its own (`seq:part`)."""
+
+    @property
+    def event_id(self) -> str | None:
+        """The SSE id: `seq` for the event that ends a group, `seq:part` for those before."""
+        if self.seq is None:
+            return None
+        return str(self.seq) if self.ends_group else f"{self.seq}:{self.part}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"job_id": self.job_id, "seq": self.seq, "event": self.event, "data": self.data}
@@ -102,9 +114,11 @@ def _status(event: JobEvent, view: dict[str, Any] | None) -> list[ClientEvent]:
         outputs = view.get("outputs") or []
         for index, output in enumerate(outputs):
             item = {**output, "index": index, "count": len(outputs)}
-            group.append(ClientEvent(event.job_id, event.seq, "output", item, ends_group=False))
+            part = len(group) + 1
+            group.append(ClientEvent(event.job_id, event.seq, "output", item, False, part))
     if status == "failed" and error is not None:
-        group.append(ClientEvent(event.job_id, event.seq, "error", error, ends_group=False))
+        part = len(group) + 1
+        group.append(ClientEvent(event.job_id, event.seq, "error", error, False, part))
     group.append(ClientEvent(event.job_id, event.seq, "status", out))
     return group
 

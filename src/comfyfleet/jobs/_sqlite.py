@@ -15,6 +15,7 @@ All SQL lives in `sql/`: numbered migrations, and `queries.sql` with one named b
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
@@ -74,6 +75,9 @@ class SqliteJobStore:
     async def enqueue(
         self, job: NewJob, *, max_queued: int | None = None, now: float | None = None
     ) -> tuple[Job, bool]:
+        large = len(job.workflow) > _LARGE_GRAPH
+        # A graph of many thousand nodes takes a while to encode: not on the event loop.
+        workflow = await asyncio.to_thread(_dump, job.workflow) if large else _dump(job.workflow)
         with self._write() as conn:
             existing = self._find(job.id)
             if existing is not None:
@@ -83,7 +87,6 @@ class SqliteJobStore:
             if max_queued is not None and self._count(JobStatus.QUEUED) >= max_queued:
                 raise QueueFull(max_queued)
             change = rules.created(job, seq=0, now=_now(now))
-            workflow = _dump(job.workflow)
             row = {"id": job.id, "workflow": workflow, "priority": job.priority}
             row |= {"max_attempts": job.max_attempts, "created_at": change.job.created_at}
             options = _dump(job.options)
@@ -91,10 +94,10 @@ class SqliteJobStore:
             row |= _mutable_columns(change.job)
             seq = conn.execute(self._q["insert_job"], row).lastrowid
             assert seq is not None
-            # Hand back what was stored (JSON-normalised), as every later read will.
-            created = replace(
-                change.job, seq=seq, workflow=json.loads(workflow), options=json.loads(options)
-            )
+            # Hand back what was stored (JSON-normalised), as every later read will; a large
+            # graph came from a JSON body, so it is normalised already and not decoded again.
+            stored = job.workflow if large else json.loads(workflow)
+            created = replace(change.job, seq=seq, workflow=stored, options=json.loads(options))
             self._append(job.id, change.kind, change.data, created.created_at)
             return created, True
 
@@ -374,6 +377,10 @@ def _job(row: sqlite3.Row) -> Job:
 
 def _event(row: sqlite3.Row) -> JobEvent:
     return JobEvent(**(dict(row) | {"data": json.loads(row["data"])}))
+
+
+_LARGE_GRAPH = 2000
+"""Nodes above which a graph is encoded in a worker thread."""
 
 
 def _dump(value: Any) -> str:
