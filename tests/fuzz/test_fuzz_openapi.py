@@ -10,8 +10,9 @@ What is configured, and why:
 - `positive_data_acceptance` also allows 400 and 422 on the routes whose acceptance depends on
   the running server rather than on the shape of the request: a graph is checked against the
   node classes the instances have loaded (`/object_info`) and its URLs against the network
-  policy, and a model folder type against the configured folders. No static document can list
-  those; the request shape the document gives is still enforced by the other checks.
+  policy, and a model folder type against the configured folders (listing and deleting).
+  No static document can list those; the request shape the document gives is still
+  enforced by the other checks.
 - Waits (`?wait=true`, `Prefer: wait=N`) are left in: the server under test caps them at
   `MAX_WAIT_S` seconds, so they cannot stall the run.
 """
@@ -25,12 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, seed, settings
+from hypothesis.errors import Unsatisfiable
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # the library's own import-time deprecations
     import schemathesis
     from schemathesis.config import SchemathesisConfig
+    from schemathesis.generation import GenerationMode
 
 from tests.fuzz.live import campaign_seed, live_server
 from tests.integration.serve import Server
@@ -69,16 +72,42 @@ def api_schema(api: Server) -> Any:
             "operations": [
                 _semantic("POST", r"^/v1/jobs(:validate)?$"),
                 _semantic("GET", r"^/v1/models$"),
+                _semantic("DELETE", r"^/v1/models/"),
             ],
         }
     )
     return schemathesis.openapi.from_url(api.url + "/openapi.json", config=config)
 
 
-schema = schemathesis.pytest.from_fixture("api_schema")
+def _operations(schema: Any) -> list[Any]:
+    return [result.ok() for result in schema.get_all_operations()]
 
 
-@schema.parametrize()
-@settings(deadline=None, database=None, suppress_health_check=list(HealthCheck))
-def test_the_api_answers_as_its_document_says(case: schemathesis.Case) -> None:
-    case.call_and_validate()
+def test_the_api_answers_as_its_document_says(api_schema: Any) -> None:
+    """Each operation, positive and negative data, every check; all failures reported at once.
+
+    (The schema is loaded from the live server, so cases are generated here rather than with
+    `schema.parametrize()`, whose lazy fixture loader does not run on this pytest.)"""
+    failures: list[str] = []
+    for operation in _operations(api_schema):
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+
+            @seed(SEED)
+            @settings(
+                max_examples=EXAMPLES,
+                deadline=None,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            )
+            @given(case=operation.as_strategy(generation_mode=mode))
+            def run(case: schemathesis.Case) -> None:
+                case.call_and_validate()
+
+            try:
+                run()
+            except Unsatisfiable:
+                assert mode is GenerationMode.NEGATIVE, operation.label
+                continue  # nothing in this operation can be made invalid (plain string paths)
+            except (Exception, BaseExceptionGroup) as exc:
+                failures.append(f"{operation.label} ({mode.value}): {exc}"[:3000])
+    assert not failures, "\n\n".join(failures)
