@@ -28,6 +28,7 @@ from comfyfleet.gateway._errors import (
 from comfyfleet.gateway._events_api import events_router
 from comfyfleet.gateway._guard import RequestGuard
 from comfyfleet.gateway._jobs_api import jobs_router
+from comfyfleet.gateway._openapi import document_errors
 from comfyfleet.gateway._service import Service
 from comfyfleet.gateway._views import job_view
 from comfyfleet.jobs import JobStatus
@@ -64,6 +65,7 @@ def create_app(
     for router in routers:
         app.include_router(router)
     app.include_router(_fleet_router(service))
+    document_errors(app, auth=keys is not None, public_paths=public_paths)
     if keys is None:
         return app
     return ApiKeyMiddleware(app, keys, public_paths=public_paths)
