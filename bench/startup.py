@@ -35,9 +35,9 @@ def direct_start(ws: Path) -> float:
     workspace = Workspace.from_settings(settings)
     plan = plan_instances(detect_platform(), instances=1)[0]
     workspace.prepare()
-    instance_specs(workspace, settings, [plan])  # creates the instance folders ComfyUI needs
+    instance_specs(workspace, settings.fleet, [plan])  # creates the instance folders ComfyUI needs
     port = free_port_block(1)
-    argv = comfy_argv(workspace, settings, plan, port)
+    argv = comfy_argv(workspace, settings.fleet, plan, port)
     started = time.monotonic()
     proc = subprocess.Popen(
         argv, cwd=workspace.comfyui_dir, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT

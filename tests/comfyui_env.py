@@ -21,6 +21,7 @@ from pathlib import Path
 
 from comfyfleet.config import load_settings
 from comfyfleet.provision import RecordingReporter, install
+from comfyfleet.workspace import Workspace
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NODES_FILE = FIXTURES / "nodes.yaml"
@@ -56,7 +57,7 @@ def installed_workspace() -> Path:
                 "install": {"source": SOURCE, "torch": TORCH, "nodes_file": NODES_FILE},
             }
         )
-        install(settings, reporter=RecordingReporter())
+        install(settings.install, Workspace.from_settings(settings), reporter=RecordingReporter())
     return root
 
 

@@ -28,9 +28,9 @@ def test_cpu_instances_share_models_inputs_outputs_but_not_temp_or_user(tmp_path
     )
     ws = Workspace.from_settings(settings)
     plans = plan_instances(Platform("cpu", (), None, None, None, "none"), instances=2)
-    specs = instance_specs(ws, settings, plans)
+    specs = instance_specs(ws, settings.fleet, plans)
     assert [s.wanted_port for s in specs] == [9000, 9001]
-    first, second = (comfy_argv(ws, settings, p, 9000 + p.index) for p in plans)
+    first, second = (comfy_argv(ws, settings.fleet, p, 9000 + p.index) for p in plans)
     assert _flag(first, "--listen") == "127.0.0.1"
     assert _flag(second, "--port") == "9001"
     assert _flag(first, "--extra-model-paths-config") == str(ws.extra_model_paths)
@@ -50,9 +50,9 @@ def test_each_gpu_instance_sees_only_its_gpu(tmp_path: Path) -> None:
     ws = Workspace.from_settings(settings)
     gpus = tuple(Gpu(i, "NVIDIA H100", 81559, f"GPU-{i}", "nvidia") for i in range(2))
     plans = plan_instances(Platform("nvidia", gpus, (13, 0), None, "580", "nvml"))
-    specs = instance_specs(ws, settings, plans)
+    specs = instance_specs(ws, settings.fleet, plans)
     assert [s.env["CUDA_VISIBLE_DEVICES"] for s in specs] == ["0", "1"]
-    argv = comfy_argv(ws, settings, plans[1], 8189)
+    argv = comfy_argv(ws, settings.fleet, plans[1], 8189)
     assert "--cpu" not in argv
     assert (
         _flag(argv, "--database-url") == f"sqlite:///{ws.instance_dir(1) / 'user' / 'comfyui.db'}"

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from comfyfleet.config import DEFAULT_COMFYUI_VERSION, find_config_file, load_settings
+from comfyfleet.config import find_config_file, load_settings
 from comfyfleet.errors import ConfigError
+from comfyfleet.provision import DEFAULT_COMFYUI_VERSION
 
 
 @pytest.fixture(autouse=True)

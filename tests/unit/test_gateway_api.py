@@ -16,8 +16,7 @@ import httpx
 import pytest
 
 from comfyfleet.auth import KeyStore
-from comfyfleet.config import ServeSettings
-from comfyfleet.gateway import Service, create_app
+from comfyfleet.gateway import ServeSettings, Service, create_app
 from comfyfleet.jobs import JobStatus, MemoryJobStore
 
 T = TypeVar("T")

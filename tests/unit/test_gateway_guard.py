@@ -12,8 +12,7 @@ import httpx
 import pytest
 from fastapi import APIRouter
 
-from comfyfleet.config import ServeSettings
-from comfyfleet.gateway import Service, create_app
+from comfyfleet.gateway import ServeSettings, Service, create_app
 from comfyfleet.jobs import MemoryJobStore
 
 

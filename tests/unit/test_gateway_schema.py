@@ -13,8 +13,7 @@ with warnings.catch_warnings():
     import schemathesis
     from hypothesis import HealthCheck, settings
 
-from comfyfleet.config import ServeSettings
-from comfyfleet.gateway import Service, create_app
+from comfyfleet.gateway import ServeSettings, Service, create_app
 from comfyfleet.jobs import MemoryJobStore
 
 

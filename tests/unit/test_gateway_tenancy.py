@@ -20,8 +20,7 @@ import pytest
 
 from comfyfleet.assets import AssetResolver, AssetStore
 from comfyfleet.auth import ADMIN, READ, SUBMIT, KeyStore
-from comfyfleet.config import ServeSettings
-from comfyfleet.gateway import Service, create_app
+from comfyfleet.gateway import ServeSettings, Service, create_app
 from comfyfleet.gateway._assets_api import assets_router
 from comfyfleet.gateway._models_api import models_router
 from comfyfleet.gateway._tenancy import idempotency_secret

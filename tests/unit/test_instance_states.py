@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from comfyfleet.config import FleetSettings
 from comfyfleet.supervise import (
+    FleetSettings,
     InstanceEvent,
     InstanceSpec,
     InvalidTransition,

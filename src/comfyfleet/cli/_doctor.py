@@ -15,7 +15,7 @@ _MARK = {"ok": "[green]✓[/]", "warn": "[yellow]![/]", "fail": "[red]✗[/]"}
 
 def doctor_command(workspace: WorkspaceOpt = None, config: ConfigOpt = None) -> None:
     """Check the installed environment against this machine (torch, GPUs, torchvision ...)."""
-    from comfyfleet.provision._doctor import diagnose  # only this command needs the installer
+    from comfyfleet.provision import diagnose  # only this command needs the installer
 
     console = make_console()
     ws = Workspace.from_settings(settings_from(workspace, config))

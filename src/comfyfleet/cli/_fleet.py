@@ -26,9 +26,9 @@ from comfyfleet.supervise import (
     Supervisor,
     follow,
     run_fleet,
+    spawn_daemon,
     tail_lines,
 )
-from comfyfleet.supervise._daemon import spawn_daemon
 from comfyfleet.workspace import Workspace
 
 _STYLE = {
@@ -108,7 +108,7 @@ def up_command(
     background: set[asyncio.Task[None]] = set()
 
     console.print(f"Starting the fleet of [bold]{ws.root}[/] (Ctrl-C stops it)")
-    asyncio.run(run_fleet(settings, on_event=on_event, on_started=on_started))
+    asyncio.run(run_fleet(settings.fleet, ws, on_event=on_event, on_started=on_started))
     console.print("all instances stopped")
     if failed:
         raise typer.Exit(1)
@@ -140,7 +140,7 @@ async def _report_when_settled(
 def _up_detached(settings: Settings, ws: Workspace, client: ControlClient, wait: float) -> None:
     console = make_console()
     out_file = ws.logs_dir / "supervisor.out"
-    pid = spawn_daemon(settings, out_file)
+    pid = spawn_daemon(settings.fleet, ws, out_file)
     deadline = time.monotonic() + 30
     while not client.is_running():
         finished, _ = os.waitpid(pid, os.WNOHANG)

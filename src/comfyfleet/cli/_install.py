@@ -52,6 +52,7 @@ def install_command(
 ) -> None:
     """Install a pinned ComfyUI, its venv, torch and custom nodes into the workspace."""
     from comfyfleet.provision import install  # imported here: only this command needs it
+    from comfyfleet.workspace import Workspace
 
     console = make_console()
     settings = settings_from(
@@ -66,7 +67,8 @@ def install_command(
         },
     )
     console.print(f"Installing into [bold]{settings.workspace}[/]")
-    result = install(settings, reporter=RichReporter(console), locked=locked)
+    ws = Workspace.from_settings(settings)
+    result = install(settings.install, ws, reporter=RichReporter(console), locked=locked)
     lock = result.lock
     if result.up_to_date:
         console.print(

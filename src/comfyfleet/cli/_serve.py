@@ -53,7 +53,7 @@ def serve_command(
     ] = None,
 ) -> None:
     """Run the fleet with the job API in front of it (Ctrl-C stops everything)."""
-    from comfyfleet.gateway import run_service
+    from comfyfleet.roles import run_service
 
     console = make_console()
     serve = {"host": host, "port": port, "store": store, "max_queued": max_queued}

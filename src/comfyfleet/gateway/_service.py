@@ -12,8 +12,8 @@ from typing import Any
 
 from comfyfleet.assets import MediaResolver
 from comfyfleet.comfy import ComfyClient, ComfyError
-from comfyfleet.config import ServeSettings
 from comfyfleet.gateway._previews import PreviewHub
+from comfyfleet.gateway._settings import ServeSettings
 from comfyfleet.jobs import JobStore
 from comfyfleet.netguard import NetPolicy
 from comfyfleet.storage import Storage

@@ -23,9 +23,9 @@ import uuid
 from collections.abc import Collection, Iterable
 from typing import Any
 
-from comfyfleet.config import ServeSettings
 from comfyfleet.gateway._body import JsonLimits, safe_text
 from comfyfleet.gateway._errors import ApiError
+from comfyfleet.gateway._settings import ServeSettings
 from comfyfleet.jobs import NewJob
 from comfyfleet.webhooks import ALL_EVENTS, KNOWN_EVENTS, WebhookConfigError, parse_webhook
 

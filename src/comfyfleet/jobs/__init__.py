@@ -26,12 +26,13 @@ from comfyfleet.jobs._model import (
     QueueFull,
 )
 from comfyfleet.jobs._open import open_store
-from comfyfleet.jobs._prepare import ModelFetch, PrepareFailed, Preparer
+from comfyfleet.jobs._prepare import INSTALL_PRESET, ModelFetch, PrepareFailed, Preparer
 from comfyfleet.jobs._results import OutputPublisher
 from comfyfleet.jobs._sqlite import SqliteJobStore
 from comfyfleet.jobs._store import LEASE_EXPIRED, JobStore
 
 __all__ = [
+    "INSTALL_PRESET",
     "LEASE_EXPIRED",
     "TERMINAL",
     "Dispatcher",

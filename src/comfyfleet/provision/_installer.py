@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from comfyfleet import __version__
-from comfyfleet.config import Settings
 from comfyfleet.errors import LockError
 from comfyfleet.gpus import Platform, detect_platform
 from comfyfleet.provision._fetch import FetchedSource, install_source
@@ -34,6 +33,7 @@ from comfyfleet.provision._lock import (
 from comfyfleet.provision._nodes import InstalledNode, NodeSpec, install_nodes, load_nodes_file
 from comfyfleet.provision._python_env import check_torchvision, comfy_requirements, install_torch
 from comfyfleet.provision._report import InstallLog, Reporter
+from comfyfleet.provision._settings import InstallSettings
 from comfyfleet.provision._sources import SourceSpec, parse_source
 from comfyfleet.provision._torch import TorchPlan, select_torch
 from comfyfleet.provision._tree import tree_signature
@@ -70,18 +70,18 @@ class _Inputs:
     locked: Lock | None
 
 
-def _fingerprint(settings: Settings, inputs: _Inputs, ws: Workspace) -> str:
+def _fingerprint(settings: InstallSettings, inputs: _Inputs, ws: Workspace) -> str:
     """Everything an install depends on; equal fingerprints mean nothing to do."""
     data: dict[str, Any] = {
         "comfyfleet": __version__,
         "source": str(inputs.source),
         "torch": [inputs.plan.variant, list(inputs.plan.requirements), inputs.plan.index_url],
-        "python": [settings.install.python, inputs.python_version],
-        "pip_args": list(settings.install.pip_args),
-        "repair": settings.install.repair_torchvision,
+        "python": [settings.python, inputs.python_version],
+        "pip_args": list(settings.pip_args),
+        "repair": settings.repair_torchvision,
         "nodes": [[n.name, n.kind, n.location, n.ref] for n in inputs.nodes],
         "locked": inputs.locked.to_json() if inputs.locked else None,
-        "models": [str(ws.models_dir), sorted(settings.model_folders.items())],
+        "models": [str(ws.models_dir), sorted(ws.model_folders.items())],
     }
     if inputs.source.kind == "path":
         data["source_tree"] = tree_signature(Path(inputs.source.location))
@@ -92,10 +92,14 @@ def _fingerprint(settings: Settings, inputs: _Inputs, ws: Workspace) -> str:
 
 
 def _resolve_inputs(
-    settings: Settings, ws: Workspace, locked: bool, platform: Platform | None, reporter: Reporter
+    settings: InstallSettings,
+    ws: Workspace,
+    locked: bool,
+    platform: Platform | None,
+    reporter: Reporter,
 ) -> _Inputs:
-    python_version = interpreter_version(settings.install.python or sys.executable)
-    nodes_file = settings.install.nodes_file
+    python_version = interpreter_version(settings.python or sys.executable)
+    nodes_file = settings.nodes_file
     nodes = load_nodes_file(nodes_file) if nodes_file else []
     if locked:
         lock = read_lock(ws.lock_file)
@@ -114,16 +118,16 @@ def _resolve_inputs(
             system_site_packages=lock.torch.system_site_packages,
             warnings=(),
         )
-        source = parse_source(lock.comfyui.source, version=settings.install.comfyui_version)
+        source = parse_source(lock.comfyui.source, version=settings.comfyui_version)
         return _Inputs(source, plan, nodes, python_version, lock)
     plan = select_torch(
-        settings.install.torch,
+        settings.torch,
         platform or detect_platform(),
-        index_base=settings.install.torch_index_url,
+        index_base=settings.torch_index_url,
     )
     for warning in plan.warnings:
         reporter.warn(warning)
-    source = parse_source(settings.install.source, version=settings.install.comfyui_version)
+    source = parse_source(settings.source, version=settings.comfyui_version)
     return _Inputs(source, plan, nodes, python_version, None)
 
 
@@ -136,19 +140,19 @@ def _read_marker(ws: Workspace) -> dict[str, Any]:
 
 
 def install(
-    settings: Settings,
+    settings: InstallSettings,
+    ws: Workspace,
     *,
     reporter: Reporter,
     locked: bool = False,
     platform: Platform | None = None,
     cache_dir: Path | None = None,
 ) -> InstallResult:
-    """Install (or bring up to date) the workspace that `settings` names."""
+    """Install (or bring up to date) workspace `ws` as the `install` settings say."""
     started = time.monotonic()
-    ws = Workspace.from_settings(settings)
     ws.prepare()
     write_extra_model_paths(
-        ws.extra_model_paths, ws.models_dir, ws.custom_nodes_dir, settings.model_folders
+        ws.extra_model_paths, ws.models_dir, ws.custom_nodes_dir, ws.model_folders
     )
     inputs = _resolve_inputs(settings, ws, locked, platform, reporter)
     fingerprint = _fingerprint(settings, inputs, ws)
@@ -186,7 +190,7 @@ def install(
 
 
 def _run_steps(
-    settings: Settings,
+    settings: InstallSettings,
     ws: Workspace,
     inputs: _Inputs,
     log: InstallLog,
@@ -197,12 +201,12 @@ def _run_steps(
     with reporter.step("Python environment"):
         venv_python, python_version = ensure_venv(
             ws.venv_dir,
-            python=settings.install.python,
+            python=settings.python,
             system_site_packages=plan.system_site_packages,
             log=log,
             reporter=reporter,
         )
-    pip = Pip(venv_python, log=log, reporter=reporter, extra_args=settings.install.pip_args)
+    pip = Pip(venv_python, log=log, reporter=reporter, extra_args=settings.pip_args)
     with reporter.step(f"ComfyUI from {inputs.source}"):
         fetched, _ = install_source(
             inputs.source,
@@ -244,7 +248,7 @@ def _run_steps(
                 locked_commits=commits,
             )
     with reporter.step("checking torch and torchvision"):
-        repairs = check_torchvision(pip, reporter, allow_repair=settings.install.repair_torchvision)
+        repairs = check_torchvision(pip, reporter, allow_repair=settings.repair_torchvision)
     return _make_lock(fetched, python_version, plan, torch_version, pip, nodes, repairs)
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from comfyfleet.supervise._control import ControlClient
+from comfyfleet.supervise._daemon import spawn_daemon
 from comfyfleet.supervise._instance import Instance, InstanceSpec, describe_exit
 from comfyfleet.supervise._logs import RotatingLog, follow, tail_lines
 from comfyfleet.supervise._ports import choose_port, port_is_free
 from comfyfleet.supervise._probe import HttpProber, Prober, ProbeResult
 from comfyfleet.supervise._process import Launcher, ProcessHandle, SubprocessLauncher
 from comfyfleet.supervise._runner import build_supervisor, run_fleet
+from comfyfleet.supervise._settings import FleetSettings
 from comfyfleet.supervise._states import SERVING, InstanceEvent, InvalidTransition, State
 from comfyfleet.supervise._status import InstanceStatus
 from comfyfleet.supervise._supervisor import Supervisor
@@ -16,6 +18,7 @@ from comfyfleet.supervise._supervisor import Supervisor
 __all__ = [
     "SERVING",
     "ControlClient",
+    "FleetSettings",
     "HttpProber",
     "Instance",
     "InstanceEvent",
@@ -36,5 +39,6 @@ __all__ = [
     "follow",
     "port_is_free",
     "run_fleet",
+    "spawn_daemon",
     "tail_lines",
 ]

@@ -10,19 +10,14 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from comfyfleet.gpus import InstancePlan
 from comfyfleet.supervise._instance import InstanceSpec
+from comfyfleet.supervise._settings import FleetSettings
 from comfyfleet.workspace import Workspace
 
-if TYPE_CHECKING:  # the settings are only annotations here; config imports the feature
-    # packages, some of which import this one, so a runtime import would be a cycle
-    from comfyfleet.config import Settings
 
-
-def comfy_argv(ws: Workspace, settings: Settings, plan: InstancePlan, port: int) -> list[str]:
-    fleet = settings.fleet
+def comfy_argv(ws: Workspace, fleet: FleetSettings, plan: InstancePlan, port: int) -> list[str]:
     base = ws.instance_dir(plan.index)
     if fleet.database == "memory":
         database = "sqlite:///:memory:"
@@ -57,9 +52,8 @@ def comfy_argv(ws: Workspace, settings: Settings, plan: InstancePlan, port: int)
 
 
 def instance_specs(
-    ws: Workspace, settings: Settings, plans: Sequence[InstancePlan]
+    ws: Workspace, fleet: FleetSettings, plans: Sequence[InstancePlan]
 ) -> list[InstanceSpec]:
-    fleet = settings.fleet
     specs = []
     for plan in plans:
         for sub in ("user", "custom_nodes", "temp"):
@@ -75,7 +69,7 @@ def instance_specs(
         specs.append(
             InstanceSpec(
                 index=plan.index,
-                command=functools.partial(comfy_argv, ws, settings, plan),
+                command=functools.partial(comfy_argv, ws, fleet, plan),
                 env=env,
                 cwd=ws.comfyui_dir,
                 host=fleet.host,

@@ -13,14 +13,11 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from comfyfleet.errors import ComfyfleetError
 from comfyfleet.supervise._runner import run_fleet
-
-if TYPE_CHECKING:  # the settings are only annotations here; config imports the feature
-    # packages, some of which import this one, so a runtime import would be a cycle
-    from comfyfleet.config import Settings
+from comfyfleet.supervise._settings import FleetSettings
+from comfyfleet.workspace import Workspace
 
 
 def _redirect_stdio(out_file: Path) -> None:
@@ -33,8 +30,8 @@ def _redirect_stdio(out_file: Path) -> None:
     os.close(out)
 
 
-def spawn_daemon(settings: Settings, out_file: Path) -> int:
-    """Fork a detached supervisor for `settings`; returns its pid (in the parent only).
+def spawn_daemon(fleet: FleetSettings, ws: Workspace, out_file: Path) -> int:
+    """Fork a detached supervisor of workspace `ws`; returns its pid (in the parent only).
 
     Call it before starting any thread: a fork copies only the calling thread.
     """
@@ -47,7 +44,7 @@ def spawn_daemon(settings: Settings, out_file: Path) -> int:
     try:  # pragma: no cover - runs in the forked child; the integration tests observe it
         os.setsid()
         _redirect_stdio(out_file)
-        asyncio.run(run_fleet(settings))
+        asyncio.run(run_fleet(fleet, ws))
         code = 0
     except ComfyfleetError as exc:  # pragma: no cover
         print(f"error: {exc}", file=sys.stderr)

@@ -14,17 +14,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from comfyfleet.supervise._logs import RotatingLog
 from comfyfleet.supervise._probe import Prober
 from comfyfleet.supervise._process import Launcher, ProcessHandle
+from comfyfleet.supervise._settings import FleetSettings
 from comfyfleet.supervise._states import SERVING, InstanceEvent, State, check_transition
 from comfyfleet.supervise._status import InstanceStatus, process_tree_rss
-
-if TYPE_CHECKING:  # the settings are only annotations here; config imports the feature
-    # packages, some of which import this one, so a runtime import would be a cycle
-    from comfyfleet.config import FleetSettings
 
 PortPicker = Callable[[int, int], tuple[int, str | None]]
 """(instance index, wanted port) -> (port to use, note when it differs)."""

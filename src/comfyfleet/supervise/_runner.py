@@ -14,7 +14,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
 from comfyfleet.errors import SupervisorError
 from comfyfleet.gpus import Platform, detect_platform, plan_instances
@@ -23,13 +23,10 @@ from comfyfleet.supervise._control import ControlServer, check_socket_path
 from comfyfleet.supervise._logs import RotatingLog
 from comfyfleet.supervise._probe import HttpProber, Prober
 from comfyfleet.supervise._process import Launcher, SubprocessLauncher
+from comfyfleet.supervise._settings import FleetSettings
 from comfyfleet.supervise._states import InstanceEvent
 from comfyfleet.supervise._supervisor import Supervisor
 from comfyfleet.workspace import Workspace, write_extra_model_paths
-
-if TYPE_CHECKING:  # the settings are only annotations here; config imports the feature
-    # packages, some of which import this one, so a runtime import would be a cycle
-    from comfyfleet.config import Settings
 
 Attach = Callable[[Supervisor, Callable[[], None]], Awaitable[Callable[[], Awaitable[None]]]]
 """Starts services beside the fleet (the job dispatcher, the HTTP gateway) before the instances
@@ -71,26 +68,26 @@ class _WorkspaceLock:
 
 
 def build_supervisor(
-    settings: Settings,
+    fleet: FleetSettings,
     ws: Workspace,
     *,
     platform: Platform | None = None,
     launcher: Launcher | None = None,
     prober: Prober | None = None,
 ) -> Supervisor:
-    plans = plan_instances(
-        platform or detect_platform(), instances=settings.fleet.instances, gpus=settings.fleet.gpus
-    )
+    found = platform or detect_platform()
+    plans = plan_instances(found, instances=fleet.instances, gpus=fleet.gpus)
     return Supervisor(
-        instance_specs(ws, settings, plans),
-        settings.fleet,
+        instance_specs(ws, fleet, plans),
+        fleet,
         launcher=launcher or SubprocessLauncher(),
-        prober=prober or HttpProber(timeout=settings.fleet.probe_timeout_s),
+        prober=prober or HttpProber(timeout=fleet.probe_timeout_s),
     )
 
 
 async def run_fleet(
-    settings: Settings,
+    fleet: FleetSettings,
+    ws: Workspace,
     *,
     on_event: Callable[[InstanceEvent], None] | None = None,
     on_started: Callable[[Supervisor, Callable[[], None]], None] | None = None,
@@ -99,7 +96,6 @@ async def run_fleet(
 ) -> None:
     """Run the fleet until SIGINT/SIGTERM, a `down` request, or the `stop` callable handed to
     `on_started`/`attach` is called; return once every instance is stopped."""
-    ws = Workspace.from_settings(settings)
     ws.require_installed()
     ws.prepare()
     check_socket_path(ws.control_socket)
@@ -107,10 +103,10 @@ async def run_fleet(
     lock.acquire()
     try:
         write_extra_model_paths(
-            ws.extra_model_paths, ws.models_dir, ws.custom_nodes_dir, settings.model_folders
+            ws.extra_model_paths, ws.models_dir, ws.custom_nodes_dir, ws.model_folders
         )
-        supervisor = build_supervisor(settings, ws, platform=platform)
-        await _serve(supervisor, ws, settings, on_event, on_started, attach)
+        supervisor = build_supervisor(fleet, ws, platform=platform)
+        await _serve(supervisor, ws, fleet, on_event, on_started, attach)
     finally:
         lock.release()
 
@@ -118,15 +114,15 @@ async def run_fleet(
 async def _serve(
     supervisor: Supervisor,
     ws: Workspace,
-    settings: Settings,
+    fleet: FleetSettings,
     on_event: Callable[[InstanceEvent], None] | None,
     on_started: Callable[[Supervisor, Callable[[], None]], None] | None,
     attach: Attach | None,
 ) -> None:
     events_log = RotatingLog(
         ws.supervisor_log,
-        max_bytes=settings.fleet.log_max_bytes,
-        backups=settings.fleet.log_backups,
+        max_bytes=fleet.log_max_bytes,
+        backups=fleet.log_backups,
     )
     supervisor.add_listener(lambda event: events_log.line(event.describe()))
     if on_event is not None:

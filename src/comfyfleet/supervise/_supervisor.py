@@ -7,18 +7,14 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING
 
 from comfyfleet.supervise._instance import Instance, InstanceSpec
 from comfyfleet.supervise._ports import choose_port, port_is_free
 from comfyfleet.supervise._probe import Prober
 from comfyfleet.supervise._process import Launcher
+from comfyfleet.supervise._settings import FleetSettings
 from comfyfleet.supervise._states import SERVING, InstanceEvent, State
 from comfyfleet.supervise._status import InstanceStatus
-
-if TYPE_CHECKING:  # the settings are only annotations here; config imports the feature
-    # packages, some of which import this one, so a runtime import would be a cycle
-    from comfyfleet.config import FleetSettings
 
 EventSink = Callable[[InstanceEvent], None]
 

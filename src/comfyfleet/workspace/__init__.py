@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from comfyfleet.workspace._layout import Workspace
+from comfyfleet.workspace._layout import LayoutSettings, Workspace
 from comfyfleet.workspace._model_paths import (
     MODEL_FOLDER_TYPES,
     render_extra_model_paths,
@@ -11,6 +11,7 @@ from comfyfleet.workspace._model_paths import (
 
 __all__ = [
     "MODEL_FOLDER_TYPES",
+    "LayoutSettings",
     "Workspace",
     "render_extra_model_paths",
     "write_extra_model_paths",

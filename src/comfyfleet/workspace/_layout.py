@@ -16,15 +16,27 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from comfyfleet.errors import WorkspaceError
 
-if TYPE_CHECKING:  # the settings are only annotations here; config imports the feature
-    # packages, some of which import this one, so a runtime import would be a cycle
-    from comfyfleet.config import Settings
+
+class LayoutSettings(Protocol):
+    """The settings a workspace's layout is made of (the top-level keys of the settings)."""
+
+    @property
+    def workspace(self) -> Path: ...
+    @property
+    def models_root(self) -> Path | None: ...
+    @property
+    def input_dir(self) -> Path | None: ...
+    @property
+    def output_dir(self) -> Path | None: ...
+    @property
+    def model_folders(self) -> Mapping[str, str]: ...
 
 _RUNTIME_DIRS = ("custom_nodes", "instances", "logs", "state")
 
@@ -37,15 +49,18 @@ class Workspace:
     models_dir: Path
     input_dir: Path
     output_dir: Path
+    model_folders: Mapping[str, str] = field(default_factory=dict, hash=False)
+    """Per folder type, a path relative to `models_dir` (the `model_folders` setting)."""
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Workspace:
+    def from_settings(cls, settings: LayoutSettings) -> Workspace:
         root = settings.workspace
         return cls(
             root=root,
             models_dir=settings.models_root or root / "models",
             input_dir=settings.input_dir or root / "input",
             output_dir=settings.output_dir or root / "output",
+            model_folders=dict(settings.model_folders),
         )
 
     @property

@@ -1,4 +1,4 @@
-"""`comfyfleet serve`: supervisor + dispatcher + webhooks + HTTP gateway in one process.
+"""The `serve` role: supervisor + dispatcher + webhooks + HTTP gateway in one process.
 
 The gateway and the dispatcher are attached to the fleet before the instances start, and are
 stopped before the instances are: jobs still running then fail their attempt as retryable and
@@ -17,15 +17,18 @@ import uvicorn
 
 from comfyfleet.config import Settings
 from comfyfleet.errors import PortInUseError
-from comfyfleet.gateway._app import create_app
-from comfyfleet.gateway._assets_api import assets_router
-from comfyfleet.gateway._backends import Backends, open_backends
-from comfyfleet.gateway._models_api import models_router
-from comfyfleet.gateway._service import NodeTypes, Service
-from comfyfleet.gateway._tenancy import idempotency_secret
-from comfyfleet.gateway._views import job_view
-from comfyfleet.gateway._webhooks_api import webhooks_router
+from comfyfleet.gateway import (
+    NodeTypes,
+    Service,
+    assets_router,
+    create_app,
+    idempotency_secret,
+    job_view,
+    models_router,
+    webhooks_router,
+)
 from comfyfleet.jobs import (
+    INSTALL_PRESET,
     Dispatcher,
     DispatcherSettings,
     JobLimits,
@@ -34,8 +37,8 @@ from comfyfleet.jobs import (
     NewJob,
     OutputPublisher,
 )
-from comfyfleet.jobs._prepare import INSTALL_PRESET
 from comfyfleet.models import ModelLibrary
+from comfyfleet.roles._backends import Backends, open_backends
 from comfyfleet.supervise import InstanceEvent, Supervisor, port_is_free, run_fleet
 from comfyfleet.webhooks import WebhookService
 from comfyfleet.workspace import Workspace
@@ -69,7 +72,7 @@ async def run_service(
         ) -> Callable[[], Awaitable[None]]:
             return await _attach(settings, ws, backends, supervisor, on_listening)
 
-        await run_fleet(settings, attach=attach, on_event=on_event)
+        await run_fleet(settings.fleet, ws, attach=attach, on_event=on_event)
 
 
 def _dispatcher(
