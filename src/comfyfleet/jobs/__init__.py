@@ -20,10 +20,11 @@ from comfyfleet.jobs._model import (
     QueueFull,
 )
 from comfyfleet.jobs._open import open_store
+from comfyfleet.jobs._postgres import PostgresJobStore
 from comfyfleet.jobs._prepare import ModelFetch, PrepareFailed, Preparer
 from comfyfleet.jobs._results import OutputPublisher
 from comfyfleet.jobs._sqlite import SqliteJobStore
-from comfyfleet.jobs._store import LEASE_EXPIRED, JobStore
+from comfyfleet.jobs._store import LEASE_EXPIRED, JobStore, QueueSignal
 
 __all__ = [
     "LEASE_EXPIRED",
@@ -44,9 +45,11 @@ __all__ = [
     "ModelFetch",
     "NewJob",
     "OutputPublisher",
+    "PostgresJobStore",
     "PrepareFailed",
     "Preparer",
     "QueueFull",
+    "QueueSignal",
     "SqliteJobStore",
     "check_workflow",
     "clean_prefix",
