@@ -1,13 +1,16 @@
-"""The job store contract, run against every backend: what the dispatcher and gateway rely on."""
+"""The job store contract: what the dispatcher and gateway rely on, whatever the backend.
+
+Not collected by itself: each tier imports these tests next to a `store` fixture of its own
+(`tests/unit/test_job_store.py`: memory and SQLite; `tests/integration/test_job_store_postgres.py`:
+a real PostgreSQL), so every backend passes exactly the same tests.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
-from collections.abc import Coroutine, Iterator
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -20,30 +23,13 @@ from comfyfleet.jobs import (
     JobStatus,
     JobStore,
     JobStoreError,
-    MemoryJobStore,
     NewJob,
     QueueFull,
-    SqliteJobStore,
 )
+from tests.event_loop import run
 
-T = TypeVar("T")
 WORKFLOW = {"1": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64}}}
 BOOM = {"code": "boom", "message": "it broke", "retryable": True}
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
-    opened: JobStore
-    if request.param == "memory":
-        opened = MemoryJobStore()
-    else:
-        opened = SqliteJobStore.open(tmp_path / "jobs.db")
-    yield opened
-    run(opened.close())
 
 
 def new(job_id: str, **kwargs: Any) -> NewJob:
@@ -600,35 +586,6 @@ def test_close_wakes_waiters_and_refuses_calls(store: JobStore) -> None:
         await store.close()  # twice is fine
 
     run(scenario())
-
-
-def test_jobs_compare_and_serialise_as_plain_data() -> None:
-    job = Job(
-        id="a",
-        workflow={},
-        priority=0,
-        status=JobStatus.FAILED,
-        attempts=1,
-        max_attempts=1,
-        created_at=1.0,
-        queued_at=1.0,
-        started_at=2.0,
-        finished_at=3.0,
-        worker=None,
-        lease_until=None,
-        instance=0,
-        prompt_id="p",
-        progress=None,
-        outputs=[],
-        error={"code": "x"},
-        cancel_requested=False,
-        request_hash="",
-        seq=1,
-    )
-    assert job.terminal
-    data = job.to_dict()
-    assert data["status"] == "failed" and type(data["status"]) is str
-    assert json.loads(json.dumps(data)) == data
 
 
 def test_options_travel_with_the_job(store: JobStore) -> None:
