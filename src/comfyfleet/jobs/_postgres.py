@@ -8,9 +8,8 @@ the job it holds (status running, worker its own); once its lease lapsed and `re
 put the job back, someone else's claim makes it another attempt and the old worker's
 `complete` is refused, as in the SQLite store.
 
-Round trips are what cost here, so each transaction is pipelined: BEGIN, the event-horizon lock
-and the row lock travel together, then the write and COMMIT. Enqueue is one trip. Prepared
-statements come from psycopg (a statement run five times on a connection is prepared).
+Round trips are what cost here, so a change is two: BEGIN, the event-horizon lock and the row
+lock travel together, then the write and COMMIT (`_pgconn.script`). Enqueue is one trip.
 
 Notifications (see `_pglisten`) wake event streams and dispatchers in every process. All SQL is
 in `sql/postgres/`: numbered migrations and `queries.sql`.
@@ -25,6 +24,7 @@ from functools import partial
 from typing import Any
 
 import psycopg
+from psycopg.rows import DictRow
 
 from comfyfleet.jobs import _store as rules
 from comfyfleet.jobs._model import (
@@ -37,13 +37,14 @@ from comfyfleet.jobs._model import (
     NewJob,
     QueueFull,
 )
-from comfyfleet.jobs._pgconn import Connection, Database, connect, migrate, redact
+from comfyfleet.jobs._pgconn import Connection, Database, connect, migrate, redact, script
 from comfyfleet.jobs._pglisten import Listener
 from comfyfleet.jobs._rows import clock, dump, event_from_row, job_from_row, mutable_columns
 from comfyfleet.jobs._sqlconn import NO_CURSOR
 from comfyfleet.jobs._sqlfiles import load_queries
 
 Decide = Callable[[Job], "rules.Change | None"]
+BEGIN, COMMIT = "BEGIN", "COMMIT"
 
 
 class PostgresJobStore:
@@ -96,12 +97,11 @@ class PostgresJobStore:
         row |= _columns(change.job) | {"kind": change.kind, "data": dump(change.data)}
 
         async def insert(conn: Connection) -> tuple[dict[str, Any] | None, Job | None]:
-            async with conn.pipeline(), conn.transaction():
-                await conn.execute(self._q["writing_events"])
-                inserted = await (await conn.execute(self._q["insert_job"], row)).fetchone()
-                if inserted is not None:
-                    return inserted, None
-                return None, await self._find(conn, job.id)
+            q = self._q
+            rows = await script(conn, [BEGIN, q["writing_events"], q["insert_job"], COMMIT], row)
+            if rows:
+                return rows[0], None
+            return None, await self._find(conn, job.id)
 
         inserted, existing = await self._db.run(insert)
         if inserted is not None:
@@ -244,12 +244,12 @@ class PostgresJobStore:
         at = clock(now)
 
         async def release(conn: Connection) -> list[str]:
-            async with conn.pipeline(), conn.transaction():
-                await conn.execute(self._q["writing_events"])
-                cur = await conn.execute(self._q["lapsed_leases"], {"now": at})
-                lapsed = [job_from_row(row) for row in await cur.fetchall()]
-                for job in lapsed:
-                    await self._record(conn, rules.expired(job, now=at), at)
+            q = self._q
+            rows = await script(conn, [BEGIN, q["writing_events"], q["lapsed_leases"]], {"now": at})
+            lapsed = [job_from_row(row) for row in rows]
+            for job in lapsed:
+                await self._record(conn, rules.expired(job, now=at), at)
+            await conn.execute(COMMIT)
             return [job.id for job in lapsed]
 
         return await self._db.run(release)
@@ -260,15 +260,15 @@ class PostgresJobStore:
         at, encoded = clock(now), dump(data)
         params = {"job_id": job_id, "kind": kind, "data": encoded, "at": at}
 
-        async def insert(conn: Connection) -> dict[str, Any] | None:
-            async with conn.pipeline(), conn.transaction():
-                await conn.execute(self._q["writing_events"])
-                return await (await conn.execute(self._q["insert_event"], params)).fetchone()
+        async def insert(conn: Connection) -> list[DictRow]:
+            statements = [BEGIN, self._q["writing_events"], self._q["insert_event"], COMMIT]
+            return await script(conn, statements, params)
 
-        row = await self._db.run(insert)
-        if row is None:
+        rows = await self._db.run(insert)
+        if not rows:
             raise JobNotFound(job_id)
-        return JobEvent(seq=row["seq"], job_id=job_id, kind=kind, data=json.loads(encoded), at=at)
+        seq = rows[0]["seq"]
+        return JobEvent(seq=seq, job_id=job_id, kind=kind, data=json.loads(encoded), at=at)
 
     async def events(self, job_id: str, *, after: int = 0, limit: int = 1000) -> list[JobEvent]:
         params = {"job_id": job_id, "after": after, "limit": limit}
@@ -283,12 +283,9 @@ class PostgresJobStore:
         rules.check_limit(limit)
 
         async def read(conn: Connection) -> list[dict[str, Any]]:
-            async with conn.pipeline(), conn.transaction():
-                await conn.execute(self._q["horizon_lock_timeout"])
-                await conn.execute(self._q["event_horizon"])
-                cur = await conn.execute(self._q["newest_event"])
-            row = await cur.fetchone()
-            assert row is not None
+            q = self._q
+            statements = [BEGIN, q["horizon_lock_timeout"], q["event_horizon"], q["newest_event"]]
+            (row,) = await script(conn, [*statements, COMMIT])
             params = {"after": after, "horizon": row["seq"], "limit": limit}
             return await (await conn.execute(self._q["events_since"], params)).fetchall()
 
@@ -325,21 +322,24 @@ class PostgresJobStore:
         transaction: (the job as it was, the change) or None for either."""
 
         async def call(conn: Connection) -> tuple[Job | None, rules.Change | None]:
-            async with conn.pipeline(), conn.transaction():
-                await conn.execute(self._q["writing_events"])
-                row = await (await conn.execute(self._q[query], params)).fetchone()
-                job = None if row is None else job_from_row(row)
-                change = None if job is None else decide(job)
-                if change is not None:
-                    await self._record(conn, change, at)
+            rows = await script(conn, [BEGIN, self._q["writing_events"], self._q[query]], params)
+            job = job_from_row(rows[0]) if rows else None
+            change = None if job is None else decide(job)
+            if change is None:
+                await conn.execute(COMMIT)
+            else:
+                await self._record(conn, change, at, then=COMMIT)
             return job, change
 
         return await self._db.run(call)
 
-    async def _record(self, conn: Connection, change: rules.Change, at: float) -> None:
+    async def _record(
+        self, conn: Connection, change: rules.Change, at: float, *, then: str | None = None
+    ) -> None:
+        """Write a change and its event (inside a transaction); `then` travels with it."""
         params = _columns(change.job) | {"seq": change.job.seq, "at": at}
         params |= {"kind": change.kind, "data": dump(change.data)}
-        await conn.execute(self._q["record_change"], params)
+        await script(conn, [self._q["record_change"], *([then] if then else [])], params)
 
     async def _find(self, conn: Connection, job_id: str) -> Job | None:
         row = await (await conn.execute(self._q["get_job"], {"id": job_id})).fetchone()
