@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from tests.comfyui_env import installed_workspace
+from tests.event_loop import loop  # noqa: F401  (a fixture for every tier)
 
 
 @pytest.fixture(scope="session")

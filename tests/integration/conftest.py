@@ -1,4 +1,5 @@
-"""Servers shared by the integration tests of one run: S3 (moto) and Azure Blob (Azurite)."""
+"""Servers shared by the integration tests of one run: S3 (moto), Azure Blob (Azurite) and
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.postgres_server import PostgresMissing, scratch_database
 from tests.storage_servers import (
     AzuriteMissing,
     AzuriteServer,
@@ -28,3 +30,13 @@ def azurite() -> Iterator[AzuriteServer]:
             yield server
     except AzuriteMissing as exc:
         pytest.skip(f"Azurite is not available: {exc}")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """The URL of a database of this run's own on a real PostgreSQL (dropped at the end)."""
+    try:
+        with scratch_database() as url:
+            yield url
+    except PostgresMissing as exc:
+        pytest.skip(f"PostgreSQL is not available: {exc}")

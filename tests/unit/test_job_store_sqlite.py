@@ -310,7 +310,7 @@ def test_open_store_absolute_path_and_memory(tmp_path: Path) -> None:
     ("url", "message"),
     [
         ("redis://localhost:6379/0", "the redis store is not available yet"),
-        ("postgres://db/jobs", "unknown job store URL 'postgres://db/jobs'"),
+        ("mysql://db/jobs", "unknown job store URL 'mysql://db/jobs'"),
         ("jobs.db", "unknown job store URL 'jobs.db'"),
         ("sqlite:///:memory:", "in-memory SQLite"),
     ],

@@ -28,7 +28,8 @@ def serve_command(
         str | None,
         typer.Option(
             "--store",
-            help="Job store: sqlite:///PATH (default: WORKSPACE/state/jobs.db) or memory://",
+            help="Job store: sqlite:///PATH (default: WORKSPACE/state/jobs.db), "
+            "postgresql://USER:PASSWORD@HOST/DB (shared by several machines) or memory://",
             show_default=False,
         ),
     ] = None,

@@ -15,7 +15,8 @@ class ServeSettings(_Frozen):
     host: str = Field("127.0.0.1", description="address the gateway listens on")
     port: int = Field(8080, ge=1, le=65535)
     store: str = Field(
-        "sqlite://", description="sqlite:///PATH (default: state/jobs.db) | memory://"
+        "sqlite://",
+        description="sqlite:///PATH (default: state/jobs.db) | postgresql://... | memory://",
     )
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="JSON request body limit")
     max_json_depth: int = Field(

@@ -26,10 +26,11 @@ from comfyfleet.jobs._model import (
     QueueFull,
 )
 from comfyfleet.jobs._open import open_store
+from comfyfleet.jobs._postgres import PostgresJobStore
 from comfyfleet.jobs._prepare import INSTALL_PRESET, ModelFetch, PrepareFailed, Preparer
 from comfyfleet.jobs._results import OutputPublisher
 from comfyfleet.jobs._sqlite import SqliteJobStore
-from comfyfleet.jobs._store import LEASE_EXPIRED, JobStore
+from comfyfleet.jobs._store import LEASE_EXPIRED, JobStore, QueueSignal
 
 __all__ = [
     "INSTALL_PRESET",
@@ -52,9 +53,11 @@ __all__ = [
     "ModelFetch",
     "NewJob",
     "OutputPublisher",
+    "PostgresJobStore",
     "PrepareFailed",
     "Preparer",
     "QueueFull",
+    "QueueSignal",
     "SqliteJobStore",
     "check_workflow",
     "clean_prefix",

@@ -1,10 +1,11 @@
 """The dispatcher: keeps every serving instance busy with jobs from the store.
 
 It runs one :class:`Lane` per instance plus a few small loops: filling free slots when woken
-(a job was enqueued or finished) or every `poll_s` (jobs enqueued by another process), heartbeats
-for the leases of in-flight jobs, cancel requests, and releasing leases that expired because some
-worker died. Instance state comes from the supervisor's events: an instance leaving ready/busy
-fails its in-flight jobs as retryable, so they run elsewhere.
+(a job was enqueued or finished; with a store that announces them, also jobs enqueued by other
+processes) or every `poll_s` (jobs enqueued by another process), heartbeats for the leases of
+in-flight jobs, cancel requests, and releasing leases that expired because some worker died.
+Instance state comes from the supervisor's events: an instance leaving ready/busy fails its
+in-flight jobs as retryable, so they run elsewhere.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from comfyfleet.jobs._limits import JobLimits, timeout_error
 from comfyfleet.jobs._model import JobStatus
 from comfyfleet.jobs._prepare import Preparer
 from comfyfleet.jobs._results import OutputPublisher
-from comfyfleet.jobs._store import JobStore
+from comfyfleet.jobs._store import JobStore, QueueSignal
 from comfyfleet.supervise import SERVING, InstanceEvent
 
 log = logging.getLogger("comfyfleet.jobs")
@@ -152,6 +153,8 @@ class Dispatcher:
     # --- loops -----------------------------------------------------------------------------
     def start(self) -> None:
         self._started = True
+        if isinstance(self.store, QueueSignal):  # jobs enqueued by other processes wake us too
+            self.store.on_queued(self.notify)
         loops = [
             self._fill_loop(),
             self._heartbeat_loop(),
@@ -178,7 +181,10 @@ class Dispatcher:
     async def _fill_loop(self) -> None:
         while True:
             self.wake.clear()
-            await self.store.release_expired()
+            try:
+                await self.store.release_expired()
+            except Exception:  # the store is unreachable for now: the next round tries again
+                log.exception("releasing expired leases failed")
             for lane in self._emptiest_first():
                 try:
                     await lane.fill()

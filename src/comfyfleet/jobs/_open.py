@@ -6,6 +6,8 @@ from pathlib import Path
 
 from comfyfleet.jobs._memory import MemoryJobStore
 from comfyfleet.jobs._model import JobStoreError
+from comfyfleet.jobs._pgconn import URL_SCHEMES
+from comfyfleet.jobs._postgres import PostgresJobStore
 from comfyfleet.jobs._sqlite import SqliteJobStore
 from comfyfleet.jobs._store import JobStore
 
@@ -13,7 +15,8 @@ DEFAULT_FILE = "jobs.db"
 
 _FORMS = (
     "sqlite:// (jobs.db in the workspace), sqlite:///relative/path.db (from the workspace), "
-    "sqlite:////absolute/path.db, or memory:// (lost on exit)"
+    "sqlite:////absolute/path.db, postgresql://user:password@host:5432/database (several "
+    "machines), or memory:// (lost on exit)"
 )
 
 
@@ -21,8 +24,9 @@ async def open_store(url: str, *, default_dir: Path) -> JobStore:
     """The store `url` names. SQLite paths follow SQLAlchemy's rule (which ComfyUI's own
     `--database-url` uses too): three slashes then a relative path, four for an absolute one.
 
-    Async although SQLite and memory open synchronously, because a network store (Redis) will
-    have to connect, and callers should not change when it arrives."""
+    `postgresql://` and `postgres://` URLs are libpq's (query parameters such as `sslmode` or
+    `options` pass through); one that cannot be reached is a JobStoreError naming it without
+    its password. Async because a network store has to connect."""
     if url == "memory://":
         return MemoryJobStore()
     if url in ("sqlite://", "sqlite:///"):
@@ -35,8 +39,11 @@ async def open_store(url: str, *, default_dir: Path) -> JobStore:
             )
         path = Path(rest).expanduser()
         return SqliteJobStore.open(path if path.is_absolute() else default_dir / path)
+    if url.startswith(URL_SCHEMES):
+        return await PostgresJobStore.open(url)
     if url.startswith(("redis://", "rediss://")):
         raise JobStoreError(
-            "the redis store is not available yet", hint="use sqlite:// (the default) or memory://"
+            "the redis store is not available yet",
+            hint="use sqlite:// (the default), postgresql:// or memory://",
         )
     raise JobStoreError(f"unknown job store URL '{url}'", hint=f"use {_FORMS}")

@@ -1,7 +1,8 @@
 """Reading the SQL that ships with the package: named queries and numbered migrations.
 
 All SQL of the SQLite store lives in `sql/`: `NNNN_name.sql` migrations, run once each in order,
-and `queries.sql`, whose `-- name: x` lines start the block of query x.
+and `queries.sql`, whose `-- name: x` lines start the block of query x. The PostgreSQL store keeps
+the same two kinds of file in `sql/postgres/`.
 """
 
 from __future__ import annotations
@@ -9,19 +10,20 @@ from __future__ import annotations
 import re
 import sqlite3
 from importlib import resources
+from importlib.resources.abc import Traversable
 
 _NAME_LINE = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 _MIGRATION = re.compile(r"^(\d{4})_(\w+)\.sql$")
 
 
 def load_queries(
-    *, package: str = "comfyfleet.jobs", file_name: str = "queries.sql"
+    *, package: str = "comfyfleet.jobs", file_name: str = "queries.sql", folder: str = "sql"
 ) -> dict[str, str]:
-    """The named blocks of `sql/<file_name>` in `package`: `-- name: x` starts block x.
+    """The named blocks of `<folder>/<file_name>` in `package`: `-- name: x` starts block x.
 
-    The defaults read the job store's own queries; other stores that live in the same SQLite
-    file (the webhook outbox) keep their queries next to their own code."""
-    text = resources.files(package).joinpath("sql", file_name).read_text("utf-8")
+    The defaults read the SQLite job store's own queries; other stores that live in the same
+    database (the webhook outbox) keep their queries next to their own code."""
+    text = _sql_dir(package, folder).joinpath(file_name).read_text("utf-8")
     preamble, *pairs = _NAME_LINE.split(text)
     if _has_code(preamble):
         raise ValueError(f"{file_name}: SQL before the first '-- name:' line")
@@ -33,10 +35,11 @@ def load_queries(
     return queries
 
 
-def load_migrations() -> list[tuple[int, str, str]]:
-    """(version, name, script) of every `sql/NNNN_name.sql`, oldest first."""
+def load_migrations(folder: str = "sql") -> list[tuple[int, str, str]]:
+    """(version, name, script) of every `<folder>/NNNN_name.sql` of the job store, oldest first
+    (`sql` holds SQLite's, `sql/postgres` PostgreSQL's)."""
     found: dict[int, tuple[int, str, str]] = {}
-    for entry in resources.files("comfyfleet.jobs").joinpath("sql").iterdir():
+    for entry in _sql_dir("comfyfleet.jobs", folder).iterdir():
         match = _MIGRATION.match(entry.name)
         if match is None:
             continue
@@ -61,6 +64,13 @@ def split_statements(script: str) -> list[str]:
     if _has_code(pending.removesuffix(";")):
         raise ValueError(f"unterminated SQL statement: {pending.strip()[:60]}")
     return statements
+
+
+def _sql_dir(package: str, folder: str) -> Traversable:
+    place = resources.files(package)
+    for part in folder.split("/"):
+        place = place.joinpath(part)
+    return place
 
 
 def _has_code(sql: str) -> bool:

@@ -37,6 +37,11 @@ from comfyfleet.jobs._model import (
     NewJob,
     QueueFull,
 )
+from comfyfleet.jobs._rows import clock as _now
+from comfyfleet.jobs._rows import dump as _dump
+from comfyfleet.jobs._rows import event_from_row as _event
+from comfyfleet.jobs._rows import job_from_row as _job
+from comfyfleet.jobs._rows import mutable_columns as _mutable_columns
 from comfyfleet.jobs._sqlconn import NO_CURSOR, immediate, opening
 from comfyfleet.jobs._sqlfiles import load_migrations, load_queries, split_statements
 
@@ -344,51 +349,8 @@ class SqliteJobStore:
         return applied
 
 
-# --- rows -------------------------------------------------------------------------------------
-
-
-def _mutable_columns(job: Job) -> dict[str, Any]:
-    return {
-        "status": str(job.status),
-        "attempts": job.attempts,
-        "queued_at": job.queued_at,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
-        "worker": job.worker,
-        "lease_until": job.lease_until,
-        "instance": job.instance,
-        "prompt_id": job.prompt_id,
-        "progress": None if job.progress is None else _dump(job.progress),
-        "outputs": _dump(job.outputs),
-        "error": None if job.error is None else _dump(job.error),
-        "cancel_requested": int(job.cancel_requested),
-    }
-
-
-def _job(row: sqlite3.Row) -> Job:
-    fields: dict[str, Any] = dict(row)
-    for name in ("workflow", "progress", "outputs", "error", "options"):
-        if fields[name] is not None:
-            fields[name] = json.loads(fields[name])
-    fields["status"] = JobStatus(fields["status"])
-    fields["cancel_requested"] = bool(fields["cancel_requested"])
-    return Job(**fields)
-
-
-def _event(row: sqlite3.Row) -> JobEvent:
-    return JobEvent(**(dict(row) | {"data": json.loads(row["data"])}))
-
-
 _LARGE_GRAPH = 2000
 """Nodes above which a graph is encoded in a worker thread."""
-
-
-def _dump(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
-
-
-def _now(now: float | None) -> float:
-    return time.time() if now is None else now
 
 
 def _open_error(path: Path, exc: BaseException) -> JobStoreError:

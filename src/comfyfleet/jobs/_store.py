@@ -14,10 +14,10 @@ twice.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from comfyfleet.jobs._model import InvalidCursor, Job, JobEvent, JobStatus, NewJob
 
@@ -162,6 +162,18 @@ class JobStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class QueueSignal(Protocol):
+    """Optional for a backend: one that hears of jobs becoming claimable in other processes
+    (PostgreSQL's notifications) says so to the callbacks given here, so that a dispatcher wakes
+    at once instead of at its next poll. Backends without it are simply polled."""
+
+    def on_queued(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (on the event loop, without awaiting) whenever a job was enqueued or
+        put back in the queue, by any process; also, now and then, when nothing was."""
+        ...
 
 
 # --- the rules ------------------------------------------------------------------------------
@@ -362,6 +374,13 @@ class EventWaiters:
     def notify(self, job_id: str) -> None:
         event = self._events.pop(job_id, None)
         if event is not None:
+            event.set()
+
+    def notify_all(self) -> None:
+        """Wake every waiter to look again: some events may have gone unannounced (a backend
+        that lost its notifications connection)."""
+        events, self._events = self._events, {}
+        for event in events.values():
             event.set()
 
     def close(self) -> None:

@@ -24,7 +24,13 @@ from comfyfleet.assets import (
 )
 from comfyfleet.auth import KeyStore, open_key_store
 from comfyfleet.config import Settings
-from comfyfleet.jobs import JobStore, MemoryJobStore, SqliteJobStore, open_store
+from comfyfleet.jobs import (
+    JobStore,
+    MemoryJobStore,
+    PostgresJobStore,
+    SqliteJobStore,
+    open_store,
+)
 from comfyfleet.storage import (
     ObjectNotFound,
     ObjectTooLarge,
@@ -36,6 +42,7 @@ from comfyfleet.storage import (
 from comfyfleet.webhooks import (
     MemoryOutbox,
     Outbox,
+    PostgresOutbox,
     SqliteOutbox,
     WebhookSettings,
     generate_secret,
@@ -71,7 +78,7 @@ class Backends:
 async def open_backends(settings: Settings, ws: Workspace) -> AsyncIterator[Backends]:
     store = await open_store(settings.serve.store, default_dir=ws.state_dir)
     try:
-        outbox = _open_outbox(store)
+        outbox = await _open_outbox(store, settings.serve.store)
         configured = settings.storage_targets | {"default": settings.storage}
         targets = {
             name: open_storage(each, local_root=ws.output_dir, local_base_url=OUTPUTS_URL)
@@ -107,9 +114,12 @@ async def open_backends(settings: Settings, ws: Workspace) -> AsyncIterator[Back
         await store.close()
 
 
-def _open_outbox(store: JobStore) -> Outbox:
+async def _open_outbox(store: JobStore, url: str) -> Outbox:
+    """The outbox lives where the store does (its relay cursor next to the rows it writes)."""
     if isinstance(store, SqliteJobStore):
         return SqliteOutbox.open(store.path)
+    if isinstance(store, PostgresJobStore):
+        return await PostgresOutbox.open(url)
     assert isinstance(store, MemoryJobStore)
     return MemoryOutbox()
 

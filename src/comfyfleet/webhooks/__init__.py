@@ -32,6 +32,7 @@ from comfyfleet.webhooks._model import (
     parse_webhook,
 )
 from comfyfleet.webhooks._outbox import Outbox
+from comfyfleet.webhooks._postgres import PostgresOutbox
 from comfyfleet.webhooks._relay import EventSource, JobView, Relay, default_view
 from comfyfleet.webhooks._sender import Outcome, Sender, backoff_delay
 from comfyfleet.webhooks._service import WebhookService
@@ -55,6 +56,7 @@ __all__ = [
     "Outbox",
     "OutboxError",
     "Outcome",
+    "PostgresOutbox",
     "Relay",
     "Sender",
     "SqliteOutbox",

@@ -6,7 +6,8 @@ has become exactly one delivery, never none and never two. The sender then works
 alone, which is what lets retries survive restarts.
 
 Backends: :class:`~comfyfleet.webhooks.MemoryOutbox` (tests, `memory://` stores) and
-:class:`~comfyfleet.webhooks.SqliteOutbox` (the job store's file).
+:class:`~comfyfleet.webhooks.SqliteOutbox` (the job store's file) and
+:class:`~comfyfleet.webhooks.PostgresOutbox` (the job store's database).
 """
 
 from __future__ import annotations

@@ -1,0 +1,365 @@
+"""The job store on PostgreSQL: the backend for several machines sharing one queue.
+
+Every change reads the job it changes under a row lock (`FOR UPDATE`), decides with the same
+rules as every other backend (`_store`), and writes the job and its event in one statement,
+committed before the call returns. Claims lock with `SKIP LOCKED`: racing claimers in any number
+of processes each take a different job without waiting for each other. A worker can finish only
+the job it holds (status running, worker its own); once its lease lapsed and `release_expired`
+put the job back, someone else's claim makes it another attempt and the old worker's
+`complete` is refused, as in the SQLite store.
+
+Round trips are what cost here, so a change is two: BEGIN, the event-horizon lock and the row
+lock travel together, then the write and COMMIT (`_pgconn.script`). Enqueue is one trip.
+
+Notifications (see `_pglisten`) wake event streams and dispatchers in every process. All SQL is
+in `sql/postgres/`: numbered migrations and `queries.sql`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from functools import partial
+from typing import Any
+
+import psycopg
+from psycopg.rows import DictRow
+
+from comfyfleet.jobs import _store as rules
+from comfyfleet.jobs._model import (
+    Job,
+    JobConflict,
+    JobEvent,
+    JobNotFound,
+    JobStatus,
+    JobStoreError,
+    NewJob,
+    QueueFull,
+)
+from comfyfleet.jobs._pgconn import Connection, Database, connect, migrate, redact, script
+from comfyfleet.jobs._pglisten import Listener
+from comfyfleet.jobs._rows import clock, dump, event_from_row, job_from_row, mutable_columns
+from comfyfleet.jobs._sqlconn import NO_CURSOR
+from comfyfleet.jobs._sqlfiles import load_queries
+
+Decide = Callable[[Job], "rules.Change | None"]
+BEGIN, COMMIT = "BEGIN", "COMMIT"
+
+
+class PostgresJobStore:
+    """Open with :meth:`open`; `migrated` lists the schema versions that opening applied."""
+
+    def __init__(self, url: str, queries: dict[str, str]) -> None:
+        self._url = url
+        self.url = redact(url)
+        self._q = queries
+        self._db = Database(url, JobStoreError, "job store")
+        self._waiters = rules.EventWaiters()
+        self._on_queued: list[Callable[[], None]] = []
+        self._listener = Listener(
+            url, on_event=self._waiters.notify, on_queued=self._queued, on_lost=self._lost
+        )
+        self.migrated: list[int] = []
+
+    @classmethod
+    async def open(cls, url: str) -> PostgresJobStore:
+        """Connect to `url`, migrate the database, and start listening for notifications."""
+        queries = load_queries(folder="sql/postgres")
+        conn = await connect(url, JobStoreError, "job store")
+        store = cls(url, queries)
+        try:
+            store.migrated = await migrate(conn, queries, url=url, error=JobStoreError)
+            await store._db.open()
+            await store._listener.start(conn)  # the listener owns (and closes) it from here
+        except BaseException as exc:
+            await conn.close()
+            await store.close()
+            if isinstance(exc, psycopg.Error):
+                raise store._db.failure(exc) from exc
+            raise
+        return store
+
+    def on_queued(self, callback: Callable[[], None]) -> None:
+        """:class:`~comfyfleet.jobs._store.QueueSignal`: `callback` runs when any process
+        enqueues or requeues a job, and after a lost notification connection came back."""
+        self._on_queued.append(callback)
+
+    # --- the JobStore protocol ---------------------------------------------------------------
+    async def enqueue(
+        self, job: NewJob, *, max_queued: int | None = None, now: float | None = None
+    ) -> tuple[Job, bool]:
+        change = rules.created(job, seq=0, now=clock(now))
+        workflow, options = dump(job.workflow), dump(job.options)
+        row = {"id": job.id, "workflow": workflow, "priority": job.priority, "owner": job.owner}
+        row |= {"max_attempts": job.max_attempts, "created_at": change.job.created_at}
+        row |= {"request_hash": job.request_hash, "options": options, "max_queued": max_queued}
+        row |= _columns(change.job) | {"kind": change.kind, "data": dump(change.data)}
+
+        async def insert(conn: Connection) -> tuple[dict[str, Any] | None, Job | None]:
+            q = self._q
+            rows = await script(conn, [BEGIN, q["writing_events"], q["insert_job"], COMMIT], row)
+            if rows:
+                return rows[0], None
+            return None, await self._find(conn, job.id)
+
+        inserted, existing = await self._db.run(insert)
+        if inserted is not None:
+            stored = replace(change.job, workflow=json.loads(workflow), options=json.loads(options))
+            return replace(stored, seq=inserted["job_seq"]), True
+        if existing is None:
+            assert max_queued is not None
+            raise QueueFull(max_queued)
+        if not rules.repeats(existing, job):
+            raise JobConflict(job.id)
+        return existing, False
+
+    async def get(self, job_id: str) -> Job:
+        job = await self._db.run(partial(self._find, job_id=job_id))
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    async def list_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        owner: str | None = None,
+    ) -> tuple[list[Job], str | None]:
+        rules.check_limit(limit)
+        before = rules.cursor_seq(cursor)
+        params: dict[str, Any] = {"before": NO_CURSOR if before is None else before}
+        params |= {"limit": limit + 1, "status": None if status is None else str(status)}
+        params["owner"] = owner
+        name = "list_jobs" if owner is None else "list_owned_jobs"
+        rows = await self._rows(name if status is None else f"{name}_by_status", params)
+        return rules.page([job_from_row(row) for row in rows], limit)
+
+    async def count(self, status: JobStatus) -> int:
+        (row,) = await self._rows("count_by_status", {"status": str(status)})
+        return int(row["n"])
+
+    async def queue_position(self, job_id: str) -> int | None:
+        job = await self.get(job_id)
+        if job.status is not JobStatus.QUEUED:
+            return None
+        params = {"priority": job.priority, "queued_at": job.queued_at, "seq": job.seq}
+        (row,) = await self._rows("queue_position", params)
+        return int(row["n"])
+
+    async def claim(
+        self,
+        worker: str,
+        *,
+        lease_s: float,
+        now: float | None = None,
+        instance: int | None = None,
+        prompt_id: str | None = None,
+    ) -> Job | None:
+        at = clock(now)
+        rule = partial(
+            rules.claimed, worker=worker, lease_s=lease_s, now=at, instance=instance,
+            prompt_id=prompt_id,
+        )  # fmt: skip
+        _, change = await self._change("next_queued", {}, rule, at)
+        return None if change is None else change.job
+
+    async def heartbeat(
+        self, worker: str, job_ids: Sequence[str], *, lease_s: float, now: float | None = None
+    ) -> list[str]:
+        if not job_ids:
+            return []
+        params = {"ids": list(job_ids), "worker": worker, "lease_until": clock(now) + lease_s}
+        held = {row["id"] for row in await self._rows("extend_lease", params)}
+        return [job_id for job_id in job_ids if job_id in held]
+
+    async def set_running_info(
+        self,
+        job_id: str,
+        worker: str,
+        *,
+        instance: int | None = None,
+        prompt_id: str | None = None,
+        progress: dict[str, Any] | None = None,
+    ) -> bool:
+        params = {"id": job_id, "worker": worker, "instance": instance, "prompt_id": prompt_id}
+        params |= {"progress": None if progress is None else dump(progress)}
+
+        async def update(conn: Connection) -> bool:
+            return (await conn.execute(self._q["set_running_info"], params)).rowcount > 0
+
+        return await self._db.run(update)
+
+    async def complete(
+        self,
+        job_id: str,
+        worker: str,
+        outputs: list[dict[str, Any]],
+        *,
+        now: float | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> Job | None:
+        rule = partial(rules.completed, outputs=outputs, details=details)
+        return await self._change_held(job_id, worker, now, rule)
+
+    async def fail(
+        self,
+        job_id: str,
+        worker: str,
+        error: dict[str, Any],
+        *,
+        retryable: bool,
+        now: float | None = None,
+    ) -> Job | None:
+        rule = partial(rules.failed, error=error, retryable=retryable)
+        return await self._change_held(job_id, worker, now, rule)
+
+    async def cancel(self, job_id: str, *, now: float | None = None) -> Job:
+        at = clock(now)
+        job, change = await self._change(
+            "lock_job", {"id": job_id}, partial(rules.cancel_requested, now=at), at
+        )
+        if job is None:
+            raise JobNotFound(job_id)
+        return job if change is None else change.job
+
+    async def fail_queued(
+        self, job_id: str, error: dict[str, Any], *, now: float | None = None
+    ) -> Job | None:
+        at = clock(now)
+        rule = partial(rules.failed_in_queue, error=error, now=at)
+        job, change = await self._change("lock_job", {"id": job_id}, rule, at)
+        if job is None:
+            raise JobNotFound(job_id)
+        return None if change is None else change.job
+
+    async def mark_cancelled(
+        self, job_id: str, worker: str, *, now: float | None = None
+    ) -> Job | None:
+        return await self._change_held(job_id, worker, now, rules.cancelled)
+
+    async def release_expired(self, *, now: float | None = None) -> list[str]:
+        at = clock(now)
+
+        async def release(conn: Connection) -> list[str]:
+            q = self._q
+            rows = await script(conn, [BEGIN, q["writing_events"], q["lapsed_leases"]], {"now": at})
+            lapsed = [job_from_row(row) for row in rows]
+            for job in lapsed:
+                await self._record(conn, rules.expired(job, now=at), at)
+            await conn.execute(COMMIT)
+            return [job.id for job in lapsed]
+
+        return await self._db.run(release)
+
+    async def publish(
+        self, job_id: str, kind: str, data: dict[str, Any], *, now: float | None = None
+    ) -> JobEvent:
+        at, encoded = clock(now), dump(data)
+        params = {"job_id": job_id, "kind": kind, "data": encoded, "at": at}
+
+        async def insert(conn: Connection) -> list[DictRow]:
+            statements = [BEGIN, self._q["writing_events"], self._q["insert_event"], COMMIT]
+            return await script(conn, statements, params)
+
+        rows = await self._db.run(insert)
+        if not rows:
+            raise JobNotFound(job_id)
+        seq = rows[0]["seq"]
+        return JobEvent(seq=seq, job_id=job_id, kind=kind, data=json.loads(encoded), at=at)
+
+    async def events(self, job_id: str, *, after: int = 0, limit: int = 1000) -> list[JobEvent]:
+        params = {"job_id": job_id, "after": after, "limit": limit}
+        rows = await self._rows("events", params)
+        if not rows and not await self._rows("job_exists", {"id": job_id}):
+            raise JobNotFound(job_id)
+        return [event_from_row(row) for row in rows]
+
+    async def events_since(self, after: int, *, limit: int = 500) -> list[JobEvent]:
+        """Only events below the horizon (`writing_events` in queries.sql): a relay moving its
+        cursor past what this returns can never skip an event committed later."""
+        rules.check_limit(limit)
+
+        async def read(conn: Connection) -> list[dict[str, Any]]:
+            q = self._q
+            statements = [BEGIN, q["horizon_lock_timeout"], q["event_horizon"], q["newest_event"]]
+            (row,) = await script(conn, [*statements, COMMIT])
+            params = {"after": after, "horizon": row["seq"], "limit": limit}
+            return await (await conn.execute(self._q["events_since"], params)).fetchall()
+
+        return [event_from_row(row) for row in await self._db.run(read)]
+
+    async def wait_events(self, job_id: str, *, after: int, timeout: float) -> list[JobEvent]:
+        """Woken by the notification of any process's event for the job."""
+        return await rules.wait_for_events(
+            self, self._waiters, job_id, after=after, timeout=timeout
+        )
+
+    async def close(self) -> None:
+        self._waiters.close()
+        await self._listener.close()
+        await self._db.close()
+
+    # --- helpers ----------------------------------------------------------------------------
+    async def _change_held(
+        self, job_id: str, worker: str, now: float | None, rule: rules.Rule
+    ) -> Job | None:
+        """Apply `rule` if `worker` holds the job; None (and no change) if it does not."""
+        at = clock(now)
+
+        def decide(job: Job) -> rules.Change | None:
+            return rule(job, now=at) if rules.holds(job, worker) else None
+
+        _, change = await self._change("lock_job", {"id": job_id}, decide, at)
+        return None if change is None else change.job
+
+    async def _change(
+        self, query: str, params: dict[str, Any], decide: Decide, at: float
+    ) -> tuple[Job | None, rules.Change | None]:
+        """Lock the job `query` selects, and record what `decide` makes of it, in one
+        transaction: (the job as it was, the change) or None for either."""
+
+        async def call(conn: Connection) -> tuple[Job | None, rules.Change | None]:
+            rows = await script(conn, [BEGIN, self._q["writing_events"], self._q[query]], params)
+            job = job_from_row(rows[0]) if rows else None
+            change = None if job is None else decide(job)
+            if change is None:
+                await conn.execute(COMMIT)
+            else:
+                await self._record(conn, change, at, then=COMMIT)
+            return job, change
+
+        return await self._db.run(call)
+
+    async def _record(
+        self, conn: Connection, change: rules.Change, at: float, *, then: str | None = None
+    ) -> None:
+        """Write a change and its event (inside a transaction); `then` travels with it."""
+        params = _columns(change.job) | {"seq": change.job.seq, "at": at}
+        params |= {"kind": change.kind, "data": dump(change.data)}
+        await script(conn, [self._q["record_change"], *([then] if then else [])], params)
+
+    async def _find(self, conn: Connection, job_id: str) -> Job | None:
+        row = await (await conn.execute(self._q["get_job"], {"id": job_id})).fetchone()
+        return None if row is None else job_from_row(row)
+
+    async def _rows(self, query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        async def read(conn: Connection) -> list[dict[str, Any]]:
+            return await (await conn.execute(self._q[query], params)).fetchall()
+
+        return await self._db.run(read)
+
+    def _queued(self) -> None:
+        for callback in self._on_queued:
+            callback()
+
+    def _lost(self) -> None:
+        """Notifications may have been missed while the listener was away: look again."""
+        self._waiters.notify_all()
+        self._queued()
+
+
+def _columns(job: Job) -> dict[str, Any]:
+    return mutable_columns(job) | {"cancel_requested": job.cancel_requested}

@@ -1,0 +1,57 @@
+"""Jobs and events as rows: what the SQL backends (SQLite, PostgreSQL) store and read back.
+
+Both keep the same columns and write structured values as the same compact JSON text, so a job
+reads back identically whichever database holds it (and whichever wrote it).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from comfyfleet.jobs._model import Job, JobEvent, JobStatus
+
+JSON_FIELDS = ("workflow", "progress", "outputs", "error", "options")
+
+
+def mutable_columns(job: Job) -> dict[str, Any]:
+    """The columns a change may touch (`cancel_requested` as 0/1: SQLite has no booleans)."""
+    return {
+        "status": str(job.status),
+        "attempts": job.attempts,
+        "queued_at": job.queued_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "worker": job.worker,
+        "lease_until": job.lease_until,
+        "instance": job.instance,
+        "prompt_id": job.prompt_id,
+        "progress": None if job.progress is None else dump(job.progress),
+        "outputs": dump(job.outputs),
+        "error": None if job.error is None else dump(job.error),
+        "cancel_requested": int(job.cancel_requested),
+    }
+
+
+def job_from_row(row: Mapping[str, Any]) -> Job:
+    fields: dict[str, Any] = dict(row)
+    for name in JSON_FIELDS:
+        if fields[name] is not None:
+            fields[name] = json.loads(fields[name])
+    fields["status"] = JobStatus(fields["status"])
+    fields["cancel_requested"] = bool(fields["cancel_requested"])
+    return Job(**fields)
+
+
+def event_from_row(row: Mapping[str, Any]) -> JobEvent:
+    return JobEvent(**(dict(row) | {"data": json.loads(row["data"])}))
+
+
+def dump(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def clock(now: float | None) -> float:
+    return time.time() if now is None else now

@@ -1,0 +1,171 @@
+-- Every statement the PostgreSQL job store runs, except the migrations next to this file.
+-- Each block starts with `-- name: <name>` and holds one statement; parameters are psycopg's
+-- named placeholders (%(name)s), so a literal percent sign would have to be written %%.
+--
+-- Two advisory locks have fixed keys: 0x636f6d6679 ("comfy") serialises migrations, and
+-- 0x636f6d6665 ("comfe") is the event horizon (see `writing_events`).
+
+-- name: lock_migrations
+SELECT pg_advisory_xact_lock(427071202937);
+
+-- name: create_migrations_table
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    applied_at double precision NOT NULL
+);
+
+-- name: applied_migrations
+SELECT version FROM schema_migrations ORDER BY version;
+
+-- name: record_migration
+INSERT INTO schema_migrations (version, name, applied_at)
+VALUES (%(version)s, %(name)s, %(applied_at)s);
+
+-- name: writing_events
+-- Taken (shared) first in every transaction that appends events, before any row lock, and held
+-- until it ends. `event_horizon` takes it exclusively: once granted, no transaction that drew an
+-- event seq is still open, so every event up to the newest seq is committed, and later ones will
+-- get higher seqs. That is what lets `events_since` hand relays a feed with no holes, although
+-- PostgreSQL may commit two transactions in another order than they drew their seqs.
+SELECT pg_advisory_xact_lock_shared(427071202917);
+
+-- name: horizon_lock_timeout
+SET LOCAL lock_timeout = '5s';
+
+-- name: event_horizon
+SELECT pg_advisory_xact_lock(427071202917);
+
+-- name: newest_event
+SELECT coalesce(max(seq), 0) AS seq FROM job_events;
+
+-- name: insert_job
+-- One statement: the job and its first event, or nothing when the id is taken or (given a
+-- limit) that many jobs are already waiting; the store then reads which it was. The limit is
+-- checked without a lock, so enqueues racing at the limit may pass it by one each.
+WITH job AS (
+    INSERT INTO jobs (
+        id, workflow, priority, status, attempts, max_attempts, created_at, queued_at,
+        started_at, finished_at, worker, lease_until, instance, prompt_id, progress, outputs,
+        error, cancel_requested, request_hash, options, owner
+    )
+    SELECT
+        %(id)s, %(workflow)s, %(priority)s, %(status)s, %(attempts)s, %(max_attempts)s,
+        %(created_at)s, %(queued_at)s, %(started_at)s, %(finished_at)s, %(worker)s,
+        %(lease_until)s, %(instance)s, %(prompt_id)s, %(progress)s, %(outputs)s, %(error)s,
+        %(cancel_requested)s, %(request_hash)s, %(options)s, %(owner)s
+    WHERE %(max_queued)s::bigint IS NULL OR (
+        SELECT count(*) FROM (
+            SELECT 1 FROM jobs WHERE status = 'queued' LIMIT %(max_queued)s::bigint
+        ) AS waiting
+    ) < %(max_queued)s::bigint
+    ON CONFLICT (id) DO NOTHING
+    RETURNING seq, id
+), event AS (
+    INSERT INTO job_events (job_id, kind, data, at)
+    SELECT id, %(kind)s, %(data)s, %(created_at)s FROM job
+    RETURNING seq
+)
+SELECT job.seq AS job_seq, event.seq AS event_seq FROM job, event;
+
+-- name: record_change
+-- A job's new state and the event that records the move, in one statement.
+WITH job AS (
+    UPDATE jobs SET
+        status = %(status)s,
+        attempts = %(attempts)s,
+        queued_at = %(queued_at)s,
+        started_at = %(started_at)s,
+        finished_at = %(finished_at)s,
+        worker = %(worker)s,
+        lease_until = %(lease_until)s,
+        instance = %(instance)s,
+        prompt_id = %(prompt_id)s,
+        progress = %(progress)s,
+        outputs = %(outputs)s,
+        error = %(error)s,
+        cancel_requested = %(cancel_requested)s
+    WHERE seq = %(seq)s
+    RETURNING id
+)
+INSERT INTO job_events (job_id, kind, data, at)
+SELECT id, %(kind)s, %(data)s, %(at)s FROM job
+RETURNING seq;
+
+-- name: insert_event
+-- The job's row lock comes first, so one job's events commit in seq order (event streams
+-- resume after a seq and must not skip one still being written). No row: no such job.
+WITH job AS (SELECT id FROM jobs WHERE id = %(job_id)s FOR UPDATE)
+INSERT INTO job_events (job_id, kind, data, at)
+SELECT id, %(kind)s, %(data)s, %(at)s FROM job
+RETURNING seq;
+
+-- name: get_job
+SELECT * FROM jobs WHERE id = %(id)s;
+
+-- name: lock_job
+SELECT * FROM jobs WHERE id = %(id)s FOR UPDATE;
+
+-- name: next_queued
+-- The claim: the best queued job nobody else is locking right now. Racing claimers each skip
+-- the rows the others hold, so none waits and none gets a job twice.
+SELECT * FROM jobs WHERE status = 'queued'
+ORDER BY priority DESC, queued_at, seq
+LIMIT 1
+FOR UPDATE SKIP LOCKED;
+
+-- name: list_jobs
+SELECT * FROM jobs WHERE seq < %(before)s ORDER BY seq DESC LIMIT %(limit)s;
+
+-- name: list_jobs_by_status
+SELECT * FROM jobs WHERE status = %(status)s AND seq < %(before)s
+ORDER BY seq DESC LIMIT %(limit)s;
+
+-- name: list_owned_jobs
+SELECT * FROM jobs WHERE owner = %(owner)s AND seq < %(before)s ORDER BY seq DESC LIMIT %(limit)s;
+
+-- name: list_owned_jobs_by_status
+SELECT * FROM jobs
+WHERE owner = %(owner)s AND status = %(status)s AND seq < %(before)s
+ORDER BY seq DESC LIMIT %(limit)s;
+
+-- name: count_by_status
+SELECT count(*) AS n FROM jobs WHERE status = %(status)s;
+
+-- name: queue_position
+SELECT count(*) AS n FROM jobs
+WHERE status = 'queued'
+    AND (
+        priority > %(priority)s
+        OR (priority = %(priority)s AND queued_at < %(queued_at)s)
+        OR (priority = %(priority)s AND queued_at = %(queued_at)s AND seq < %(seq)s)
+    );
+
+-- name: extend_lease
+UPDATE jobs SET lease_until = %(lease_until)s
+WHERE id = ANY(%(ids)s) AND status = 'running' AND worker = %(worker)s
+RETURNING id;
+
+-- name: set_running_info
+UPDATE jobs SET
+    instance = coalesce(%(instance)s, instance),
+    prompt_id = coalesce(%(prompt_id)s, prompt_id),
+    progress = coalesce(%(progress)s, progress)
+WHERE id = %(id)s AND status = 'running' AND worker = %(worker)s;
+
+-- name: lapsed_leases
+-- Locked, skipping rows another store is changing now: a job being completed right as its
+-- lease lapses is left to that completion, and two stores never expire the same lease twice.
+SELECT * FROM jobs WHERE status = 'running' AND lease_until < %(now)s ORDER BY seq
+FOR UPDATE SKIP LOCKED;
+
+-- name: events
+SELECT * FROM job_events WHERE job_id = %(job_id)s AND seq > %(after)s ORDER BY seq
+LIMIT %(limit)s;
+
+-- name: job_exists
+SELECT 1 FROM jobs WHERE id = %(id)s;
+
+-- name: events_since
+SELECT * FROM job_events WHERE seq > %(after)s AND seq <= %(horizon)s ORDER BY seq
+LIMIT %(limit)s;

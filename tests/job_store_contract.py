@@ -1,0 +1,674 @@
+"""The job store contract: what the dispatcher and gateway rely on, whatever the backend.
+
+Not collected by itself: each tier imports these tests next to a `store` fixture of its own
+(`tests/unit/test_job_store.py`: memory and SQLite; `tests/integration/test_job_store_postgres.py`:
+a real PostgreSQL), so every backend passes exactly the same tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+
+from comfyfleet.jobs import (
+    LEASE_EXPIRED,
+    InvalidCursor,
+    Job,
+    JobConflict,
+    JobNotFound,
+    JobStatus,
+    JobStore,
+    JobStoreError,
+    NewJob,
+    QueueFull,
+)
+from tests.event_loop import run
+
+WORKFLOW = {"1": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64}}}
+BOOM = {"code": "boom", "message": "it broke", "retryable": True}
+
+
+def new(job_id: str, **kwargs: Any) -> NewJob:
+    return NewJob(id=job_id, workflow=WORKFLOW, **kwargs)
+
+
+async def fill(store: JobStore, count: int, *, now: float = 1000.0) -> list[str]:
+    """Jobs 0..count-1, each queued a second after the one before."""
+    ids = [f"job-{i:03d}" for i in range(count)]
+    for i, job_id in enumerate(ids):
+        await store.enqueue(new(job_id), now=now + i)
+    return ids
+
+
+async def statuses(store: JobStore, job_id: str) -> list[dict[str, Any]]:
+    return [event.data for event in await store.events(job_id) if event.kind == "status"]
+
+
+# --- enqueue ---------------------------------------------------------------------------------
+
+
+def test_enqueue_creates_a_queued_job_with_a_status_event(store: JobStore) -> None:
+    async def scenario() -> None:
+        job, created = await store.enqueue(new("a", priority=2, request_hash="h1"), now=5.0)
+        assert created
+        assert (job.id, job.status, job.priority, job.attempts, job.max_attempts) == (
+            "a",
+            JobStatus.QUEUED,
+            2,
+            0,
+            3,
+        )
+        assert job.workflow == WORKFLOW
+        assert job.created_at == job.queued_at == 5.0
+        assert (job.started_at, job.finished_at, job.worker, job.lease_until) == (None,) * 4
+        assert job.outputs == [] and job.error is None and not job.cancel_requested
+        assert not job.terminal
+        assert await store.get("a") == job
+        assert await statuses(store, "a") == [{"status": "queued"}]
+        assert json.loads(json.dumps(job.to_dict()))["status"] == "queued"
+
+    run(scenario())
+
+
+def test_enqueue_is_idempotent_for_the_same_body_and_refuses_another(store: JobStore) -> None:
+    async def scenario() -> None:
+        first, created = await store.enqueue(new("a", request_hash="h1"))
+        again, created_again = await store.enqueue(new("a", request_hash="h1"))
+        assert created and not created_again
+        assert again == first
+        with pytest.raises(JobConflict) as info:
+            await store.enqueue(new("a", request_hash="h2"))
+        assert "'a'" in str(info.value) and info.value.hint
+        assert len(await store.events("a")) == 1
+        assert await store.count(JobStatus.QUEUED) == 1
+
+    run(scenario())
+
+
+def test_queue_full_at_the_limit_but_a_repeat_is_still_answered(store: JobStore) -> None:
+    async def scenario() -> None:
+        await fill(store, 3)
+        with pytest.raises(QueueFull) as info:
+            await store.enqueue(new("extra"), max_queued=3)
+        assert info.value.limit == 3
+        with pytest.raises(JobNotFound):
+            await store.get("extra")
+        _, created = await store.enqueue(new("job-000"), max_queued=3)
+        assert not created
+        await store.claim("w", lease_s=30)  # one less waiting: room again
+        _, created = await store.enqueue(new("extra"), max_queued=3)
+        assert created
+
+    run(scenario())
+
+
+def test_payloads_are_stored_as_json_and_detached_from_the_caller(store: JobStore) -> None:
+    async def scenario() -> None:
+        workflow: dict[str, Any] = {"1": {"inputs": {"size": (64, 64)}}}
+        job, _ = await store.enqueue(NewJob(id="a", workflow=workflow))
+        assert job.workflow == {"1": {"inputs": {"size": [64, 64]}}}
+        workflow["1"]["inputs"]["size"] = "changed"
+        (await store.get("a")).workflow["1"]["inputs"]["size"] = "changed too"
+        assert (await store.get("a")).workflow == {"1": {"inputs": {"size": [64, 64]}}}
+        with pytest.raises(TypeError):
+            await store.enqueue(NewJob(id="b", workflow={"x": object()}))
+
+    run(scenario())
+
+
+# --- claim -----------------------------------------------------------------------------------
+
+
+def test_claim_takes_the_highest_priority_then_the_oldest(store: JobStore) -> None:
+    async def scenario() -> None:
+        await store.enqueue(new("low-old", priority=0), now=1.0)
+        await store.enqueue(new("high-new", priority=5), now=3.0)
+        await store.enqueue(new("high-old", priority=5), now=2.0)
+        await store.enqueue(new("low-new", priority=0), now=4.0)
+        await store.enqueue(new("low-same-time", priority=0), now=4.0)
+        order = []
+        while (job := await store.claim("w", lease_s=30, now=10.0)) is not None:
+            order.append(job.id)
+        assert order == ["high-old", "high-new", "low-old", "low-new", "low-same-time"]
+
+    run(scenario())
+
+
+def test_claim_marks_the_job_running_for_the_worker(store: JobStore) -> None:
+    async def scenario() -> None:
+        await fill(store, 1)
+        job = await store.claim("w1", lease_s=30, now=2000.0)
+        assert job is not None
+        assert (job.status, job.attempts, job.worker) == (JobStatus.RUNNING, 1, "w1")
+        assert (job.started_at, job.lease_until) == (2000.0, 2030.0)
+        assert await store.get(job.id) == job
+        assert await statuses(store, job.id) == [
+            {"status": "queued"},
+            {"status": "running", "attempt": 1},
+        ]
+        assert await store.claim("w1", lease_s=30) is None
+
+    run(scenario())
+
+
+def test_racing_claimers_never_get_the_same_job(store: JobStore) -> None:
+    async def scenario() -> None:
+        ids = await fill(store, 10)
+        claims = await asyncio.gather(*(store.claim(f"w{i}", lease_s=30) for i in range(20)))
+        got = [job.id for job in claims if job is not None]
+        assert sorted(got) == ids
+        assert await store.count(JobStatus.RUNNING) == 10
+
+    run(scenario())
+
+
+# --- owning a job ----------------------------------------------------------------------------
+
+
+def test_only_the_owner_completes_and_a_stranger_changes_nothing(store: JobStore) -> None:
+    async def scenario() -> None:
+        await fill(store, 1)
+        job = await store.claim("owner", lease_s=30)
+        assert job is not None
+        outputs = [{"node": "9", "filename": "a.png"}]
+        assert await store.complete(job.id, "stranger", outputs) is None
+        assert await store.fail(job.id, "stranger", BOOM, retryable=False) is None
+        assert await store.mark_cancelled(job.id, "stranger") is None
+        assert await store.set_running_info(job.id, "stranger", instance=3) is False
+        assert await store.get(job.id) == job
+        done = await store.complete(job.id, "owner", outputs, now=3000.0)
+        assert done is not None and done.terminal
+        assert (done.status, done.outputs, done.finished_at) == (
+            JobStatus.SUCCEEDED,
+            outputs,
+            3000.0,
+        )
+        assert done.worker is None and done.lease_until is None
+        assert await store.get(job.id) == done
+        assert (await statuses(store, job.id))[-1] == {"status": "succeeded"}
+        # Delivered once: a second complete (a worker that retries) is refused.
+        assert await store.complete(job.id, "owner", outputs) is None
+        assert await store.complete("nope", "owner", outputs) is None
+
+    run(scenario())
+
+
+def test_set_running_info_updates_only_what_is_given(store: JobStore) -> None:
+    async def scenario() -> None:
+        await fill(store, 1)
+        job = await store.claim("w", lease_s=30)
+        assert job is not None
+        assert await store.set_running_info(job.id, "w", instance=2, prompt_id="p1")
+        assert await store.set_running_info(job.id, "w", progress={"value": 3, "max": 10})
+        stored = await store.get(job.id)
+        assert (stored.instance, stored.prompt_id, stored.progress) == (
+            2,
+            "p1",
+            {"value": 3, "max": 10},
+        )
+        assert not await store.set_running_info("nope", "w", instance=1)
+
+    run(scenario())
+
+
+def test_a_retryable_failure_requeues_until_attempts_run_out(store: JobStore) -> None:
+    async def scenario() -> None:
+        await store.enqueue(new("a", max_attempts=2), now=1.0)
+        job = await store.claim("w", lease_s=30, now=2.0)
+        assert job is not None
+        await store.set_running_info("a", "w", instance=1, prompt_id="p", progress={"value": 1})
+        retried = await store.fail("a", "w", BOOM, retryable=True, now=3.0)
+        assert retried is not None
+        assert (retried.status, retried.attempts, retried.queued_at, retried.error) == (
+            JobStatus.QUEUED,
+            1,
+            3.0,
+            BOOM,
+        )
+        assert retried.worker is None and retried.lease_until is None
+        assert (await statuses(store, "a"))[-1] == {
+            "status": "queued",
+            "retry": True,
+            "error": BOOM,
+        }
+        again = await store.claim("w2", lease_s=30, now=4.0)
+        assert again is not None and again.attempts == 2
+        assert again.instance is None and again.prompt_id is None and again.progress is None
+        final = await store.fail("a", "w2", BOOM, retryable=True, now=5.0)
+        assert final is not None
+        assert (final.status, final.error, final.finished_at) == (JobStatus.FAILED, BOOM, 5.0)
+        assert (await statuses(store, "a"))[-1] == {"status": "failed", "error": BOOM}
+
+    run(scenario())
+
+
+def test_a_final_failure_fails_at_once(store: JobStore) -> None:
+    async def scenario() -> None:
+        await fill(store, 1)
+        job = await store.claim("w", lease_s=30)
+        assert job is not None
+        failed = await store.fail(job.id, "w", {"code": "bad_graph"}, retryable=False)
+        assert failed is not None
+        assert (failed.status, failed.attempts) == (JobStatus.FAILED, 1)
+
+    run(scenario())
+
+
+# --- cancelling ------------------------------------------------------------------------------
+
+
+def test_cancel_a_queued_job_cancels_it_at_once(store: JobStore) -> None:
+    async def scenario() -> None:
+        await fill(store, 1)
+        job = await store.cancel("job-000", now=7.0)
+        assert (job.status, job.finished_at) == (JobStatus.CANCELLED, 7.0)
+        assert await store.claim("w", lease_s=30) is None
+        assert (await statuses(store, job.id))[-1] == {"status": "cancelled"}
+        with pytest.raises(JobNotFound) as info:
+            await store.cancel("nope")
+        assert str(info.value) == "no job 'nope'"
+
+    run(scenario())
+
+
+def test_cancel_a_running_job_asks_its_worker(store: JobStore) -> None:
+    async def scenario() -> None:
+        await fill(store, 1)
+        await store.claim("w", lease_s=30)
+        job = await store.cancel("job-000")
+        assert (job.status, job.cancel_requested) == (JobStatus.RUNNING, True)
+        assert (await store.events(job.id))[-1].kind == "cancel_requested"
+        assert await store.cancel("job-000") == job  # asked already: no second event
+        assert len(await store.events(job.id)) == 3
+        done = await store.mark_cancelled(job.id, "w", now=9.0)
+        assert done is not None
+        assert (done.status, done.finished_at, done.worker) == (JobStatus.CANCELLED, 9.0, None)
+        assert (await statuses(store, job.id))[-1] == {"status": "cancelled"}
+
+    run(scenario())
+
+
+def test_a_job_that_succeeds_on_a_later_attempt_reports_no_error(store: JobStore) -> None:
+    async def scenario() -> None:
+        await store.enqueue(new("a", max_attempts=2), now=1.0)
+        assert await store.claim("w", lease_s=30, now=2.0) is not None
+        await store.fail("a", "w", BOOM, retryable=True, now=3.0)
+        assert await store.claim("w2", lease_s=30, now=4.0) is not None
+        done = await store.complete("a", "w2", [], now=5.0)
+        assert done is not None
+        assert (done.status, done.attempts, done.error) == (JobStatus.SUCCEEDED, 2, None)
+        assert (await store.get("a")).error is None
+        assert {"status": "queued", "retry": True, "error": BOOM} in await statuses(store, "a")
+
+    run(scenario())
+
+
+def test_a_cancel_requested_job_that_fails_is_cancelled_not_retried(store: JobStore) -> None:
+    async def scenario() -> None:
+        await fill(store, 1)
+        await store.claim("w", lease_s=30)
+        await store.cancel("job-000")
+        job = await store.fail("job-000", "w", BOOM, retryable=True)
+        assert job is not None and job.status is JobStatus.CANCELLED
+
+    run(scenario())
+
+
+def test_cancel_leaves_a_finished_job_as_it_is(store: JobStore) -> None:
+    async def scenario() -> None:
+        await fill(store, 1)
+        await store.claim("w", lease_s=30)
+        done = await store.complete("job-000", "w", [])
+        assert done is not None
+        events = await store.events("job-000")
+        assert await store.cancel("job-000") == done
+        assert await store.events("job-000") == events
+
+    run(scenario())
+
+
+# --- leases ----------------------------------------------------------------------------------
+
+
+def test_heartbeat_extends_only_the_leases_the_worker_holds(store: JobStore) -> None:
+    async def scenario() -> None:
+        await fill(store, 3)
+        mine = await store.claim("me", lease_s=10, now=2000.0)
+        theirs = await store.claim("them", lease_s=10, now=2000.0)
+        assert mine is not None and theirs is not None
+        ids = [mine.id, theirs.id, "job-002", "nope"]
+        assert await store.heartbeat("me", ids, lease_s=10, now=2005.0) == [mine.id]
+        assert (await store.get(mine.id)).lease_until == 2015.0
+        assert (await store.get(theirs.id)).lease_until == 2010.0
+        assert (await store.get("job-002")).lease_until is None
+
+    run(scenario())
+
+
+def test_release_expired_requeues_lapsed_leases(store: JobStore) -> None:
+    async def scenario() -> None:
+        await fill(store, 3)
+        lapsed = await store.claim("dead", lease_s=10, now=2000.0)
+        alive = await store.claim("alive", lease_s=100, now=2000.0)
+        assert lapsed is not None and alive is not None
+        assert await store.release_expired(now=2010.0) == []  # lease_until is not < now yet
+        assert await store.release_expired(now=2011.0) == [lapsed.id]
+        job = await store.get(lapsed.id)
+        assert (job.status, job.attempts, job.error, job.worker) == (
+            JobStatus.QUEUED,
+            1,
+            LEASE_EXPIRED,
+            None,
+        )
+        assert (await statuses(store, job.id))[-1] == {
+            "status": "queued",
+            "retry": True,
+            "error": LEASE_EXPIRED,
+        }
+        assert (await store.get(alive.id)).status is JobStatus.RUNNING
+        # The dead worker comes back: too late, it can no longer deliver.
+        assert await store.complete(lapsed.id, "dead", []) is None
+
+    run(scenario())
+
+
+def test_release_expired_fails_exhausted_jobs_and_cancels_cancelled_ones(store: JobStore) -> None:
+    async def scenario() -> None:
+        await store.enqueue(new("once", max_attempts=1), now=1.0)
+        await store.enqueue(new("cancelled"), now=2.0)
+        await store.claim("dead", lease_s=10, now=100.0)
+        await store.claim("dead", lease_s=10, now=100.0)
+        await store.cancel("cancelled")
+        released = await store.release_expired(now=200.0)
+        assert sorted(released) == ["cancelled", "once"]
+        once = await store.get("once")
+        assert (once.status, once.error) == (JobStatus.FAILED, LEASE_EXPIRED)
+        assert (await store.get("cancelled")).status is JobStatus.CANCELLED
+        assert await store.release_expired(now=300.0) == []
+
+    run(scenario())
+
+
+# --- listing ---------------------------------------------------------------------------------
+
+
+def test_list_jobs_pages_newest_first(store: JobStore) -> None:
+    async def scenario() -> None:
+        ids = await fill(store, 7)
+        seen: list[str] = []
+        cursor = None
+        pages = 0
+        while True:
+            jobs, cursor = await store.list_jobs(limit=3, cursor=cursor)
+            seen += [job.id for job in jobs]
+            pages += 1
+            if cursor is None:
+                break
+        assert seen == ids[::-1]
+        assert pages == 3
+        jobs, cursor = await store.list_jobs(limit=7)
+        assert len(jobs) == 7 and cursor is None  # no empty last page
+        with pytest.raises(InvalidCursor):
+            await store.list_jobs(cursor="seven")
+        with pytest.raises(JobStoreError):
+            await store.list_jobs(cursor="-1")
+
+    run(scenario())
+
+
+def test_list_jobs_filters_by_status(store: JobStore) -> None:
+    async def scenario() -> None:
+        await fill(store, 5)
+        for _ in range(3):
+            await store.claim("w", lease_s=30)
+        running, cursor = await store.list_jobs(status=JobStatus.RUNNING, limit=2)
+        assert [job.id for job in running] == ["job-002", "job-001"]
+        rest, end = await store.list_jobs(status=JobStatus.RUNNING, limit=2, cursor=cursor)
+        assert [job.id for job in rest] == ["job-000"] and end is None
+        queued, _ = await store.list_jobs(status=JobStatus.QUEUED)
+        assert [job.id for job in queued] == ["job-004", "job-003"]
+        assert await store.list_jobs(status=JobStatus.FAILED) == ([], None)
+        assert await store.count(JobStatus.RUNNING) == 3
+        assert await store.count(JobStatus.QUEUED) == 2
+        assert await store.count(JobStatus.SUCCEEDED) == 0
+
+    run(scenario())
+
+
+def test_queue_position_follows_claim_order(store: JobStore) -> None:
+    async def scenario() -> None:
+        await fill(store, 3)
+        await store.enqueue(new("urgent", priority=9), now=5000.0)
+        positions = [await store.queue_position(i) for i in ("urgent", "job-000", "job-002")]
+        assert positions == [0, 1, 3]
+        await store.claim("w", lease_s=30)
+        assert await store.queue_position("urgent") is None
+        assert await store.queue_position("job-000") == 0
+        with pytest.raises(JobNotFound):
+            await store.queue_position("nope")
+
+    run(scenario())
+
+
+# --- owners ----------------------------------------------------------------------------------
+
+
+def test_a_job_keeps_the_key_that_submitted_it(store: JobStore) -> None:
+    async def scenario() -> None:
+        job, _ = await store.enqueue(new("a", owner="key-a"))
+        assert job.owner == "key-a"
+        assert (await store.get("a")).owner == "key-a"
+        anonymous, _ = await store.enqueue(new("b"))
+        assert anonymous.owner is None
+
+    run(scenario())
+
+
+def test_listing_by_owner_shows_only_that_owners_jobs_page_by_page(store: JobStore) -> None:
+    async def scenario() -> None:
+        for i in range(7):
+            owner = ("key-a", "key-b", None)[i % 3]
+            await store.enqueue(new(f"job-{i}", owner=owner), now=1000.0 + i)
+        await store.claim("w", lease_s=30)  # job-0 (key-a) runs
+        jobs, cursor = await store.list_jobs(owner="key-a", limit=2)
+        assert [j.id for j in jobs] == ["job-6", "job-3"] and cursor is not None
+        jobs, cursor = await store.list_jobs(owner="key-a", limit=2, cursor=cursor)
+        assert [j.id for j in jobs] == ["job-0"] and cursor is None
+        queued, _ = await store.list_jobs(owner="key-a", status=JobStatus.QUEUED)
+        assert [j.id for j in queued] == ["job-6", "job-3"]
+        assert [j.id for j in (await store.list_jobs(owner="key-b"))[0]] == ["job-4", "job-1"]
+        assert (await store.list_jobs(owner="key-c"))[0] == []
+        everyone, _ = await store.list_jobs()
+        assert [j.id for j in everyone] == [f"job-{i}" for i in reversed(range(7))]
+
+    run(scenario())
+
+
+def test_an_id_taken_by_another_owner_is_a_conflict_never_their_job(store: JobStore) -> None:
+    async def scenario() -> None:
+        await store.enqueue(new("shared", owner="key-a", request_hash="h"))
+        for stranger in ("key-b", None):
+            with pytest.raises(JobConflict) as info:
+                await store.enqueue(new("shared", owner=stranger, request_hash="h"))
+            assert info.value.message == "job 'shared' already exists with a different request"
+        assert (await store.get("shared")).owner == "key-a"
+        _, created = await store.enqueue(new("shared", owner="key-a", request_hash="h"))
+        assert not created  # the owner's own retry is still a retry
+        assert len(await store.events("shared")) == 1
+
+    run(scenario())
+
+
+# --- events ----------------------------------------------------------------------------------
+
+
+def test_events_come_in_order_and_after_a_seq(store: JobStore) -> None:
+    async def scenario() -> None:
+        await fill(store, 2)
+        first = await store.publish("job-000", "progress", {"value": 1}, now=1.5)
+        await store.publish("job-001", "progress", {"value": 9})
+        second = await store.publish("job-000", "progress", {"value": 2})
+        assert (first.job_id, first.kind, first.data, first.at) == (
+            "job-000",
+            "progress",
+            {"value": 1},
+            1.5,
+        )
+        events = await store.events("job-000")
+        assert [event.seq for event in events] == sorted(event.seq for event in events)
+        assert [event.data for event in events] == [
+            {"status": "queued"},
+            {"value": 1},
+            {"value": 2},
+        ]
+        assert await store.events("job-000", after=first.seq) == [second]
+        assert await store.events("job-000", after=second.seq) == []
+        assert len(await store.events("job-000", limit=2)) == 2
+        assert second.to_dict()["data"] == {"value": 2}
+        with pytest.raises(JobNotFound):
+            await store.publish("nope", "progress", {})
+        with pytest.raises(JobNotFound):
+            await store.events("nope")
+
+    run(scenario())
+
+
+def test_wait_events_wakes_up_on_publish(store: JobStore) -> None:
+    async def scenario() -> None:
+        await fill(store, 2)
+        (latest,) = await store.events("job-000")
+        waiter = asyncio.create_task(store.wait_events("job-000", after=latest.seq, timeout=5))
+        other = asyncio.create_task(store.wait_events("job-000", after=latest.seq, timeout=5))
+        await asyncio.sleep(0.02)
+        assert not waiter.done()
+        await store.publish("job-001", "progress", {})  # another job's event wakes nobody here
+        await asyncio.sleep(0.02)
+        assert not waiter.done()
+        started = time.monotonic()
+        await store.claim("w", lease_s=30)  # a status event is an event too
+        got = await asyncio.wait_for(waiter, 1)
+        assert time.monotonic() - started < 0.5
+        assert [event.data["status"] for event in got] == ["running"]
+        assert await other == got
+
+    run(scenario())
+
+
+def test_wait_events_returns_at_once_or_empty_after_the_timeout(store: JobStore) -> None:
+    async def scenario() -> None:
+        await fill(store, 1)
+        started = time.monotonic()
+        assert len(await store.wait_events("job-000", after=0, timeout=5)) == 1
+        assert time.monotonic() - started < 0.5
+        (latest,) = await store.events("job-000")
+        started = time.monotonic()
+        assert await store.wait_events("job-000", after=latest.seq, timeout=0.05) == []
+        assert 0.04 < time.monotonic() - started < 1
+        with pytest.raises(JobNotFound):
+            await store.wait_events("nope", after=0, timeout=0.01)
+
+    run(scenario())
+
+
+def test_close_wakes_waiters_and_refuses_calls(store: JobStore) -> None:
+    async def scenario() -> None:
+        await fill(store, 1)
+        waiter = asyncio.create_task(store.wait_events("job-000", after=99, timeout=5))
+        await asyncio.sleep(0.01)
+        await store.close()
+        assert await asyncio.wait_for(waiter, 1) == []
+        with pytest.raises(JobStoreError, match="closed"):
+            await store.get("job-000")
+        await store.close()  # twice is fine
+
+    run(scenario())
+
+
+def test_options_travel_with_the_job(store: JobStore) -> None:
+    options = {"webhook": {"url": "https://example.com/hook", "events": None}, "timeout_s": 30}
+
+    async def go() -> tuple[Job, Job]:
+        stored, _ = await store.enqueue(new("opt", options=options))
+        claimed = await store.claim("w", lease_s=10)
+        assert claimed is not None
+        return stored, claimed
+
+    stored, claimed = run(go())
+    assert stored.options == options == claimed.options
+    assert run(store.get("opt")).options == options
+
+
+def test_a_claim_records_where_the_job_runs_in_the_same_write(store: JobStore) -> None:
+    async def go() -> Job:
+        await store.enqueue(new("where"))
+        job = await store.claim("w", lease_s=10, instance=1, prompt_id="p-1")
+        assert job is not None and (job.instance, job.prompt_id) == (1, "p-1")
+        return await store.get("where")
+
+    job = run(go())
+    assert (job.instance, job.prompt_id) == (1, "p-1")
+    running = run(store.events("where"))[-1]
+    assert running.data == {"status": "running", "attempt": 1, "instance": 1}
+
+
+def test_completion_details_go_into_the_succeeded_event(store: JobStore) -> None:
+    async def go() -> list[Any]:
+        await store.enqueue(new("done"))
+        await store.claim("w", lease_s=10)
+        await store.complete("done", "w", [], details={"comfy_ts": 123, "status": "forged"})
+        return await store.events("done")
+
+    last = run(go())[-1]
+    assert last.data == {"comfy_ts": 123, "status": "succeeded"}
+
+
+def test_events_since_is_every_jobs_feed_in_order(store: JobStore) -> None:
+    async def go() -> tuple[list[Any], list[Any]]:
+        await store.enqueue(new("a"))
+        await store.enqueue(new("b"))
+        await store.publish("a", "note", {"n": 1})
+        everything = await store.events_since(0)
+        rest = await store.events_since(everything[0].seq, limit=1)
+        return everything, rest
+
+    everything, rest = run(go())
+    assert [(e.job_id, e.kind) for e in everything] == [
+        ("a", "status"),
+        ("b", "status"),
+        ("a", "note"),
+    ]
+    assert [e.seq for e in everything] == sorted(e.seq for e in everything)
+    assert rest == everything[1:2]
+
+
+def test_publishing_for_an_unknown_job_is_refused(store: JobStore) -> None:
+    with pytest.raises(JobNotFound):
+        run(store.publish("nobody", "note", {}))
+
+
+def test_a_queued_job_can_be_failed_for_a_timeout_once_only(store: JobStore) -> None:
+    error = {"code": "timeout", "message": "waited too long", "retryable": False}
+
+    async def go() -> tuple[Job | None, Job | None, Job | None]:
+        await store.enqueue(new("slow"))
+        await store.enqueue(new("taken"))
+        first = await store.fail_queued("slow", error)
+        again = await store.fail_queued("slow", error)
+        claimed = await store.claim("w", lease_s=10)
+        assert claimed is not None and claimed.id == "taken"
+        running = await store.fail_queued("taken", error)
+        return first, again, running
+
+    first, again, running = run(go())
+    assert first is not None and first.status is JobStatus.FAILED and first.error == error
+    assert again is None and running is None
+    assert run(store.get("taken")).status is JobStatus.RUNNING
+
+
+def test_a_cursor_too_big_for_a_row_id_is_invalid(store: JobStore) -> None:
+    with pytest.raises(InvalidCursor):
+        run(store.list_jobs(cursor="9" * 20))
