@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from comfyfleet.db import load_migrations, load_queries, split_statements
 from comfyfleet.jobs import (
     JobStatus,
     JobStoreError,
@@ -25,7 +26,6 @@ from comfyfleet.jobs import (
     SqliteJobStore,
     open_store,
 )
-from comfyfleet.jobs._sqlfiles import load_migrations, load_queries, split_statements
 
 T = TypeVar("T")
 
@@ -186,7 +186,7 @@ def test_migrations_run_once(tmp_path: Path) -> None:
     db = tmp_path / "deep" / "dir" / "jobs.db"
     first = SqliteJobStore.open(db)
     run(first.close())
-    known = [version for version, _, _ in load_migrations()]
+    known = [version for version, _, _ in load_migrations("comfyfleet.jobs")]
     assert first.migrated == known == sorted(known)
     assert known[0] == 1
     again = SqliteJobStore.open(db)
@@ -204,10 +204,10 @@ def test_upgrading_a_store_gives_old_jobs_no_owner_and_lists_by_owner_through_an
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "jobs.db"
-    queries = load_queries()
+    queries = load_queries("comfyfleet.jobs")
     with sqlite3.connect(db) as conn:  # a store as the release before owners left it
         conn.execute(queries["create_migrations_table"])
-        for version, name, script in load_migrations():
+        for version, name, script in load_migrations("comfyfleet.jobs"):
             if version >= 4:
                 break
             for statement in split_statements(script):
@@ -257,7 +257,7 @@ def test_a_newer_schema_or_a_foreign_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_every_named_query_is_one_statement() -> None:
-    queries = load_queries()
+    queries = load_queries("comfyfleet.jobs")
     assert {"claim", "next_queued", "insert_job", "update_job"} - set(queries) == {"claim"}
     for name, sql in queries.items():
         assert len(split_statements(sql)) == (4 if name == "pragmas" else 1), name

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from comfyfleet.db import URL_SCHEMES
 from comfyfleet.jobs._memory import MemoryJobStore
 from comfyfleet.jobs._model import JobStoreError
-from comfyfleet.jobs._pgconn import URL_SCHEMES
 from comfyfleet.jobs._postgres import PostgresJobStore
 from comfyfleet.jobs._sqlite import SqliteJobStore
 from comfyfleet.jobs._store import JobStore

@@ -19,8 +19,8 @@ from collections.abc import Callable
 
 import psycopg
 
+from comfyfleet.db import Connection, connect, one_line, redact
 from comfyfleet.jobs._model import JobStoreError
-from comfyfleet.jobs._pgconn import Connection, connect, one_line, redact
 
 log = logging.getLogger("comfyfleet.jobs")
 

@@ -26,6 +26,17 @@ from typing import Any
 import psycopg
 from psycopg.rows import DictRow
 
+from comfyfleet.db import (
+    NO_CURSOR,
+    Connection,
+    Database,
+    connect,
+    load_migrations,
+    load_queries,
+    migrate,
+    redact,
+    script,
+)
 from comfyfleet.jobs import _store as rules
 from comfyfleet.jobs._model import (
     Job,
@@ -37,11 +48,11 @@ from comfyfleet.jobs._model import (
     NewJob,
     QueueFull,
 )
-from comfyfleet.jobs._pgconn import Connection, Database, connect, migrate, redact, script
 from comfyfleet.jobs._pglisten import Listener
 from comfyfleet.jobs._rows import clock, dump, event_from_row, job_from_row, mutable_columns
-from comfyfleet.jobs._sqlconn import NO_CURSOR
-from comfyfleet.jobs._sqlfiles import load_queries
+
+JOBS_SQL = "comfyfleet.jobs"
+"""The package whose `sql/` folders hold the job store's schema and queries."""
 
 Decide = Callable[[Job], "rules.Change | None"]
 BEGIN, COMMIT = "BEGIN", "COMMIT"
@@ -65,11 +76,12 @@ class PostgresJobStore:
     @classmethod
     async def open(cls, url: str) -> PostgresJobStore:
         """Connect to `url`, migrate the database, and start listening for notifications."""
-        queries = load_queries(folder="sql/postgres")
+        queries = load_queries(JOBS_SQL, folder="sql/postgres")
         conn = await connect(url, JobStoreError, "job store")
         store = cls(url, queries)
         try:
-            store.migrated = await migrate(conn, queries, url=url, error=JobStoreError)
+            migrations = load_migrations(JOBS_SQL, "sql/postgres")
+            store.migrated = await migrate(conn, queries, migrations, url=url, error=JobStoreError)
             await store._db.open()
             await store._listener.start(conn)  # the listener owns (and closes) it from here
         except BaseException as exc:

@@ -26,6 +26,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from comfyfleet.db import (
+    NO_CURSOR,
+    immediate,
+    load_migrations,
+    load_queries,
+    opening,
+    split_statements,
+)
 from comfyfleet.jobs import _store as rules
 from comfyfleet.jobs._model import (
     Job,
@@ -42,8 +50,9 @@ from comfyfleet.jobs._rows import dump as _dump
 from comfyfleet.jobs._rows import event_from_row as _event
 from comfyfleet.jobs._rows import job_from_row as _job
 from comfyfleet.jobs._rows import mutable_columns as _mutable_columns
-from comfyfleet.jobs._sqlconn import NO_CURSOR, immediate, opening
-from comfyfleet.jobs._sqlfiles import load_migrations, load_queries, split_statements
+
+JOBS_SQL = "comfyfleet.jobs"
+"""The package whose `sql/` folders hold the job store's schema and queries."""
 
 
 class SqliteJobStore:
@@ -67,7 +76,7 @@ class SqliteJobStore:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise _open_error(path, exc) from exc
-        queries = load_queries()
+        queries = load_queries(JOBS_SQL)
         try:
             with opening(path, queries["pragmas"]) as conn:
                 store = cls(conn, queries, path)
@@ -327,7 +336,7 @@ class SqliteJobStore:
         """Run the migrations this file has not had yet, each in its own transaction."""
         conn = self._db()
         conn.execute(self._q["create_migrations_table"])
-        known = load_migrations()
+        known = load_migrations(JOBS_SQL)
         applied: list[int] = []
         for version, name, script in known:
             with self._write():

@@ -16,9 +16,7 @@ from typing import Any
 
 import psycopg
 
-from comfyfleet.jobs._pgconn import Connection, Database, connect, redact
-from comfyfleet.jobs._sqlconn import NO_CURSOR
-from comfyfleet.jobs._sqlfiles import load_queries
+from comfyfleet.db import NO_CURSOR, Connection, Database, connect, load_queries, redact
 from comfyfleet.webhooks._errors import DeliveryNotFailed, DeliveryNotFound, OutboxError
 from comfyfleet.webhooks._model import Delivery, DeliveryState, NewDelivery
 from comfyfleet.webhooks._outbox import check_limit, cursor_seq, page
@@ -35,7 +33,7 @@ class PostgresOutbox:
     @classmethod
     async def open(cls, url: str) -> PostgresOutbox:
         """Open the outbox in the job store database at `url`."""
-        queries = load_queries(package="comfyfleet.webhooks", file_name="outbox_postgres.sql")
+        queries = load_queries("comfyfleet.webhooks", file_name="outbox_postgres.sql")
         conn = await connect(url, OutboxError, "webhook outbox")
         try:
             row = await (await conn.execute(queries["has_tables"])).fetchone()

@@ -17,8 +17,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from comfyfleet.jobs._sqlconn import NO_CURSOR, immediate, opening
-from comfyfleet.jobs._sqlfiles import load_queries
+from comfyfleet.db import NO_CURSOR, immediate, load_queries, opening
 from comfyfleet.webhooks._errors import DeliveryNotFailed, DeliveryNotFound, OutboxError
 from comfyfleet.webhooks._model import Delivery, DeliveryState, NewDelivery
 from comfyfleet.webhooks._outbox import check_limit, cursor_seq, page
@@ -40,7 +39,7 @@ class SqliteOutbox:
                 f"no job store at {path} to hold the webhook outbox",
                 hint="open the SQLite job store first: it creates the file and the outbox tables",
             )
-        queries = load_queries(package="comfyfleet.webhooks", file_name="outbox.sql")
+        queries = load_queries("comfyfleet.webhooks", file_name="outbox.sql")
         try:
             with opening(path, queries["pragmas"]) as conn:
                 if conn.execute(queries["has_tables"]).fetchone()[0] != 2:

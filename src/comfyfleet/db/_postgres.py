@@ -32,7 +32,6 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from comfyfleet.errors import ComfyfleetError
-from comfyfleet.jobs._sqlfiles import load_migrations
 
 T = TypeVar("T")
 Connection = psycopg.AsyncConnection[DictRow]
@@ -144,15 +143,20 @@ async def script(
 
 
 async def migrate(
-    conn: Connection, queries: dict[str, str], *, url: str, error: type[ComfyfleetError]
+    conn: Connection,
+    queries: dict[str, str],
+    migrations: list[tuple[int, str, str]],
+    *,
+    url: str,
+    error: type[ComfyfleetError],
 ) -> list[int]:
-    """Apply the migrations in `sql/postgres` that the database lacks; return their versions.
+    """Apply the `migrations` (version, name, script) the database lacks; return their versions.
 
     All of them run in one transaction under an advisory lock, so two processes starting at
     once take turns (the second finds nothing left to do) and a failed migration leaves the
     schema as it was. A database migrated by a newer comfyfleet is refused, naming both versions.
     """
-    known = load_migrations("sql/postgres")
+    known = migrations
     applied: list[int] = []
     async with conn.transaction():
         await conn.execute(queries["lock_migrations"])

@@ -1,8 +1,8 @@
-"""Reading the SQL that ships with the package: named queries and numbered migrations.
+"""Reading the SQL that ships with a package: named queries and numbered migrations.
 
-All SQL of the SQLite store lives in `sql/`: `NNNN_name.sql` migrations, run once each in order,
-and `queries.sql`, whose `-- name: x` lines start the block of query x. The PostgreSQL store keeps
-the same two kinds of file in `sql/postgres/`.
+A package keeps `NNNN_name.sql` migrations, run once each in order, and `queries.sql`, whose
+`-- name: x` lines start the block of query x. The job store's database keeps its SQL in
+`comfyfleet.jobs`: `sql/` for SQLite, `sql/postgres/` for PostgreSQL.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ _MIGRATION = re.compile(r"^(\d{4})_(\w+)\.sql$")
 
 
 def load_queries(
-    *, package: str = "comfyfleet.jobs", file_name: str = "queries.sql", folder: str = "sql"
+    package: str, *, file_name: str = "queries.sql", folder: str = "sql"
 ) -> dict[str, str]:
     """The named blocks of `<folder>/<file_name>` in `package`: `-- name: x` starts block x.
 
-    The defaults read the SQLite job store's own queries; other stores that live in the same
-    database (the webhook outbox) keep their queries next to their own code."""
+    Each store keeps its queries next to its own code (the job store in `comfyfleet.jobs`, the
+    webhook outbox in `comfyfleet.webhooks`), even where they share one database."""
     text = _sql_dir(package, folder).joinpath(file_name).read_text("utf-8")
     preamble, *pairs = _NAME_LINE.split(text)
     if _has_code(preamble):
@@ -35,11 +35,11 @@ def load_queries(
     return queries
 
 
-def load_migrations(folder: str = "sql") -> list[tuple[int, str, str]]:
-    """(version, name, script) of every `<folder>/NNNN_name.sql` of the job store, oldest first
-    (`sql` holds SQLite's, `sql/postgres` PostgreSQL's)."""
+def load_migrations(package: str, folder: str = "sql") -> list[tuple[int, str, str]]:
+    """(version, name, script) of every `<folder>/NNNN_name.sql` of `package`, oldest first
+    (the job store's database: `sql` for SQLite, `sql/postgres` for PostgreSQL)."""
     found: dict[int, tuple[int, str, str]] = {}
-    for entry in _sql_dir("comfyfleet.jobs", folder).iterdir():
+    for entry in _sql_dir(package, folder).iterdir():
         match = _MIGRATION.match(entry.name)
         if match is None:
             continue

@@ -1,4 +1,4 @@
-"""How the stores that share the job store's SQLite file connect and write.
+"""How the stores that share one SQLite file (jobs, webhook outbox) connect and write.
 
 The job store and the webhook outbox each keep a connection of their own to one file, and both
 need the same two things: a connection in autocommit mode (so every transaction is an explicit
@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from comfyfleet.jobs._sqlfiles import split_statements
+from comfyfleet.db._files import split_statements
 
 NO_CURSOR = 2**63 - 1
 """Above every seq SQLite hands out: a listing's `before` when it starts from the newest."""
