@@ -47,14 +47,46 @@ def _locked(path: Path) -> Iterator[None]:
         yield
 
 
+def _fixture_digest() -> str:
+    """The test nodes' content: what the cached install's custom nodes are built from."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in FIXTURES.rglob("*") if p.is_file() and _is_fixture(p)):
+        digest.update(str(file.relative_to(FIXTURES)).encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _is_fixture(path: Path) -> bool:
+    return "__pycache__" not in path.parts and path.suffix != ".pyc"
+
+
+def _stable_nodes_file(digest: str) -> Path:
+    """The nodes list and its folders, copied once under the cache by content: every checkout
+    of the same test nodes (CI's clone, a second work tree) installs from the same place and so
+    gets the same install fingerprint, instead of reinstalling the shared cache for its own
+    path."""
+    target = cache_root() / f"fixtures-{digest}"
+    if not target.is_dir():
+        scratch = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.copytree(FIXTURES, scratch, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        scratch.rename(target)
+    return target / NODES_FILE.name
+
+
+def nodes_file() -> Path:
+    """The nodes list the cached install was made from (install with it to find it unchanged)."""
+    return _stable_nodes_file(_fixture_digest())
+
+
 def installed_workspace() -> Path:
     """The cached, installed workspace (installing or updating it first)."""
     root = cache_root() / f"comfyui-{_key()}"
     with _locked(root.with_suffix(".lock")):
+        nodes_file = _stable_nodes_file(_fixture_digest())
         settings = load_settings(
             {
                 "workspace": root,
-                "install": {"source": SOURCE, "torch": TORCH, "nodes_file": NODES_FILE},
+                "install": {"source": SOURCE, "torch": TORCH, "nodes_file": nodes_file},
             }
         )
         install(settings.install, Workspace.from_settings(settings), reporter=RecordingReporter())

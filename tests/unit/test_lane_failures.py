@@ -4,6 +4,7 @@ time, so a job stuck on the lane would keep the next one from ever running."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,7 +24,10 @@ def run_one_slot(body: Body, **settings: Any) -> None:
         store = MemoryJobStore()
         fake = FakeComfy("i0")
         options = DispatcherSettings(
-            slots_per_instance=1, lease_s=5, poll_s=0.02, cancel_poll_s=0.01, **settings
+            **(
+                {"slots_per_instance": 1, "lease_s": 5, "poll_s": 0.02, "cancel_poll_s": 0.01}
+                | settings
+            )
         )
         dispatcher = Dispatcher(
             store,
@@ -134,14 +138,16 @@ def test_the_watchdog_restarts_a_dead_follower_and_requeues_its_jobs() -> None:
         d.notify()
         while (await store.get("held")).status != JobStatus.RUNNING:
             await asyncio.sleep(0.01)
-        d._followers[0].cancel()
-        await asyncio.sleep(0.01)
+        follower = d._followers[0]
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
         assert await d.watchdog() == ["held"]
         assert (await store.get("held")).error is not None
         await until_done(store, ["held"])
         assert (await store.get("held")).status == JobStatus.SUCCEEDED
 
-    run_one_slot(body)
+    run_one_slot(body, lease_s=60)
 
 
 def test_errors_of_other_kinds_are_classified_in_one_place() -> None:
