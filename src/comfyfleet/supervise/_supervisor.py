@@ -132,10 +132,11 @@ class Supervisor:
         return probed and (State.FATAL in states or states <= SERVING)
 
     async def wait_settled(self, timeout: float | None = None) -> bool:
-        """Wait until :meth:`settled`; True when every instance is serving."""
+        """Wait until :meth:`settled`; True when every supervised instance is serving. An
+        attached server that is down is not a failed start (`up` does not stop the fleet for
+        it): its state says so."""
         with self.subscribe() as queue:
             async with asyncio.timeout(timeout):
                 while not self.settled():
                     await queue.get()
-        serving = [i.state in SERVING for i in self.instances]
-        return all(serving + [a.state in SERVING for a in self.attached])
+        return all(i.state in SERVING for i in self.instances)
