@@ -54,12 +54,17 @@ class Server:
         store: str = "sqlite://",
         port: int | None = None,
         base_port: int | None = None,
+        args: tuple[str, ...] = (),
+        serving: int | None = None,
     ) -> None:
         self.ws = ws
         self.instances = instances
+        self.args = args
+        self.serving = instances if serving is None else serving
+        """How many instances must serve before `start` returns (attached ones count)."""
         self.store = store
         self.port = port or free_port_block(1)
-        self.base_port = base_port or free_port_block(instances)
+        self.base_port = base_port or free_port_block(max(instances, 1))
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.http = httpx.Client(base_url=self.url, timeout=120, trust_env=False)
@@ -82,6 +87,7 @@ class Server:
                 str(self.instances),
                 "--store",
                 self.store,
+                *self.args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -94,7 +100,7 @@ class Server:
                 raise AssertionError(f"serve exited: {(self.ws / 'serve.out').read_text()}")
             try:
                 ready = self.http.get("/ready")
-                if ready.status_code == 200 and ready.json()["instances_serving"] == self.instances:
+                if ready.status_code == 200 and ready.json()["instances_serving"] == self.serving:
                     return self
             except httpx.HTTPError:
                 pass

@@ -131,7 +131,7 @@ async def _report_when_settled(
     if serving:
         console.print("[green]✓[/] every instance is ready (Ctrl-C stops them)")
         return
-    failed.extend(s for s in statuses if s.state not in SERVING)
+    failed.extend(s for s in statuses if s.state not in SERVING and not s.attached)
     for status in failed:
         show_failure(console, ws, status)
     stop()

@@ -36,7 +36,10 @@ def serve_command(
     instances: Annotated[
         int | None,
         typer.Option(
-            "--instances", "-n", help="CPU instances (default: one per GPU).", show_default=False
+            "--instances",
+            "-n",
+            help="CPU instances (default: one per GPU; 0: attached servers only).",
+            show_default=False,
         ),
     ] = None,
     gpus: Annotated[
@@ -45,6 +48,15 @@ def serve_command(
     base_port: Annotated[
         int | None,
         typer.Option("--base-port", show_default=False, help="Instance i listens on base+i."),
+    ] = None,
+    attach: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--attach",
+            help="A ComfyUI server comfyfleet did not start, by URL (repeatable): sent jobs, "
+            "probed for health, never started or stopped. With --instances 0, the only ones.",
+            show_default=False,
+        ),
     ] = None,
     max_queued: Annotated[
         int | None,
@@ -61,7 +73,12 @@ def serve_command(
     settings = settings_from(
         workspace,
         config,
-        fleet={"instances": instances, "gpus": gpus, "base_port": base_port},
+        fleet={
+            "instances": instances,
+            "gpus": gpus,
+            "base_port": base_port,
+            "attach": tuple(attach) if attach else None,
+        },
         serve=serve,
     )
 

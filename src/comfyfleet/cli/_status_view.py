@@ -21,6 +21,9 @@ _STATE_STYLE = {
     State.FATAL: "bold red",
     State.STOPPING: "dim",
     State.STOPPED: "dim",
+    State.PROBING: "yellow",
+    State.UNREACHABLE: "red",
+    State.NOT_COMFYUI: "bold red",
 }
 
 
@@ -64,7 +67,7 @@ def status_table(statuses: Sequence[InstanceStatus], host: str) -> Table:
             str(s.index),
             f"[{style}]{s.state}[/]",
             str(s.pid or "-"),
-            f"{host}:{s.port}",
+            escape(s.url) if s.attached and s.url else f"{host}:{s.port}",
             escape(s.device),
             uptime,
             str(s.restarts),

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -127,9 +128,12 @@ class ComfyClient:
             raise self._protocol("GET /prompt has no exec_info.queue_remaining", 200, str(data))
         return remaining
 
-    async def object_info(self) -> dict[str, Any]:
-        """GET /object_info: every node class this instance can run, with its inputs."""
-        return await self._get_object("/object_info")
+    async def object_info(self, node_class: str | None = None) -> dict[str, Any]:
+        """GET /object_info: every node class this instance can run, with its inputs; with
+        `node_class`, only that one (an empty object when the instance does not know it)."""
+        if node_class is None:
+            return await self._get_object("/object_info")
+        return await self._get_object(f"/object_info/{quote(node_class, safe='')}")
 
     async def history(self, prompt_id: str) -> dict[str, Any] | None:
         """The history entry of one prompt, or None while it is queued, running, or unknown.
@@ -209,6 +213,13 @@ class ComfyClient:
         params = {"filename": filename, "subfolder": subfolder, "type": type}
         return self._ok(await self._send("GET", "/view", params=params)).content
 
+    async def upload_input(self, name: str, data: bytes, subfolder: str = "") -> None:
+        """Put a file into the instance's input folder (`POST /upload/image`, which takes any
+        file type), replacing one of the same name: for servers that share no folder with us."""
+        form = {"subfolder": subfolder, "type": "input", "overwrite": "true"}
+        files = {"image": (name, data, "application/octet-stream")}
+        self._ok(await self._send("POST", "/upload/image", form=form, files=files))
+
     # -- plumbing --------------------------------------------------------------------------
 
     async def _send(
@@ -218,9 +229,14 @@ class ComfyClient:
         *,
         body: Any = None,
         params: dict[str, str] | None = None,
+        form: dict[str, str] | None = None,
+        files: dict[str, tuple[str, bytes, str]] | None = None,
     ) -> httpx.Response:
         try:
-            response = await self._http.request(method, path, json=body, params=params)
+            if files is not None:
+                response = await self._http.request(method, path, data=form, files=files)
+            else:
+                response = await self._http.request(method, path, json=body, params=params)
         except httpx.TransportError as exc:
             reason = str(exc) or type(exc).__name__
             raise ComfyUnavailable(

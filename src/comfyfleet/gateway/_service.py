@@ -113,7 +113,7 @@ class Service:
 
     def serving_urls(self) -> list[str]:
         return [
-            f"http://{self.host}:{s.port}"
+            s.url or f"http://{self.host}:{s.port}"
             for s in self.instances()
             if str(s.state) in ("ready", "busy")
         ]

@@ -28,6 +28,7 @@ from comfyfleet.jobs._model import (
 from comfyfleet.jobs._open import open_store
 from comfyfleet.jobs._postgres import PostgresJobStore
 from comfyfleet.jobs._prepare import INSTALL_PRESET, ModelFetch, PrepareFailed, Preparer
+from comfyfleet.jobs._remote import RemoteFolders
 from comfyfleet.jobs._results import OutputPublisher
 from comfyfleet.jobs._sqlite import SqliteJobStore
 from comfyfleet.jobs._store import LEASE_EXPIRED, JobStore, QueueSignal
@@ -58,6 +59,7 @@ __all__ = [
     "Preparer",
     "QueueFull",
     "QueueSignal",
+    "RemoteFolders",
     "SqliteJobStore",
     "check_workflow",
     "clean_prefix",

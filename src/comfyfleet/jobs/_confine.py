@@ -4,7 +4,9 @@ Outputs: every `filename_prefix` is made to write under `<job id>/`. A literal p
 here; a prefix that another node computes cannot be known before the graph runs, so a
 `ComfyfleetJobPrefix` node (comfyfleet's runtime extension, loaded by every instance) is wired in
 front of it and cleans it inside ComfyUI. Both clean the same way (`clean_prefix`; a test holds
-the two to the same answers).
+the two to the same answers). A server without that extension (an attached one) gets the literal
+`<job id>/<node id>` in place of the computed prefix: its files stay the job's own, named by
+their node instead of by the computed name.
 
 Inputs: a literal value that reads as a path leaving its folder (`..`, an absolute path, a
 drive, a NUL, a `[output]`/`[temp]` annotation naming another job's files) is refused before the
@@ -48,16 +50,28 @@ def _is_link(value: Any) -> bool:
     return isinstance(value, list) and len(value) == 2 and isinstance(value[1], int)
 
 
-def namespace_outputs(workflow: Mapping[str, Any], job_id: str) -> dict[str, Any]:
+def has_linked_prefix(workflow: Mapping[str, Any]) -> bool:
+    """Whether some `filename_prefix` is computed by another node (only known when it runs)."""
+    return any(
+        _is_link((node.get("inputs") or {}).get("filename_prefix")) for node in workflow.values()
+    )
+
+
+def namespace_outputs(
+    workflow: Mapping[str, Any], job_id: str, *, prefix_node: bool = True
+) -> dict[str, Any]:
     """A copy whose every `filename_prefix` writes under `<job_id>/`, so that two jobs never
     share (or overwrite) output files and a job's outputs can be found and served by its id,
-    whatever feeds the prefix."""
+    whatever feeds the prefix. `prefix_node`: whether the instance has `ComfyfleetJobPrefix`
+    to clean a computed prefix; without it the computed prefix is dropped."""
     prepared: dict[str, Any] = {}
     for node_id, node in workflow.items():
         inputs = dict(node.get("inputs", {}))
         if "filename_prefix" in inputs:
             prefix = inputs["filename_prefix"]
-            if _is_link(prefix):
+            if _is_link(prefix) and not prefix_node:
+                inputs["filename_prefix"] = clean_prefix(job_id, str(node_id))
+            elif _is_link(prefix):
                 guard = f"comfyfleet-prefix-{node_id}"
                 prepared[guard] = {
                     "class_type": PREFIX_NODE,

@@ -5,7 +5,8 @@ It runs one :class:`Lane` per instance plus a few small loops: filling free slot
 processes) or every `poll_s` (jobs enqueued by another process), heartbeats for the leases of
 in-flight jobs, cancel requests, and releasing leases that expired because some worker died.
 Instance state comes from the supervisor's events: an instance leaving ready/busy fails its
-in-flight jobs as retryable, so they run elsewhere.
+in-flight jobs as retryable, so they run elsewhere. An event with a URL is an attached server's:
+its lane talks to that URL and moves files to and from it (`_remote`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from comfyfleet.jobs._lane import Lane, PreviewSink
 from comfyfleet.jobs._limits import JobLimits, timeout_error
 from comfyfleet.jobs._model import JobStatus
 from comfyfleet.jobs._prepare import Preparer
+from comfyfleet.jobs._remote import RemoteFolders, RemoteServer
 from comfyfleet.jobs._results import OutputPublisher
 from comfyfleet.jobs._store import JobStore, QueueSignal
 from comfyfleet.supervise import SERVING, InstanceEvent
@@ -62,8 +64,10 @@ class Dispatcher:
         publisher: OutputPublisher | None = None,
         on_preview: PreviewSink | None = None,
         prepare: Preparer | None = None,
+        remote: RemoteFolders | None = None,
     ) -> None:
         self.store = store
+        self.remote = remote or RemoteFolders()
         self.prepare = prepare
         self.publisher = publisher
         self.on_preview = on_preview
@@ -79,13 +83,17 @@ class Dispatcher:
         self._started = False
 
     # --- instance state ------------------------------------------------------------------
-    def add_instance(self, index: int, port: int) -> Lane:
-        """A lane for the instance at `port` (replacing one for an older port)."""
-        shown = f"[{self.host}]" if ":" in self.host else self.host
-        url = f"http://{shown}:{port}"
+    def add_instance(self, index: int, port: int | None = None, *, url: str | None = None) -> Lane:
+        """A lane for the instance at `port` on our host (replacing one for an older port), or
+        for the attached server at `url`, which shares no folder with us."""
+        attached = url is not None
+        if url is None:
+            shown = f"[{self.host}]" if ":" in self.host else self.host
+            url = f"http://{shown}:{port}"
         old = self.lanes.get(index)
         if old is not None and old.base_url == url:
             return old
+        client = self._make_client(url)
         lane = Lane(
             index,
             url,
@@ -93,13 +101,14 @@ class Dispatcher:
             worker=self.worker,
             slots=self.settings.slots_per_instance,
             lease_s=self.settings.lease_s,
-            client=self._make_client(url),
+            client=client,
             events=self._make_events(url, f"{self.worker}-{index}"),
             wake=self.wake,
             publisher=self.publisher,
             on_preview=self.on_preview,
             limits=self.settings.limits,
             prepare=self.prepare,
+            remote=RemoteServer(self.remote, client) if attached else None,
         )
         if old is not None:
             lane.in_flight = old.in_flight
@@ -114,7 +123,9 @@ class Dispatcher:
         """Supervisor listener: keep lanes in step with instance states."""
         serving = event.new in SERVING
         lane = self.lanes.get(event.instance)
-        if serving and event.port is not None:
+        if serving and event.url is not None:
+            lane = self.add_instance(event.instance, url=event.url)
+        elif serving and event.port is not None:
             lane = self.add_instance(event.instance, event.port)
         if lane is None:
             return

@@ -30,7 +30,8 @@ from comfyfleet.jobs._failures import JobError, attempt_error, node_error
 from comfyfleet.jobs._limits import JobLimits, timeout_error
 from comfyfleet.jobs._model import Job
 from comfyfleet.jobs._outputs import outputs_from_history
-from comfyfleet.jobs._prepare import NothingToRun, PrepareFailed, Preparer
+from comfyfleet.jobs._prepare import INSTALL_PRESET, NothingToRun, PrepareFailed, Preparer
+from comfyfleet.jobs._remote import RemoteServer
 from comfyfleet.jobs._results import OutputPublisher, storage_error
 from comfyfleet.jobs._store import JobStore
 from comfyfleet.storage import StorageError
@@ -83,8 +84,11 @@ class Lane:
         on_preview: PreviewSink | None = None,
         limits: JobLimits | None = None,
         prepare: Preparer | None = None,
+        remote: RemoteServer | None = None,
     ) -> None:
         self.index = index
+        self.remote = remote
+        """Set for a server that shares no folder with us (attached): see `_remote`."""
         self.base_url = base_url
         self.store = store
         self.worker = worker
@@ -138,6 +142,8 @@ class Lane:
                 break
             try:
                 needs_preparing = self.prepare is not None and self.prepare.needed(job)
+                if self.remote is not None:  # its models are its own; installs are ours
+                    needs_preparing = needs_preparing and INSTALL_PRESET in job.options
             except Exception as exc:  # the job's graph broke the check: its attempt ends here
                 await self.fail_attempt(
                     prompt_id, attempt_error(exc, **self._at("preparing", from_job=True))
@@ -210,7 +216,11 @@ class Lane:
     ) -> None:
         """Send the job to ComfyUI. Whatever goes wrong ends this attempt, never the lane."""
         try:
-            graph = namespace_outputs(job.workflow if workflow is None else workflow, job.id)
+            graph = job.workflow if workflow is None else workflow
+            if self.remote is None:
+                graph = namespace_outputs(graph, job.id)
+            else:
+                graph = await self.remote.graph_for(graph, job.id)
             await self.client.submit(graph, client_id=self.client_id, prompt_id=prompt_id)
         except Exception as exc:
             await self.fail_attempt(
@@ -318,7 +328,14 @@ class Lane:
     ) -> None:
         assert self.publisher is not None
         try:
+            if self.remote is not None:
+                await self.remote.fetch_outputs(job.id, outputs)
             published = await self.publisher.publish(job, outputs)
+        except ComfyError as exc:  # the attached server went away before we had its files
+            failed = attempt_error(exc, **self._at("downloading its outputs"))
+            await self.store.fail(job.id, self.worker, failed.to_dict(), retryable=True)
+            self.wake.set()
+            return
         except StorageError as exc:
             log.warning("job %s: %s", job.id, exc)
             error = storage_error(exc)

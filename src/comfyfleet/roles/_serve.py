@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import uvicorn
 
+from comfyfleet.assets import ASSETS_FOLDER
 from comfyfleet.config import Settings
 from comfyfleet.errors import PortInUseError
 from comfyfleet.gateway import (
@@ -36,6 +37,7 @@ from comfyfleet.jobs import (
     ModelFetch,
     NewJob,
     OutputPublisher,
+    RemoteFolders,
 )
 from comfyfleet.models import ModelLibrary
 from comfyfleet.roles._backends import Backends, open_backends
@@ -59,7 +61,8 @@ async def run_service(
     on_listening: Callable[[str], None] | None = None,
 ) -> None:
     ws = Workspace.from_settings(settings)
-    ws.require_installed()
+    if settings.fleet.instances != 0:  # 0: a gateway in front of attached servers only
+        ws.require_installed()
     serve = settings.serve
     if not port_is_free(serve.host, serve.port):
         raise PortInUseError(
@@ -95,6 +98,7 @@ def _dispatcher(
         publisher=publisher,
         on_preview=service.previews.publish,
         prepare=ModelFetch(library),
+        remote=RemoteFolders(ws.input_dir, ws.output_dir, ASSETS_FOLDER),
     )
 
 

@@ -126,6 +126,7 @@ class Instance:
             rss_bytes=process_tree_rss(self.pid),
             version=self.version,
             reason=self.last_reason,
+            url=f"http://{_shown(self.spec.host)}:{self.port}",
         )
 
     # --- the loop --------------------------------------------------------------------------
@@ -307,6 +308,10 @@ class Instance:
         self.pid = None
         log.line(f"instance {self.spec.index}: stopped")
         self._set(State.STOPPED)
+
+
+def _shown(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 async def _wait_event(event: asyncio.Event, timeout: float) -> None:

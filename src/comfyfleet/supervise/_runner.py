@@ -16,8 +16,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO
 
-from comfyfleet.errors import SupervisorError
-from comfyfleet.gpus import Platform, detect_platform, plan_instances
+from comfyfleet.errors import ConfigError, SupervisorError
+from comfyfleet.gpus import InstancePlan, Platform, detect_platform, plan_instances
+from comfyfleet.supervise._attached import attached_specs
 from comfyfleet.supervise._command import instance_specs
 from comfyfleet.supervise._control import ControlServer, check_socket_path
 from comfyfleet.supervise._logs import RotatingLog
@@ -75,13 +76,22 @@ def build_supervisor(
     launcher: Launcher | None = None,
     prober: Prober | None = None,
 ) -> Supervisor:
-    found = platform or detect_platform()
-    plans = plan_instances(found, instances=fleet.instances, gpus=fleet.gpus)
+    if fleet.instances == 0:  # a gateway in front of attached servers only
+        if not fleet.attach:
+            raise ConfigError(
+                "--instances 0 leaves nothing to serve",
+                hint="attach servers with --attach URL (or fleet.attach), or run instances",
+            )
+        plans: list[InstancePlan] = []
+    else:
+        found = platform or detect_platform()
+        plans = plan_instances(found, instances=fleet.instances, gpus=fleet.gpus)
     return Supervisor(
         instance_specs(ws, fleet, plans),
         fleet,
         launcher=launcher or SubprocessLauncher(),
         prober=prober or HttpProber(timeout=fleet.probe_timeout_s),
+        attached=attached_specs(fleet.attach, first_index=len(plans)),
     )
 
 
@@ -95,8 +105,10 @@ async def run_fleet(
     platform: Platform | None = None,
 ) -> None:
     """Run the fleet until SIGINT/SIGTERM, a `down` request, or the `stop` callable handed to
-    `on_started`/`attach` is called; return once every instance is stopped."""
-    ws.require_installed()
+    `on_started`/`attach` is called; return once every instance is stopped. With no supervised
+    instances (only attached servers) ComfyUI need not be installed here."""
+    if fleet.instances != 0:
+        ws.require_installed()
     ws.prepare()
     check_socket_path(ws.control_socket)
     lock = _WorkspaceLock(ws.supervisor_lock)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -15,7 +16,9 @@ class _Frozen(BaseModel):
 class FleetSettings(_Frozen):
     """How `comfyfleet up` runs the ComfyUI instances."""
 
-    instances: int | None = Field(None, ge=1, description="CPU instances (default: one per GPU)")
+    instances: int | None = Field(
+        None, ge=0, description="CPU instances (default: one per GPU; 0: attached servers only)"
+    )
     gpus: tuple[int, ...] | None = Field(None, description="GPU indexes to use (default: all)")
     host: str = Field("127.0.0.1", description="address instances listen on")
     base_port: int = Field(8188, ge=1, le=65535)
@@ -44,6 +47,12 @@ class FleetSettings(_Frozen):
     database: Literal["memory", "per-instance"] = "memory"
     log_max_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     log_backups: int = Field(5, ge=0)
+    attach: tuple[str, ...] = Field(
+        (), description="ComfyUI servers comfyfleet did not start, by URL: probed, never run"
+    )
+    attach_failures: int = Field(
+        3, ge=1, description="failed probes in a row before a serving attached server is lost"
+    )
 
     @field_validator("gpus", mode="before")
     @classmethod
@@ -53,3 +62,29 @@ class FleetSettings(_Frozen):
         if isinstance(value, int):
             return (value,)
         return value
+
+    @field_validator("attach", mode="before")
+    @classmethod
+    def _check_attach(cls, value: object) -> object:
+        urls = (value,) if isinstance(value, str) else value
+        if not isinstance(urls, list | tuple):
+            return value
+        return tuple(attach_url(str(url)) for url in urls)
+
+
+def attach_url(url: str) -> str:
+    """`url` as the base URL of an attached server (no trailing slash), or a ValueError that
+    names it: only http(s) URLs with a host can be probed and sent jobs."""
+    text = url.strip()
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises on a port that is not a number or out of range
+    except ValueError as exc:
+        raise ValueError(f"attached server {url!r} is not a valid URL: {exc}") from exc
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"attached server {url!r} is not an http:// or https:// URL")
+    if not parts.hostname:
+        raise ValueError(f"attached server {url!r} has no host")
+    if parts.query or parts.fragment:
+        raise ValueError(f"attached server {url!r}: a base URL takes no query or fragment")
+    return text.rstrip("/")

@@ -8,6 +8,9 @@ RUNNING, since a ComfyUI process that runs but does not answer HTTP is not usabl
     STARTING -> FATAL                        (more failed starts in a row than allowed)
     READY/BUSY -> EXITED -> BACKOFF          (crashed or stopped answering)
     any -> STOPPING -> STOPPED               (asked to stop)
+
+Attached servers (`_attached`), which comfyfleet watches but never runs, use READY/BUSY/STOPPED
+and three states of their own: PROBING, UNREACHABLE and NOT_COMFYUI.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ class State(StrEnum):
     STOPPING = "stopping"
     EXITED = "exited"
     FATAL = "fatal"
+    PROBING = "probing"
+    UNREACHABLE = "unreachable"
+    NOT_COMFYUI = "not_comfyui"
 
 
 _ALLOWED: dict[State, frozenset[State]] = {
@@ -41,7 +47,11 @@ _ALLOWED: dict[State, frozenset[State]] = {
     State.BACKOFF: frozenset({State.STARTING, State.STOPPING}),
     State.FATAL: frozenset({State.STARTING, State.STOPPING}),
     State.STOPPING: frozenset({State.STOPPED}),
+    State.PROBING: frozenset(),
+    State.UNREACHABLE: frozenset(),
+    State.NOT_COMFYUI: frozenset(),
 }
+"""Supervised instances; they never enter the attached servers' own states."""
 
 SERVING = frozenset({State.READY, State.BUSY})
 """States in which an instance answers and can take work."""
@@ -67,6 +77,8 @@ class InstanceEvent:
     pid: int | None = None
     port: int | None = None
     at: float = field(default_factory=time.time)
+    url: str | None = None
+    """Set for attached servers: where they answer (supervised ones are on the fleet's host)."""
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -77,6 +89,7 @@ class InstanceEvent:
             "pid": self.pid,
             "port": self.port,
             "at": self.at,
+            "url": self.url,
         }
 
     def describe(self) -> str:

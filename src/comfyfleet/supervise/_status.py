@@ -41,6 +41,9 @@ class InstanceStatus:
     rss_bytes: int | None
     version: str | None
     reason: str
+    url: str | None = None
+    attached: bool = False
+    """A server comfyfleet did not start: watched by probes, never started or restarted."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

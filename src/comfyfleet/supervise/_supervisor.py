@@ -1,4 +1,7 @@
-"""The supervisor: a set of instances, their events, and the port bookkeeping between them."""
+"""The supervisor: a set of instances, their events, and the port bookkeeping between them.
+
+Attached servers (`_attached`) sit beside the supervised instances: their events go to the same
+listeners and their statuses into the same list, but restarts and kills never reach them."""
 
 from __future__ import annotations
 
@@ -8,9 +11,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 
+from comfyfleet.errors import SupervisorError
+from comfyfleet.supervise._attached import AttachedInstance, AttachedSpec
 from comfyfleet.supervise._instance import Instance, InstanceSpec
 from comfyfleet.supervise._ports import choose_port, port_is_free
-from comfyfleet.supervise._probe import Prober
+from comfyfleet.supervise._probe import Prober, UrlProber
 from comfyfleet.supervise._process import Launcher
 from comfyfleet.supervise._settings import FleetSettings
 from comfyfleet.supervise._states import SERVING, InstanceEvent, State
@@ -31,6 +36,8 @@ class Supervisor:
         prober: Prober,
         port_probe: Callable[[str, int], bool] = port_is_free,
         history: int = 500,
+        attached: Sequence[AttachedSpec] = (),
+        url_prober: UrlProber | None = None,
     ) -> None:
         self.settings = settings
         self._port_probe = port_probe
@@ -50,6 +57,17 @@ class Supervisor:
             for spec in specs
         ]
         self._prober = prober
+        self._separate_url_prober = url_prober is not None
+        if url_prober is None and isinstance(prober, UrlProber):
+            url_prober = prober
+        if attached and url_prober is None:
+            raise SupervisorError("attached servers need a prober that can probe a URL")
+        self._url_prober = url_prober
+        self.attached = [
+            AttachedInstance(spec, settings, prober=url_prober, emit=self._publish)
+            for spec in attached
+            if url_prober is not None
+        ]
 
     # --- events ----------------------------------------------------------------------------
     def add_listener(self, sink: EventSink) -> None:
@@ -85,10 +103,17 @@ class Supervisor:
     def start(self) -> None:
         for instance in self.instances:
             instance.start()
+        for server in self.attached:
+            server.start()
 
     async def stop(self) -> None:
-        await asyncio.gather(*(instance.stop() for instance in self.instances))
+        await asyncio.gather(
+            *(instance.stop() for instance in self.instances),
+            *(server.stop() for server in self.attached),
+        )
         await self._prober.aclose()
+        if self._url_prober is not None and self._separate_url_prober:
+            await self._url_prober.aclose()
 
     def restart(self, index: int | None = None) -> list[int]:
         chosen = [i for i in self.instances if index is None or i.spec.index == index]
@@ -97,15 +122,19 @@ class Supervisor:
         return [i.spec.index for i in chosen]
 
     def status(self) -> list[InstanceStatus]:
-        return [instance.status() for instance in self.instances]
+        return [i.status() for i in self.instances] + [a.status() for a in self.attached]
 
     def settled(self) -> bool:
-        """Every instance is serving, or at least one is fatal (no point waiting longer)."""
+        """Every instance is serving, or at least one is fatal (no point waiting longer), and
+        every attached server has answered its first probe, whatever the answer."""
         states = {i.state for i in self.instances}
-        return State.FATAL in states or states <= SERVING
+        probed = all(a.state not in (State.STOPPED, State.PROBING) for a in self.attached)
+        return probed and (State.FATAL in states or states <= SERVING)
 
     async def wait_settled(self, timeout: float | None = None) -> bool:
-        """Wait until :meth:`settled`; True when every instance is serving."""
+        """Wait until :meth:`settled`; True when every supervised instance is serving. An
+        attached server that is down is not a failed start (`up` does not stop the fleet for
+        it): its state says so."""
         with self.subscribe() as queue:
             async with asyncio.timeout(timeout):
                 while not self.settled():
