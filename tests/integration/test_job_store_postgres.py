@@ -13,7 +13,6 @@ from typing import TypeVar
 
 import psycopg
 import pytest
-from comfyfleet.gateway._backends import open_backends
 
 from comfyfleet.config import load_settings
 from comfyfleet.jobs import (
@@ -25,6 +24,7 @@ from comfyfleet.jobs import (
     QueueSignal,
     open_store,
 )
+from comfyfleet.roles._backends import open_backends
 from comfyfleet.workspace import Workspace
 from tests.job_store_contract import *  # noqa: F403  (the contract's tests, collected here)
 from tests.job_store_contract import run
