@@ -22,6 +22,7 @@ from comfyfleet.jobs._fleet import (
 )
 from comfyfleet.jobs._fleet_memory import MemoryRegistry
 from comfyfleet.jobs._fleet_postgres import PostgresRegistry
+from comfyfleet.jobs._fleet_previews import PreviewWriter
 from comfyfleet.jobs._fleet_sqlite import SqliteRegistry
 from comfyfleet.jobs._graph import GraphError, check_workflow
 from comfyfleet.jobs._limits import JobLimits
@@ -76,6 +77,7 @@ __all__ = [
     "PostgresRegistry",
     "PrepareFailed",
     "Preparer",
+    "PreviewWriter",
     "QueueFull",
     "QueueSignal",
     "Registry",

@@ -132,7 +132,8 @@ class Fleet:
         agents = {a.id: a for a in self.agents}
         listed = []
         for each in self.instances:
-            data = each.to_dict()
+            data = dict(each.details) | each.to_dict()  # pid, port, ... beside the record
+            del data["details"]
             agent = agents.get(each.agent)
             data["agent"] = (agent.to_dict() if agent else {"id": each.agent}) | {
                 "alive": each.agent in self.alive
