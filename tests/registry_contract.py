@@ -148,7 +148,8 @@ def test_prune_removes_long_gone_agents_old_frames_and_unused_schemas(registry: 
         )
         await registry.put_preview(StoredFrame("j1", "w", 1, "jpeg", b"old", 10.0))
         await registry.put_preview(StoredFrame("j2", "w", 1, "jpeg", b"new", 95.0))
-        assert await registry.prune(older_than=50.0) == 1
+        await registry.put_preview(StoredFrame("j3", "w", 1, "jpeg", b"mid", 60.0))
+        assert await registry.prune(older_than=50.0, frames_before=70.0) == 1
         fleet = await registry.fleet(timeout_s=1000, now=100.0)
         assert [a.id for a in fleet.agents] == ["new"]
         assert [i.agent for i in fleet.instances] == ["new"]

@@ -193,9 +193,10 @@ class Registry(Protocol):
         """The stored schemas among `digests`, by digest."""
         ...
 
-    async def prune(self, *, older_than: float) -> int:
+    async def prune(self, *, older_than: float, frames_before: float | None = None) -> int:
         """Remove agents (and their instances) silent since before `older_than`, preview
-        frames older than it, and schemas no instance names; returns the agents removed."""
+        frames stored before `frames_before` (default: `older_than`), and schemas no instance
+        names; returns the agents removed."""
         ...
 
     async def put_preview(self, frame: StoredFrame) -> None:

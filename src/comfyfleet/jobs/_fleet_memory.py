@@ -55,11 +55,12 @@ class MemoryRegistry:
     async def schemas(self, digests: Collection[str]) -> dict[str, NodeSchemas]:
         return {d: self._schemas[d] for d in digests if d in self._schemas}
 
-    async def prune(self, *, older_than: float) -> int:
+    async def prune(self, *, older_than: float, frames_before: float | None = None) -> int:
         gone = [a.id for a in self._agents.values() if a.heartbeat_at < older_than]
         for agent_id in gone:
             await self.leave(agent_id)
-        for job_id in [j for j, f in self._frames.items() if f.at < older_than]:
+        cutoff = older_than if frames_before is None else frames_before
+        for job_id in [j for j, f in self._frames.items() if f.at < cutoff]:
             del self._frames[job_id]
         named = {i.schema_digest for i in self._instances.values()}
         for digest in [d for d in self._schemas if d not in named]:

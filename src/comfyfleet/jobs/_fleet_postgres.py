@@ -117,13 +117,16 @@ class PostgresRegistry:
         rows = await self._script([self._q["get_schemas"]], {"digests": sorted(set(digests))})
         return {row["digest"]: NodeSchemas.from_json(row["body"]) for row in rows}
 
-    async def prune(self, *, older_than: float) -> int:
+    async def prune(self, *, older_than: float, frames_before: float | None = None) -> int:
         async def prune(conn: Connection) -> int:
             params = {"older_than": older_than}
             async with conn.transaction():
                 removed = (await conn.execute(self._q["prune_agents"], params)).rowcount
                 await conn.execute(self._q["prune_instances"])
-                await conn.execute(self._q["prune_frames"], params)
+                await conn.execute(
+                    self._q["prune_frames"],
+                    {"before": older_than if frames_before is None else frames_before},
+                )
                 await conn.execute(self._q["prune_schemas"])
             return int(removed)
 

@@ -90,12 +90,15 @@ class SqliteRegistry:
                 found[digest] = NodeSchemas.from_json(row["body"])
         return found
 
-    async def prune(self, *, older_than: float) -> int:
+    async def prune(self, *, older_than: float, frames_before: float | None = None) -> int:
         params = {"older_than": older_than}
         with self._write() as conn:
             removed = conn.execute(self._q["prune_agents"], params).rowcount
             conn.execute(self._q["prune_instances"])
-            conn.execute(self._q["prune_frames"], params)
+            conn.execute(
+                self._q["prune_frames"],
+                {"before": older_than if frames_before is None else frames_before},
+            )
             conn.execute(self._q["prune_schemas"])
         return int(removed)
 

@@ -57,7 +57,9 @@ class Reporter:
     models_every_s: float = 30.0
     vram_every_s: float = 10.0
     prune_after_s: float = 3600.0
-    prune_every_s: float = 600.0
+    prune_every_s: float = 60.0
+    frames_for_s: float = 60.0
+    """Preview frames older than this are removed (a watcher only wants the last seconds')."""
     max_backoff_s: float = 30.0
     _probes: dict[int, _Probe] = field(default_factory=dict)
     _schemas_stored: set[str] = field(default_factory=set)
@@ -90,7 +92,10 @@ class Reporter:
         await self.registry.report(self.agent, records)
         if now - self._pruned_at >= self.prune_every_s:  # now and then: forget agents long gone
             self._pruned_at = now
-            await self.registry.prune(older_than=time.time() - self.prune_after_s)
+            wall = time.time()
+            await self.registry.prune(
+                older_than=wall - self.prune_after_s, frames_before=wall - self.frames_for_s
+            )
 
     async def leave(self) -> None:
         await self.registry.leave(self.agent.id)

@@ -68,7 +68,7 @@ DELETE FROM fleet_agents WHERE heartbeat_at < %(older_than)s;
 DELETE FROM fleet_instances WHERE agent NOT IN (SELECT id FROM fleet_agents);
 
 -- name: prune_frames
-DELETE FROM preview_frames WHERE at < %(older_than)s;
+DELETE FROM preview_frames WHERE at < %(before)s;
 
 -- name: prune_schemas
 DELETE FROM fleet_schemas WHERE digest NOT IN (
