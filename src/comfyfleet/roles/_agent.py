@@ -151,6 +151,7 @@ def build_agent(
         list_models=list_models,
         heartbeat_s=serve.agent_heartbeat_s,
     )
+    supervisor.add_listener(lambda event: reporter.wake())
     webhooks = WebhookService(
         backends.store,
         backends.outbox,

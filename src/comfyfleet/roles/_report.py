@@ -12,6 +12,7 @@ a growing delay (up to `max_backoff_s`); the agent and its jobs go on meanwhile.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -66,6 +67,7 @@ class Reporter:
     _models: Mapping[str, Sequence[str]] = field(default_factory=dict)
     _models_at: float = float("-inf")
     _pruned_at: float = float("-inf")
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self) -> None:
         """Report until cancelled; failures wait longer each time, then report again."""
@@ -81,7 +83,17 @@ class Reporter:
                 if not failing:
                     log.warning("reporting to the fleet registry failed: %s", exc)
                 failing, delay = True, min(delay * 2, self.max_backoff_s)
-            await asyncio.sleep(delay)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    if failing:  # a failing store waits out its delay, whatever happens
+                        await asyncio.Event().wait()
+                    await self._wake.wait()
+
+    def wake(self) -> None:
+        """Report now, not at the next heartbeat (an instance changed state: readiness and
+        the instance list should not lag behind it)."""
+        self._wake.set()
 
     async def report_once(self) -> None:
         now = time.monotonic()
