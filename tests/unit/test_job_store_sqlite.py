@@ -224,7 +224,7 @@ def test_upgrading_a_store_gives_old_jobs_no_owner_and_lists_by_owner_through_an
     async def scenario() -> None:
         store = SqliteJobStore.open(db)
         try:
-            assert store.migrated == [4]
+            assert store.migrated[0] == 4  # and any newer ones
             assert (await store.get("old")).owner is None
             await store.enqueue(NewJob(id="new", workflow={}, owner="key-a"))
             assert [j.id for j in (await store.list_jobs(owner="key-a"))[0]] == ["new"]

@@ -13,6 +13,7 @@ from comfyfleet.cli._fleet import down_command, logs_command, status_command, up
 from comfyfleet.cli._install import install_command
 from comfyfleet.cli._keys import keys_app
 from comfyfleet.cli._models import models_app
+from comfyfleet.cli._roles import agent_command, gateway_command
 from comfyfleet.cli._run import run_command
 from comfyfleet.cli._serve import serve_command
 from comfyfleet.cli._smoke import smoke_command
@@ -53,6 +54,8 @@ app.command("logs")(logs_command)
 app.command("smoke")(smoke_command)
 app.command("doctor")(doctor_command)
 app.command("serve")(serve_command)
+app.command("gateway")(gateway_command)
+app.command("agent")(agent_command)
 app.command("run")(run_command)
 app.add_typer(keys_app, name="keys")
 app.add_typer(models_app, name="models")

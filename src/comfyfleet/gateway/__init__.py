@@ -9,6 +9,7 @@ from __future__ import annotations
 from comfyfleet.gateway._app import create_app
 from comfyfleet.gateway._assets_api import assets_router
 from comfyfleet.gateway._models_api import models_router
+from comfyfleet.gateway._preview_feed import PreviewFeed
 from comfyfleet.gateway._service import NodeTypes, Service
 from comfyfleet.gateway._settings import ServeSettings
 from comfyfleet.gateway._tenancy import idempotency_secret
@@ -17,6 +18,7 @@ from comfyfleet.gateway._webhooks_api import webhooks_router
 
 __all__ = [
     "NodeTypes",
+    "PreviewFeed",
     "ServeSettings",
     "Service",
     "assets_router",

@@ -75,9 +75,9 @@ def _fleet_router(service: Service) -> APIRouter:
     router = APIRouter(tags=["fleet"])
     store = service.store
 
-    @router.get("/v1/instances", summary="The ComfyUI instances and their states")
+    @router.get("/v1/instances", summary="The agents, their ComfyUI instances and their states")
     async def instances() -> dict[str, Any]:
-        return {"instances": [s.to_dict() for s in service.instances()]}
+        return (await service.fleet()).to_dict()
 
     @router.get("/health", summary="The process is alive")
     async def health() -> dict[str, str]:
@@ -85,7 +85,7 @@ def _fleet_router(service: Service) -> APIRouter:
 
     @router.get("/ready", summary="At least one instance is ready and the queue has room")
     async def ready() -> JSONResponse:
-        serving = len(service.serving_urls())
+        serving = len((await service.fleet()).serving())
         queued = await store.count(JobStatus.QUEUED)
         ok = serving > 0 and queued < service.settings.max_queued
         return JSONResponse(

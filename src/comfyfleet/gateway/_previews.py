@@ -146,6 +146,10 @@ class PreviewHub:
         """A subscription that receives frames from the moment it is entered until it exits."""
         return PreviewSubscription(self, job_id, self._size)
 
+    def watched(self) -> list[str]:
+        """The jobs someone is watching now (what a feed from another process must fetch)."""
+        return list(self._subscribers)
+
     def subscriber_count(self, job_id: str | None = None) -> int:
         """Open subscriptions of one job, or of every job."""
         if job_id is not None:

@@ -8,35 +8,17 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from comfyfleet.assets import MediaResolver
-from comfyfleet.comfy import ComfyClient, ComfyError
 from comfyfleet.gateway._previews import PreviewHub
 from comfyfleet.gateway._settings import ServeSettings
-from comfyfleet.jobs import JobStore
+from comfyfleet.jobs import Fleet, JobStore, MemoryRegistry, NodeSchemas, Registry
 from comfyfleet.netguard import NetPolicy
 from comfyfleet.storage import Storage
-from comfyfleet.supervise import InstanceStatus
 from comfyfleet.webhooks import DEFAULT_EVENTS
 
 _FREE_TEXT_NAMES = frozenset({"text", "text_g", "text_l", "prompt", "negative_prompt"})
 """Inputs taken for prompts when no instance can say (their schemas are not known yet)."""
-
-
-def _free_text_inputs(info: dict[str, Any]) -> frozenset[tuple[str, str]]:
-    """(class, input) of every multiline text input in `/object_info`: prompts, not names."""
-    found = set()
-    for class_type, spec in info.items():
-        sections = (spec.get("input") or {}) if isinstance(spec, dict) else {}
-        for section in ("required", "optional"):
-            for name, declared in (sections.get(section) or {}).items():
-                if not isinstance(declared, list | tuple) or len(declared) < 2:
-                    continue
-                kind, options = declared[0], declared[1]
-                if kind == "STRING" and isinstance(options, dict) and options.get("multiline"):
-                    found.add((str(class_type), str(name)))
-    return frozenset(found)
 
 
 def prompt_by_name(class_type: str, input_name: str) -> bool:
@@ -45,20 +27,29 @@ def prompt_by_name(class_type: str, input_name: str) -> bool:
 
 
 class NodeTypes:
-    """The node classes the instances know (`/object_info`), cached; refreshed when a graph names
-    a class the cache does not have and the cache is older than `refresh_s` (new custom nodes).
-    Also which inputs are free text (multiline strings): those may hold anything, while every
-    other string input is a name that must not read as a path leaving its folder."""
+    """The node classes the serving instances know, as their agents registered them (the
+    instances' `/object_info`, reduced to class names and free-text inputs), cached; read again
+    when a graph names a class the cache does not have and the cache is older than `refresh_s`
+    (an instance with new custom nodes joined). Schemas are cached by digest, so a fleet of
+    identical instances costs one read of one schema.
 
-    def __init__(self, urls: Callable[[], list[str]], refresh_s: float = 10.0) -> None:
-        self._urls = urls
+    Free text (multiline strings) may hold anything, while every other string input is a name
+    that must not read as a path leaving its folder."""
+
+    def __init__(
+        self, registry: Registry, *, timeout_s: float = 15.0, refresh_s: float = 10.0
+    ) -> None:
+        self._registry = registry
+        self._timeout_s = timeout_s
         self._refresh_s = refresh_s
+        self._by_digest: dict[str, NodeSchemas] = {}
         self._known: frozenset[str] | None = None
         self._free_text: frozenset[tuple[str, str]] = frozenset()
         self._fetched_at = 0.0
 
     async def known(self, wanted: set[str]) -> frozenset[str] | None:
-        """The known classes, or None when no instance can be asked (skip the check then)."""
+        """The known classes, or None when no serving instance has registered its schemas
+        (skip the check then)."""
         stale = time.monotonic() - self._fetched_at > self._refresh_s
         if self._known is None or (stale and not wanted <= self._known):
             await self._fetch()
@@ -70,16 +61,17 @@ class NodeTypes:
         return (class_type, input_name) in self._free_text
 
     async def _fetch(self) -> None:
-        for url in self._urls():
-            try:
-                async with ComfyClient(url, timeout=10) as client:
-                    info = await client.object_info()
-            except ComfyError:
-                continue
-            self._known = frozenset(info)
-            self._free_text = _free_text_inputs(info)
-            self._fetched_at = time.monotonic()
+        fleet = await self._registry.fleet(timeout_s=self._timeout_s)
+        digests = {i.schema_digest for i in fleet.serving() if i.schema_digest is not None}
+        missing = digests - set(self._by_digest)
+        if missing:
+            self._by_digest |= await self._registry.schemas(missing)
+        found = [self._by_digest[d] for d in digests if d in self._by_digest]
+        if not found:
             return
+        self._known = frozenset().union(*(s.classes for s in found))
+        self._free_text = frozenset().union(*(s.free_text for s in found))
+        self._fetched_at = time.monotonic()
 
 
 @dataclass
@@ -90,8 +82,8 @@ class Service:
     store: JobStore
     output_dir: Path
     settings: ServeSettings = field(default_factory=ServeSettings)  # type: ignore[arg-type]
-    instances: Callable[[], list[InstanceStatus]] = list
-    host: str = "127.0.0.1"
+    registry: Registry = field(default_factory=MemoryRegistry)
+    """Where agents register their instances: every view of the fleet comes from it."""
     notify: Callable[[], None] = lambda: None
     dispatch: Callable[[], Awaitable[None]] | None = None
     """Fill idle instances now (the dispatcher in this process); None: `notify` only."""
@@ -111,9 +103,5 @@ class Service:
     """Keys the HMAC that turns an Idempotency-Key into a job id; `serve` passes the one kept
     in the workspace so that retries map to the same job across restarts."""
 
-    def serving_urls(self) -> list[str]:
-        return [
-            s.url or f"http://{self.host}:{s.port}"
-            for s in self.instances()
-            if str(s.state) in ("ready", "busy")
-        ]
+    async def fleet(self) -> Fleet:
+        return await self.registry.fleet(timeout_s=self.settings.agent_timeout_s)

@@ -44,3 +44,9 @@ class ServeSettings(_Frozen):
     sse_heartbeat_s: float = Field(15.0, gt=0, description="comment lines on idle event streams")
     slots_per_instance: int = Field(2, ge=1, le=8, description="jobs submitted to one instance")
     lease_s: float = Field(15.0, gt=0, description="a worker silent this long loses its jobs")
+    agent_timeout_s: float = Field(
+        15.0, gt=0, description="an agent silent this long is gone: its instances serve nothing"
+    )
+    agent_heartbeat_s: float = Field(
+        3.0, gt=0, description="how often an agent reports itself and its instances"
+    )

@@ -10,6 +10,20 @@ from comfyfleet.jobs._confine import (
     unsafe_paths,
 )
 from comfyfleet.jobs._dispatcher import Dispatcher, DispatcherSettings
+from comfyfleet.jobs._fleet import (
+    SERVING_STATES,
+    AgentRecord,
+    Fleet,
+    InstanceRecord,
+    NodeSchemas,
+    Registry,
+    StoredFrame,
+    digest_of,
+)
+from comfyfleet.jobs._fleet_memory import MemoryRegistry
+from comfyfleet.jobs._fleet_postgres import PostgresRegistry
+from comfyfleet.jobs._fleet_previews import PreviewWriter
+from comfyfleet.jobs._fleet_sqlite import SqliteRegistry
 from comfyfleet.jobs._graph import GraphError, check_workflow
 from comfyfleet.jobs._limits import JobLimits
 from comfyfleet.jobs._memory import MemoryJobStore
@@ -25,7 +39,7 @@ from comfyfleet.jobs._model import (
     NewJob,
     QueueFull,
 )
-from comfyfleet.jobs._open import open_store
+from comfyfleet.jobs._open import open_registry, open_store
 from comfyfleet.jobs._postgres import PostgresJobStore
 from comfyfleet.jobs._prepare import INSTALL_PRESET, ModelFetch, PrepareFailed, Preparer
 from comfyfleet.jobs._remote import RemoteFolders
@@ -36,11 +50,15 @@ from comfyfleet.jobs._store import LEASE_EXPIRED, JobStore, QueueSignal
 __all__ = [
     "INSTALL_PRESET",
     "LEASE_EXPIRED",
+    "SERVING_STATES",
     "TERMINAL",
+    "AgentRecord",
     "Dispatcher",
     "DispatcherSettings",
+    "Fleet",
     "FreeText",
     "GraphError",
+    "InstanceRecord",
     "InvalidCursor",
     "Job",
     "JobConflict",
@@ -51,20 +69,29 @@ __all__ = [
     "JobStore",
     "JobStoreError",
     "MemoryJobStore",
+    "MemoryRegistry",
     "ModelFetch",
     "NewJob",
+    "NodeSchemas",
     "OutputPublisher",
     "PostgresJobStore",
+    "PostgresRegistry",
     "PrepareFailed",
     "Preparer",
+    "PreviewWriter",
     "QueueFull",
     "QueueSignal",
+    "Registry",
     "RemoteFolders",
     "SqliteJobStore",
+    "SqliteRegistry",
+    "StoredFrame",
     "check_workflow",
     "clean_prefix",
+    "digest_of",
     "escaping_path",
     "namespace_outputs",
+    "open_registry",
     "open_store",
     "unsafe_paths",
 ]

@@ -219,7 +219,10 @@ class Dispatcher:
             ids = [f.job.id for lane in self.lanes.values() for f in lane.in_flight.values()]
             ids += [job_id for lane in self.lanes.values() for job_id in lane.finishing]
             if ids:
-                await self.store.heartbeat(self.worker, ids, lease_s=self.settings.lease_s)
+                try:
+                    await self.store.heartbeat(self.worker, ids, lease_s=self.settings.lease_s)
+                except Exception:  # the store is away: renew at the next round (leases last 3)
+                    log.exception("renewing the leases of running jobs failed")
 
     async def watchdog(self, now: float | None = None) -> list[str]:
         """End the attempts of leased jobs that nothing works on, before their leases are

@@ -5,6 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from comfyfleet.db import URL_SCHEMES
+from comfyfleet.jobs._fleet import Registry
+from comfyfleet.jobs._fleet_memory import MemoryRegistry
+from comfyfleet.jobs._fleet_postgres import PostgresRegistry
+from comfyfleet.jobs._fleet_sqlite import SqliteRegistry
 from comfyfleet.jobs._memory import MemoryJobStore
 from comfyfleet.jobs._model import JobStoreError
 from comfyfleet.jobs._postgres import PostgresJobStore
@@ -47,3 +51,13 @@ async def open_store(url: str, *, default_dir: Path) -> JobStore:
             hint="use sqlite:// (the default), postgresql:// or memory://",
         )
     raise JobStoreError(f"unknown job store URL '{url}'", hint=f"use {_FORMS}")
+
+
+async def open_registry(store: JobStore, url: str) -> Registry:
+    """The fleet registry that lives where `store` does (opened from `url` for PostgreSQL):
+    gateways and agents that share a store share its registry too."""
+    if isinstance(store, SqliteJobStore):
+        return SqliteRegistry.open(store.path)
+    if isinstance(store, PostgresJobStore):
+        return await PostgresRegistry.open(url)
+    return MemoryRegistry()

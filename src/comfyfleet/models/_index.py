@@ -205,4 +205,3 @@ def _files(folder: Path) -> list[Path]:
                 continue
             found.append(Path(directory) / name)
     return found
-

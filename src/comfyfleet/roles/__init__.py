@@ -1,4 +1,4 @@
-"""The composition root: what `serve` (and, later, `gateway` and `agent`) are made of.
+"""The composition root: what `serve`, `gateway` and `agent` are made of.
 
 Only this package and the CLI see the whole settings object. They open the backends (job store,
 webhook outbox, output stores, assets, keys) once, build the supervisor, the dispatcher, the
@@ -8,6 +8,6 @@ webhook sender and the HTTP app from them, and hand each feature its own setting
 from __future__ import annotations
 
 from comfyfleet.roles._backends import Backends, open_backends
-from comfyfleet.roles._serve import run_service
+from comfyfleet.roles._serve import run_agent, run_gateway, run_service
 
-__all__ = ["Backends", "open_backends", "run_service"]
+__all__ = ["Backends", "open_backends", "run_agent", "run_gateway", "run_service"]

@@ -28,7 +28,9 @@ from comfyfleet.jobs import (
     JobStore,
     MemoryJobStore,
     PostgresJobStore,
+    Registry,
     SqliteJobStore,
+    open_registry,
     open_store,
 )
 from comfyfleet.storage import (
@@ -57,6 +59,8 @@ OUTPUTS_URL = "/v1/outputs/"
 @dataclass
 class Backends:
     store: JobStore
+    registry: Registry
+    """The fleet registry, in the store's database: how gateways and agents know each other."""
     outbox: Outbox
     webhooks: WebhookSettings
     targets: dict[str, Storage]
@@ -77,7 +81,9 @@ class Backends:
 @contextlib.asynccontextmanager
 async def open_backends(settings: Settings, ws: Workspace) -> AsyncIterator[Backends]:
     store = await open_store(settings.serve.store, default_dir=ws.state_dir)
+    registry: Registry | None = None
     try:
+        registry = await open_registry(store, settings.serve.store)
         outbox = await _open_outbox(store, settings.serve.store)
         configured = settings.storage_targets | {"default": settings.storage}
         targets = {
@@ -96,6 +102,7 @@ async def open_backends(settings: Settings, ws: Workspace) -> AsyncIterator[Back
             )
         backends = Backends(
             store=store,
+            registry=registry,
             outbox=outbox,
             webhooks=_with_secret(settings.webhooks, ws.state_dir),
             targets=targets,
@@ -111,6 +118,8 @@ async def open_backends(settings: Settings, ws: Workspace) -> AsyncIterator[Back
                     await each.close()
             await outbox.close()
     finally:
+        if registry is not None:
+            await registry.close()
         await store.close()
 
 

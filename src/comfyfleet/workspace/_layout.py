@@ -38,6 +38,7 @@ class LayoutSettings(Protocol):
     @property
     def model_folders(self) -> Mapping[str, str]: ...
 
+
 _RUNTIME_DIRS = ("custom_nodes", "instances", "logs", "state")
 
 

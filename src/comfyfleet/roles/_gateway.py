@@ -1,0 +1,132 @@
+"""The gateway part: the HTTP app over the store, alone (`comfyfleet gateway`) or beside an
+agent part in one process (`comfyfleet serve`).
+
+It reads the fleet from the registry like any other gateway; the one thing an agent in the same
+process adds is speed: a job enqueued here is handed to that agent's dispatcher at once, and its
+preview frames reach the hub directly instead of through the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+
+import uvicorn
+from fastapi import APIRouter
+
+from comfyfleet.config import Settings
+from comfyfleet.gateway import (
+    NodeTypes,
+    PreviewFeed,
+    Service,
+    assets_router,
+    create_app,
+    idempotency_secret,
+    models_router,
+    webhooks_router,
+)
+from comfyfleet.jobs import INSTALL_PRESET, JobStore, NewJob
+from comfyfleet.roles._agent import AgentPart
+from comfyfleet.roles._backends import Backends
+from comfyfleet.workspace import Workspace
+
+Detach = Callable[[], Awaitable[None]]
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside our loop: the role's runner owns the signal handling."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _installs(store: JobStore, notify: Callable[[], None]) -> Callable[[str], Awaitable[str]]:
+    """Preset installs run as jobs, so their progress is a job's events like any other's."""
+
+    async def start(name: str) -> str:
+        new = NewJob(
+            id=f"install-{uuid.uuid4().hex[:16]}", workflow={}, options={INSTALL_PRESET: name}
+        )
+        job, _ = await store.enqueue(new)
+        notify()
+        return job.id
+
+    return start
+
+
+def build_service(
+    settings: Settings, ws: Workspace, backends: Backends, agent: AgentPart | None
+) -> Service:
+    serve = settings.serve
+    service = Service(
+        store=backends.store,
+        output_dir=ws.output_dir,
+        settings=serve,
+        registry=backends.registry,
+        media=backends.media,
+        webhook_events=tuple(backends.webhooks.default_events),
+        storage_names=frozenset(backends.targets),
+        storage=backends.storage,
+        net_policy=settings.assets.net_policy(),
+        idempotency_secret=idempotency_secret(ws.state_dir),
+    )
+    service.node_types = NodeTypes(backends.registry, timeout_s=serve.agent_timeout_s)
+    if agent is not None:
+        service.notify = agent.dispatcher.notify
+        service.dispatch = agent.dispatcher.dispatch
+    return service
+
+
+async def start_gateway(
+    settings: Settings,
+    ws: Workspace,
+    backends: Backends,
+    service: Service,
+    *,
+    agent: AgentPart | None = None,
+    on_listening: Callable[[str], None] | None = None,
+) -> Detach:
+    """Serve the app on the configured address until the returned `detach` is awaited."""
+    serve = settings.serve
+    routers: list[APIRouter] = [
+        assets_router(backends.assets),
+        webhooks_router(
+            backends.outbox, wake=agent.webhooks.wake_sender if agent else lambda: None
+        ),
+    ]
+    if agent is not None:  # model files are an agent's disk: listed where one runs
+        routers.append(
+            models_router(agent.library, _installs(backends.store, agent.dispatcher.notify))
+        )
+    feed = PreviewFeed(
+        backends.registry,
+        service.previews,
+        local_workers=[agent.worker] if agent is not None else [],
+    )
+    app = create_app(
+        service, routers=tuple(routers), keys=backends.keys, public_paths=settings.auth.public_paths
+    )
+    config = uvicorn.Config(
+        app, host=serve.host, port=serve.port, log_level="warning", lifespan="off", access_log=False
+    )
+    server = _EmbeddedServer(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            break
+        await asyncio.sleep(0.01)
+    feed.start()
+    if on_listening is not None:
+        on_listening(f"http://{serve.host}:{serve.port}")
+
+    async def detach() -> None:
+        service.closing.set()  # event streams end now rather than when their jobs do
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await task
+        await feed.stop()
+
+    return detach

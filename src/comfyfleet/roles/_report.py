@@ -1,0 +1,170 @@
+"""The agent's reports to the fleet registry: itself and its instances, every few seconds.
+
+What the gateway shows of the fleet is what this writes, in every mode. Each round reads the
+supervisor's state and the dispatcher's free slots (in memory, free), and what costs more is
+read less often: the model files on disk every `models_every_s` (a directory scan, off the event
+loop), VRAM from each serving instance's `/system_stats` every `vram_every_s`, and an
+instance's node schemas once per process of it (custom nodes only change with a restart), stored
+only when their digest is new. A store that cannot be reached is retried at the next round with
+a growing delay (up to `max_backoff_s`); the agent and its jobs go on meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from comfyfleet import __version__
+from comfyfleet.comfy import ComfyClient, ComfyError
+from comfyfleet.jobs import AgentRecord, InstanceRecord, NodeSchemas, Registry, digest_of
+from comfyfleet.supervise import InstanceStatus
+
+log = logging.getLogger("comfyfleet.agent")
+
+ModelLister = Callable[[], Mapping[str, Sequence[str]]]
+
+
+def new_agent(worker: str | None = None) -> AgentRecord:
+    host = socket.gethostname()
+    agent_id = worker or f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    return AgentRecord(id=agent_id, host=host, version=__version__, started_at=time.time())
+
+
+@dataclass
+class _Probe:
+    pid: int | None = None
+    schema_digest: str | None = None
+    vram: tuple[int | None, int | None] = (None, None)
+    vram_at: float = 0.0
+
+
+@dataclass
+class Reporter:
+    registry: Registry
+    agent: AgentRecord
+    instances: Callable[[], list[InstanceStatus]]
+    free_slots: Callable[[int], int]
+    base_url: Callable[[int], str]
+    list_models: ModelLister = dict
+    heartbeat_s: float = 3.0
+    models_every_s: float = 30.0
+    vram_every_s: float = 10.0
+    prune_after_s: float = 3600.0
+    prune_every_s: float = 60.0
+    frames_for_s: float = 60.0
+    """Preview frames older than this are removed (a watcher only wants the last seconds')."""
+    max_backoff_s: float = 30.0
+    _probes: dict[int, _Probe] = field(default_factory=dict)
+    _schemas_stored: set[str] = field(default_factory=set)
+    _models: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    _models_at: float = float("-inf")
+    _pruned_at: float = float("-inf")
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self) -> None:
+        """Report until cancelled; failures wait longer each time, then report again."""
+        delay = self.heartbeat_s
+        failing = False
+        while True:
+            try:
+                await self.report_once()
+                if failing:
+                    log.warning("the fleet registry is reachable again")
+                failing, delay = False, self.heartbeat_s
+            except Exception as exc:  # the store is away: the next round tries again
+                if not failing:
+                    log.warning("reporting to the fleet registry failed: %s", exc)
+                failing, delay = True, min(delay * 2, self.max_backoff_s)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    if failing:  # a failing store waits out its delay, whatever happens
+                        await asyncio.Event().wait()
+                    await self._wake.wait()
+
+    def wake(self) -> None:
+        """Report now, not at the next heartbeat (an instance changed state: readiness and
+        the instance list should not lag behind it)."""
+        self._wake.set()
+
+    async def report_once(self) -> None:
+        now = time.monotonic()
+        if now - self._models_at >= self.models_every_s:
+            self._models = await asyncio.to_thread(self.list_models)
+            self._models_at = now
+        records = [await self._record(status) for status in self.instances()]
+        await self.registry.report(self.agent, records)
+        if now - self._pruned_at >= self.prune_every_s:  # now and then: forget agents long gone
+            self._pruned_at = now
+            wall = time.time()
+            await self.registry.prune(
+                older_than=wall - self.prune_after_s, frames_before=wall - self.frames_for_s
+            )
+
+    async def leave(self) -> None:
+        await self.registry.leave(self.agent.id)
+
+    async def _record(self, status: InstanceStatus) -> InstanceRecord:
+        state = str(status.state)
+        serving = state in ("ready", "busy")
+        probe = self._probes.setdefault(status.index, _Probe())
+        if probe.pid != status.pid:
+            self._probes[status.index] = probe = _Probe(pid=status.pid)
+        url = status.url or self.base_url(status.port)  # attached servers have their own
+        if serving:
+            await self._probe(probe, url)
+        details: dict[str, Any] = status.to_dict()
+        for name in ("index", "state", "device"):
+            details.pop(name)
+        return InstanceRecord(
+            agent=self.agent.id,
+            index=status.index,
+            base_url=url,
+            state=state,
+            device=status.device,
+            vram_used=probe.vram[0],
+            vram_total=probe.vram[1],
+            free_slots=self.free_slots(status.index) if serving else 0,
+            models={k: list(v) for k, v in self._models.items()},
+            models_digest=digest_of(self._models),
+            schema_digest=probe.schema_digest,
+            details=details,
+        )
+
+    async def _probe(self, probe: _Probe, url: str) -> None:
+        """Node schemas once per instance process, VRAM now and then; an instance that does not
+        answer keeps what was known."""
+        now = time.monotonic()
+        if probe.schema_digest is not None and now - probe.vram_at < self.vram_every_s:
+            return
+        try:
+            async with ComfyClient(url, timeout=10) as client:
+                if probe.schema_digest is None:
+                    schemas = NodeSchemas.from_object_info(await client.object_info())
+                    if schemas.digest not in self._schemas_stored:
+                        await self.registry.put_schemas(schemas)
+                        self._schemas_stored.add(schemas.digest)
+                    probe.schema_digest = schemas.digest
+                probe.vram = _vram(await client.system_stats())
+                probe.vram_at = now
+        except ComfyError as exc:
+            log.debug("probing %s failed: %s", url, exc)
+
+
+def _vram(stats: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """(used, total) bytes of the instance's first device, from `/system_stats`."""
+    devices = stats.get("devices") or []
+    if not devices or not isinstance(devices[0], dict):
+        return None, None
+    total, free = devices[0].get("vram_total"), devices[0].get("vram_free")
+    if not isinstance(total, int) or not isinstance(free, int) or total <= 0:
+        return None, None
+    return total - free, total

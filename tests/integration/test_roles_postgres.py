@@ -1,0 +1,242 @@
+"""Several machines' worth of processes on one PostgreSQL: 2 `comfyfleet gateway` + 2
+`comfyfleet agent` (one CPU ComfyUI instance each: two cores here), talking only through the
+store. Jobs submitted through both gateways complete once each; either gateway lists every
+agent's instances; SSE and the WebSocket follow a job through the gateway that did not take it;
+an agent killed with SIGKILL mid-burst loses its leases and its jobs complete on the other."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets.sync.client
+import yaml
+
+from comfyfleet.webhooks import generate_secret
+from tests.comfyui_env import free_port_block, workspace_sharing
+from tests.integration.serve import model_free_graph, sleep_graph
+from tests.postgres_server import PostgresMissing, scratch_database
+
+pytestmark = pytest.mark.comfyui
+
+LEASE_S = 3.0
+AGENT_TIMEOUT_S = 4.0
+
+
+def _config(ws: Path, shared: Path) -> None:
+    settings = {
+        "output_dir": str(shared / "output"),  # one "disk" for outputs, as S3 would be
+        "input_dir": str(shared / "input"),
+        "fleet": {"probe_interval_s": 0.2, "startup_timeout_s": 120, "stop_grace_s": 10},
+        "serve": {
+            "lease_s": LEASE_S,
+            "agent_timeout_s": AGENT_TIMEOUT_S,
+            "agent_heartbeat_s": 0.5,
+            "max_queued": 5000,
+        },
+        "webhooks": {"secret": SECRET},
+    }
+    (ws / "comfyfleet.yaml").write_text(yaml.safe_dump(settings), encoding="utf-8")
+
+
+SECRET = generate_secret()
+
+
+class Role:
+    """One `comfyfleet gateway|agent` process."""
+
+    def __init__(self, ws: Path, args: list[str], name: str) -> None:
+        self.ws = ws
+        self.name = name
+        log = (ws.parent / f"{name}.out").open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "comfyfleet", *args, "-w", str(ws)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "COLUMNS": "200"},
+            start_new_session=True,  # killing the agent's group also kills its ComfyUI
+        )
+        log.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        with_group_gone(self.proc.pid)
+
+
+def with_group_gone(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+class Fleet:
+    def __init__(self, gateways: list[str], agents: list[Role], roles: list[Role]) -> None:
+        self.urls = gateways
+        self.http = [httpx.Client(base_url=u, timeout=60, trust_env=False) for u in gateways]
+        self.agents = agents
+        self.roles = roles
+
+    def wait_serving(self, count: int, timeout: float = 240) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            for role in self.roles:
+                if role.proc.poll() is not None:
+                    raise AssertionError(f"{role.name} exited: {_log(role)}")
+            try:
+                answers = [h.get("/ready").json() for h in self.http]
+                if all(a["instances_serving"] == count for a in answers):
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"fleet not serving {count} instances in time")
+            time.sleep(0.3)
+
+
+def _log(role: Role) -> str:
+    return (role.ws.parent / f"{role.name}.out").read_text()[-3000:]
+
+
+@pytest.fixture
+def fleet(comfyui_install: Path, tmp_path: Path) -> Iterator[Fleet]:
+    try:
+        with scratch_database() as postgres:  # a database of this test's own
+            yield from _fleet(comfyui_install, postgres, tmp_path)
+    except PostgresMissing as exc:
+        pytest.skip(f"PostgreSQL is not available: {exc}")
+
+
+def _fleet(comfyui_install: Path, postgres: str, tmp_path: Path) -> Iterator[Fleet]:
+    shared = tmp_path / "shared"
+    (shared / "output").mkdir(parents=True)
+    (shared / "input").mkdir()
+    roles: list[Role] = []
+    agents: list[Role] = []
+    for n in range(2):
+        ws = workspace_sharing(comfyui_install, tmp_path / f"agent{n}")
+        _config(ws, shared)
+        base = str(free_port_block(1))
+        agent = Role(ws, ["agent", "--store", postgres, "-n", "1", "--base-port", base], f"a{n}")
+        agents.append(agent)
+        roles.append(agent)
+    gw_ws = tmp_path / "gateway"
+    gw_ws.mkdir()
+    _config(gw_ws, shared)
+    urls = []
+    running: Fleet | None = None
+    try:
+        for n in range(2):
+            port = free_port_block(1)
+            roles.append(
+                Role(gw_ws, ["gateway", "--store", postgres, "--port", str(port)], f"g{n}")
+            )
+            urls.append(f"http://127.0.0.1:{port}")
+            time.sleep(1.0)  # the first makes the shared idempotency secret
+        running = Fleet(urls, agents, roles)
+        running.wait_serving(2)
+        yield running
+    finally:
+        for role in roles:
+            role.stop()
+        if running is not None:
+            for client in running.http:
+                client.close()
+
+
+def test_two_gateways_two_agents_through_one_postgres(fleet: Fleet) -> None:
+    first, second = fleet.http
+    for gateway in fleet.http:  # either gateway lists every agent's instances
+        listed = gateway.get("/v1/instances").json()
+        assert len(listed["agents"]) == 2
+        assert {i["agent"]["id"] for i in listed["instances"]} == {
+            a["id"] for a in listed["agents"]
+        }
+        assert all(i["state"] in ("ready", "busy") for i in listed["instances"])
+
+    # Taken by the first gateway, followed through the second: SSE and the WebSocket.
+    job_id = first.post("/v1/jobs", json={"workflow": sleep_graph(1.0, 7)}).json()["id"]
+    ws_url = fleet.urls[1].replace("http", "ws") + "/v1/ws"
+    with websockets.sync.client.connect(ws_url) as socket:
+        socket.send(json.dumps({"op": "subscribe", "job_id": job_id}))
+        with second.stream("GET", f"/v1/jobs/{job_id}/events") as sse:
+            lines = [line for line in sse.iter_lines() if line.startswith("event:")]
+        assert lines[-1] == "event: status" and "event: executed" in lines
+        statuses = []
+        deadline = time.monotonic() + 60
+        while "succeeded" not in statuses and time.monotonic() < deadline:
+            message = json.loads(socket.recv(timeout=30))
+            if message.get("job_id") == job_id and message["event"] == "status":
+                statuses.append(message["data"]["status"])
+    assert statuses[-1] == "succeeded"
+
+    # A burst through both gateways; one agent is killed mid-burst.
+    ids: list[str] = []
+    for n in range(80):
+        graph = sleep_graph(0.4, 1000 + n) if n % 4 == 0 else model_free_graph(1000 + n, "burst")
+        answer = fleet.http[n % 2].post("/v1/jobs", json={"workflow": graph})
+        assert answer.status_code == 202, answer.text
+        ids.append(answer.json()["id"])
+    victim_id = _agent_running_something(first, ids)
+    (victim,) = [a for a in fleet.agents if f"-{a.proc.pid}-" in victim_id]  # ids name the pid
+    os.killpg(victim.proc.pid, signal.SIGKILL)  # the agent and its ComfyUI, no goodbye
+    killed_at = time.monotonic()
+
+    jobs = _wait_all(second, ids, timeout=300)
+    assert Counter(j["status"] for j in jobs) == {"succeeded": len(ids)}, [
+        (j["id"], j["status"], j["error"]) for j in jobs if j["status"] != "succeeded"
+    ]
+    retried = [j for j in jobs if j["attempts"] > 1]
+    assert retried, "no job was in flight on the killed agent"
+    for job in jobs:  # exactly once: one succeeded event per job, read through either gateway
+        with fleet.http[hash(job["id"]) % 2].stream("GET", f"/v1/jobs/{job['id']}/events") as sse:
+            data = [json.loads(line[5:]) for line in sse.iter_lines() if line.startswith("data:")]
+        statuses = [(d.get("data") or d).get("status") for d in data]
+        assert statuses.count("succeeded") == 1, (job["id"], data[-3:])
+    assert time.monotonic() - killed_at >= LEASE_S * 0.5  # the retried jobs waited for a lease
+    after = second.get("/v1/instances").json()
+    gone = [i for i in after["instances"] if i["agent"]["id"] == victim_id]
+    assert all(i["state"] == "gone" for i in gone)
+    assert second.get("/ready").json()["instances_serving"] == 1
+
+
+def _agent_running_something(gateway: httpx.Client, ids: list[str]) -> str:
+    """The id of an agent that holds a running job of the burst (through the registry:
+    the job's instance index and a ready agent)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        running = gateway.get("/v1/jobs", params={"status": "running", "limit": 50}).json()
+        if any(j["id"] in ids for j in running["jobs"]):
+            agents = gateway.get("/v1/instances").json()["instances"]
+            busy = [i["agent"]["id"] for i in agents if i["free_slots"] < 2]
+            if busy:
+                return str(busy[0])
+        time.sleep(0.05)
+    raise AssertionError("nothing of the burst ran")
+
+
+def _wait_all(gateway: httpx.Client, ids: list[str], timeout: float) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        jobs = [gateway.get(f"/v1/jobs/{i}").json() for i in ids]
+        if all(j["status"] in ("succeeded", "failed", "cancelled") for j in jobs):
+            return jobs
+        if time.monotonic() > deadline:
+            pending = [j["id"] for j in jobs if j["status"] not in ("succeeded", "failed")]
+            raise AssertionError(f"{len(pending)} jobs not finished in {timeout}s: {pending[:5]}")
+        time.sleep(0.5)
