@@ -7,7 +7,10 @@ import threading
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from comfyfleet.gateway import _body as body_module
 from comfyfleet.gateway._body import JsonLimits, is_json_type, parse_json, scan
 from comfyfleet.gateway._errors import ApiError
 
@@ -145,3 +148,52 @@ def test_the_scan_lets_other_threads_run() -> None:
 )
 def test_json_content_types(content_type: str | None, accepted: bool) -> None:
     assert is_json_type(content_type) is accepted
+
+
+def _depth_of(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth_of(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth_of(v) for v in value), default=0)
+    return 0
+
+
+def _items_of(value: object) -> int:
+    """What the scan counts: the values inside objects and arrays, and each container once
+    (it counts commas and opening brackets: an empty container counts one)."""
+    if isinstance(value, dict):
+        return max(len(value), 1) + sum(_items_of(v) for v in value.values())
+    if isinstance(value, list):
+        return max(len(value), 1) + sum(_items_of(v) for v in value)
+    return 0
+
+
+_texts = st.text(alphabet=st.sampled_from('ab"\\{}[],: \u00e9'), max_size=12)
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | _texts,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_texts, inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_json, window=st.integers(min_value=4, max_value=64))
+def test_the_scan_measures_depth_and_items_like_the_parsed_value(
+    value: object, window: int
+) -> None:
+    """The fast scan (quote counting where no backslash is near, the regex where one is) agrees
+    with the parsed value on depth and item count, whatever its windows cut."""
+    raw = json.dumps(value).encode()
+    depth, items = _depth_of(value), _items_of(value)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(body_module, "WINDOW", window)
+        scan(raw, JsonLimits(max_depth=depth, max_items=items))
+        if items:
+            with pytest.raises(ApiError) as too_many:
+                scan(raw, JsonLimits(max_items=items - 1))
+            assert too_many.value.code == "json_too_many_items"
+        if depth:
+            with pytest.raises(ApiError) as too_deep:
+                scan(raw, JsonLimits(max_depth=depth - 1))
+            assert too_deep.value.code == "json_too_deep"
+    assert parse_json(raw, JsonLimits()) == value

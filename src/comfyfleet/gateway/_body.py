@@ -8,9 +8,11 @@ strings that cannot be encoded again). So a body goes through three steps here:
 1. `scan`: a pass over the raw bytes, window by window, that skips strings and counts
    nesting depth and the values inside objects and arrays. It refuses a body over the limits
    before any Python object is built; between windows other threads (the event loop) run.
-2. `json.loads`, now bounded by those limits.
-3. A walk for values JSON allows but a job cannot hold: non-finite numbers and lone
-   surrogates. It only runs when the parse saw one of them (or an escape that may be one).
+2. `orjson.loads`, now bounded by those limits: several times faster than `json`, and it
+   refuses what a job cannot hold (non-finite numbers, lone surrogates) by itself.
+3. Only when that fails (or the body has integers past 64 bits, which orjson would turn into
+   floats): `json.loads` and a walk for the values JSON allows but a job cannot hold, so the
+   answer names the node and input that held one.
 
 Bodies larger than `INLINE_BYTES` are parsed in a worker thread, so `/health` and every other
 request keep being answered while a large submission is read.
@@ -24,8 +26,10 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
+import orjson
 from fastapi import Request
 
 from comfyfleet.gateway._errors import ApiError
@@ -42,8 +46,8 @@ _RUN = re.compile(rb'(?:[^"]+|"[^"\\]*(?:\\.[^"\\]*)*")*', re.S)
 the window cuts in two."""
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b"{}[],")
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-_OPEN = frozenset(b"{[")
-_CLOSE = frozenset(b"}]")
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+"""Integers orjson would turn into floats (past 64 bits) go the careful way, staying ints."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,11 @@ def parse_json(raw: bytes, limits: JsonLimits) -> Any:
             400, "invalid_json", f"request body is not UTF-8 (byte {exc.start})"
         ) from exc
     scan(raw, limits)
+    if not _LONG_NUMBER.search(raw):
+        try:  # the fast path: orjson refuses NaN, Infinity, 1e999 and lone surrogates itself
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass  # the careful path below says what was wrong, and where
     seen = _Seen()
     try:
         value = json.loads(text, parse_float=seen.number, parse_constant=seen.constant)
@@ -151,12 +160,11 @@ def scan(raw: bytes, limits: JsonLimits) -> None:
     every byte is looked at a fixed number of times, a window at a time."""
     pos, end, depth, items = 0, len(raw), 0, 0
     while pos < end:
-        run = _RUN.match(raw, pos, min(end, pos + WINDOW))
-        stop = pos if run is None else run.end()
+        stop = _whole_strings_end(raw, pos, min(end, pos + WINDOW))
         if stop == pos:  # a string longer than the window starts here
             pos = _long_string(raw, pos, limits.max_string_bytes)
             continue
-        marks = _STRING.sub(b"", raw[pos:stop]).translate(None, _NOT_STRUCTURE)
+        marks = _outside_strings(raw[pos:stop]).translate(None, _NOT_STRUCTURE)
         items += marks.count(b",") + marks.count(b"{") + marks.count(b"[")
         if items > limits.max_items:
             raise _limit(
@@ -169,15 +177,39 @@ def scan(raw: bytes, limits: JsonLimits) -> None:
         pos = stop
 
 
+def _whole_strings_end(raw: bytes, pos: int, window_end: int) -> int:
+    """Where the stretch from `pos` made of whole strings and other bytes ends, at most at
+    `window_end`: before a string the window cuts in two. Without a backslash in the window,
+    quotes alternate between opening and closing, so counting them finds it at C speed."""
+    if raw.find(b"\\", pos, window_end) < 0:
+        if raw.count(b'"', pos, window_end) % 2 == 0:
+            return window_end
+        return raw.rfind(b'"', pos, window_end)
+    run = _RUN.match(raw, pos, window_end)
+    return pos if run is None else run.end()
+
+
+def _outside_strings(chunk: bytes) -> bytes:
+    """`chunk` (whole strings only) without its strings. Without a backslash every `"` opens or
+    closes a string, so splitting on them is exact and much faster than the regex."""
+    if b"\\" in chunk:
+        return _STRING.sub(b"", chunk)
+    return b"".join(chunk.split(b'"')[::2])
+
+
+_STEP = {ord("{"): 1, ord("["): 1, ord("}"): -1, ord("]"): -1}
+
+
 def _depth(marks: bytes, depth: int, limit: int) -> int:
-    for mark in marks:
-        if mark in _OPEN:
-            depth += 1
-            if depth > limit:
-                raise _too_deep(limit)
-        elif mark in _CLOSE:
-            depth -= 1
-    return depth
+    """The depth after `marks` (the structure bytes of a stretch), refusing one deeper than
+    `limit` anywhere inside it; the running sum is computed in C, not byte by byte in Python."""
+    brackets = marks.translate(None, b",")
+    if not brackets:
+        return depth
+    running = list(accumulate(map(_STEP.__getitem__, brackets), initial=depth))
+    if max(running) > limit:
+        raise _too_deep(limit)
+    return running[-1]
 
 
 def _long_string(raw: bytes, pos: int, limit: int) -> int:

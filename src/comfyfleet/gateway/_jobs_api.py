@@ -232,11 +232,11 @@ async def _existing(service: Service, new: NewJob) -> Job | None:
 async def _check_graph(service: Service, workflow: Any) -> None:
     check = asyncio.to_thread if _is_large(workflow) else _call
     try:
-        await check(check_workflow, workflow)
-        if service.node_types is not None:
-            wanted = {str(n.get("class_type")) for n in workflow.values()}
+        known = None
+        if service.node_types is not None and isinstance(workflow, dict):
+            wanted = {str(n.get("class_type")) for n in workflow.values() if isinstance(n, dict)}
             known = await service.node_types.known(wanted)
-            await check(check_workflow, workflow, known_classes=known)
+        await check(check_workflow, workflow, known_classes=known)
     except GraphError as exc:
         raise ApiError(
             exc.status, "invalid_workflow", exc.message, {**exc.details(), "hint": exc.hint}

@@ -17,7 +17,6 @@ in `sql/postgres/`: numbered migrations and `queries.sql`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import partial
@@ -50,6 +49,7 @@ from comfyfleet.jobs._model import (
 )
 from comfyfleet.jobs._pglisten import Listener
 from comfyfleet.jobs._rows import clock, dump, event_from_row, job_from_row, mutable_columns
+from comfyfleet.jobs._rows import load as _load
 
 JOBS_SQL = "comfyfleet.jobs"
 """The package whose `sql/` folders hold the job store's schema and queries."""
@@ -117,7 +117,7 @@ class PostgresJobStore:
 
         inserted, existing = await self._db.run(insert)
         if inserted is not None:
-            stored = replace(change.job, workflow=json.loads(workflow), options=json.loads(options))
+            stored = replace(change.job, workflow=_load(workflow), options=_load(options))
             return replace(stored, seq=inserted["job_seq"]), True
         if existing is None:
             assert max_queued is not None
@@ -154,12 +154,10 @@ class PostgresJobStore:
         return int(row["n"])
 
     async def queue_position(self, job_id: str) -> int | None:
-        job = await self.get(job_id)
-        if job.status is not JobStatus.QUEUED:
-            return None
-        params = {"priority": job.priority, "queued_at": job.queued_at, "seq": job.seq}
-        (row,) = await self._rows("queue_position", params)
-        return int(row["n"])
+        rows = await self._rows("queue_position", {"id": job_id})
+        if not rows:
+            raise JobNotFound(job_id)
+        return None if rows[0]["n"] is None else int(rows[0]["n"])
 
     async def claim(
         self,
@@ -280,7 +278,7 @@ class PostgresJobStore:
         if not rows:
             raise JobNotFound(job_id)
         seq = rows[0]["seq"]
-        return JobEvent(seq=seq, job_id=job_id, kind=kind, data=json.loads(encoded), at=at)
+        return JobEvent(seq=seq, job_id=job_id, kind=kind, data=_load(encoded), at=at)
 
     async def events(self, job_id: str, *, after: int = 0, limit: int = 1000) -> list[JobEvent]:
         params = {"job_id": job_id, "after": after, "limit": limit}

@@ -11,6 +11,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from comfyfleet.jobs._model import Job, JobEvent, JobStatus
 
 JSON_FIELDS = ("workflow", "progress", "outputs", "error", "options")
@@ -39,18 +41,32 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
     fields: dict[str, Any] = dict(row)
     for name in JSON_FIELDS:
         if fields[name] is not None:
-            fields[name] = json.loads(fields[name])
+            fields[name] = load(fields[name])
     fields["status"] = JobStatus(fields["status"])
     fields["cancel_requested"] = bool(fields["cancel_requested"])
     return Job(**fields)
 
 
 def event_from_row(row: Mapping[str, Any]) -> JobEvent:
-    return JobEvent(**(dict(row) | {"data": json.loads(row["data"])}))
+    return JobEvent(**(dict(row) | {"data": load(row["data"])}))
 
 
 def dump(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    """Compact JSON text. orjson first: a large workflow encodes an order of magnitude faster
+    (it holds the event loop, or the thread, that much shorter); `json` for what orjson will
+    not write (a lone surrogate in an instance's error message)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(value, separators=(",", ":"))
+
+
+def load(text: str | bytes) -> Any:
+    """The value `dump` wrote (orjson first; `json` for the escapes orjson refuses)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def clock(now: float | None) -> float:

@@ -16,7 +16,6 @@ All SQL lives in `sql/`: numbered migrations, and `queries.sql` with one named b
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -49,6 +48,7 @@ from comfyfleet.jobs._rows import clock as _now
 from comfyfleet.jobs._rows import dump as _dump
 from comfyfleet.jobs._rows import event_from_row as _event
 from comfyfleet.jobs._rows import job_from_row as _job
+from comfyfleet.jobs._rows import load as _load
 from comfyfleet.jobs._rows import mutable_columns as _mutable_columns
 
 JOBS_SQL = "comfyfleet.jobs"
@@ -110,8 +110,8 @@ class SqliteJobStore:
             assert seq is not None
             # Hand back what was stored (JSON-normalised), as every later read will; a large
             # graph came from a JSON body, so it is normalised already and not decoded again.
-            stored = job.workflow if large else json.loads(workflow)
-            created = replace(change.job, seq=seq, workflow=stored, options=json.loads(options))
+            stored = job.workflow if large else _load(workflow)
+            created = replace(change.job, seq=seq, workflow=stored, options=_load(options))
             self._append(job.id, change.kind, change.data, created.created_at)
             return created, True
 
@@ -143,11 +143,10 @@ class SqliteJobStore:
         return self._count(status)
 
     async def queue_position(self, job_id: str) -> int | None:
-        job = await self.get(job_id)
-        if job.status is not JobStatus.QUEUED:
-            return None
-        params = {"priority": job.priority, "queued_at": job.queued_at, "seq": job.seq}
-        return int(self._db().execute(self._q["queue_position"], params).fetchone()[0])
+        row = self._db().execute(self._q["queue_position"], {"id": job_id}).fetchone()
+        if row is None:
+            raise JobNotFound(job_id)
+        return None if row[0] is None else int(row[0])
 
     async def claim(
         self,
@@ -330,7 +329,7 @@ class SqliteJobStore:
         seq = self._db().execute(self._q["insert_event"], params).lastrowid
         assert seq is not None
         self._changed.append(job_id)
-        return JobEvent(seq=seq, job_id=job_id, kind=kind, data=json.loads(encoded), at=at)
+        return JobEvent(seq=seq, job_id=job_id, kind=kind, data=_load(encoded), at=at)
 
     def _migrate(self) -> list[int]:
         """Run the migrations this file has not had yet, each in its own transaction."""

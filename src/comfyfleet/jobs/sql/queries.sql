@@ -80,13 +80,17 @@ ORDER BY seq DESC LIMIT :limit;
 SELECT count(*) FROM jobs WHERE status = :status;
 
 -- name: queue_position
-SELECT count(*) FROM jobs
-WHERE status = 'queued'
-    AND (
-        priority > :priority
-        OR (priority = :priority AND queued_at < :queued_at)
-        OR (priority = :priority AND queued_at = :queued_at AND seq < :seq)
-    );
+-- NULL when the job is not queued (or unknown); reads only the columns it compares.
+SELECT CASE WHEN me.status = 'queued' THEN (
+    SELECT count(*) FROM jobs
+    WHERE status = 'queued'
+        AND (
+            priority > me.priority
+            OR (priority = me.priority AND queued_at < me.queued_at)
+            OR (priority = me.priority AND queued_at = me.queued_at AND seq < me.seq)
+        )
+) END
+FROM (SELECT status, priority, queued_at, seq FROM jobs WHERE id = :id) AS me;
 
 -- name: next_queued
 SELECT * FROM jobs WHERE status = 'queued' ORDER BY priority DESC, queued_at, seq LIMIT 1;

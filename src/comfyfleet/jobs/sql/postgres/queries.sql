@@ -133,13 +133,17 @@ ORDER BY seq DESC LIMIT %(limit)s;
 SELECT count(*) AS n FROM jobs WHERE status = %(status)s;
 
 -- name: queue_position
-SELECT count(*) AS n FROM jobs
-WHERE status = 'queued'
-    AND (
-        priority > %(priority)s
-        OR (priority = %(priority)s AND queued_at < %(queued_at)s)
-        OR (priority = %(priority)s AND queued_at = %(queued_at)s AND seq < %(seq)s)
-    );
+-- NULL when the job is not queued (or unknown); reads only the columns it compares.
+SELECT CASE WHEN me.status = 'queued' THEN (
+    SELECT count(*) FROM jobs
+    WHERE status = 'queued'
+        AND (
+            priority > me.priority
+            OR (priority = me.priority AND queued_at < me.queued_at)
+            OR (priority = me.priority AND queued_at = me.queued_at AND seq < me.seq)
+        )
+) END AS n
+FROM (SELECT status, priority, queued_at, seq FROM jobs WHERE id = %(id)s) AS me;
 
 -- name: extend_lease
 UPDATE jobs SET lease_until = %(lease_until)s
