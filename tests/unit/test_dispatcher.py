@@ -74,8 +74,7 @@ def test_jobs_spread_over_both_instances_and_complete_once() -> None:
         ids = [f"j{n}" for n in range(20)]
         for job_id in ids:
             await store.enqueue(NewJob(job_id, graph(sleep(0.01))))
-        d.notify()
-        await until_done(store, ids)
+        await d.drain(timeout=10)  # returns once the queue is empty and nothing is in flight
         jobs = [await store.get(i) for i in ids]
         assert {j.status for j in jobs} == {JobStatus.SUCCEEDED}
         assert {j.instance for j in jobs} == {0, 1}
@@ -194,3 +193,21 @@ def test_queued_jobs_past_their_queue_timeout_fail_with_timeout() -> None:
     assert expired == ["old", "own"]
     assert error["code"] == "timeout" and error["phase"] == "queued" and not error["retryable"]
     assert fresh is JobStatus.QUEUED
+
+
+def test_drain_returns_only_when_nothing_is_left_and_times_out_otherwise() -> None:
+    async def body(store: MemoryJobStore, d: Dispatcher, fakes: list[FakeComfy]) -> None:
+        await d.drain(timeout=1)  # an empty queue: at once
+        await store.enqueue(NewJob("slow", graph(sleep(2))))
+        try:
+            await d.drain(timeout=0.2)
+        except TimeoutError:
+            pass
+        else:
+            raise AssertionError("drain returned while a job was running")
+        assert (await store.get("slow")).status == JobStatus.RUNNING
+        await store.enqueue(NewJob("quick", graph(sleep(0.01))))
+        await d.drain(timeout=8)
+        assert {(await store.get(i)).status for i in ("slow", "quick")} == {JobStatus.SUCCEEDED}
+
+    run(body)

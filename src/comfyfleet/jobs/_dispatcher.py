@@ -262,6 +262,23 @@ class Dispatcher:
             except Exception:  # a store hiccup: try again at the next round
                 log.exception("expiring queued jobs failed")
 
+    async def drain(self, timeout: float | None = None) -> None:
+        """Run until no job is queued and none is in flight here, then return: a burst mode
+        for tests and one-off batches, which wait on this instead of sleeping. Raises
+        TimeoutError after `timeout` seconds. The dispatcher must be started."""
+        async with asyncio.timeout(timeout):
+            while True:
+                self.wake.clear()
+                await self.dispatch()
+                if self._idle() and await self.store.count(JobStatus.QUEUED) == 0:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.settings.poll_s):
+                        await self.wake.wait()
+
+    def _idle(self) -> bool:
+        return all(not lane.in_flight and not lane.side_tasks() for lane in self.lanes.values())
+
     async def expire_queued(self, now: float | None = None) -> list[str]:
         """Fail the queued jobs that waited longer than their queue timeout."""
         now = time.time() if now is None else now
