@@ -3,6 +3,8 @@ what its instance holds from the jobs that succeed there, and claims jobs for th
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from comfyfleet.jobs import Dispatcher, JobStatus, MemoryJobStore, NewJob
 from tests.unit.fake_comfy import FakeComfy
 from tests.unit.test_dispatcher import graph, run, sleep, until_done
@@ -59,5 +61,26 @@ def test_an_idle_instance_still_takes_a_job_for_another_model() -> None:
         await until_done(store, ["b"])
         assert (await store.get("b")).status is JobStatus.SUCCEEDED
         assert d.loaded_models(0) == {B}
+
+    run(body, instances=1)
+
+
+def test_a_lane_claims_for_what_its_queue_will_have_loaded() -> None:
+    """Two slots are a pipeline: the job claimed now runs after the one queued in ComfyUI, so
+    it is chosen for that job's models, and alternating submissions run grouped."""
+
+    async def body(store: MemoryJobStore, d: Dispatcher, fakes: list[FakeComfy]) -> None:
+        lane = d.lanes[0]
+        lane.serving = False
+        ids = [f"{'a' if n % 2 == 0 else 'b'}-{n}" for n in range(8)]
+        for job_id in ids:
+            model = A if job_id.startswith("a") else B
+            await store.enqueue(NewJob(job_id, graph(sleep(0.01)), models=(model,)))
+        lane.serving = True
+        d.notify()
+        await until_done(store, ids)
+        ran = sorted([await store.get(i) for i in ids], key=lambda job: job.started_at or 0)
+        switches = sum(1 for x, y in pairwise(ran) if x.models != y.models)
+        assert switches == 1, [job.id for job in ran]
 
     run(body, instances=1)

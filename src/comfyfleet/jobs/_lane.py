@@ -98,6 +98,15 @@ class Lane:
         """Work running beside the follower: model downloads and output uploads."""
         return [*self.preparing, *self.finishing.values()]
 
+    def holding(self) -> frozenset[str]:
+        """What the instance will hold when a job claimed now starts: the models of the last
+        job queued on it (the slots are a pipeline), else those it ran last. Claiming by what
+        already ran would alternate models: A running, B queued, A claimed after B."""
+        for flight in reversed(self.in_flight.values()):
+            if flight.job.models:
+                return frozenset(flight.job.models)
+        return self.loaded
+
     def free_slots(self) -> int:
         return self.slots - len(self.in_flight) - self._claiming if self.serving else 0
 
@@ -116,7 +125,7 @@ class Lane:
                     lease_s=self.lease_s,
                     instance=self.index,
                     prompt_id=prompt_id,
-                    affinity=None if self.routing is None else self.routing(self.loaded),
+                    affinity=None if self.routing is None else self.routing(self.holding()),
                 )
                 if job is not None:
                     self.in_flight[prompt_id] = _InFlight(job, prompt_id)
