@@ -145,7 +145,7 @@ def run_jobs(fleet: Fleet, models: list[str], work: float, switch: float) -> dic
     if failed:
         raise SystemExit(f"{len(failed)} jobs did not succeed: {failed[:5]}")
     texts = [o["text"] for job in finished for o in job["outputs"] if o.get("kind") == "text"]
-    makespan = max(job["finished_at"] for job in finished) - started
+    makespan = max(job["timings"]["finished_at"] for job in finished) - started
     instances = AGENTS * PER_AGENT
     ideal = len(models) * work / instances + switch
     return {
