@@ -130,7 +130,8 @@ WITH running AS (
     LIMIT %(window)s
 )
 SELECT * FROM jobs
-WHERE seq IN (SELECT seq FROM candidates) AND status = 'queued'
+-- An array, so the window's rows are fetched by primary key, not by a scan of every job.
+WHERE seq = ANY(ARRAY(SELECT seq FROM candidates)) AND status = 'queued'
 ORDER BY priority DESC,
     CASE
         WHEN cardinality(models) = 0 OR queued_at <= %(overdue_before)s
