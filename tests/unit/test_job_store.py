@@ -12,6 +12,7 @@ import pytest
 from comfyfleet.jobs import Job, JobStatus, JobStore, MemoryJobStore, SqliteJobStore
 from tests.job_store_contract import *  # noqa: F403  (the contract's tests, collected here)
 from tests.job_store_contract import run
+from tests.job_store_routing_contract import *  # noqa: F403  (routing's part of it)
 
 
 @pytest.fixture(params=["memory", "sqlite"])

@@ -57,6 +57,9 @@ class KeyRecord:
     expires_at: float | None = None
     revoked_at: float | None = None
     scopes: frozenset[str] = DEFAULT_SCOPES
+    max_running: int | None = None
+    """Jobs of this key that may run at once (None: the server's default), so that one client
+    cannot take every GPU while others wait."""
 
     def allows(self, scope: str) -> bool:
         """Whether the key may do what `scope` covers (`admin` covers every scope)."""
@@ -86,6 +89,7 @@ class KeyRecord:
             "revoked_at": self.revoked_at,
             "hint": self.hint,
             "scopes": sorted_scopes(self.scopes),
+            "max_running": self.max_running,
         }
 
     @classmethod
@@ -104,6 +108,7 @@ class KeyRecord:
                 expires_at=_optional_float(data.get("expires_at")),
                 revoked_at=_optional_float(data.get("revoked_at")),
                 scopes=_stored_scopes(data.get("scopes")),
+                max_running=_optional_limit(data.get("max_running")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise KeyStoreError(
@@ -127,6 +132,7 @@ class KeyRecord:
             "status": self.status(now),
             "hint": self.hint,
             "scopes": sorted_scopes(self.scopes),
+            "max_running": self.max_running,
         }
 
 
@@ -185,3 +191,12 @@ def digest_of(token: str) -> bytes:
 
 def hint_of(token: str) -> str:
     return token[-HINT_LENGTH:]
+
+
+def _optional_limit(value: Any) -> int | None:
+    """A stored running limit: a positive whole number, or absent."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"max_running must be a positive integer, not {value!r}")
+    return value

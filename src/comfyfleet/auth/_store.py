@@ -133,10 +133,17 @@ class KeyStore:
         *,
         expires_in_s: float | None = None,
         scopes: frozenset[str] = DEFAULT_SCOPES,
+        max_running: int | None = None,
     ) -> IssuedKey:
         """Make a new key named `name`, valid for `expires_in_s` seconds (None: until revoked),
-        allowed what `scopes` cover."""
+        allowed what `scopes` cover, running at most `max_running` jobs at once (None: the
+        server's `serve.max_running_per_key`)."""
         name = _checked_name(name)
+        if max_running is not None and max_running < 1:
+            raise AuthError(
+                f"a key's running limit must be at least 1, not {max_running}",
+                hint="leave out --max-running for the server's default",
+            )
         if not scopes:
             raise AuthError("a key needs at least one scope", hint="submit, read or admin")
         if expires_in_s is not None and not expires_in_s > 0:
@@ -159,6 +166,7 @@ class KeyStore:
                 hint=hint_of(token),
                 expires_at=None if expires_in_s is None else now + expires_in_s,
                 scopes=scopes,
+                max_running=max_running,
             )
             records[key_id] = record
             self._write(records)

@@ -98,6 +98,15 @@ def create_command(
             show_default=False,
         ),
     ] = None,
+    max_running: Annotated[
+        int | None,
+        typer.Option(
+            "--max-running",
+            min=1,
+            help="Jobs of this key running at once, at most (default: serve.max_running_per_key).",
+            show_default=False,
+        ),
+    ] = None,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Print the key alone, for scripts.")
     ] = False,
@@ -111,7 +120,7 @@ def create_command(
     scopes = DEFAULT_SCOPES if not scope else parse_scopes(scope)
     store, auth = _open(workspace, config)
     lifetime = None if expires_in is None else expires_in * _DAY_S
-    issued = store.create(name, expires_in_s=lifetime, scopes=scopes)
+    issued = store.create(name, expires_in_s=lifetime, scopes=scopes, max_running=max_running)
     if quiet:
         print(issued.token, flush=True)
         return

@@ -25,7 +25,7 @@ from comfyfleet.auth import READ, SUBMIT
 from comfyfleet.gateway._assets_api import resolve_job_media
 from comfyfleet.gateway._body import read_json_body
 from comfyfleet.gateway._errors import ApiError
-from comfyfleet.gateway._model_inputs import check_model_urls
+from comfyfleet.gateway._model_inputs import check_model_urls, job_models
 from comfyfleet.gateway._service import Service, prompt_by_name
 from comfyfleet.gateway._submit import (
     JOB_ID,
@@ -263,20 +263,15 @@ async def _checked(service: Service, new: NewJob, caller: Caller) -> NewJob:
     """The job with its graph checked and its media inputs stored and rewritten."""
     await _check_graph(service, new.workflow)
     await check_model_urls(new.workflow, service.net_policy)
+    # What routing needs, fixed now: the models (affinity) and the key's running limit.
+    limit = caller.max_running(service.settings.max_running_per_key)
+    new = replace(new, models=job_models(new.workflow, service.loaders), max_running=limit)
     if service.media is None:
         return new
     workflow, rewrites = await resolve_job_media(new.workflow, media_for(service.media, caller))
     if not rewrites:
         return new
-    return NewJob(
-        id=new.id,
-        workflow=dict(workflow),
-        priority=new.priority,
-        max_attempts=new.max_attempts,
-        request_hash=new.request_hash,
-        options=new.options,
-        owner=new.owner,
-    )
+    return replace(new, workflow=dict(workflow))
 
 
 async def _enqueue(service: Service, new: NewJob) -> tuple[Job, bool]:

@@ -20,6 +20,17 @@ from comfyfleet.netguard import NetPolicy, UrlRefused, UrlUnreachable, checked_a
 CLIENT_SCHEMES = frozenset({"http", "https", "hf", "civitai"})
 
 
+def job_models(
+    workflow: Mapping[str, Any], loaders: Mapping[str, Mapping[str, str]] | None = None
+) -> tuple[str, ...]:
+    """The models a job needs, as `folder_type/name`, in node order without repeats: stored
+    with the job, so that claims can prefer instances that hold them (routing by affinity).
+    `loaders` is the loader table (default: ComfyUI's loaders; `models.extra_loaders` adds
+    custom nodes')."""
+    needs = required_models(workflow, loaders)
+    return tuple(dict.fromkeys(f"{need.folder_type}/{need.value}" for need in needs))
+
+
 async def check_model_urls(workflow: Mapping[str, Any], policy: NetPolicy) -> None:
     """Raise a 422 naming the node and input of the first model URL a client may not use."""
     for need in required_models(workflow):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +13,7 @@ from comfyfleet.assets import MediaResolver
 from comfyfleet.gateway._previews import PreviewHub
 from comfyfleet.gateway._settings import ServeSettings
 from comfyfleet.jobs import Fleet, JobStore, MemoryRegistry, NodeSchemas, Registry
+from comfyfleet.models import LOADER_INPUTS
 from comfyfleet.netguard import NetPolicy
 from comfyfleet.storage import Storage
 from comfyfleet.webhooks import DEFAULT_EVENTS
@@ -99,6 +100,8 @@ class Service:
     """Which non-public addresses URLs in a job (model sources) may point at: none by default."""
     storage: Storage | None = None
     """The default output store: its URLs are signed again when a job is read."""
+    loaders: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: LOADER_INPUTS)
+    """Loader classes and their file inputs: what a job's `models` are read from (routing)."""
     idempotency_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     """Keys the HMAC that turns an Idempotency-Key into a job id; `serve` passes the one kept
     in the workspace so that retries map to the same job across restarts."""

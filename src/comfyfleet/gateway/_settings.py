@@ -44,6 +44,15 @@ class ServeSettings(_Frozen):
     sse_heartbeat_s: float = Field(15.0, gt=0, description="comment lines on idle event streams")
     slots_per_instance: int = Field(2, ge=1, le=8, description="jobs submitted to one instance")
     lease_s: float = Field(15.0, gt=0, description="a worker silent this long loses its jobs")
+    affinity_max_delay_s: float | None = Field(
+        30.0,
+        ge=0,
+        description="how long an instance may prefer jobs for the models it holds over an older"
+        " job (then the older job goes first); null: no model affinity",
+    )
+    max_running_per_key: int | None = Field(
+        None, ge=1, description="jobs of one API key running at once (a key's own limit wins)"
+    )
     agent_timeout_s: float = Field(
         15.0, gt=0, description="an agent silent this long is gone: its instances serve nothing"
     )

@@ -60,6 +60,13 @@ class Caller:
     def can_see(self, owner: str | None) -> bool:
         return self.sees_all or owner == self.owner
 
+    def max_running(self, default: int | None) -> int | None:
+        """How many of this caller's jobs may run at once: the key's own limit, else `default`
+        (`serve.max_running_per_key`); None without keys (there is no one to share with)."""
+        if self.key is None:
+            return None
+        return self.key.max_running if self.key.max_running is not None else default
+
     @property
     def list_filter(self) -> str | None:
         """The owner a job listing is limited to (None: every job)."""

@@ -44,14 +44,17 @@ from comfyfleet.jobs._postgres import PostgresJobStore
 from comfyfleet.jobs._prepare import INSTALL_PRESET, ModelFetch, PrepareFailed, Preparer
 from comfyfleet.jobs._remote import RemoteFolders
 from comfyfleet.jobs._results import OutputPublisher
+from comfyfleet.jobs._routing import CLAIM_WINDOW, Affinity
 from comfyfleet.jobs._sqlite import SqliteJobStore
 from comfyfleet.jobs._store import LEASE_EXPIRED, JobStore, QueueSignal
 
 __all__ = [
+    "CLAIM_WINDOW",
     "INSTALL_PRESET",
     "LEASE_EXPIRED",
     "SERVING_STATES",
     "TERMINAL",
+    "Affinity",
     "AgentRecord",
     "Dispatcher",
     "DispatcherSettings",

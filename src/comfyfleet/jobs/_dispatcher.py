@@ -29,6 +29,7 @@ from comfyfleet.jobs._model import JobStatus
 from comfyfleet.jobs._prepare import Preparer
 from comfyfleet.jobs._remote import RemoteFolders, RemoteServer
 from comfyfleet.jobs._results import OutputPublisher
+from comfyfleet.jobs._routing import Affinity
 from comfyfleet.jobs._store import JobStore, QueueSignal
 from comfyfleet.supervise import SERVING, InstanceEvent
 
@@ -49,6 +50,10 @@ class DispatcherSettings:
     claim_grace_s: float = 60.0
     """How long a claimed job may wait for its submit before the watchdog ends its attempt
     (longer than a submit can take: the ComfyUI client's own timeout is 30 s)."""
+    affinity_max_delay_s: float | None = 30.0
+    """How long model affinity may keep a job waiting (see `_routing`): an instance prefers jobs
+    for the models it holds, but takes a job queued this long whatever it needs. None: no
+    affinity at all, jobs go in plain order."""
 
 
 class Dispatcher:
@@ -78,6 +83,9 @@ class Dispatcher:
         self._make_client = make_client or (lambda url: ComfyClient(url, timeout=30))
         self._make_events = make_events or (lambda url, cid: ComfyEvents(url, cid))
         self.lanes: dict[int, Lane] = {}
+        self.on_disk: frozenset[str] = frozenset()
+        """The model files of this machine (`folder_type/name`), for affinity: the agent
+        refreshes it from its model index."""
         self._tasks: list[asyncio.Task[None]] = []
         self._followers: dict[int, asyncio.Task[None]] = {}
         self._started = False
@@ -109,6 +117,7 @@ class Dispatcher:
             limits=self.settings.limits,
             prepare=self.prepare,
             remote=RemoteServer(self.remote, client) if attached else None,
+            routing=self._affinity,
         )
         if old is not None:
             lane.in_flight = old.in_flight
@@ -118,6 +127,15 @@ class Dispatcher:
         if self._started:
             self._follow(lane)
         return lane
+
+    def _affinity(self, loaded: frozenset[str]) -> Affinity | None:
+        delay = self.settings.affinity_max_delay_s
+        return None if delay is None else Affinity(loaded, self.on_disk, delay)
+
+    def loaded_models(self, index: int) -> frozenset[str]:
+        """What instance `index` holds, as far as its lane knows (for the fleet registry)."""
+        lane = self.lanes.get(index)
+        return frozenset() if lane is None else lane.loaded
 
     def on_instance_event(self, event: InstanceEvent) -> None:
         """Supervisor listener: keep lanes in step with instance states."""

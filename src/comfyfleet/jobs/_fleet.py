@@ -89,7 +89,8 @@ class InstanceRecord:
 
     `base_url` is the address the agent reaches it at (often loopback: only that agent talks to
     it). `models` lists the model files on the agent's disk by folder type, `models_digest`
-    their digest (`digest_of(models)`); `schema_digest` names the instance's NodeSchemas (None
+    their digest (`digest_of(models)`); `loaded_models` what the instance ran its last job with
+    (`folder_type/name`, as jobs name them); `schema_digest` names the instance's NodeSchemas (None
     until the agent has read them). `details` holds what the supervisor knows besides (pid,
     port, restarts, reason, ...), shown as it is."""
 
@@ -103,7 +104,7 @@ class InstanceRecord:
     free_slots: int = 0
     models: Mapping[str, Sequence[str]] = field(default_factory=dict)
     models_digest: str = ""
-    loaded_model: str | None = None
+    loaded_models: tuple[str, ...] = ()
     schema_digest: str | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
     updated_at: float = 0.0
@@ -112,6 +113,7 @@ class InstanceRecord:
         data = asdict(self)
         data["models"] = {k: list(v) for k, v in self.models.items()}
         data["details"] = dict(self.details)
+        data["loaded_models"] = list(self.loaded_models)
         return data
 
 

@@ -164,6 +164,7 @@ def instance_row(each: InstanceRecord, agent_id: str, now: float) -> dict[str, A
     data["agent"] = agent_id
     data["models"] = json.dumps(data["models"], sort_keys=True)
     data["details"] = json.dumps(data["details"], sort_keys=True)
+    data["loaded_models"] = json.dumps(sorted(data["loaded_models"]))
     data["updated_at"] = now
     return data
 
@@ -180,7 +181,7 @@ def instance_from_row(row: dict[str, Any]) -> InstanceRecord:
         free_slots=int(row["free_slots"]),
         models=json.loads(row["models"]),
         models_digest=row["models_digest"],
-        loaded_model=row["loaded_model"],
+        loaded_models=tuple(json.loads(row["loaded_models"] or "[]")),
         schema_digest=row["schema_digest"],
         details=json.loads(row["details"]),
         updated_at=float(row["updated_at"]),

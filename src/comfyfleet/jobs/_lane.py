@@ -12,7 +12,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from comfyfleet.comfy import (
@@ -27,44 +26,24 @@ from comfyfleet.comfy import (
 )
 from comfyfleet.jobs._confine import namespace_outputs
 from comfyfleet.jobs._failures import JobError, attempt_error, node_error
+from comfyfleet.jobs._flight import InFlight as _InFlight
 from comfyfleet.jobs._limits import JobLimits, timeout_error
 from comfyfleet.jobs._model import Job
 from comfyfleet.jobs._outputs import outputs_from_history
 from comfyfleet.jobs._prepare import INSTALL_PRESET, NothingToRun, PrepareFailed, Preparer
 from comfyfleet.jobs._remote import RemoteServer
 from comfyfleet.jobs._results import OutputPublisher, storage_error
+from comfyfleet.jobs._routing import Affinity
 from comfyfleet.jobs._store import JobStore
 from comfyfleet.storage import StorageError
 
 PreviewSink = Callable[[str, str, bytes], object]
 """Called with (job id, image format, bytes) for each preview frame of a running job."""
 
+Routing = Callable[[frozenset[str]], Affinity | None]
+"""What a lane claims with, given the models its instance holds (see `_routing`)."""
+
 log = logging.getLogger("comfyfleet.jobs")
-
-
-@dataclass
-class _InFlight:
-    job: Job
-    prompt_id: str
-    started_at: float | None = None
-    """Wall-clock time ComfyUI began executing it (for the running timeout); None before."""
-    ui_outputs: dict[str, Any] = field(default_factory=dict)
-    """What `executed` messages reported, by node: the outputs, without asking /history."""
-    gap: bool = False
-    """The WebSocket dropped while this prompt was in flight: messages may be missing."""
-    phase: str = "claimed"
-    """claimed (being submitted), preparing (its models downloading), submitted (in ComfyUI)."""
-    since: float = field(default_factory=time.monotonic)
-    """When it entered its phase: the watchdog's measure of a claim nothing works on."""
-    task: asyncio.Task[None] | None = None
-    """The task preparing it, while it is preparing."""
-
-    @property
-    def started(self) -> bool:
-        return self.started_at is not None
-
-    def enter(self, phase: str) -> None:
-        self.phase, self.since = phase, time.monotonic()
 
 
 class Lane:
@@ -85,8 +64,12 @@ class Lane:
         limits: JobLimits | None = None,
         prepare: Preparer | None = None,
         remote: RemoteServer | None = None,
+        routing: Routing | None = None,
     ) -> None:
         self.index = index
+        self.routing = routing
+        self.loaded: frozenset[str] = frozenset()
+        """The models of the last job that succeeded here: what the instance holds in memory."""
         self.remote = remote
         """Set for a server that shares no folder with us (attached): see `_remote`."""
         self.base_url = base_url
@@ -115,6 +98,15 @@ class Lane:
         """Work running beside the follower: model downloads and output uploads."""
         return [*self.preparing, *self.finishing.values()]
 
+    def holding(self) -> frozenset[str]:
+        """What the instance will hold when a job claimed now starts: the models of the last
+        job queued on it (the slots are a pipeline), else those it ran last. Claiming by what
+        already ran would alternate models: A running, B queued, A claimed after B."""
+        for flight in reversed(self.in_flight.values()):
+            if flight.job.models:
+                return frozenset(flight.job.models)
+        return self.loaded
+
     def free_slots(self) -> int:
         return self.slots - len(self.in_flight) - self._claiming if self.serving else 0
 
@@ -133,6 +125,7 @@ class Lane:
                     lease_s=self.lease_s,
                     instance=self.index,
                     prompt_id=prompt_id,
+                    affinity=None if self.routing is None else self.routing(self.holding()),
                 )
                 if job is not None:
                     self.in_flight[prompt_id] = _InFlight(job, prompt_id)
@@ -312,6 +305,8 @@ class Lane:
             return
         outputs = outputs_from_history(flight.job.id, entry)
         self.in_flight.pop(flight.prompt_id, None)
+        if flight.job.models:  # a job without loaders leaves ComfyUI's loaded models as they were
+            self.loaded = frozenset(flight.job.models)
         details = {"instance": self.index, "comfy_ts": comfy_ts}
         if self.publisher is None:
             await self.store.complete(flight.job.id, self.worker, outputs, details=details)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
@@ -26,6 +27,7 @@ from comfyfleet.jobs._model import (
     NewJob,
     QueueFull,
 )
+from comfyfleet.jobs._routing import Affinity, best_claim, plain_order
 
 
 class MemoryJobStore:
@@ -98,8 +100,8 @@ class MemoryJobStore:
             job = self._job(job_id)
             if job.status is not JobStatus.QUEUED:
                 return None
-            key = _claim_order(job)
-            return sum(1 for other in self._queued() if _claim_order(other) < key)
+            key = plain_order(job)
+            return sum(1 for other in self._with(JobStatus.QUEUED) if plain_order(other) < key)
 
     async def claim(
         self,
@@ -109,14 +111,18 @@ class MemoryJobStore:
         now: float | None = None,
         instance: int | None = None,
         prompt_id: str | None = None,
+        affinity: Affinity | None = None,
     ) -> Job | None:
         async with self._locked():
-            queued = list(self._queued())
-            if not queued:
-                return None
             at = _now(now)
+            running: Counter[str] = Counter(
+                job.owner for job in self._with(JobStatus.RUNNING) if job.owner is not None
+            )
+            best = best_claim(self._with(JobStatus.QUEUED), running, affinity, now=at)
+            if best is None:
+                return None
             change = rules.claimed(
-                min(queued, key=_claim_order),
+                best,
                 worker,
                 lease_s=lease_s,
                 now=at,
@@ -270,8 +276,8 @@ class MemoryJobStore:
     def _count(self, status: JobStatus) -> int:
         return len(self._ids[status])
 
-    def _queued(self) -> list[Job]:
-        return [self._jobs[job_id] for job_id in self._ids[JobStatus.QUEUED]]
+    def _with(self, status: JobStatus) -> list[Job]:
+        return [self._jobs[job_id] for job_id in self._ids[status]]
 
     def _apply(self, change: rules.Change, at: float) -> Job:
         old = self._jobs.get(change.job.id)
@@ -290,10 +296,6 @@ class MemoryJobStore:
         self._events.setdefault(job_id, []).append(event)
         self._waiters.notify(job_id)
         return replace(event, data=_json_copy(data))
-
-
-def _claim_order(job: Job) -> tuple[int, float, int]:
-    return (-job.priority, job.queued_at, job.seq)
 
 
 def _now(now: float | None) -> float:

@@ -47,6 +47,12 @@ class NewJob:
     """Settings that travel with the job (webhook, output storage, timeouts); JSON values."""
     owner: str | None = None
     """The id of the API key that submitted it; None when keys were off (anonymous)."""
+    models: tuple[str, ...] = ()
+    """The model files its loader nodes name, as `folder_type/name`: what claims match against
+    the models an instance holds (routing by affinity)."""
+    max_running: int | None = None
+    """How many of its owner's jobs may run at once, this one included (None: no limit). Fixed
+    at submit from the key's limit, so a claim needs no lookup of keys."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,8 @@ class Job:
     options: dict[str, Any] = field(default_factory=dict)
     owner: str | None = None
     """The API key id that submitted it (None: anonymous, or stored before jobs had owners)."""
+    models: tuple[str, ...] = ()
+    max_running: int | None = None
 
     @property
     def terminal(self) -> bool:
@@ -85,6 +93,7 @@ class Job:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["status"] = str(self.status)
+        data["models"] = list(self.models)
         return data
 
 

@@ -48,6 +48,7 @@ from comfyfleet.jobs._model import (
     QueueFull,
 )
 from comfyfleet.jobs._pglisten import Listener
+from comfyfleet.jobs._routing import Affinity, claim_params, under_limit
 from comfyfleet.jobs._rows import clock, dump, event_from_row, job_from_row, mutable_columns
 from comfyfleet.jobs._rows import load as _load
 
@@ -55,7 +56,7 @@ JOBS_SQL = "comfyfleet.jobs"
 """The package whose `sql/` folders hold the job store's schema and queries."""
 
 Decide = Callable[[Job], "rules.Change | None"]
-BEGIN, COMMIT = "BEGIN", "COMMIT"
+BEGIN, COMMIT, ROLLBACK = "BEGIN", "COMMIT", "ROLLBACK"
 
 
 class PostgresJobStore:
@@ -106,6 +107,7 @@ class PostgresJobStore:
         row = {"id": job.id, "workflow": workflow, "priority": job.priority, "owner": job.owner}
         row |= {"max_attempts": job.max_attempts, "created_at": change.job.created_at}
         row |= {"request_hash": job.request_hash, "options": options, "max_queued": max_queued}
+        row |= {"models": list(job.models), "max_running": job.max_running}
         row |= _columns(change.job) | {"kind": change.kind, "data": dump(change.data)}
 
         async def insert(conn: Connection) -> tuple[dict[str, Any] | None, Job | None]:
@@ -167,14 +169,46 @@ class PostgresJobStore:
         now: float | None = None,
         instance: int | None = None,
         prompt_id: str | None = None,
+        affinity: Affinity | None = None,
     ) -> Job | None:
         at = clock(now)
         rule = partial(
             rules.claimed, worker=worker, lease_s=lease_s, now=at, instance=instance,
             prompt_id=prompt_id,
         )  # fmt: skip
-        _, change = await self._change("next_queued", {}, rule, at)
-        return None if change is None else change.job
+        params = claim_params(affinity, now=at) | {"excluded": []}
+        while True:
+            change, full = await self._db.run(partial(self._claim_once, params, rule, at))
+            if full is None:
+                return None if change is None else change.job
+            # That key reached its limit since the query counted: its jobs wait, others may go.
+            params["excluded"] = [*params["excluded"], full]
+
+    async def _claim_once(
+        self,
+        params: dict[str, Any],
+        rule: Callable[[Job], rules.Change],
+        at: float,
+        conn: Connection,
+    ) -> tuple[rules.Change | None, str | None]:
+        """One claim transaction: (the change, None), or (None, the key) when the job found
+        belongs to a key that is at its running limit once claimers of its jobs took turns
+        (`lock_owner_running`), or (None, None) when nothing is claimable."""
+        q = self._q
+        rows = await script(conn, [BEGIN, q["writing_events"], q["next_queued"]], params)
+        job = job_from_row(rows[0]) if rows else None
+        if job is None:
+            await conn.execute(COMMIT)
+            return None, None
+        if job.owner is not None and job.max_running is not None:
+            owner = {"owner": job.owner}
+            (row,) = await script(conn, [q["lock_owner_running"], q["owner_running"]], owner)
+            if not under_limit(job, int(row["n"])):
+                await conn.execute(ROLLBACK)
+                return None, job.owner
+        change = rule(job)
+        await self._record(conn, change, at, then=COMMIT)
+        return change, None
 
     async def heartbeat(
         self, worker: str, job_ids: Sequence[str], *, lease_s: float, now: float | None = None

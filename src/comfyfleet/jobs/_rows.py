@@ -42,6 +42,8 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
     for name in JSON_FIELDS:
         if fields[name] is not None:
             fields[name] = load(fields[name])
+    models = fields.get("models") or ()
+    fields["models"] = tuple(load(models) if isinstance(models, str) else models)
     fields["status"] = JobStatus(fields["status"])
     fields["cancel_requested"] = bool(fields["cancel_requested"])
     return Job(**fields)

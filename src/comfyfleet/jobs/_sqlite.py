@@ -44,6 +44,7 @@ from comfyfleet.jobs._model import (
     NewJob,
     QueueFull,
 )
+from comfyfleet.jobs._routing import Affinity, claim_params
 from comfyfleet.jobs._rows import clock as _now
 from comfyfleet.jobs._rows import dump as _dump
 from comfyfleet.jobs._rows import event_from_row as _event
@@ -105,6 +106,7 @@ class SqliteJobStore:
             row |= {"max_attempts": job.max_attempts, "created_at": change.job.created_at}
             options = _dump(job.options)
             row |= {"request_hash": job.request_hash, "options": options, "owner": job.owner}
+            row |= {"models": _dump(list(job.models)), "max_running": job.max_running}
             row |= _mutable_columns(change.job)
             seq = conn.execute(self._q["insert_job"], row).lastrowid
             assert seq is not None
@@ -156,12 +158,15 @@ class SqliteJobStore:
         now: float | None = None,
         instance: int | None = None,
         prompt_id: str | None = None,
+        affinity: Affinity | None = None,
     ) -> Job | None:
+        at = _now(now)
+        params = claim_params(affinity, now=at)
+        params |= {"loaded": _dump(params["loaded"]), "on_disk": _dump(params["on_disk"])}
         with self._write() as conn:
-            row = conn.execute(self._q["next_queued"]).fetchone()
+            row = conn.execute(self._q["next_queued"], params).fetchone()
             if row is None:
                 return None
-            at = _now(now)
             change = rules.claimed(
                 _job(row), worker, lease_s=lease_s, now=at, instance=instance, prompt_id=prompt_id
             )

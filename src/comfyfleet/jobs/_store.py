@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
 from comfyfleet.jobs._model import InvalidCursor, Job, JobEvent, JobStatus, NewJob
+from comfyfleet.jobs._routing import Affinity
 
 LEASE_EXPIRED: dict[str, Any] = {
     "code": "lease_expired",
@@ -72,10 +73,12 @@ class JobStore(Protocol):
         now: float | None = None,
         instance: int | None = None,
         prompt_id: str | None = None,
+        affinity: Affinity | None = None,
     ) -> Job | None:
-        """Take the next queued job (highest priority, then longest waiting) for `worker`,
-        recording the instance and prompt id it will run as (known before the claim, so one
-        write does both)."""
+        """Take the best queued job for `worker` (see :func:`claim_rank`: priority, then the
+        models `affinity` says the instance holds, then age), recording the instance and
+        prompt id it will run as (known before the claim, so one write does both). Jobs whose
+        owner already runs `max_running` jobs are skipped."""
         ...
 
     async def heartbeat(
@@ -218,6 +221,8 @@ def created(new: NewJob, *, seq: int, now: float) -> Change:
         seq=seq,
         options=new.options,
         owner=new.owner,
+        models=tuple(new.models),
+        max_running=new.max_running,
     )
     return Change(job, "status", {"status": "queued"})
 

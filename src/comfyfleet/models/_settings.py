@@ -20,6 +20,11 @@ class ModelSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    extra_loaders: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="custom loader nodes: class -> {input: folder type}; the files they name"
+        " count as a job's models for routing, like those of ComfyUI's own loaders",
+    )
     manifests: tuple[Path, ...] = Field(
         default=(),
         description="extra manifest/preset YAML files (the shipped presets are always loaded)",

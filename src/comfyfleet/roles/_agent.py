@@ -120,6 +120,7 @@ def build_agent(
         slots_per_instance=serve.slots_per_instance,
         lease_s=serve.lease_s,
         limits=JobLimits(serve.queued_timeout_s, serve.running_timeout_s),
+        affinity_max_delay_s=serve.affinity_max_delay_s,
     )
     dispatcher = Dispatcher(
         backends.store,
@@ -140,9 +141,12 @@ def build_agent(
         return lane.free_slots() if lane is not None else 0
 
     def list_models() -> dict[str, list[str]]:
+        """The machine's model files, for the registry and for routing (the files a claim
+        prefers after the loaded ones), read in one scan."""
         found: dict[str, list[str]] = {}
         for entry in library.models():
             found.setdefault(entry.folder_type, []).append(entry.name)
+        dispatcher.on_disk = frozenset(f"{k}/{name}" for k, v in found.items() for name in v)
         return {k: sorted(v) for k, v in found.items()}
 
     reporter = Reporter(
@@ -152,6 +156,7 @@ def build_agent(
         free_slots=free_slots,
         base_url=lambda port: f"http://{shown}:{port}",
         list_models=list_models,
+        loaded_models=dispatcher.loaded_models,
         heartbeat_s=serve.agent_heartbeat_s,
     )
     supervisor.add_listener(lambda event: reporter.wake())

@@ -28,6 +28,7 @@ from comfyfleet.gateway import (
     webhooks_router,
 )
 from comfyfleet.jobs import INSTALL_PRESET, JobStore, NewJob
+from comfyfleet.models import LOADER_INPUTS
 from comfyfleet.roles._agent import AgentPart
 from comfyfleet.roles._backends import Backends
 from comfyfleet.workspace import Workspace
@@ -72,6 +73,7 @@ def build_service(
         storage=backends.storage,
         net_policy=settings.assets.net_policy(),
         idempotency_secret=idempotency_secret(ws.state_dir),
+        loaders=LOADER_INPUTS | settings.models.extra_loaders,
     )
     service.node_types = NodeTypes(backends.registry, timeout_s=serve.agent_timeout_s)
     if agent is not None:

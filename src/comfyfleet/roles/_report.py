@@ -18,7 +18,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +54,8 @@ class Reporter:
     free_slots: Callable[[int], int]
     base_url: Callable[[int], str]
     list_models: ModelLister = dict
+    loaded_models: Callable[[int], Collection[str]] = lambda index: ()
+    """What an instance holds, as its lane last saw it (`Dispatcher.loaded_models`)."""
     heartbeat_s: float = 3.0
     models_every_s: float = 30.0
     vram_every_s: float = 10.0
@@ -135,6 +137,7 @@ class Reporter:
             free_slots=self.free_slots(status.index) if serving else 0,
             models={k: list(v) for k, v in self._models.items()},
             models_digest=digest_of(self._models),
+            loaded_models=tuple(sorted(self.loaded_models(status.index))) if serving else (),
             schema_digest=probe.schema_digest,
             details=details,
         )

@@ -30,10 +30,10 @@ DELETE FROM fleet_instances WHERE agent = :agent AND idx = :idx;
 -- name: insert_instance
 INSERT OR IGNORE INTO fleet_instances (
     agent, idx, base_url, state, device, vram_used, vram_total, free_slots, models,
-    models_digest, loaded_model, schema_digest, details, updated_at
+    models_digest, loaded_models, schema_digest, details, updated_at
 ) VALUES (
     :agent, :idx, :base_url, :state, :device, :vram_used, :vram_total, :free_slots, :models,
-    :models_digest, :loaded_model, :schema_digest, :details, :updated_at
+    :models_digest, :loaded_models, :schema_digest, :details, :updated_at
 );
 
 -- name: update_instance
@@ -42,7 +42,7 @@ UPDATE fleet_instances SET
     base_url = :base_url, state = :state, device = :device, vram_used = :vram_used,
     vram_total = :vram_total, free_slots = :free_slots,
     models = CASE WHEN models_digest = :models_digest THEN models ELSE :models END,
-    models_digest = :models_digest, loaded_model = :loaded_model,
+    models_digest = :models_digest, loaded_models = :loaded_models,
     schema_digest = :schema_digest, details = :details, updated_at = :updated_at
 WHERE agent = :agent AND idx = :idx;
 

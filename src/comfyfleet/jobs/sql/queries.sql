@@ -35,11 +35,11 @@ INSERT INTO schema_migrations (version, name, applied_at) VALUES (:version, :nam
 INSERT INTO jobs (
     id, workflow, priority, status, attempts, max_attempts, created_at, queued_at, started_at,
     finished_at, worker, lease_until, instance, prompt_id, progress, outputs, error,
-    cancel_requested, request_hash, options, owner
+    cancel_requested, request_hash, options, owner, models, max_running
 ) VALUES (
     :id, :workflow, :priority, :status, :attempts, :max_attempts, :created_at, :queued_at,
     :started_at, :finished_at, :worker, :lease_until, :instance, :prompt_id, :progress, :outputs,
-    :error, :cancel_requested, :request_hash, :options, :owner
+    :error, :cancel_requested, :request_hash, :options, :owner, :models, :max_running
 );
 
 -- name: update_job
@@ -93,7 +93,38 @@ SELECT CASE WHEN me.status = 'queued' THEN (
 FROM (SELECT status, priority, queued_at, seq FROM jobs WHERE id = :id) AS me;
 
 -- name: next_queued
-SELECT * FROM jobs WHERE status = 'queued' ORDER BY priority DESC, queued_at, seq LIMIT 1;
+-- The claim, as `_routing.best_claim` decides it: among the first :window claimable jobs in
+-- queue order (a job whose key already runs `max_running` jobs is not claimable), the first by
+-- priority, then affinity tier (0: needs no model, waited past :overdue_before, or shares one
+-- with :loaded; 1: shares one with :on_disk; 2: the rest), then age. :loaded and :on_disk are
+-- JSON arrays; running jobs are few, so counting them per key is cheap.
+WITH running AS (
+    SELECT owner, count(*) AS n FROM jobs
+    WHERE status = 'running' AND owner IS NOT NULL
+    GROUP BY owner
+), candidates AS (
+    SELECT jobs.* FROM jobs LEFT JOIN running ON running.owner = jobs.owner
+    WHERE jobs.status = 'queued'
+        AND (jobs.owner IS NULL OR jobs.max_running IS NULL
+            OR coalesce(running.n, 0) < jobs.max_running)
+    ORDER BY jobs.priority DESC, jobs.queued_at, jobs.seq
+    LIMIT :window
+)
+SELECT * FROM candidates AS c
+ORDER BY c.priority DESC,
+    CASE
+        WHEN c.models = '[]' OR c.queued_at <= :overdue_before OR EXISTS (
+            SELECT 1 FROM json_each(c.models) AS m
+            WHERE m.value IN (SELECT value FROM json_each(:loaded))
+        ) THEN 0
+        WHEN EXISTS (
+            SELECT 1 FROM json_each(c.models) AS m
+            WHERE m.value IN (SELECT value FROM json_each(:on_disk))
+        ) THEN 1
+        ELSE 2
+    END,
+    c.queued_at, c.seq
+LIMIT 1;
 
 -- name: extend_lease
 UPDATE jobs SET lease_until = :lease_until

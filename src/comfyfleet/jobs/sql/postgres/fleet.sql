@@ -18,14 +18,14 @@ ON CONFLICT (id) DO UPDATE SET
 -- as stored while its digest is unchanged (it is the big column).
 INSERT INTO fleet_instances (
     agent, idx, base_url, state, device, vram_used, vram_total, free_slots, models,
-    models_digest, loaded_model, schema_digest, details, updated_at
+    models_digest, loaded_models, schema_digest, details, updated_at
 )
 SELECT
     r.agent, r.idx, r.base_url, r.state, r.device, r.vram_used, r.vram_total, r.free_slots,
-    r.models, r.models_digest, r.loaded_model, r.schema_digest, r.details, r.updated_at
+    r.models, r.models_digest, r.loaded_models, r.schema_digest, r.details, r.updated_at
 FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(
     agent text, idx integer, base_url text, state text, device text, vram_used bigint,
-    vram_total bigint, free_slots integer, models text, models_digest text, loaded_model text,
+    vram_total bigint, free_slots integer, models text, models_digest text, loaded_models text,
     schema_digest text, details text, updated_at double precision
 )
 ON CONFLICT (agent, idx) DO UPDATE SET
@@ -34,7 +34,7 @@ ON CONFLICT (agent, idx) DO UPDATE SET
     free_slots = excluded.free_slots,
     models = CASE WHEN fleet_instances.models_digest = excluded.models_digest
         THEN fleet_instances.models ELSE excluded.models END,
-    models_digest = excluded.models_digest, loaded_model = excluded.loaded_model,
+    models_digest = excluded.models_digest, loaded_models = excluded.loaded_models,
     schema_digest = excluded.schema_digest, details = excluded.details,
     updated_at = excluded.updated_at;
 

@@ -47,13 +47,14 @@ WITH job AS (
     INSERT INTO jobs (
         id, workflow, priority, status, attempts, max_attempts, created_at, queued_at,
         started_at, finished_at, worker, lease_until, instance, prompt_id, progress, outputs,
-        error, cancel_requested, request_hash, options, owner
+        error, cancel_requested, request_hash, options, owner, models, max_running
     )
     SELECT
         %(id)s, %(workflow)s, %(priority)s, %(status)s, %(attempts)s, %(max_attempts)s,
         %(created_at)s, %(queued_at)s, %(started_at)s, %(finished_at)s, %(worker)s,
         %(lease_until)s, %(instance)s, %(prompt_id)s, %(progress)s, %(outputs)s, %(error)s,
-        %(cancel_requested)s, %(request_hash)s, %(options)s, %(owner)s
+        %(cancel_requested)s, %(request_hash)s, %(options)s, %(owner)s,
+        %(models)s::text[], %(max_running)s
     WHERE %(max_queued)s::bigint IS NULL OR (
         SELECT count(*) FROM (
             SELECT 1 FROM jobs WHERE status = 'queued' LIMIT %(max_queued)s::bigint
@@ -107,12 +108,49 @@ SELECT * FROM jobs WHERE id = %(id)s;
 SELECT * FROM jobs WHERE id = %(id)s FOR UPDATE;
 
 -- name: next_queued
--- The claim: the best queued job nobody else is locking right now. Racing claimers each skip
--- the rows the others hold, so none waits and none gets a job twice.
-SELECT * FROM jobs WHERE status = 'queued'
-ORDER BY priority DESC, queued_at, seq
+-- The claim, as `_routing.best_claim` decides it: the best queued job nobody else is locking
+-- right now. Racing claimers each skip the rows the others hold, so none waits and none gets a
+-- job twice. Among the first `window` claimable jobs in queue order (read through `jobs_claim`;
+-- a job whose key already runs `max_running` jobs, or whose key is `excluded`, is not
+-- claimable), the first by priority, then affinity tier (0: needs no model, waited past
+-- `overdue_before`, or shares one with `loaded`; 1: shares one with `on_disk`; 2: the rest),
+-- then age. Running jobs are few, so counting them per key is cheap. (Parameter names are
+-- written without their placeholder syntax here: the client binds placeholders in comments too.)
+WITH running AS (
+    SELECT owner, count(*) AS n FROM jobs
+    WHERE status = 'running' AND owner IS NOT NULL
+    GROUP BY owner
+), candidates AS (
+    SELECT jobs.seq FROM jobs LEFT JOIN running ON running.owner = jobs.owner
+    WHERE jobs.status = 'queued'
+        AND (jobs.owner IS NULL OR jobs.max_running IS NULL
+            OR coalesce(running.n, 0) < jobs.max_running)
+        AND (jobs.owner IS NULL OR jobs.owner <> ALL(%(excluded)s::text[]))
+    ORDER BY jobs.priority DESC, jobs.queued_at, jobs.seq
+    LIMIT %(window)s
+)
+SELECT * FROM jobs
+-- An array, so the window's rows are fetched by primary key, not by a scan of every job.
+WHERE seq = ANY(ARRAY(SELECT seq FROM candidates)) AND status = 'queued'
+ORDER BY priority DESC,
+    CASE
+        WHEN cardinality(models) = 0 OR queued_at <= %(overdue_before)s
+            OR models && %(loaded)s::text[] THEN 0
+        WHEN models && %(on_disk)s::text[] THEN 1
+        ELSE 2
+    END,
+    queued_at, seq
 LIMIT 1
 FOR UPDATE SKIP LOCKED;
+
+-- name: lock_owner_running
+-- Taken before a claim of a job with a running limit is written, and held until it commits:
+-- claimers of one key's jobs take turns here, so two agents cannot both see the key one job
+-- under its limit and both start one. `owner_running` then counts what committed before.
+SELECT pg_advisory_xact_lock(hashtextextended('comfyfleet-running:' || %(owner)s, 0));
+
+-- name: owner_running
+SELECT count(*) AS n FROM jobs WHERE owner = %(owner)s AND status = 'running';
 
 -- name: list_jobs
 SELECT * FROM jobs WHERE seq < %(before)s ORDER BY seq DESC LIMIT %(limit)s;
