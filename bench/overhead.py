@@ -246,7 +246,8 @@ def _ms(values: list[float], q: float) -> float:
 
 def _line(label: str, values: list[float], base: float | None) -> str:
     p50 = statistics.median(values) * 1000
-    text = f"{label:<12}: p50 {p50:6.2f}  p90 {_ms(values, 0.9):6.2f}  min {min(values) * 1000:6.2f}"
+    low = min(values) * 1000
+    text = f"{label:<12}: p50 {p50:6.2f}  p90 {_ms(values, 0.9):6.2f}  min {low:6.2f}"
     if base is not None:
         text += f"   added p50 {p50 - base:+5.2f} ms  ratio {p50 / base:4.2f}"
     return text
