@@ -107,6 +107,7 @@ class Lane:
         """Jobs done in ComfyUI whose outputs are being stored: still leased, slot already free."""
         self.filling: set[asyncio.Task[None]] = set()
         """Refills started when a slot came free."""
+        self._fill_pending = False
 
     # --- claiming and submitting -----------------------------------------------------------
     def side_tasks(self) -> list[asyncio.Task[None]]:
@@ -192,17 +193,17 @@ class Lane:
         except NothingToRun as done:
             if self.in_flight.pop(prompt_id, None) is not None:
                 await self.store.complete(job.id, self.worker, done.outputs)
-                self._refill()
+                self.fill_soon()
             return
         except PrepareFailed as exc:
             await self.fail_attempt(prompt_id, JobError.from_dict(exc.error, exc.retryable))
-            self._refill()
+            self.fill_soon()
             return
         except Exception as exc:
             await self.fail_attempt(
                 prompt_id, attempt_error(exc, **self._at("preparing", from_job=True))
             )
-            self._refill()
+            self.fill_soon()
             return
         if prompt_id in self.in_flight:  # not cancelled or lost meanwhile
             await self._submit(job, prompt_id, workflow)
@@ -251,7 +252,7 @@ class Lane:
                 error = attempt_error(exc, **self._at(f"handling {message.type}"))
                 await self.fail_attempt(flight.prompt_id, error)
                 await self._stop_in_comfy(flight.job.id, flight.prompt_id)
-                self._refill()
+                self.fill_soon()
 
     async def _on_message(self, message: ComfyMessage) -> None:
         flight = self.in_flight.get(message.prompt_id or "")
@@ -313,7 +314,7 @@ class Lane:
             self.finishing[flight.job.id] = task
             task.add_done_callback(lambda _: self.finishing.pop(flight.job.id, None))
         self.completed += 1
-        self._refill()
+        self.fill_soon()
 
     async def _store_outputs(
         self, job: Job, outputs: list[dict[str, Any]], details: dict[str, Any]
@@ -342,17 +343,21 @@ class Lane:
         if running is not None:
             self.on_preview(running.job.id, frame.image_format, frame.data)
 
-    def _refill(self) -> None:
+    def fill_soon(self) -> None:
         """A slot came free: take the next job at once rather than at the dispatcher's next
         round, in a task of its own. Not in the follower: submitting waits for ComfyUI's answer
         to POST /prompt, and a follower waiting on it reads nothing meanwhile, so the other job
         on the instance could finish unheard and its slot stay empty (a burst of short jobs ran
         at half the rate of ComfyUI fed directly)."""
+        if self._fill_pending:  # one that has not started yet will see this slot too
+            return
+        self._fill_pending = True
         task = asyncio.create_task(self._fill_guarded())
         self.filling.add(task)
         task.add_done_callback(self.filling.discard)
 
     async def _fill_guarded(self) -> None:
+        self._fill_pending = False
         try:
             await self.fill()
         except Exception:  # the dispatcher's loop tries again
@@ -380,7 +385,7 @@ class Lane:
     async def _finish(self, flight: _InFlight, error: JobError) -> None:
         await self.fail_attempt(flight.prompt_id, error)
         if self.serving:
-            self._refill()
+            self.fill_soon()
 
     # --- failures and reconciliation -------------------------------------------------------
     async def lose_all(self, reason: str) -> None:
@@ -424,7 +429,7 @@ class Lane:
                 await self.store.mark_cancelled(job.id, self.worker)
             else:
                 await self.store.fail(job.id, self.worker, timeout, retryable=False)
-            self._refill()
+            self.fill_soon()
 
     async def _stop_in_comfy(self, job_id: str, prompt_id: str) -> None:
         """Take a prompt out of ComfyUI's queue and interrupt it if it is the one running (a
