@@ -35,7 +35,8 @@ class NodeTypes:
     identical instances costs one read of one schema.
 
     Free text (multiline strings) may hold anything, while every other string input is a name
-    that must not read as a path leaving its folder."""
+    that must not read as a path leaving its folder. One read at a time: a burst of submissions
+    that all find the cache empty waits for the same read instead of each making its own."""
 
     def __init__(
         self, registry: Registry, *, timeout_s: float = 15.0, refresh_s: float = 10.0
@@ -47,14 +48,28 @@ class NodeTypes:
         self._known: frozenset[str] | None = None
         self._free_text: frozenset[tuple[str, str]] = frozenset()
         self._fetched_at = 0.0
+        self._fetching: asyncio.Future[None] | None = None
 
     async def known(self, wanted: set[str]) -> frozenset[str] | None:
         """The known classes, or None when no serving instance has registered its schemas
         (skip the check then)."""
         stale = time.monotonic() - self._fetched_at > self._refresh_s
         if self._known is None or (stale and not wanted <= self._known):
-            await self._fetch()
+            await self._fetch_once()
         return self._known
+
+    async def _fetch_once(self) -> None:
+        """Join the fetch under way, or start one; shielded, so a caller that goes away does
+        not cancel it for the others."""
+        if self._fetching is None:
+            self._fetching = asyncio.ensure_future(self._fetch())
+            self._fetching.add_done_callback(self._fetched)
+        await asyncio.shield(self._fetching)
+
+    def _fetched(self, fetch: asyncio.Future[None]) -> None:
+        self._fetching = None
+        if not fetch.cancelled():
+            fetch.exception()  # retrieved: each waiter has it raised already
 
     def free_text(self, class_type: str, input_name: str) -> bool:
         if self._known is None or class_type not in self._known:

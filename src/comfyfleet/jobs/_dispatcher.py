@@ -158,17 +158,15 @@ class Dispatcher:
         self.wake.set()
 
     async def dispatch(self) -> None:
-        """Fill free slots now, from the caller's task: the gateway calls this right after an
-        enqueue, so a job that finds an idle instance is on it before the answer goes out,
-        without waiting for the fill loop to be scheduled (under a burst of submissions that
-        wait is what leaves an instance idle)."""
+        """Start filling free slots now: the gateway calls this right after an enqueue, so a
+        job that finds an idle instance goes to it at once, without waiting for the fill loop
+        to be scheduled (under a burst of submissions that wait is what leaves an instance
+        idle). The fill runs in tasks of the lanes and is not awaited: ComfyUI answers
+        POST /prompt only once its worker thread lets go of the GIL, often after the graph
+        ran, and a submission held for that answer reached its client 10-20 ms late."""
         for lane in self._emptiest_first():
-            if lane.free_slots() <= 0:
-                continue
-            try:
-                await lane.fill()
-            except Exception:  # the fill loop tries again; the submission itself succeeded
-                log.exception("filling instance %s failed", lane.index)
+            if lane.free_slots() > 0:
+                lane.fill_soon()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(coro))
@@ -295,7 +293,9 @@ class Dispatcher:
                         await self.wake.wait()
 
     def _idle(self) -> bool:
-        return all(not lane.in_flight and not lane.side_tasks() for lane in self.lanes.values())
+        """No job held anywhere: none in flight, being claimed, prepared or stored. (A refill
+        task that finds nothing to claim holds none, and `dispatch` starts one each round.)"""
+        return all(lane.holds_nothing() for lane in self.lanes.values())
 
     async def expire_queued(self, now: float | None = None) -> list[str]:
         """Fail the queued jobs that waited longer than their queue timeout."""

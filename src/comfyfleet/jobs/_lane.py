@@ -92,11 +92,17 @@ class Lane:
         self.preparing: set[asyncio.Task[None]] = set()
         self.finishing: dict[str, asyncio.Task[None]] = {}
         """Jobs done in ComfyUI whose outputs are being stored: still leased, slot already free."""
+        self.filling: set[asyncio.Task[None]] = set()
+        """Refills started when a slot came free."""
+        self._fill_pending = False
 
     # --- claiming and submitting -----------------------------------------------------------
+    def holds_nothing(self) -> bool:
+        return not (self.in_flight or self._claiming or self.preparing or self.finishing)
+
     def side_tasks(self) -> list[asyncio.Task[None]]:
-        """Work running beside the follower: model downloads and output uploads."""
-        return [*self.preparing, *self.finishing.values()]
+        """Work running beside the follower: model downloads, output uploads, refills."""
+        return [*self.preparing, *self.finishing.values(), *self.filling]
 
     def holding(self) -> frozenset[str]:
         """What the instance will hold when a job claimed now starts: the models of the last
@@ -189,17 +195,17 @@ class Lane:
         except NothingToRun as done:
             if self.in_flight.pop(prompt_id, None) is not None:
                 await self.store.complete(job.id, self.worker, done.outputs)
-                await self._refill()
+                self.fill_soon()
             return
         except PrepareFailed as exc:
             await self.fail_attempt(prompt_id, JobError.from_dict(exc.error, exc.retryable))
-            await self._refill()
+            self.fill_soon()
             return
         except Exception as exc:
             await self.fail_attempt(
                 prompt_id, attempt_error(exc, **self._at("preparing", from_job=True))
             )
-            await self._refill()
+            self.fill_soon()
             return
         if prompt_id in self.in_flight:  # not cancelled or lost meanwhile
             await self._submit(job, prompt_id, workflow)
@@ -252,7 +258,7 @@ class Lane:
                 error = attempt_error(exc, **self._at(f"handling {message.type}"))
                 await self.fail_attempt(flight.prompt_id, error)
                 await self._stop_in_comfy(flight.job.id, flight.prompt_id)
-                await self._refill()
+                self.fill_soon()
 
     async def _on_message(self, message: ComfyMessage) -> None:
         flight = self.in_flight.get(message.prompt_id or "")
@@ -316,7 +322,7 @@ class Lane:
             self.finishing[flight.job.id] = task
             task.add_done_callback(lambda _: self.finishing.pop(flight.job.id, None))
         self.completed += 1
-        await self._refill()
+        self.fill_soon()
 
     async def _store_outputs(
         self, job: Job, outputs: list[dict[str, Any]], details: dict[str, Any]
@@ -352,12 +358,24 @@ class Lane:
         if running is not None:
             self.on_preview(running.job.id, frame.image_format, frame.data)
 
-    async def _refill(self) -> None:
-        """A slot came free: take the next job at once, from the task that saw it come free,
-        rather than waiting for the dispatcher's loop to be scheduled."""
+    def fill_soon(self) -> None:
+        """A slot came free: take the next job at once rather than at the dispatcher's next
+        round, in a task of its own. Not in the follower: submitting waits for ComfyUI's answer
+        to POST /prompt, and a follower waiting on it reads nothing meanwhile, so the other job
+        on the instance could finish unheard and its slot stay empty (a burst of short jobs ran
+        at half the rate of ComfyUI fed directly)."""
+        if self._fill_pending:  # one that has not started yet will see this slot too
+            return
+        self._fill_pending = True
+        task = asyncio.create_task(self._fill_guarded())
+        self.filling.add(task)
+        task.add_done_callback(self.filling.discard)
+
+    async def _fill_guarded(self) -> None:
+        self._fill_pending = False
         try:
             await self.fill()
-        except Exception:  # the dispatcher's loop tries again; a follower must not die of it
+        except Exception:  # the dispatcher's loop tries again
             log.exception("refilling instance %s failed", self.index)
         self.wake.set()
 
@@ -382,7 +400,7 @@ class Lane:
     async def _finish(self, flight: _InFlight, error: JobError) -> None:
         await self.fail_attempt(flight.prompt_id, error)
         if self.serving:
-            await self._refill()
+            self.fill_soon()
 
     # --- failures and reconciliation -------------------------------------------------------
     async def lose_all(self, reason: str) -> None:
@@ -426,7 +444,7 @@ class Lane:
                 await self.store.mark_cancelled(job.id, self.worker)
             else:
                 await self.store.fail(job.id, self.worker, timeout, retryable=False)
-            await self._refill()
+            self.fill_soon()
 
     async def _stop_in_comfy(self, job_id: str, prompt_id: str) -> None:
         """Take a prompt out of ComfyUI's queue and interrupt it if it is the one running (a
