@@ -18,6 +18,12 @@ commit leaves a lease that expires and puts the job back, a complete that did co
 the second time (the job is finished either way). What still fails (the server stays down) is a
 one-line JobStoreError naming the URL without its password; the dispatcher's and the webhook
 service's loops try again at their next round.
+
+A link that goes silent (cut, or the other machine gone without a word) must fail calls too,
+not hang them: without help, a connection waits for an answer the kernel keeps retransmitting
+for about 15 minutes. Every connection therefore asks for TCP keepalives and a TCP user timeout
+(`LINK_CHECKS`), so a dead link fails its calls within about 10 seconds; the URL's own
+`keepalives*` or `tcp_user_timeout` parameters win over these.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -43,6 +50,25 @@ POOL_TIMEOUT_S = 15.0
 """How long a call waits for a connection (the server down: the pool keeps reconnecting)."""
 
 URL_SCHEMES = ("postgresql://", "postgres://")
+
+LINK_CHECKS = {
+    "keepalives": "1",
+    "keepalives_idle": "5",
+    "keepalives_interval": "2",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "10000",
+}
+"""libpq settings that end a connection whose peer went silent: an idle one after 5 s and 3
+unanswered probes 2 s apart, one waiting for its data to be acknowledged after 10 s."""
+
+
+def with_link_checks(url: str) -> str:
+    """`url` with the `LINK_CHECKS` it does not set itself (it may tune or disable them)."""
+    try:
+        given = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:  # a malformed URL: connecting will say what is wrong
+        return url
+    return make_conninfo(url, **{k: v for k, v in LINK_CHECKS.items() if k not in given})
 
 
 def redact(url: str) -> str:
@@ -66,7 +92,10 @@ async def connect(url: str, error: type[ComfyfleetError], what: str) -> Connecti
     """One autocommit connection, or `error` saying in one line why `url` cannot be reached."""
     try:
         return await psycopg.AsyncConnection.connect(
-            url, autocommit=True, row_factory=dict_row, connect_timeout=CONNECT_TIMEOUT_S
+            with_link_checks(url),
+            autocommit=True,
+            row_factory=dict_row,
+            connect_timeout=CONNECT_TIMEOUT_S,
         )
     except psycopg.Error as exc:
         raise error(
@@ -84,7 +113,7 @@ class Database:
         self._error = error
         self._what = what
         self.pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
-            url,
+            with_link_checks(url),
             kwargs={"autocommit": True, "row_factory": dict_row},
             min_size=1,
             max_size=POOL_SIZE,

@@ -266,9 +266,13 @@ class Dispatcher:
     async def _cancel_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.cancel_poll_s)
-            for lane in self.lanes.values():
-                if lane.in_flight:
+            for lane in list(self.lanes.values()):
+                if not lane.in_flight:
+                    continue
+                try:
                     await lane.check_cancels()
+                except Exception:  # a store hiccup must not end cancelling for good
+                    log.exception("checking instance %s for cancelled jobs failed", lane.index)
 
     async def _expire_loop(self) -> None:
         while True:

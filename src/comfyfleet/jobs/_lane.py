@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from comfyfleet.comfy import (
@@ -32,6 +32,7 @@ from comfyfleet.jobs._model import Job
 from comfyfleet.jobs._outputs import outputs_from_history
 from comfyfleet.jobs._prepare import INSTALL_PRESET, NothingToRun, PrepareFailed, Preparer
 from comfyfleet.jobs._remote import RemoteServer
+from comfyfleet.jobs._reports import Report, log_refused, unreachable, until_answered
 from comfyfleet.jobs._results import OutputPublisher, storage_error
 from comfyfleet.jobs._routing import Affinity
 from comfyfleet.jobs._store import JobStore
@@ -90,8 +91,11 @@ class Lane:
         self.limits = limits or JobLimits()
         self.prepare = prepare
         self.preparing: set[asyncio.Task[None]] = set()
+        self.quiet_s = 5.0
+        self._quiet_until = float("-inf")
         self.finishing: dict[str, asyncio.Task[None]] = {}
-        """Jobs done in ComfyUI whose outputs are being stored: still leased, slot already free."""
+        """Jobs done in ComfyUI whose outputs are being stored, or whose end waits for the store
+        to answer: still leased, slot already free."""
         self.filling: set[asyncio.Task[None]] = set()
         """Refills started when a slot came free."""
         self._fill_pending = False
@@ -170,9 +174,34 @@ class Lane:
             return
         if error.code == "internal_error":
             log.warning("job %s on instance %s: %s", flight.job.id, self.index, error.message)
-        retryable = error.retryable
-        await self.store.fail(flight.job.id, self.worker, error.to_dict(), retryable=retryable)
+        job_id, failed = flight.job.id, error.to_dict()
+        await self._end(
+            job_id,
+            "failed attempt",
+            lambda: self.store.fail(job_id, self.worker, failed, retryable=error.retryable),
+        )
         self.wake.set()
+
+    async def _end(self, job_id: str, what: str, report: Report) -> None:
+        """Report how an attempt ended, at once or, while the store cannot be reached, from a
+        task of its own that keeps trying (see `_reports`), so the lane goes on meanwhile."""
+        try:
+            answer = await report()
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            self._keep(job_id, until_answered(report, job_id=job_id, what=what))
+            return
+        if answer is None:
+            log_refused(job_id, what)
+
+    def _keep(self, job_id: str, reporting: Awaitable[object]) -> None:
+        async def run() -> None:
+            await reporting
+
+        task = asyncio.create_task(run())
+        self.finishing[job_id] = task
+        task.add_done_callback(lambda _: self.finishing.pop(job_id, None))
 
     def stranded(self, claim_grace_s: float, now: float | None = None) -> list[str]:
         """The prompt ids of jobs this lane holds that nothing works on: claimed but never
@@ -267,9 +296,8 @@ class Lane:
         job_id, data = flight.job.id, message.data
         if message.type == "execution_start":
             flight.started_at = time.time()
-            await self.store.publish(
-                job_id, "started", {"instance": self.index, "comfy_ts": data.get("timestamp")}
-            )
+            started = {"instance": self.index, "comfy_ts": data.get("timestamp")}
+            await self._inform(job_id, lambda: self.store.publish(job_id, "started", started))
         elif message.type == "progress":
             value, maximum = int(data.get("value", 0)), int(data.get("max", 0)) or 1
             progress = {
@@ -278,22 +306,40 @@ class Lane:
                 "max": maximum,
                 "fraction": round(value / maximum, 4),
             }
-            await self.store.set_running_info(job_id, self.worker, progress=progress)
-            await self.store.publish(job_id, "progress", progress)
+            await self._inform(
+                job_id, lambda: self.store.set_running_info(job_id, self.worker, progress=progress)
+            )
+            await self._inform(job_id, lambda: self.store.publish(job_id, "progress", progress))
         elif message.type == "executing" and data.get("node") is not None:
-            await self.store.publish(job_id, "executing", {"node": data.get("node")})
+            executing = {"node": data.get("node")}
+            await self._inform(job_id, lambda: self.store.publish(job_id, "executing", executing))
         elif message.type == "executed":
             output = data.get("output")
             if isinstance(output, dict):
                 flight.ui_outputs[str(data.get("node"))] = output
             node = data.get("node")
-            await self.store.publish(job_id, "executed", {"node": node, "output": output})
+            executed = {"node": node, "output": output}
+            await self._inform(job_id, lambda: self.store.publish(job_id, "executed", executed))
         elif message.type == "execution_success":
             await self._finish_success(flight, comfy_ts=data.get("timestamp"))
         elif message.type == "execution_error":
             await self._finish(flight, node_error(data))
         elif message.type == "execution_interrupted":
             await self._finish_interrupted(flight, data)
+
+    async def _inform(self, job_id: str, telling: Callable[[], Awaitable[object]]) -> None:
+        """Progress the store cannot take now is dropped, not the attempt: it describes a
+        moment that has passed. After a failure the next `quiet_s` of progress is not even
+        tried, so a store that hangs does not hold the follower back from the job's end."""
+        if time.monotonic() < self._quiet_until:
+            return
+        try:
+            await telling()
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            self._quiet_until = time.monotonic() + self.quiet_s
+            log.warning("job %s: the store did not take its progress (%s)", job_id, exc)
 
     async def _finish_success(
         self, flight: _InFlight, *, comfy_ts: Any = None, entry: dict[str, Any] | None = None
@@ -315,7 +361,12 @@ class Lane:
             self.loaded = frozenset(flight.job.models)
         details = {"instance": self.index, "comfy_ts": comfy_ts}
         if self.publisher is None:
-            await self.store.complete(flight.job.id, self.worker, outputs, details=details)
+            job_id = flight.job.id
+            await self._end(
+                job_id,
+                "result",
+                lambda: self.store.complete(job_id, self.worker, outputs, details=details),
+            )
         else:
             # Storing can take a while (an upload): ComfyUI is done, so the slot is free now.
             task = asyncio.create_task(self._store_outputs(flight.job, outputs, details))
@@ -334,21 +385,31 @@ class Lane:
             published = await self.publisher.publish(job, outputs)
         except ComfyError as exc:  # the attached server went away before we had its files
             failed = attempt_error(exc, **self._at("downloading its outputs"))
-            await self.store.fail(job.id, self.worker, failed.to_dict(), retryable=True)
+            await self._fail_finishing(job, failed.to_dict(), retryable=True)
             self.wake.set()
             return
         except StorageError as exc:
             log.warning("job %s: %s", job.id, exc)
             error = storage_error(exc)
-            await self.store.fail(job.id, self.worker, error, retryable=error["retryable"])
+            await self._fail_finishing(job, error, retryable=error["retryable"])
             self.wake.set()
             return
         except Exception as exc:  # a bug here must not leave the job running until its lease
             log.exception("job %s: publishing its outputs failed", job.id)
             failed = attempt_error(exc, **self._at("storing its outputs"))
-            await self.store.fail(job.id, self.worker, failed.to_dict(), retryable=failed.retryable)
+            await self._fail_finishing(job, failed.to_dict(), retryable=failed.retryable)
             return
-        await self.store.complete(job.id, self.worker, published, details=details)
+
+        async def complete() -> Job | None:
+            return await self.store.complete(job.id, self.worker, published, details=details)
+
+        await until_answered(complete, job_id=job.id, what="result")
+
+    async def _fail_finishing(self, job: Job, error: dict[str, Any], *, retryable: bool) -> None:
+        async def fail() -> Job | None:
+            return await self.store.fail(job.id, self.worker, error, retryable=retryable)
+
+        await until_answered(fail, job_id=job.id, what="failed attempt")
 
     def _forward_preview(self, frame: PreviewFrame) -> None:
         """ComfyUI's legacy preview frames name no prompt: they belong to the one running."""

@@ -31,7 +31,7 @@ from comfyfleet.jobs import (
 from comfyfleet.models import ModelLibrary
 from comfyfleet.roles._backends import Backends
 from comfyfleet.roles._report import Reporter, new_agent
-from comfyfleet.supervise import Supervisor
+from comfyfleet.supervise import FollowedSupervisor, Supervisor
 from comfyfleet.webhooks import WebhookService
 from comfyfleet.workspace import Workspace
 
@@ -100,7 +100,7 @@ def build_agent(
     settings: Settings,
     ws: Workspace,
     backends: Backends,
-    supervisor: Supervisor,
+    supervisor: Supervisor | FollowedSupervisor,
     *,
     also_preview: Callable[[str, str, bytes], object] | None = None,
 ) -> AgentPart:

@@ -5,11 +5,17 @@ part writes, as separate processes do. The gateway and the dispatcher are attach
 before the instances start, and are stopped before the instances are: jobs still running then
 fail their attempt as retryable and run again after a restart (the store is durable; nothing is
 lost). Webhook deliveries left pending are sent after a restart too.
+
+Where `comfyfleet up --detach` already runs the workspace's fleet, `serve` and `agent` follow
+that supervisor through its control socket (`FollowedSupervisor`) instead of starting instances:
+the instance options of the command do not apply then, and stopping it leaves the fleet running.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import signal
 from collections.abc import Awaitable, Callable
 
@@ -18,8 +24,21 @@ from comfyfleet.errors import PortInUseError
 from comfyfleet.roles._agent import build_agent
 from comfyfleet.roles._backends import open_backends
 from comfyfleet.roles._gateway import build_service, start_gateway
-from comfyfleet.supervise import InstanceEvent, Supervisor, port_is_free, run_fleet
+from comfyfleet.supervise import (
+    ControlClient,
+    FollowedSupervisor,
+    InstanceEvent,
+    Supervisor,
+    port_is_free,
+    run_fleet,
+)
 from comfyfleet.workspace import Workspace
+
+log = logging.getLogger("comfyfleet.agent")
+
+Fleet = Supervisor | FollowedSupervisor
+"""The instances the agent part serves: its own supervisor's, or a detached one's."""
+Attach = Callable[[Fleet, Callable[[], None]], Awaitable[Callable[[], Awaitable[None]]]]
 
 
 def _check_port(settings: Settings) -> None:
@@ -38,12 +57,14 @@ async def run_service(
 ) -> None:
     """`comfyfleet serve`: the agent part and the gateway part on one store."""
     ws = Workspace.from_settings(settings)
-    _require_installed(settings, ws)
+    detached = await _detached(ws)
+    if detached is None:
+        _require_installed(settings, ws)
     _check_port(settings)
     async with open_backends(settings, ws) as backends:
 
         async def attach(
-            supervisor: Supervisor, stop: Callable[[], None]
+            supervisor: Fleet, stop: Callable[[], None]
         ) -> Callable[[], Awaitable[None]]:
             service = build_service(settings, ws, backends, None)
             agent = build_agent(
@@ -62,7 +83,7 @@ async def run_service(
 
             return detach
 
-        await run_fleet(settings.fleet, ws, attach=attach, on_event=on_event)
+        await _run_or_follow(settings, ws, detached, attach, on_event)
 
 
 async def run_agent(
@@ -70,17 +91,63 @@ async def run_agent(
 ) -> None:
     """`comfyfleet agent`: this machine's instances, their dispatcher, their registration."""
     ws = Workspace.from_settings(settings)
-    _require_installed(settings, ws)
+    detached = await _detached(ws)
+    if detached is None:
+        _require_installed(settings, ws)
     async with open_backends(settings, ws) as backends:
 
         async def attach(
-            supervisor: Supervisor, stop: Callable[[], None]
+            supervisor: Fleet, stop: Callable[[], None]
         ) -> Callable[[], Awaitable[None]]:
             agent = build_agent(settings, ws, backends, supervisor)
             agent.start()
             return agent.stop
 
+        await _run_or_follow(settings, ws, detached, attach, on_event)
+
+
+async def _detached(ws: Workspace) -> ControlClient | None:
+    """The client of a supervisor already running for `ws` (`up --detach`), else None."""
+    client = ControlClient(ws.control_socket)
+    return client if await asyncio.to_thread(client.is_running) else None
+
+
+async def _run_or_follow(
+    settings: Settings,
+    ws: Workspace,
+    detached: ControlClient | None,
+    attach: Attach,
+    on_event: Callable[[InstanceEvent], None] | None,
+) -> None:
+    """Run the fleet here, or follow the detached supervisor, until SIGINT or SIGTERM."""
+    if detached is None:
         await run_fleet(settings.fleet, ws, attach=attach, on_event=on_event)
+        return
+    followed = FollowedSupervisor(detached, poll_s=settings.fleet.probe_interval_s)
+    if on_event is not None:
+        followed.add_listener(on_event)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.warning(
+        "following the fleet that `comfyfleet up --detach` runs in %s (stop it with "
+        "`comfyfleet down`)",
+        ws.root,
+    )
+    try:
+        detach = await attach(followed, stop.set)
+        polling = asyncio.create_task(followed.run())
+        try:
+            await stop.wait()
+        finally:
+            polling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await polling
+            await detach()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 async def run_gateway(

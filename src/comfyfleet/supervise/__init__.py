@@ -5,6 +5,7 @@ from __future__ import annotations
 from comfyfleet.supervise._attached import AttachedInstance, AttachedSpec
 from comfyfleet.supervise._control import ControlClient
 from comfyfleet.supervise._daemon import spawn_daemon
+from comfyfleet.supervise._follow import FollowedSupervisor
 from comfyfleet.supervise._instance import Instance, InstanceSpec, describe_exit
 from comfyfleet.supervise._logs import RotatingLog, follow, tail_lines
 from comfyfleet.supervise._ports import choose_port, port_is_free
@@ -22,6 +23,7 @@ __all__ = [
     "AttachedSpec",
     "ControlClient",
     "FleetSettings",
+    "FollowedSupervisor",
     "HttpProber",
     "Instance",
     "InstanceEvent",
