@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from comfyfleet.comfy import (
@@ -25,18 +25,18 @@ from comfyfleet.comfy import (
     PreviewFrame,
 )
 from comfyfleet.jobs._confine import namespace_outputs
+from comfyfleet.jobs._endings import Endings
 from comfyfleet.jobs._failures import JobError, attempt_error, node_error
 from comfyfleet.jobs._flight import InFlight as _InFlight
 from comfyfleet.jobs._limits import JobLimits, timeout_error
 from comfyfleet.jobs._model import Job
 from comfyfleet.jobs._outputs import outputs_from_history
 from comfyfleet.jobs._prepare import INSTALL_PRESET, NothingToRun, PrepareFailed, Preparer
+from comfyfleet.jobs._progress_events import ProgressEvents
 from comfyfleet.jobs._remote import RemoteServer
-from comfyfleet.jobs._reports import Report, log_refused, unreachable, until_answered
-from comfyfleet.jobs._results import OutputPublisher, storage_error
+from comfyfleet.jobs._results import OutputPublisher
 from comfyfleet.jobs._routing import Affinity
 from comfyfleet.jobs._store import JobStore
-from comfyfleet.storage import StorageError
 
 PreviewSink = Callable[[str, str, bytes], object]
 """Called with (job id, image format, bytes) for each preview frame of a running job."""
@@ -86,16 +86,14 @@ class Lane:
         self.in_flight: dict[str, _InFlight] = {}  # prompt id -> job
         self.completed = 0
         self._claiming = 0
-        self.publisher = publisher
         self.on_preview = on_preview
         self.limits = limits or JobLimits()
         self.prepare = prepare
         self.preparing: set[asyncio.Task[None]] = set()
-        self.quiet_s = 5.0
-        self._quiet_until = float("-inf")
-        self.finishing: dict[str, asyncio.Task[None]] = {}
-        """Jobs done in ComfyUI whose outputs are being stored, or whose end waits for the store
-        to answer: still leased, slot already free."""
+        self.progress = ProgressEvents(store, worker, index)
+        self.endings = Endings(
+            store, worker, index, publisher=publisher, remote=remote, wake=wake
+        )
         self.filling: set[asyncio.Task[None]] = set()
         """Refills started when a slot came free."""
         self._fill_pending = False
@@ -103,6 +101,12 @@ class Lane:
     # --- claiming and submitting -----------------------------------------------------------
     def holds_nothing(self) -> bool:
         return not (self.in_flight or self._claiming or self.preparing or self.finishing)
+
+    @property
+    def finishing(self) -> dict[str, asyncio.Task[None]]:
+        """Jobs done in ComfyUI whose outputs are being stored, or whose end waits for the store
+        to answer: still leased, slot already free."""
+        return self.endings.tasks
 
     def side_tasks(self) -> list[asyncio.Task[None]]:
         """Work running beside the follower: model downloads, output uploads, refills."""
@@ -170,38 +174,8 @@ class Lane:
         """End the attempt of the job in `prompt_id`'s slot and free the slot; a no-op when the
         job already left it (cancelled, timed out or lost meanwhile)."""
         flight = self.in_flight.pop(prompt_id, None)
-        if flight is None:
-            return
-        if error.code == "internal_error":
-            log.warning("job %s on instance %s: %s", flight.job.id, self.index, error.message)
-        job_id, failed = flight.job.id, error.to_dict()
-        await self._end(
-            job_id,
-            "failed attempt",
-            lambda: self.store.fail(job_id, self.worker, failed, retryable=error.retryable),
-        )
-        self.wake.set()
-
-    async def _end(self, job_id: str, what: str, report: Report) -> None:
-        """Report how an attempt ended, at once or, while the store cannot be reached, from a
-        task of its own that keeps trying (see `_reports`), so the lane goes on meanwhile."""
-        try:
-            answer = await report()
-        except Exception as exc:
-            if not unreachable(exc):
-                raise
-            self._keep(job_id, until_answered(report, job_id=job_id, what=what))
-            return
-        if answer is None:
-            log_refused(job_id, what)
-
-    def _keep(self, job_id: str, reporting: Awaitable[object]) -> None:
-        async def run() -> None:
-            await reporting
-
-        task = asyncio.create_task(run())
-        self.finishing[job_id] = task
-        task.add_done_callback(lambda _: self.finishing.pop(job_id, None))
+        if flight is not None:
+            await self.endings.fail(flight.job.id, error)
 
     def stranded(self, claim_grace_s: float, now: float | None = None) -> list[str]:
         """The prompt ids of jobs this lane holds that nothing works on: claimed but never
@@ -293,53 +267,15 @@ class Lane:
         flight = self.in_flight.get(message.prompt_id or "")
         if flight is None:
             return
-        job_id, data = flight.job.id, message.data
-        if message.type == "execution_start":
-            flight.started_at = time.time()
-            started = {"instance": self.index, "comfy_ts": data.get("timestamp")}
-            await self._inform(job_id, lambda: self.store.publish(job_id, "started", started))
-        elif message.type == "progress":
-            value, maximum = int(data.get("value", 0)), int(data.get("max", 0)) or 1
-            progress = {
-                "node": data.get("node"),
-                "value": value,
-                "max": maximum,
-                "fraction": round(value / maximum, 4),
-            }
-            await self._inform(
-                job_id, lambda: self.store.set_running_info(job_id, self.worker, progress=progress)
-            )
-            await self._inform(job_id, lambda: self.store.publish(job_id, "progress", progress))
-        elif message.type == "executing" and data.get("node") is not None:
-            executing = {"node": data.get("node")}
-            await self._inform(job_id, lambda: self.store.publish(job_id, "executing", executing))
-        elif message.type == "executed":
-            output = data.get("output")
-            if isinstance(output, dict):
-                flight.ui_outputs[str(data.get("node"))] = output
-            node = data.get("node")
-            executed = {"node": node, "output": output}
-            await self._inform(job_id, lambda: self.store.publish(job_id, "executed", executed))
-        elif message.type == "execution_success":
+        data = message.data
+        if await self.progress.tell(flight, message):
+            return
+        if message.type == "execution_success":
             await self._finish_success(flight, comfy_ts=data.get("timestamp"))
         elif message.type == "execution_error":
             await self._finish(flight, node_error(data))
         elif message.type == "execution_interrupted":
             await self._finish_interrupted(flight, data)
-
-    async def _inform(self, job_id: str, telling: Callable[[], Awaitable[object]]) -> None:
-        """Progress the store cannot take now is dropped, not the attempt: it describes a
-        moment that has passed. After a failure the next `quiet_s` of progress is not even
-        tried, so a store that hangs does not hold the follower back from the job's end."""
-        if time.monotonic() < self._quiet_until:
-            return
-        try:
-            await telling()
-        except Exception as exc:
-            if not unreachable(exc):
-                raise
-            self._quiet_until = time.monotonic() + self.quiet_s
-            log.warning("job %s: the store did not take its progress (%s)", job_id, exc)
 
     async def _finish_success(
         self, flight: _InFlight, *, comfy_ts: Any = None, entry: dict[str, Any] | None = None
@@ -360,56 +296,9 @@ class Lane:
         if flight.job.models:  # a job without loaders leaves ComfyUI's loaded models as they were
             self.loaded = frozenset(flight.job.models)
         details = {"instance": self.index, "comfy_ts": comfy_ts}
-        if self.publisher is None:
-            job_id = flight.job.id
-            await self._end(
-                job_id,
-                "result",
-                lambda: self.store.complete(job_id, self.worker, outputs, details=details),
-            )
-        else:
-            # Storing can take a while (an upload): ComfyUI is done, so the slot is free now.
-            task = asyncio.create_task(self._store_outputs(flight.job, outputs, details))
-            self.finishing[flight.job.id] = task
-            task.add_done_callback(lambda _: self.finishing.pop(flight.job.id, None))
+        await self.endings.succeed(flight.job, outputs, details)
         self.completed += 1
         self.fill_soon()
-
-    async def _store_outputs(
-        self, job: Job, outputs: list[dict[str, Any]], details: dict[str, Any]
-    ) -> None:
-        assert self.publisher is not None
-        try:
-            if self.remote is not None:
-                await self.remote.fetch_outputs(job.id, outputs)
-            published = await self.publisher.publish(job, outputs)
-        except ComfyError as exc:  # the attached server went away before we had its files
-            failed = attempt_error(exc, **self._at("downloading its outputs"))
-            await self._fail_finishing(job, failed.to_dict(), retryable=True)
-            self.wake.set()
-            return
-        except StorageError as exc:
-            log.warning("job %s: %s", job.id, exc)
-            error = storage_error(exc)
-            await self._fail_finishing(job, error, retryable=error["retryable"])
-            self.wake.set()
-            return
-        except Exception as exc:  # a bug here must not leave the job running until its lease
-            log.exception("job %s: publishing its outputs failed", job.id)
-            failed = attempt_error(exc, **self._at("storing its outputs"))
-            await self._fail_finishing(job, failed.to_dict(), retryable=failed.retryable)
-            return
-
-        async def complete() -> Job | None:
-            return await self.store.complete(job.id, self.worker, published, details=details)
-
-        await until_answered(complete, job_id=job.id, what="result")
-
-    async def _fail_finishing(self, job: Job, error: dict[str, Any], *, retryable: bool) -> None:
-        async def fail() -> Job | None:
-            return await self.store.fail(job.id, self.worker, error, retryable=retryable)
-
-        await until_answered(fail, job_id=job.id, what="failed attempt")
 
     def _forward_preview(self, frame: PreviewFrame) -> None:
         """ComfyUI's legacy preview frames name no prompt: they belong to the one running."""
