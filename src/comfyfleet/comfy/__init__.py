@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from comfyfleet.comfy._client import ComfyClient, OutputFile, PromptResult
+from comfyfleet.comfy._client import LARGE_PROMPT_NODES, ComfyClient, OutputFile, PromptResult
 from comfyfleet.comfy._errors import (
     ComfyError,
     ComfyProtocolError,
@@ -24,6 +24,7 @@ from comfyfleet.comfy._ws import (
 )
 
 __all__ = [
+    "LARGE_PROMPT_NODES",
     "ComfyClient",
     "ComfyError",
     "ComfyEvents",

@@ -27,6 +27,16 @@ from comfyfleet.comfy._errors import (
     excerpt,
 )
 
+LARGE_PROMPT_NODES = 2000
+"""Graphs with more nodes than this are encoded in a worker thread."""
+
+
+def _strict_json(payload: Any) -> bytes:
+    """What ComfyUI can read back, or an error: ValueError for NaN and Infinity (which JSON has
+    no words for), UnicodeEncodeError for a lone surrogate."""
+    text = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return text.encode("utf-8")
+
 
 @dataclass(frozen=True)
 class OutputFile:
@@ -164,7 +174,11 @@ class ComfyClient:
             payload["client_id"] = client_id
         if prompt_id is not None:
             payload["prompt_id"] = prompt_id
-        response = await self._send("POST", "/prompt", body=payload)
+        if len(prompt) > LARGE_PROMPT_NODES:  # thousands of nodes: encoded off the event loop
+            encoded = await asyncio.to_thread(_strict_json, payload)
+        else:
+            encoded = _strict_json(payload)
+        response = await self._send("POST", "/prompt", raw=encoded)
         if response.status_code == 400:
             data = self._decode(response)
             if isinstance(data, dict):
@@ -231,10 +245,14 @@ class ComfyClient:
         params: dict[str, str] | None = None,
         form: dict[str, str] | None = None,
         files: dict[str, tuple[str, bytes, str]] | None = None,
+        raw: bytes | None = None,
     ) -> httpx.Response:
         try:
             if files is not None:
                 response = await self._http.request(method, path, data=form, files=files)
+            elif raw is not None:
+                headers = {"content-type": "application/json"}
+                response = await self._http.request(method, path, content=raw, headers=headers)
             else:
                 response = await self._http.request(method, path, json=body, params=params)
         except httpx.TransportError as exc:

@@ -21,9 +21,12 @@ request keep being answered while a large submission is read.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
 import math
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import accumulate
@@ -101,12 +104,43 @@ async def read_json_body(request: Request, limits: JsonLimits) -> dict[str, Any]
     require_json_type(request)
     raw = await read_body(request, limits.max_bytes)
     if len(raw) > INLINE_BYTES:
-        body = await asyncio.to_thread(parse_json, raw, limits)
+        body = await asyncio.to_thread(_parse_large, raw, limits)
     else:
         body = parse_json(raw, limits)
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_request", "request body must be a JSON object")
     return body
+
+
+_collector_lock = threading.Lock()
+_collector_holds = 0
+_collector_was_on = True
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cycle collection while large bodies are parsed. Building a few hundred thousand
+    objects sets off full collections, each walking every object the process holds (a large
+    graph being run, say): the same parse took longer with every large job alive. JSON makes
+    no cycles, so nothing is left for the collector; it runs again when the last parse ends."""
+    global _collector_holds, _collector_was_on
+    with _collector_lock:
+        _collector_holds += 1
+        if _collector_holds == 1:
+            _collector_was_on = gc.isenabled()
+            gc.disable()
+    try:
+        yield
+    finally:
+        with _collector_lock:
+            _collector_holds -= 1
+            if _collector_holds == 0 and _collector_was_on:
+                gc.enable()
+
+
+def _parse_large(raw: bytes, limits: JsonLimits) -> Any:
+    with _collector_paused():
+        return parse_json(raw, limits)
 
 
 def parse_json(raw: bytes, limits: JsonLimits) -> Any:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from comfyfleet.comfy import (
+    LARGE_PROMPT_NODES,
     ComfyClient,
     ComfyError,
     ComfyEvents,
@@ -219,7 +220,9 @@ class Lane:
         """Send the job to ComfyUI. Whatever goes wrong ends this attempt, never the lane."""
         try:
             graph = job.workflow if workflow is None else workflow
-            if self.remote is None:
+            if self.remote is None and len(graph) > LARGE_PROMPT_NODES:
+                graph = await asyncio.to_thread(namespace_outputs, graph, job.id)
+            elif self.remote is None:
                 graph = namespace_outputs(graph, job.id)
             else:
                 graph = await self.remote.graph_for(graph, job.id)
