@@ -45,8 +45,9 @@ from comfyfleet.jobs._prepare import INSTALL_PRESET, ModelFetch, PrepareFailed, 
 from comfyfleet.jobs._remote import RemoteFolders
 from comfyfleet.jobs._results import OutputPublisher
 from comfyfleet.jobs._routing import CLAIM_WINDOW, Affinity
+from comfyfleet.jobs._rules import LEASE_EXPIRED
 from comfyfleet.jobs._sqlite import SqliteJobStore
-from comfyfleet.jobs._store import LEASE_EXPIRED, JobStore, QueueSignal
+from comfyfleet.jobs._store import JobStore, QueueSignal
 
 __all__ = [
     "CLAIM_WINDOW",

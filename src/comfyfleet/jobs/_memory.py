@@ -16,7 +16,7 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
-from comfyfleet.jobs import _store as rules
+from comfyfleet.jobs import _rules as rules
 from comfyfleet.jobs._model import (
     Job,
     JobConflict,
@@ -28,6 +28,7 @@ from comfyfleet.jobs._model import (
     QueueFull,
 )
 from comfyfleet.jobs._routing import Affinity, best_claim, plain_order
+from comfyfleet.jobs._store import EventWaiters, wait_for_events
 
 
 class MemoryJobStore:
@@ -43,7 +44,7 @@ class MemoryJobStore:
         self._lock = asyncio.Lock()
         self._job_seq = 0
         self._event_seq = 0
-        self._waiters = rules.EventWaiters()
+        self._waiters = EventWaiters()
         self._closed = False
 
     async def enqueue(
@@ -242,7 +243,7 @@ class MemoryJobStore:
             return [replace(event, data=_json_copy(event.data)) for event in found]
 
     async def wait_events(self, job_id: str, *, after: int, timeout: float) -> list[JobEvent]:
-        return await rules.wait_for_events(
+        return await wait_for_events(
             self, self._waiters, job_id, after=after, timeout=timeout
         )
 

@@ -36,7 +36,7 @@ from comfyfleet.db import (
     redact,
     script,
 )
-from comfyfleet.jobs import _store as rules
+from comfyfleet.jobs import _rules as rules
 from comfyfleet.jobs._model import (
     Job,
     JobConflict,
@@ -51,6 +51,7 @@ from comfyfleet.jobs._pglisten import Listener
 from comfyfleet.jobs._routing import Affinity, claim_params, under_limit
 from comfyfleet.jobs._rows import clock, dump, event_from_row, job_from_row, mutable_columns
 from comfyfleet.jobs._rows import load as _load
+from comfyfleet.jobs._store import EventWaiters, wait_for_events
 
 JOBS_SQL = "comfyfleet.jobs"
 """The package whose `sql/` folders hold the job store's schema and queries."""
@@ -67,7 +68,7 @@ class PostgresJobStore:
         self.url = redact(url)
         self._q = queries
         self._db = Database(url, JobStoreError, "job store")
-        self._waiters = rules.EventWaiters()
+        self._waiters = EventWaiters()
         self._on_queued: list[Callable[[], None]] = []
         self._listener = Listener(
             url, on_event=self._waiters.notify, on_queued=self._queued, on_lost=self._lost
@@ -337,7 +338,7 @@ class PostgresJobStore:
 
     async def wait_events(self, job_id: str, *, after: int, timeout: float) -> list[JobEvent]:
         """Woken by the notification of any process's event for the job."""
-        return await rules.wait_for_events(
+        return await wait_for_events(
             self, self._waiters, job_id, after=after, timeout=timeout
         )
 

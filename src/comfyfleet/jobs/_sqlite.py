@@ -33,7 +33,7 @@ from comfyfleet.db import (
     opening,
     split_statements,
 )
-from comfyfleet.jobs import _store as rules
+from comfyfleet.jobs import _rules as rules
 from comfyfleet.jobs._model import (
     Job,
     JobConflict,
@@ -51,6 +51,7 @@ from comfyfleet.jobs._rows import event_from_row as _event
 from comfyfleet.jobs._rows import job_from_row as _job
 from comfyfleet.jobs._rows import load as _load
 from comfyfleet.jobs._rows import mutable_columns as _mutable_columns
+from comfyfleet.jobs._store import EventWaiters, wait_for_events
 
 JOBS_SQL = "comfyfleet.jobs"
 """The package whose `sql/` folders hold the job store's schema and queries."""
@@ -64,7 +65,7 @@ class SqliteJobStore:
         self._q = queries
         self.path = path
         self.migrated: list[int] = []
-        self._waiters = rules.EventWaiters()
+        self._waiters = EventWaiters()
         self._changed: list[str] = []  # jobs with events in the open transaction
 
     @classmethod
@@ -273,7 +274,7 @@ class SqliteJobStore:
         return [_event(row) for row in rows.fetchall()]
 
     async def wait_events(self, job_id: str, *, after: int, timeout: float) -> list[JobEvent]:
-        return await rules.wait_for_events(
+        return await wait_for_events(
             self, self._waiters, job_id, after=after, timeout=timeout
         )
 
