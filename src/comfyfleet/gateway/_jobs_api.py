@@ -287,11 +287,16 @@ async def _enqueue(service: Service, new: NewJob) -> tuple[Job, bool]:
         ) from exc
     except JobConflict as exc:
         raise ApiError(409, "job_conflict", exc.message) from exc
-    # A large graph is left to the dispatcher's own loop: placing it from here would hold the
-    # answer until the instance had taken (and validated) the whole graph.
-    if created and service.dispatch is not None and not _is_large(new.workflow):
+    if not created:
+        return job, created
+    if _is_large(new.workflow):
+        # Left to the dispatcher's next round (within its poll interval), not woken now: taking
+        # a graph of many thousand nodes (decoding, rewriting, encoding it for ComfyUI) holds the
+        # interpreter for a while, and done at once it would delay this very answer.
+        return job, created
+    if service.dispatch is not None:
         await service.dispatch()
-    elif created:
+    else:
         service.notify()
     return job, created
 
