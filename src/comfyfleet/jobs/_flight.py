@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from comfyfleet.jobs._limits import JobLimits, timeout_error
 from comfyfleet.jobs._model import Job
 
 
@@ -34,3 +35,22 @@ class InFlight:
 
     def enter(self, phase: str) -> None:
         self.phase, self.since = phase, time.monotonic()
+
+    def stranded(self, claim_grace_s: float, now: float) -> bool:
+        """Nothing works on it: claimed but never submitted (the task submitting it was
+        cancelled or died), or preparing with no live task. Its lease would otherwise be
+        renewed for ever."""
+        if self.phase == "claimed":
+            return now - self.since > claim_grace_s
+        return self.phase == "preparing" and (self.task is None or self.task.done())
+
+    def timed_out(self, limits: JobLimits, now: float) -> dict[str, Any] | None:
+        """The timeout error when it has waited (queued in ComfyUI) or run longer than its
+        job allows, else None."""
+        queued_s, running_s = limits.for_job(self.job.options)
+        if self.started_at is not None:
+            if running_s is not None and now - self.started_at > running_s:
+                return timeout_error("running", running_s)
+        elif queued_s is not None and now - self.job.queued_at > queued_s:
+            return timeout_error("queued", queued_s)
+        return None

@@ -29,7 +29,7 @@ from comfyfleet.jobs._confine import namespace_outputs
 from comfyfleet.jobs._endings import Endings
 from comfyfleet.jobs._failures import JobError, attempt_error, node_error
 from comfyfleet.jobs._flight import InFlight as _InFlight
-from comfyfleet.jobs._limits import JobLimits, timeout_error
+from comfyfleet.jobs._limits import JobLimits
 from comfyfleet.jobs._model import Job
 from comfyfleet.jobs._outputs import outputs_from_history
 from comfyfleet.jobs._prepare import INSTALL_PRESET, NothingToRun, PrepareFailed, Preparer
@@ -179,17 +179,9 @@ class Lane:
             await self.endings.fail(flight.job.id, error)
 
     def stranded(self, claim_grace_s: float, now: float | None = None) -> list[str]:
-        """The prompt ids of jobs this lane holds that nothing works on: claimed but never
-        submitted (the task submitting them was cancelled or died) or preparing with no live
-        task. Their leases would otherwise be renewed for ever."""
+        """The prompt ids of jobs this lane holds that nothing works on (see InFlight)."""
         now = time.monotonic() if now is None else now
-        lost = []
-        for prompt_id, flight in self.in_flight.items():
-            if flight.phase == "claimed" and now - flight.since > claim_grace_s:
-                lost.append(prompt_id)
-            elif flight.phase == "preparing" and (flight.task is None or flight.task.done()):
-                lost.append(prompt_id)
-        return lost
+        return [p for p, flight in self.in_flight.items() if flight.stranded(claim_grace_s, now)]
 
     async def _prepare_then_submit(self, job: Job, prompt_id: str) -> None:
         """Model downloads can take minutes: they run beside the lane, holding the slot."""
@@ -388,7 +380,7 @@ class Lane:
         now = time.time() if now is None else now
         for flight in list(self.in_flight.values()):
             job = await self.store.get(flight.job.id)
-            timeout = None if job.cancel_requested else self._timeout(flight, now)
+            timeout = None if job.cancel_requested else flight.timed_out(self.limits, now)
             if not job.cancel_requested and timeout is None:
                 continue
             self.in_flight.pop(flight.prompt_id, None)
@@ -407,12 +399,3 @@ class Lane:
             await self.client.interrupt(prompt_id)
         except ComfyError as exc:
             log.warning("stopping job %s on instance %s: %s", job_id, self.index, exc)
-
-    def _timeout(self, flight: _InFlight, now: float) -> dict[str, Any] | None:
-        queued_s, running_s = self.limits.for_job(flight.job.options)
-        if flight.started_at is not None:
-            if running_s is not None and now - flight.started_at > running_s:
-                return timeout_error("running", running_s)
-        elif queued_s is not None and now - flight.job.queued_at > queued_s:
-            return timeout_error("queued", queued_s)
-        return None
