@@ -32,6 +32,7 @@ app = typer.Typer(
     name="comfyfleet",
     help="Run ComfyUI as a production service: install, supervise, serve.",
     no_args_is_help=True,
+    rich_markup_mode=None,  # help texts are plain: [env X], [#SUBDIR] are text, not markup
     add_completion=False,
     pretty_exceptions_enable=False,
 )

@@ -66,7 +66,7 @@ def up_command(
     base_port: Annotated[
         int | None,
         typer.Option(
-            "--base-port", help="Instance i listens on base+i  [default: 8188].", show_default=False
+            "--base-port", help="Instance i listens on base+i (default 8188).", show_default=False
         ),
     ] = None,
     detach: Annotated[

@@ -19,7 +19,7 @@ def install_command(
         typer.Option(
             "--source",
             help="git[:URL[@REF]] | index:PKG==VER[#SUBDIR] | path:DIR | "
-            "archive:FILE_OR_URL[#SUBDIR]  [default: git]",
+            "archive:FILE_OR_URL[#SUBDIR] (default git)",
             show_default=False,
         ),
     ] = None,
@@ -34,7 +34,7 @@ def install_command(
         typer.Option(
             "--torch",
             help="auto | existing | cpu | cu126 | cu128 | cu130 | rocm | a pip spec "
-            "such as torch==2.13.0 (from the configured index)  [default: auto]",
+            "such as torch==2.13.0 (from the configured index) (default auto)",
             show_default=False,
         ),
     ] = None,

@@ -40,6 +40,7 @@ keys_app = typer.Typer(
     name="keys",
     help="API keys for the gateway: create, list, revoke.",
     no_args_is_help=True,
+    rich_markup_mode=None,  # help texts are plain: [env X], [#SUBDIR] are text, not markup
     add_completion=False,
     pretty_exceptions_enable=False,
 )

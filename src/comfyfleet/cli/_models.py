@@ -31,6 +31,7 @@ models_app = typer.Typer(
     name="models",
     help="Model files: install presets or URLs (resumable, verified), list, remove, hash.",
     no_args_is_help=True,
+    rich_markup_mode=None,  # help texts are plain: [env X], [#SUBDIR] are text, not markup
 )
 
 TypeOpt = Annotated[

@@ -25,6 +25,17 @@ ConfigOpt = Annotated[
         show_default=False,
     ),
 ]
+GatewayPortOpt = Annotated[
+    int | None, typer.Option("--port", help="Gateway port (default 8080).", show_default=False)
+]
+GatewayHostOpt = Annotated[
+    str | None,
+    typer.Option("--host", help="Gateway address (default 127.0.0.1).", show_default=False),
+]
+BasePortOpt = Annotated[
+    int | None,
+    typer.Option("--base-port", show_default=False, help="Instance i listens on base+i."),
+]
 
 
 def settings_from(workspace: Path | None, config: Path | None, **sections: Any) -> Settings:

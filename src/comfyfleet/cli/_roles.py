@@ -14,7 +14,14 @@ from rich.markup import escape
 
 from comfyfleet.cli._console import make_console
 from comfyfleet.cli._loop import run
-from comfyfleet.cli._options import ConfigOpt, WorkspaceOpt, settings_from
+from comfyfleet.cli._options import (
+    BasePortOpt,
+    ConfigOpt,
+    GatewayHostOpt,
+    GatewayPortOpt,
+    WorkspaceOpt,
+    settings_from,
+)
 from comfyfleet.supervise import InstanceEvent
 
 StoreOpt = Annotated[
@@ -32,13 +39,8 @@ def gateway_command(
     store: StoreOpt = None,
     workspace: WorkspaceOpt = None,
     config: ConfigOpt = None,
-    port: Annotated[
-        int | None, typer.Option("--port", help="Port [default: 8080].", show_default=False)
-    ] = None,
-    host: Annotated[
-        str | None,
-        typer.Option("--host", help="Address [default: 127.0.0.1].", show_default=False),
-    ] = None,
+    port: GatewayPortOpt = None,
+    host: GatewayHostOpt = None,
 ) -> None:
     """Run the job API alone, in front of the agents registered in the store (stateless: run
     as many as you like behind a load balancer)."""
@@ -67,10 +69,7 @@ def agent_command(
     gpus: Annotated[
         str | None, typer.Option("--gpus", help="GPU indexes, e.g. 0,1.", show_default=False)
     ] = None,
-    base_port: Annotated[
-        int | None,
-        typer.Option("--base-port", show_default=False, help="Instance i listens on base+i."),
-    ] = None,
+    base_port: BasePortOpt = None,
 ) -> None:
     """Run this machine's ComfyUI instances and take jobs for them from the store (Ctrl-C stops
     them; their running jobs run again elsewhere)."""

@@ -10,20 +10,22 @@ from rich.markup import escape
 
 from comfyfleet.cli._console import make_console
 from comfyfleet.cli._loop import run
-from comfyfleet.cli._options import ConfigOpt, WorkspaceOpt, settings_from
+from comfyfleet.cli._options import (
+    BasePortOpt,
+    ConfigOpt,
+    GatewayHostOpt,
+    GatewayPortOpt,
+    WorkspaceOpt,
+    settings_from,
+)
 from comfyfleet.supervise import InstanceEvent
 
 
 def serve_command(
     workspace: WorkspaceOpt = None,
     config: ConfigOpt = None,
-    port: Annotated[
-        int | None, typer.Option("--port", help="Gateway port [default: 8080].", show_default=False)
-    ] = None,
-    host: Annotated[
-        str | None,
-        typer.Option("--host", help="Gateway address [default: 127.0.0.1].", show_default=False),
-    ] = None,
+    port: GatewayPortOpt = None,
+    host: GatewayHostOpt = None,
     store: Annotated[
         str | None,
         typer.Option(
@@ -45,10 +47,7 @@ def serve_command(
     gpus: Annotated[
         str | None, typer.Option("--gpus", help="GPU indexes, e.g. 0,1.", show_default=False)
     ] = None,
-    base_port: Annotated[
-        int | None,
-        typer.Option("--base-port", show_default=False, help="Instance i listens on base+i."),
-    ] = None,
+    base_port: BasePortOpt = None,
     attach: Annotated[
         list[str] | None,
         typer.Option(
@@ -61,7 +60,7 @@ def serve_command(
     max_queued: Annotated[
         int | None,
         typer.Option(
-            "--max-queued", help="Queue depth before 429 [default: 1000].", show_default=False
+            "--max-queued", help="Queue depth before 429 (default 1000).", show_default=False
         ),
     ] = None,
 ) -> None:
