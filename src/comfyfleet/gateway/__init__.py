@@ -8,23 +8,57 @@ from __future__ import annotations
 
 from comfyfleet.gateway._app import create_app
 from comfyfleet.gateway._assets_api import assets_router
+from comfyfleet.gateway._body import JsonLimits, read_json_body
+from comfyfleet.gateway._errors import ApiError
+from comfyfleet.gateway._intake import (
+    check_graph,
+    job_answer,
+    parse_job,
+    submit_job,
+    wait_for_end,
+)
+from comfyfleet.gateway._live import ClientEvent, JobFeed
 from comfyfleet.gateway._models_api import models_router
 from comfyfleet.gateway._preview_feed import PreviewFeed
 from comfyfleet.gateway._service import NodeTypes, Service
 from comfyfleet.gateway._settings import ServeSettings
-from comfyfleet.gateway._tenancy import idempotency_secret
+from comfyfleet.gateway._submit import JOB_ID, idempotent_id, json_limits
+from comfyfleet.gateway._tenancy import (
+    Caller,
+    idempotency_secret,
+    needs,
+    socket_caller,
+    visible_job,
+)
 from comfyfleet.gateway._views import job_view
 from comfyfleet.gateway._webhooks_api import webhooks_router
 
 __all__ = [
+    "JOB_ID",
+    "ApiError",
+    "Caller",
+    "ClientEvent",
+    "JobFeed",
+    "JsonLimits",
     "NodeTypes",
     "PreviewFeed",
     "ServeSettings",
     "Service",
     "assets_router",
+    "check_graph",
     "create_app",
     "idempotency_secret",
+    "idempotent_id",
+    "job_answer",
     "job_view",
+    "json_limits",
     "models_router",
+    "needs",
+    "parse_job",
+    "read_json_body",
+    "socket_caller",
+    "submit_job",
+    "visible_job",
+    "wait_for_end",
     "webhooks_router",
 ]
