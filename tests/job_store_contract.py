@@ -558,6 +558,22 @@ def test_wait_events_wakes_up_on_publish(store: JobStore) -> None:
     run(scenario())
 
 
+def test_wait_events_since_wakes_on_any_jobs_event(store: JobStore) -> None:
+    async def scenario() -> None:
+        await fill(store, 2)
+        newest = (await store.events_since(0))[-1].seq
+        assert len(await store.wait_events_since(0, timeout=5)) == 2  # at once: two enqueued
+        waiter = asyncio.create_task(store.wait_events_since(newest, timeout=5))
+        await asyncio.sleep(0.02)
+        assert not waiter.done()
+        await store.publish("job-001", "progress", {"value": 1})
+        got = await asyncio.wait_for(waiter, 1)
+        assert [(e.job_id, e.kind) for e in got] == [("job-001", "progress")]
+        assert await store.wait_events_since(got[-1].seq, timeout=0.05) == []
+
+    run(scenario())
+
+
 def test_wait_events_returns_at_once_or_empty_after_the_timeout(store: JobStore) -> None:
     async def scenario() -> None:
         await fill(store, 1)

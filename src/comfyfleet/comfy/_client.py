@@ -162,18 +162,22 @@ class ComfyClient:
         *,
         client_id: str | None = None,
         prompt_id: str | None = None,
+        extra_data: dict[str, Any] | None = None,
     ) -> str:
         """Queue an API-format graph and return its prompt id.
 
         Passing our own `prompt_id` lets a caller record the id before the request, so a crash
         between queueing and recording cannot lose track of the job. `client_id` routes the
-        WebSocket progress events to that client.
+        WebSocket progress events to that client. `extra_data` goes with the prompt as ComfyUI
+        takes it (`extra_pnginfo`, which SaveImage writes into the PNG, for one).
         """
         payload: dict[str, Any] = {"prompt": prompt}
         if client_id is not None:
             payload["client_id"] = client_id
         if prompt_id is not None:
             payload["prompt_id"] = prompt_id
+        if extra_data:
+            payload["extra_data"] = extra_data
         if len(prompt) > LARGE_PROMPT_NODES:  # thousands of nodes: encoded off the event loop
             encoded = await asyncio.to_thread(_strict_json, payload)
         else:

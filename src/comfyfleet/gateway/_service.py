@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from comfyfleet.assets import MediaResolver
 from comfyfleet.gateway._previews import PreviewHub
@@ -47,6 +48,7 @@ class NodeTypes:
         self._by_digest: dict[str, NodeSchemas] = {}
         self._known: frozenset[str] | None = None
         self._free_text: frozenset[tuple[str, str]] = frozenset()
+        self._info: dict[str, Any] = {}
         self._fetched_at = 0.0
         self._fetching: asyncio.Future[None] | None = None
 
@@ -57,6 +59,14 @@ class NodeTypes:
         if self._known is None or (stale and not wanted <= self._known):
             await self._fetch_once()
         return self._known
+
+    async def object_info(self) -> dict[str, Any]:
+        """The node definitions of every serving instance, merged (a class that several
+        instances have is described by the first): what `/object_info` answers for the fleet.
+        Read again once older than `refresh_s`."""
+        if self._known is None or time.monotonic() - self._fetched_at > self._refresh_s:
+            await self._fetch_once()
+        return self._info
 
     async def _fetch_once(self) -> None:
         """Join the fetch under way, or start one; shielded, so a caller that goes away does
@@ -87,6 +97,11 @@ class NodeTypes:
             return
         self._known = frozenset().union(*(s.classes for s in found))
         self._free_text = frozenset().union(*(s.free_text for s in found))
+        merged: dict[str, Any] = {}
+        for schemas in found:
+            for class_type, spec in schemas.info.items():
+                merged.setdefault(class_type, spec)
+        self._info = merged
         self._fetched_at = time.monotonic()
 
 

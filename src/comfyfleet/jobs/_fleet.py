@@ -35,16 +35,19 @@ def digest_of(value: Any) -> str:
 
 @dataclass(frozen=True)
 class NodeSchemas:
-    """What the gateway needs of an instance's `/object_info`: the node classes it has, and the
-    (class, input) pairs that are free text (multiline strings: prompts, which may hold anything,
-    while every other string input is a name that must not read as a path)."""
+    """An instance's `/object_info`: whole (`info`, what the ComfyUI API's `/object_info` and
+    its validation serve from), and what the gateway checks every graph with, taken out of it:
+    the node classes, and the (class, input) pairs that are free text (multiline strings:
+    prompts, which may hold anything, while every other string input is a name that must not
+    read as a path)."""
 
     classes: frozenset[str]
     free_text: frozenset[tuple[str, str]]
+    info: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def digest(self) -> str:
-        return digest_of([sorted(self.classes), sorted(self.free_text)])
+        return digest_of([sorted(self.classes), sorted(self.free_text), self.info])
 
     @classmethod
     def from_object_info(cls, info: Mapping[str, Any]) -> NodeSchemas:
@@ -58,15 +61,25 @@ class NodeSchemas:
                     kind, options = declared[0], declared[1]
                     if kind == "STRING" and isinstance(options, dict) and options.get("multiline"):
                         found.add((str(class_type), str(name)))
-        return cls(frozenset(str(c) for c in info), frozenset(found))
+        return cls(frozenset(str(c) for c in info), frozenset(found), dict(info))
 
     def to_json(self) -> str:
-        return json.dumps({"classes": sorted(self.classes), "free_text": sorted(self.free_text)})
+        return json.dumps(
+            {
+                "classes": sorted(self.classes),
+                "free_text": sorted(self.free_text),
+                "info": self.info,
+            }
+        )
 
     @classmethod
     def from_json(cls, text: str) -> NodeSchemas:
         data = json.loads(text)
-        return cls(frozenset(data["classes"]), frozenset((c, i) for c, i in data["free_text"]))
+        return cls(
+            frozenset(data["classes"]),
+            frozenset((c, i) for c, i in data["free_text"]),
+            data.get("info") or {},
+        )
 
 
 @dataclass(frozen=True)

@@ -92,9 +92,7 @@ class Lane:
         self.prepare = prepare
         self.preparing: set[asyncio.Task[None]] = set()
         self.progress = ProgressEvents(store, worker, index)
-        self.endings = Endings(
-            store, worker, index, publisher=publisher, remote=remote, wake=wake
-        )
+        self.endings = Endings(store, worker, index, publisher=publisher, remote=remote, wake=wake)
         self.filling: set[asyncio.Task[None]] = set()
         """Refills started when a slot came free."""
         self._fill_pending = False
@@ -218,7 +216,13 @@ class Lane:
                 graph = namespace_outputs(graph, job.id)
             else:
                 graph = await self.remote.graph_for(graph, job.id)
-            await self.client.submit(graph, client_id=self.client_id, prompt_id=prompt_id)
+            extra = job.options.get("extra_data")
+            await self.client.submit(
+                graph,
+                client_id=self.client_id,
+                prompt_id=prompt_id,
+                extra_data=extra if isinstance(extra, dict) else None,
+            )
         except Exception as exc:
             await self.fail_attempt(
                 prompt_id, attempt_error(exc, **self._at("submitting", from_job=True))

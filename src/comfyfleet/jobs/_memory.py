@@ -28,7 +28,7 @@ from comfyfleet.jobs._model import (
     QueueFull,
 )
 from comfyfleet.jobs._routing import Affinity, best_claim, plain_order
-from comfyfleet.jobs._store import EventWaiters, wait_for_events
+from comfyfleet.jobs._store import EventWaiters, wait_for_any_events, wait_for_events
 
 
 class MemoryJobStore:
@@ -242,10 +242,15 @@ class MemoryJobStore:
             found = [event for event in self._events[job_id] if event.seq > after][:limit]
             return [replace(event, data=_json_copy(event.data)) for event in found]
 
-    async def wait_events(self, job_id: str, *, after: int, timeout: float) -> list[JobEvent]:
-        return await wait_for_events(
-            self, self._waiters, job_id, after=after, timeout=timeout
+    async def wait_events_since(
+        self, after: int, *, timeout: float, limit: int = 500
+    ) -> list[JobEvent]:
+        return await wait_for_any_events(
+            self, self._waiters, after=after, timeout=timeout, limit=limit
         )
+
+    async def wait_events(self, job_id: str, *, after: int, timeout: float) -> list[JobEvent]:
+        return await wait_for_events(self, self._waiters, job_id, after=after, timeout=timeout)
 
     async def close(self) -> None:
         self._closed = True

@@ -51,7 +51,7 @@ from comfyfleet.jobs._pglisten import Listener
 from comfyfleet.jobs._routing import Affinity, claim_params, under_limit
 from comfyfleet.jobs._rows import clock, dump, event_from_row, job_from_row, mutable_columns
 from comfyfleet.jobs._rows import load as _load
-from comfyfleet.jobs._store import EventWaiters, wait_for_events
+from comfyfleet.jobs._store import EventWaiters, wait_for_any_events, wait_for_events
 
 JOBS_SQL = "comfyfleet.jobs"
 """The package whose `sql/` folders hold the job store's schema and queries."""
@@ -336,11 +336,16 @@ class PostgresJobStore:
 
         return [event_from_row(row) for row in await self._db.run(read)]
 
+    async def wait_events_since(
+        self, after: int, *, timeout: float, limit: int = 500
+    ) -> list[JobEvent]:
+        return await wait_for_any_events(
+            self, self._waiters, after=after, timeout=timeout, limit=limit
+        )
+
     async def wait_events(self, job_id: str, *, after: int, timeout: float) -> list[JobEvent]:
         """Woken by the notification of any process's event for the job."""
-        return await wait_for_events(
-            self, self._waiters, job_id, after=after, timeout=timeout
-        )
+        return await wait_for_events(self, self._waiters, job_id, after=after, timeout=timeout)
 
     async def close(self) -> None:
         self._waiters.close()

@@ -1,5 +1,5 @@
-"""What ComfyUI says while a prompt runs, as the job's events: started, progress, executing,
-executed.
+"""What ComfyUI says while a prompt runs, as the job's events: started, cached (the nodes
+ComfyUI took from its cache), progress, executing, executed.
 
 These describe moments that pass: one the store cannot take now is dropped, not the attempt.
 After a failure the next `quiet_s` of them are not even tried, so a store that hangs (a cut
@@ -39,6 +39,10 @@ class ProgressEvents:
             flight.started_at = time.time()
             started = {"instance": self.instance, "comfy_ts": data.get("timestamp")}
             await self._inform(job_id, lambda: self.store.publish(job_id, "started", started))
+        elif message.type == "execution_cached":
+            cached = {"nodes": [str(node) for node in data.get("nodes") or []]}
+            if cached["nodes"]:
+                await self._inform(job_id, lambda: self.store.publish(job_id, "cached", cached))
         elif message.type == "progress":
             await self._progress(job_id, data)
         elif message.type == "executing":

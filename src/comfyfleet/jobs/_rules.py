@@ -180,5 +180,3 @@ def page(jobs: list[Job], limit: int) -> tuple[list[Job], str | None]:
 
 def _finished(job: Job, status: JobStatus, now: float, **changes: Any) -> Job:
     return replace(job, status=status, finished_at=now, worker=None, lease_until=None, **changes)
-
-

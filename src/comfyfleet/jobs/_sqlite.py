@@ -51,7 +51,7 @@ from comfyfleet.jobs._rows import event_from_row as _event
 from comfyfleet.jobs._rows import job_from_row as _job
 from comfyfleet.jobs._rows import load as _load
 from comfyfleet.jobs._rows import mutable_columns as _mutable_columns
-from comfyfleet.jobs._store import EventWaiters, wait_for_events
+from comfyfleet.jobs._store import EventWaiters, wait_for_any_events, wait_for_events
 
 JOBS_SQL = "comfyfleet.jobs"
 """The package whose `sql/` folders hold the job store's schema and queries."""
@@ -273,10 +273,15 @@ class SqliteJobStore:
         rows = self._db().execute(self._q["events_since"], {"after": after, "limit": limit})
         return [_event(row) for row in rows.fetchall()]
 
-    async def wait_events(self, job_id: str, *, after: int, timeout: float) -> list[JobEvent]:
-        return await wait_for_events(
-            self, self._waiters, job_id, after=after, timeout=timeout
+    async def wait_events_since(
+        self, after: int, *, timeout: float, limit: int = 500
+    ) -> list[JobEvent]:
+        return await wait_for_any_events(
+            self, self._waiters, after=after, timeout=timeout, limit=limit
         )
+
+    async def wait_events(self, job_id: str, *, after: int, timeout: float) -> list[JobEvent]:
+        return await wait_for_events(self, self._waiters, job_id, after=after, timeout=timeout)
 
     async def close(self) -> None:
         self._waiters.close()

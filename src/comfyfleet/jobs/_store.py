@@ -145,6 +145,14 @@ class JobStore(Protocol):
         with a cursor of their own."""
         ...
 
+    async def wait_events_since(
+        self, after: int, *, timeout: float, limit: int = 500
+    ) -> list[JobEvent]:
+        """`events_since`, waiting up to `timeout` seconds for the first event of any job: the
+        feed that fans one process's view of every job out to many clients (the ComfyUI
+        WebSocket) follows it, instead of one wait per job."""
+        ...
+
     async def wait_events(self, job_id: str, *, after: int, timeout: float) -> list[JobEvent]:
         """The events after `after`, waiting up to `timeout` seconds for the first one.
 
@@ -168,6 +176,11 @@ class QueueSignal(Protocol):
 
 
 # --- waiting for events -----------------------------------------------------------------------
+
+
+ANY_JOB = "*"
+"""The key under which `EventWaiters` wakes whoever waits for an event of any job (no job id
+holds a '*')."""
 
 
 class EventWaiters:
@@ -200,9 +213,10 @@ class EventWaiters:
                 self._events.pop(job_id, None)
 
     def notify(self, job_id: str) -> None:
-        event = self._events.pop(job_id, None)
-        if event is not None:
-            event.set()
+        for key in (job_id, ANY_JOB):
+            event = self._events.pop(key, None)
+            if event is not None:
+                event.set()
 
     def notify_all(self) -> None:
         """Wake every waiter to look again: some events may have gone unannounced (a backend
@@ -237,5 +251,26 @@ async def wait_for_events(
             except TimeoutError:
                 # A last look: another process sharing the store may have published meanwhile.
                 return await store.events(job_id, after=after)
+        if waiters.closed:
+            return []
+
+
+async def wait_for_any_events(
+    store: JobStore, waiters: EventWaiters, *, after: int, timeout: float, limit: int
+) -> list[JobEvent]:
+    """`wait_events_since` for any backend that publishes through `waiters`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        with waiters.watch(ANY_JOB) as event:
+            found = await store.events_since(after, limit=limit)
+            remaining = deadline - loop.time()
+            if found or remaining <= 0:
+                return found
+            try:
+                async with asyncio.timeout(remaining):
+                    await event.wait()
+            except TimeoutError:
+                return await store.events_since(after, limit=limit)
         if waiters.closed:
             return []

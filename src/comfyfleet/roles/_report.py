@@ -42,6 +42,9 @@ def new_agent(worker: str | None = None) -> AgentRecord:
 class _Probe:
     pid: int | None = None
     schema_digest: str | None = None
+    schema_models: str = ""
+    """The digest of the model files when the schemas were read: their choice lists name those
+    files, so the schemas are read again when the files change."""
     vram: tuple[int | None, int | None] = (None, None)
     vram_at: float = 0.0
 
@@ -121,8 +124,11 @@ class Reporter:
         if probe.pid != status.pid:
             self._probes[status.index] = probe = _Probe(pid=status.pid)
         url = status.url or self.base_url(status.port)  # attached servers have their own
+        models_digest = digest_of(self._models)
+        if probe.schema_digest is not None and probe.schema_models != models_digest:
+            probe.schema_digest = None
         if serving:
-            await self._probe(probe, url)
+            await self._probe(probe, url, models_digest)
         details: dict[str, Any] = status.to_dict()
         for name in ("index", "state", "device"):
             details.pop(name)
@@ -136,15 +142,15 @@ class Reporter:
             vram_total=probe.vram[1],
             free_slots=self.free_slots(status.index) if serving else 0,
             models={k: list(v) for k, v in self._models.items()},
-            models_digest=digest_of(self._models),
+            models_digest=models_digest,
             loaded_models=tuple(sorted(self.loaded_models(status.index))) if serving else (),
             schema_digest=probe.schema_digest,
             details=details,
         )
 
-    async def _probe(self, probe: _Probe, url: str) -> None:
-        """Node schemas once per instance process, VRAM now and then; an instance that does not
-        answer keeps what was known."""
+    async def _probe(self, probe: _Probe, url: str, models_digest: str) -> None:
+        """Node schemas once per instance process and again when the model files change, VRAM
+        now and then; an instance that does not answer keeps what was known."""
         now = time.monotonic()
         if probe.schema_digest is not None and now - probe.vram_at < self.vram_every_s:
             return
@@ -156,6 +162,7 @@ class Reporter:
                         await self.registry.put_schemas(schemas)
                         self._schemas_stored.add(schemas.digest)
                     probe.schema_digest = schemas.digest
+                    probe.schema_models = models_digest
                 probe.vram = _vram(await client.system_stats())
                 probe.vram_at = now
         except ComfyError as exc:
