@@ -562,6 +562,7 @@ def test_wait_events_since_wakes_on_any_jobs_event(store: JobStore) -> None:
     async def scenario() -> None:
         await fill(store, 2)
         newest = (await store.events_since(0))[-1].seq
+        assert await store.latest_event_seq() == newest
         assert len(await store.wait_events_since(0, timeout=5)) == 2  # at once: two enqueued
         waiter = asyncio.create_task(store.wait_events_since(newest, timeout=5))
         await asyncio.sleep(0.02)

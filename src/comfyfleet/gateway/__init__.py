@@ -20,6 +20,7 @@ from comfyfleet.gateway._intake import (
 from comfyfleet.gateway._live import ClientEvent, JobFeed
 from comfyfleet.gateway._models_api import models_router
 from comfyfleet.gateway._preview_feed import PreviewFeed
+from comfyfleet.gateway._previews import PreviewHub
 from comfyfleet.gateway._service import NodeTypes, Service
 from comfyfleet.gateway._settings import ServeSettings
 from comfyfleet.gateway._submit import JOB_ID, idempotent_id, json_limits
@@ -30,6 +31,7 @@ from comfyfleet.gateway._tenancy import (
     socket_caller,
     visible_job,
 )
+from comfyfleet.gateway._uploads import Upload, receive_upload
 from comfyfleet.gateway._views import job_view
 from comfyfleet.gateway._webhooks_api import webhooks_router
 
@@ -42,8 +44,10 @@ __all__ = [
     "JsonLimits",
     "NodeTypes",
     "PreviewFeed",
+    "PreviewHub",
     "ServeSettings",
     "Service",
+    "Upload",
     "assets_router",
     "check_graph",
     "create_app",
@@ -56,6 +60,7 @@ __all__ = [
     "needs",
     "parse_job",
     "read_json_body",
+    "receive_upload",
     "socket_caller",
     "submit_job",
     "visible_job",

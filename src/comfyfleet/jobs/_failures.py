@@ -64,7 +64,12 @@ def node_error(data: dict[str, Any]) -> JobError:
         "node_error",
         f"node {node_id} ({node_type}): {exc_type}: {message}",
         retryable=False,
-        details={"node_id": node_id, "node_type": node_type, "exception_type": exc_type},
+        details={
+            "node_id": node_id,
+            "node_type": node_type,
+            "exception_type": exc_type,
+            "exception_message": message,
+        },
     )
 
 

@@ -242,6 +242,10 @@ class MemoryJobStore:
             found = [event for event in self._events[job_id] if event.seq > after][:limit]
             return [replace(event, data=_json_copy(event.data)) for event in found]
 
+    async def latest_event_seq(self) -> int:
+        async with self._locked():
+            return self._event_seq
+
     async def wait_events_since(
         self, after: int, *, timeout: float, limit: int = 500
     ) -> list[JobEvent]:

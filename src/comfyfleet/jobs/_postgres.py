@@ -336,6 +336,10 @@ class PostgresJobStore:
 
         return [event_from_row(row) for row in await self._db.run(read)]
 
+    async def latest_event_seq(self) -> int:
+        (row,) = await self._rows("newest_event", {})
+        return int(row["seq"])
+
     async def wait_events_since(
         self, after: int, *, timeout: float, limit: int = 500
     ) -> list[JobEvent]:

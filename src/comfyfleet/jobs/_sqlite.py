@@ -273,6 +273,10 @@ class SqliteJobStore:
         rows = self._db().execute(self._q["events_since"], {"after": after, "limit": limit})
         return [_event(row) for row in rows.fetchall()]
 
+    async def latest_event_seq(self) -> int:
+        row = self._db().execute(self._q["newest_event"]).fetchone()
+        return int(row["seq"])
+
     async def wait_events_since(
         self, after: int, *, timeout: float, limit: int = 500
     ) -> list[JobEvent]:

@@ -145,6 +145,11 @@ class JobStore(Protocol):
         with a cursor of their own."""
         ...
 
+    async def latest_event_seq(self) -> int:
+        """The seq of the newest event (0 when there is none): where a feed that only wants
+        what happens from now on starts."""
+        ...
+
     async def wait_events_since(
         self, after: int, *, timeout: float, limit: int = 500
     ) -> list[JobEvent]:

@@ -146,5 +146,8 @@ INSERT INTO job_events (job_id, kind, data, at) VALUES (:job_id, :kind, :data, :
 -- name: events
 SELECT * FROM job_events WHERE job_id = :job_id AND seq > :after ORDER BY seq LIMIT :limit;
 
+-- name: newest_event
+SELECT coalesce(max(seq), 0) AS seq FROM job_events;
+
 -- name: events_since
 SELECT * FROM job_events WHERE seq > :after ORDER BY seq LIMIT :limit;
