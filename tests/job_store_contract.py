@@ -575,6 +575,23 @@ def test_wait_events_since_wakes_on_any_jobs_event(store: JobStore) -> None:
     run(scenario())
 
 
+def test_forget_removes_finished_jobs_and_their_events_only(store: JobStore) -> None:
+    async def scenario() -> None:
+        await fill(store, 3)
+        claimed = await store.claim("w", lease_s=30)
+        assert claimed is not None
+        done = await store.cancel("job-001")  # queued: cancelled at once
+        assert done.status == JobStatus.CANCELLED
+        assert await store.forget(["job-001", claimed.id, "job-002", "nope"]) == 1
+        with pytest.raises(JobNotFound):
+            await store.get("job-001")
+        assert [e for e in await store.events_since(0) if e.job_id == "job-001"] == []
+        assert (await store.get(claimed.id)).status == JobStatus.RUNNING
+        assert (await store.get("job-002")).status == JobStatus.QUEUED
+
+    run(scenario())
+
+
 def test_wait_events_returns_at_once_or_empty_after_the_timeout(store: JobStore) -> None:
     async def scenario() -> None:
         await fill(store, 1)

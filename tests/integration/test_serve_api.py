@@ -189,9 +189,7 @@ def _load_graph(image: str, seed: int) -> dict[str, Any]:
 
 def test_uploaded_and_base64_inputs_reach_the_loader(env: Env) -> None:
     source = _fetch(_image(_run(env, {"workflow": model_free_graph(_seed(), "src")}))["url"], env)
-    upload = env.server.http.post(
-        "/v1/assets", files={"file": ("in.png", source, "image/png")}
-    )
+    upload = env.server.http.post("/v1/assets", files={"file": ("in.png", source, "image/png")})
     assert upload.status_code in (200, 201), upload.text
     asset = upload.json()
     assert asset["sha256"] == hashlib.sha256(source).hexdigest()

@@ -53,5 +53,3 @@ def test_jobs_compare_and_serialise_as_plain_data() -> None:
     data = job.to_dict()
     assert data["status"] == "failed" and type(data["status"]) is str
     assert json.loads(json.dumps(data)) == data
-
-

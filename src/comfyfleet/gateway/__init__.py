@@ -9,7 +9,7 @@ from __future__ import annotations
 from comfyfleet.gateway._app import create_app
 from comfyfleet.gateway._assets_api import assets_router
 from comfyfleet.gateway._body import JsonLimits, read_json_body
-from comfyfleet.gateway._errors import ApiError
+from comfyfleet.gateway._errors import ApiError, encodable
 from comfyfleet.gateway._intake import (
     check_graph,
     job_answer,
@@ -29,6 +29,7 @@ from comfyfleet.gateway._tenancy import (
     idempotency_secret,
     needs,
     socket_caller,
+    visible_asset,
     visible_job,
 )
 from comfyfleet.gateway._uploads import Upload, receive_upload
@@ -51,6 +52,7 @@ __all__ = [
     "assets_router",
     "check_graph",
     "create_app",
+    "encodable",
     "idempotency_secret",
     "idempotent_id",
     "job_answer",
@@ -63,6 +65,7 @@ __all__ = [
     "receive_upload",
     "socket_caller",
     "submit_job",
+    "visible_asset",
     "visible_job",
     "wait_for_end",
     "webhooks_router",

@@ -242,6 +242,19 @@ class MemoryJobStore:
             found = [event for event in self._events[job_id] if event.seq > after][:limit]
             return [replace(event, data=_json_copy(event.data)) for event in found]
 
+    async def forget(self, job_ids: Sequence[str]) -> int:
+        async with self._locked():
+            gone = 0
+            for job_id in job_ids:
+                job = self._jobs.get(job_id)
+                if job is None or not job.terminal:
+                    continue
+                del self._ids[job.status][job_id]
+                del self._jobs[job_id]
+                self._events.pop(job_id, None)
+                gone += 1
+            return gone
+
     async def latest_event_seq(self) -> int:
         async with self._locked():
             return self._event_seq

@@ -336,6 +336,16 @@ class PostgresJobStore:
 
         return [event_from_row(row) for row in await self._db.run(read)]
 
+    async def forget(self, job_ids: Sequence[str]) -> int:
+        async def delete(conn: Connection) -> int:
+            gone = 0
+            for job_id in job_ids:
+                cursor = await conn.execute(self._q["forget_job"], {"id": job_id})
+                gone += cursor.rowcount
+            return gone
+
+        return await self._db.run(delete)
+
     async def latest_event_seq(self) -> int:
         (row,) = await self._rows("newest_event", {})
         return int(row["seq"])

@@ -273,6 +273,13 @@ class SqliteJobStore:
         rows = self._db().execute(self._q["events_since"], {"after": after, "limit": limit})
         return [_event(row) for row in rows.fetchall()]
 
+    async def forget(self, job_ids: Sequence[str]) -> int:
+        gone = 0
+        with self._write() as conn:
+            for job_id in job_ids:
+                gone += conn.execute(self._q["forget_job"], {"id": job_id}).rowcount
+        return gone
+
     async def latest_event_seq(self) -> int:
         row = self._db().execute(self._q["newest_event"]).fetchone()
         return int(row["seq"])

@@ -145,6 +145,11 @@ class JobStore(Protocol):
         with a cursor of their own."""
         ...
 
+    async def forget(self, job_ids: Sequence[str]) -> int:
+        """Remove these jobs and their events, where finished (a queued or running job stays);
+        how many went. Ids that name no job are skipped."""
+        ...
+
     async def latest_event_seq(self) -> int:
         """The seq of the newest event (0 when there is none): where a feed that only wants
         what happens from now on starts."""

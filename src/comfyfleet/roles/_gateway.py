@@ -17,6 +17,7 @@ import uvicorn
 from fastapi import APIRouter
 
 from comfyfleet.config import Settings
+from comfyfleet.facades.comfyui import ComfyApi, Folders, SocketHub, comfyui_router
 from comfyfleet.gateway import (
     NodeTypes,
     PreviewFeed,
@@ -103,6 +104,20 @@ async def start_gateway(
         routers.append(
             models_router(agent.library, _installs(backends.store, agent.dispatcher.notify))
         )
+    hub = SocketHub(backends.store, service.previews)
+    instances_root = ws.instance_dir(0).parent
+    comfy = ComfyApi(
+        service=service,
+        hub=hub,
+        folders=Folders(
+            output=ws.output_dir,
+            input=ws.input_dir,
+            temp=lambda: sorted(instances_root.glob("*/temp")),
+        ),
+        assets=backends.assets,
+        max_upload_bytes=settings.assets.max_upload_bytes,
+    )
+    routers.append(comfyui_router(comfy))
     feed = PreviewFeed(
         backends.registry,
         service.previews,
@@ -121,6 +136,7 @@ async def start_gateway(
             break
         await asyncio.sleep(0.01)
     feed.start()
+    await hub.start()
     if on_listening is not None:
         on_listening(f"http://{serve.host}:{serve.port}")
 
@@ -130,5 +146,6 @@ async def start_gateway(
         with contextlib.suppress(Exception):
             await task
         await feed.stop()
+        await hub.stop()
 
     return detach

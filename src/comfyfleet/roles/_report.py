@@ -47,6 +47,9 @@ class _Probe:
     files, so the schemas are read again when the files change."""
     vram: tuple[int | None, int | None] = (None, None)
     vram_at: float = 0.0
+    system: dict[str, Any] = field(default_factory=dict)
+    """What the instance's `/system_stats` says of it (versions, its devices): the ComfyUI API's
+    `/system_stats` for the fleet is made of these."""
 
 
 @dataclass
@@ -132,6 +135,8 @@ class Reporter:
         details: dict[str, Any] = status.to_dict()
         for name in ("index", "state", "device"):
             details.pop(name)
+        if probe.system:
+            details["system_stats"] = probe.system
         return InstanceRecord(
             agent=self.agent.id,
             index=status.index,
@@ -163,10 +168,20 @@ class Reporter:
                         self._schemas_stored.add(schemas.digest)
                     probe.schema_digest = schemas.digest
                     probe.schema_models = models_digest
-                probe.vram = _vram(await client.system_stats())
+                stats = await client.system_stats()
+                probe.vram = _vram(stats)
+                probe.system = _system(stats)
                 probe.vram_at = now
         except ComfyError as exc:
             log.debug("probing %s failed: %s", url, exc)
+
+
+def _system(stats: Mapping[str, Any]) -> dict[str, Any]:
+    found = stats.get("system")
+    system: dict[str, Any] = found if isinstance(found, dict) else {}
+    kept = ("comfyui_version", "python_version", "pytorch_version", "os", "embedded_python")
+    devices = [d for d in stats.get("devices") or [] if isinstance(d, dict)]
+    return {"system": {k: system[k] for k in kept if k in system}, "devices": devices}
 
 
 def _vram(stats: Mapping[str, Any]) -> tuple[int | None, int | None]:

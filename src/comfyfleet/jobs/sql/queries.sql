@@ -151,3 +151,7 @@ SELECT coalesce(max(seq), 0) AS seq FROM job_events;
 
 -- name: events_since
 SELECT * FROM job_events WHERE seq > :after ORDER BY seq LIMIT :limit;
+
+-- name: forget_job
+-- A finished job and (cascading) its events; a job still queued or running is kept.
+DELETE FROM jobs WHERE id = :id AND status IN ('succeeded', 'failed', 'cancelled');

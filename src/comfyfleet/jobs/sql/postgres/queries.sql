@@ -211,3 +211,7 @@ SELECT 1 FROM jobs WHERE id = %(id)s;
 -- name: events_since
 SELECT * FROM job_events WHERE seq > %(after)s AND seq <= %(horizon)s ORDER BY seq
 LIMIT %(limit)s;
+
+-- name: forget_job
+-- A finished job and (cascading) its events; a job still queued or running is kept.
+DELETE FROM jobs WHERE id = %(id)s AND status IN ('succeeded', 'failed', 'cancelled');
