@@ -6,6 +6,8 @@
   read from where the job's outputs went;
 - `input`: the shared input folder, uploads included;
 - `temp`: the instances' temp folders (previews of `PreviewImage`).
+Each job writes its outputs under a folder named after it; a client that asks for a file name
+without its `subfolder` gets the newest recent job's file of that name.
 A name with `..`, an absolute path or an unknown type is refused (400). With API keys on, a key
 reads the outputs of its own jobs and the inputs it uploaded (admin keys: everything).
 
@@ -43,6 +45,8 @@ from comfyfleet.gateway import (
 from comfyfleet.jobs import JobNotFound
 
 TYPES = ("output", "input", "temp")
+_NAME_LOOKUP = 200
+"""How many recent jobs a `/view` by file name alone looks through."""
 
 
 @dataclass(frozen=True)
@@ -90,8 +94,10 @@ async def view(
     folder = _parts(subfolder, "subfolder")
     parts = folder + name
     if kind == "output":
+        if not folder and _inside(folders.output, name) is None:
+            folder = await _job_folder_of(service, caller, filename)
         await _may_read_output(service, caller, folder)
-        path = _inside(folders.output, parts)
+        path = _inside(folders.output, folder + name)
         if path is None:
             return await _stored_output(service, caller, folder, filename)
     elif kind == "input":
@@ -103,6 +109,18 @@ async def view(
         raise ApiError(404, "file_not_found", f"no {kind} file '{'/'.join(parts)}'")
     media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     return FileResponse(path, media_type=media, headers={"X-Content-Type-Options": "nosniff"})
+
+
+async def _job_folder_of(service: Service, caller: Caller, filename: str) -> tuple[str, ...]:
+    """The folder of the newest recent job with an output of that name: for clients that ask
+    `/view` for a file name alone (each job writes under a folder named after it, where a
+    single ComfyUI wrote into the top of its output folder)."""
+    jobs, _ = await service.store.list_jobs(limit=_NAME_LOOKUP, owner=caller.list_filter)
+    for job in jobs:
+        for output in job.outputs:
+            if output.get("filename") == filename and output.get("type") == "output":
+                return _parts(str(output.get("subfolder") or ""), "subfolder")
+    return ()
 
 
 async def _may_read_output(service: Service, caller: Caller, folder: tuple[str, ...]) -> None:

@@ -1,11 +1,15 @@
 """ComfyUI's views of its queue and history, over the fleet's store: `/queue`, `/history`, and
 the jobs API of current ComfyUI releases (`/api/jobs`).
 
-What `queue_running` lists when several instances run at once: every prompt running anywhere
-on the fleet (that the caller may see), oldest start first, each one item as ComfyUI shows its
-single running prompt. `queue_pending` is the waiting prompts in the order the fleet will take
-them (priority, then age). The history is every finished job, prompts and `/v1` jobs alike,
-oldest first as ComfyUI orders it; `max_items` keeps the newest.
+What `queue_running` lists when several instances run at once: ComfyUI runs one prompt at a time,
+and clients count on it (some assert `len(queue_running) <= 1`, most look for their prompt in
+either list). So `queue_running` holds the prompt that started first, and the others running
+elsewhere on the fleet come first in `queue_pending`, in the order they started, followed by the
+waiting prompts in the order the fleet will take them (priority, then age). Every prompt is in
+exactly one of the two lists, and a client that waits for its prompt to leave them waits right.
+`/api/jobs` (status `in_progress`) and `/v1/jobs` show every running prompt as running. The
+history is every finished job, prompts and `/v1` jobs alike, oldest first as ComfyUI orders it;
+`max_items` keeps the newest.
 
 Each list reads at most `MAX_LISTED` jobs: ComfyUI keeps 10,000 history items, and a queue
 longer than that is read page by page from `/v1/jobs`, not from one answer.
@@ -64,9 +68,10 @@ async def queue_view(store: JobStore, caller: Caller, outputs: frozenset[str]) -
     running.sort(key=lambda job: (job.started_at or 0.0, job.seq))
     pending = await visible(store, caller, JobStatus.QUEUED)
     pending.sort(key=lambda job: (-job.priority, job.seq))
+    waiting = running[1:] + pending
     return {
-        "queue_running": [queue_item(job, outputs) for job in running],
-        "queue_pending": [queue_item(job, outputs) for job in pending],
+        "queue_running": [queue_item(job, outputs) for job in running[:1]],
+        "queue_pending": [queue_item(job, outputs) for job in waiting],
     }
 
 
