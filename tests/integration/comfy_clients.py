@@ -28,16 +28,21 @@ class Target:
 
     name: str
     url: str
+    instances: int
+    """How many prompts can run at once behind `url` (one per ComfyUI)."""
 
     @property
     def address(self) -> str:
         return self.url.split("://", 1)[1]
 
 
+TEST_NODES = "comfyfleet-test-nodes"
+
+
 class BareComfy:
     """One real ComfyUI 0.3.75 from the cached install, started with ComfyUI's own command line:
-    no comfyfleet in front of it, its own base directory (input, output, temp, user) and an
-    in-memory database."""
+    no comfyfleet in front of it, its own base directory (input, output, temp, user), an
+    in-memory database, and of custom nodes only the project's test nodes (for FleetSleep)."""
 
     def __init__(self, install: Path, base: Path) -> None:
         self.install, self.base = install, base
@@ -46,7 +51,11 @@ class BareComfy:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 180) -> BareComfy:
-        self.base.mkdir(parents=True, exist_ok=True)
+        nodes = self.base / "custom_nodes"
+        nodes.mkdir(parents=True, exist_ok=True)
+        (nodes / TEST_NODES).symlink_to(
+            self.install / "custom_nodes" / TEST_NODES, target_is_directory=True
+        )
         with (self.base / "comfyui.out").open("ab") as log:
             self.proc = subprocess.Popen(
                 [
@@ -61,7 +70,6 @@ class BareComfy:
                     str(self.base),
                     "--database-url",
                     "sqlite:///:memory:",
-                    "--disable-all-custom-nodes",
                     "--disable-auto-launch",
                     "--dont-print-server",
                 ],
@@ -149,6 +157,21 @@ def write_workflow(path: Path, workflow: dict[str, Any]) -> Path:
     """A workflow file, as the clients that load workflows from disk expect one."""
     path.write_text(json.dumps(workflow, indent=2), encoding="utf-8")
     return path
+
+
+def occupy(target: Target, seconds: float) -> None:
+    """Keep every ComfyUI behind `target` busy for `seconds` (a FleetSleep prompt each, sent
+    with a client id of their own), so that a prompt sent next waits in the queue: a client
+    that connects its WebSocket after its POST then finds its prompt pending and takes its
+    live path (queue position, then the execution messages) rather than finding it done."""
+    for _ in range(target.instances):
+        prompt = {
+            "1": {"class_type": "FleetSleep", "inputs": {"seconds": seconds, "seed": fresh_seed()}}
+        }
+        answer = httpx.post(
+            f"{target.url}/prompt", json={"prompt": prompt, "client_id": "occupier"}, timeout=30
+        )
+        assert answer.status_code == 200, answer.text
 
 
 UPLOAD_SIZE = (40, 24)

@@ -44,6 +44,7 @@ from tests.integration.comfy_clients import (
     fresh_seed,
     load_image_workflow,
     model_free_workflow,
+    occupy,
     sample_image,
     write_workflow,
 )
@@ -57,6 +58,9 @@ LIMIT_S = 90.0
 """How long one client call may take before the test fails instead of hanging (a client that
 waits for a message that never comes would otherwise wait forever)."""
 
+BUSY_S = 1.0
+"""How long `occupy` keeps the ComfyUIs busy before a client's prompt can run."""
+
 FACADE_PENDING = pytest.mark.xfail(reason="the ComfyUI facade is not merged yet", strict=False)
 
 
@@ -68,13 +72,13 @@ def target(
 ) -> Iterator[Target]:
     if request.param == "bare":
         with bare_comfy(comfyui_install, tmp_path_factory.mktemp("bare-comfyui")) as comfy:
-            yield Target("bare", comfy.url)
+            yield Target("bare", comfy.url, instances=1)
         return
     ws = workspace_sharing(comfyui_install, tmp_path_factory.mktemp("fleet"))
     serve_config(ws)
     server = Server(ws, instances=2).start()
     try:
-        yield Target("fleet", server.url)
+        yield Target("fleet", server.url, instances=2)
     finally:
         server.close()
 
@@ -154,6 +158,26 @@ def test_comfy_api_simplified_uploads_an_image_for_load_image(
     results = within(lambda: api.queue_and_wait_images(workflow, "Save Image"))
     [data] = results.values()
     assert png_size(data) == UPLOAD_SIZE
+
+
+def test_comfy_api_simplified_waits_behind_a_busy_queue(target: Target) -> None:
+    """Its prompt still queued when its WebSocket connects: the `status` sent on connect counts
+    it (queue_remaining > 0), so the client reads messages until a `status` with
+    queue_remaining 0 (ComfyUI 0.3.75 broadcasts one right after `execution_success`, before
+    `executing` with `node: null`) or `executing` with `node: null` and its prompt_id, whichever
+    comes first, then reads /history/{id}."""
+    api = ComfyApiWrapper(target.url)
+    occupy(target, BUSY_S)
+    started = time.monotonic()
+    results = within(
+        lambda: api.queue_and_wait_images(
+            ComfyWorkflowWrapper(model_free_workflow(fresh_seed(), "simplified-busy")),
+            "Save Image",
+        )
+    )
+    assert time.monotonic() - started > BUSY_S / 2, "the prompt did not wait behind the others"
+    [data] = results.values()
+    assert png_size(data) == (32, 32)
 
 
 def test_comfy_api_simplified_reads_the_server(target: Target) -> None:
@@ -282,9 +306,27 @@ async def _comfyui_utils_run(address: str, prompt: dict[str, Any]) -> tuple[_Rec
 
 
 def test_comfyui_utils_submits_and_fetches(target: Target) -> None:
+    """A prompt that is done before the WebSocket connects: on the `status` sent on connect the
+    client finds it in neither /queue list and looks it up in the whole /history by comparing
+    each entry's `prompt[2]` with the graph it sent ("cached")."""
     prompt = model_free_workflow(fresh_seed(), "cutils")
     recorder, data = run_async(_comfyui_utils_run(target.address, prompt))
     assert recorder.outputs is not None
     [image] = recorder.outputs["images"]
     assert image["type"] == "output" and image["filename"].startswith("cutils_")
+    assert png_size(data) == (32, 32)
+
+
+def test_comfyui_utils_waits_behind_a_busy_queue(target: Target) -> None:
+    """A prompt still queued when the WebSocket connects: the client finds it in /queue (its
+    position). It completes on the `executed` message of its SaveImage node, or, where the
+    prompt ran while the client was reading /queue after a later `status`, from /history as
+    in the test above (which of the two is a race inside the client)."""
+    occupy(target, BUSY_S)
+    prompt = model_free_workflow(fresh_seed(), "cutils-busy")
+    recorder, data = run_async(_comfyui_utils_run(target.address, prompt))
+    assert recorder.positions and recorder.positions[0] >= 1, recorder.positions
+    assert recorder.outputs is not None
+    [image] = recorder.outputs["images"]
+    assert image["filename"].startswith("cutils-busy_")
     assert png_size(data) == (32, 32)
