@@ -23,6 +23,7 @@ which must answer the ComfyUI API exactly as ComfyUI does.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -61,10 +62,8 @@ waits for a message that never comes would otherwise wait forever)."""
 BUSY_S = 1.0
 """How long `occupy` keeps the ComfyUIs busy before a client's prompt can run."""
 
-FACADE_PENDING = pytest.mark.xfail(reason="the ComfyUI facade is not merged yet", strict=False)
 
-
-@pytest.fixture(scope="module", params=["bare", pytest.param("fleet", marks=FACADE_PENDING)])
+@pytest.fixture(scope="module", params=["bare", "fleet"])
 def target(
     request: pytest.FixtureRequest,
     comfyui_install: Path,
@@ -152,7 +151,12 @@ def test_comfy_api_simplified_uploads_an_image_for_load_image(
     source = tmp_path / f"simplified-in-{seed}.png"
     sample_image(seed).save(source)
     uploaded = api.upload_image(source)
-    assert uploaded["name"] == source.name and uploaded["type"] == "input"
+    assert uploaded["type"] == "input"
+    if target.name == "bare":
+        assert uploaded["name"] == source.name
+    else:  # the fleet names uploads by their content: nobody overwrites anybody's file
+        assert uploaded["subfolder"] == "comfyfleet-assets"
+        assert uploaded["name"] == hashlib.sha256(source.read_bytes()).hexdigest() + ".png"
     workflow = ComfyWorkflowWrapper(load_image_workflow("example.png", "simplified-upload"))
     workflow.set_node_param("Load Image", "image", f"{uploaded['subfolder']}/{uploaded['name']}")
     results = within(lambda: api.queue_and_wait_images(workflow, "Save Image"))
@@ -221,7 +225,8 @@ def test_comfyuiclient_sync_uploads_an_image(target: Target, tmp_path: Path) -> 
     client = ComfyUIClient(target.address, str(path))
     client.connect()  # set_data uploads through the client's session
     client.set_data(key="Load Image", image=sample_image(fresh_seed()))
-    assert client.comfyui_prompt["1"]["inputs"]["image"].startswith("temp/temp")
+    expected = "temp/temp" if target.name == "bare" else "comfyfleet-assets/"
+    assert client.comfyui_prompt["1"]["inputs"]["image"].startswith(expected)
     image = within(lambda: _workflow_client_generate(client))
     assert image.format == "PNG" and image.size == UPLOAD_SIZE
 

@@ -181,8 +181,13 @@ def test_an_uploaded_image_is_read_by_load_image(server: Server) -> None:
     assert uploaded.status_code == 200
     ref = uploaded.json()
     assert ref["type"] == "input" and ref["name"].endswith(".png")
-    assert server.http.get("/view", params={"filename": ref["name"], "subfolder": ref["subfolder"],
-                                             "type": "input"}).content == png
+    assert (
+        server.http.get(
+            "/view",
+            params={"filename": ref["name"], "subfolder": ref["subfolder"], "type": "input"},
+        ).content
+        == png
+    )
     graph = {
         "1": {"class_type": "LoadImage", "inputs": {"image": f"{ref['subfolder']}/{ref['name']}"}},
         "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},

@@ -99,9 +99,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(raw)
 
 
-async def read_json_body(request: Request, limits: JsonLimits) -> dict[str, Any]:
-    """The body as a JSON object, checked against `limits` (see the module docstring)."""
-    require_json_type(request)
+async def read_json_body(
+    request: Request, limits: JsonLimits, *, any_type: bool = False
+) -> dict[str, Any]:
+    """The body as a JSON object, checked against `limits` (see the module docstring).
+    `any_type`: whatever Content-Type it came with (ComfyUI's own API reads the body as JSON
+    whatever the header says, and its clients rely on that)."""
+    if not any_type:
+        require_json_type(request)
     raw = await read_body(request, limits.max_bytes)
     if len(raw) > INLINE_BYTES:
         body = await asyncio.to_thread(_parse_large, raw, limits)

@@ -86,7 +86,7 @@ def _prompt_routes(api: ComfyApi) -> list[Route]:
     file_inputs = api.file_inputs()
 
     async def post_prompt(request: Request, caller: Submitter) -> Response:
-        body = await read_json_body(request, json_limits(service.settings))
+        body = await read_json_body(request, json_limits(service.settings), any_type=True)
         info = await _info.object_info(service)
         taken = await take_prompt(service, body, caller, info=info, file_inputs=file_inputs)
         if isinstance(taken, JSONResponse):
@@ -274,7 +274,7 @@ async def _small_body(request: Request) -> dict[str, Any]:
     """An optional small JSON object (ComfyUI's control routes accept an empty body)."""
     if not (await request.body()).strip():
         return {}
-    body = await read_json_body(request, _SMALL_BODY)
+    body = await read_json_body(request, _SMALL_BODY, any_type=True)
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_request", "the body must be a JSON object")
     return body
