@@ -156,7 +156,7 @@ def test_polling_history_alone_is_enough(server: Server) -> None:
         "/api/prompt", json={"prompt": model_free_graph(_seed(), "poll"), "prompt_id": prompt_id}
     )
     assert answer.json()["prompt_id"] == prompt_id
-    assert server.http.get(f"/history/{str(uuid.uuid4())}").json() == {}
+    assert server.http.get(f"/history/{uuid.uuid4()}").json() == {}
     deadline = time.monotonic() + 60
     while not (history := server.http.get(f"/api/history/{prompt_id}").json()):
         assert time.monotonic() < deadline
@@ -211,7 +211,7 @@ def test_a_burst_from_one_client_spreads_over_both_instances_in_order(server: Se
         ended = {i: listener.wait_end(i, timeout=120) for i in ids}
     finally:
         listener.close()
-    for prompt_id, messages in ended.items():
+    for messages in ended.values():
         kinds = [m["type"] for m in messages]
         assert kinds.count("execution_start") == 1, kinds
         assert kinds[0] == "execution_start" and kinds[-2:] == ["execution_success", "executing"]

@@ -153,6 +153,7 @@ class SocketHub:
                     await self._route(event)
                 except JobNotFound:
                     continue
+                await asyncio.sleep(0)  # the sockets' writers drain between events
             if queue_changed:
                 self._broadcast(status_message(await self.queue_remaining()))
 
