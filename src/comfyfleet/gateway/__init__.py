@@ -10,6 +10,7 @@ from comfyfleet.gateway._app import create_app
 from comfyfleet.gateway._assets_api import assets_router
 from comfyfleet.gateway._body import JsonLimits, read_json_body
 from comfyfleet.gateway._errors import ApiError
+from comfyfleet.gateway._events_api import EventStreamResponse
 from comfyfleet.gateway._intake import (
     check_graph,
     job_answer,
@@ -27,7 +28,9 @@ from comfyfleet.gateway._tenancy import (
     Caller,
     idempotency_secret,
     needs,
+    remove_asset,
     socket_caller,
+    visible_asset,
     visible_job,
 )
 from comfyfleet.gateway._views import job_view
@@ -38,6 +41,7 @@ __all__ = [
     "ApiError",
     "Caller",
     "ClientEvent",
+    "EventStreamResponse",
     "JobFeed",
     "JsonLimits",
     "NodeTypes",
@@ -56,8 +60,10 @@ __all__ = [
     "needs",
     "parse_job",
     "read_json_body",
+    "remove_asset",
     "socket_caller",
     "submit_job",
+    "visible_asset",
     "visible_job",
     "wait_for_end",
     "webhooks_router",
