@@ -419,3 +419,8 @@ def test_the_stream_follows_a_running_job_to_its_end(gw: Gateway) -> None:
     assert progress[-1]["value"] == 0.75
     assert progress[-1]["current_node_class"] == "SaveImage"
     assert events[-1] == ("status", {"status": "succeeded", "queue_position": None})
+
+
+def test_the_v2_routes_are_in_the_openapi_document(gw: Gateway) -> None:
+    paths = gw.call("GET", "/openapi.json").json()["paths"]
+    assert {"/api/v2/jobs", "/api/v2/jobs/{job_id}/events", "/api/v2/assets"} <= set(paths)
