@@ -10,6 +10,7 @@ from comfyfleet.gateway._app import create_app
 from comfyfleet.gateway._assets_api import assets_router
 from comfyfleet.gateway._body import JsonLimits, read_json_body
 from comfyfleet.gateway._errors import ApiError, encodable
+from comfyfleet.gateway._events_api import EventStreamResponse
 from comfyfleet.gateway._intake import (
     check_graph,
     job_answer,
@@ -28,6 +29,7 @@ from comfyfleet.gateway._tenancy import (
     Caller,
     idempotency_secret,
     needs,
+    remove_asset,
     socket_caller,
     visible_asset,
     visible_job,
@@ -41,6 +43,7 @@ __all__ = [
     "ApiError",
     "Caller",
     "ClientEvent",
+    "EventStreamResponse",
     "JobFeed",
     "JsonLimits",
     "NodeTypes",
@@ -63,6 +66,7 @@ __all__ = [
     "parse_job",
     "read_json_body",
     "receive_upload",
+    "remove_asset",
     "socket_caller",
     "submit_job",
     "visible_asset",

@@ -17,6 +17,7 @@ import uvicorn
 from fastapi import APIRouter
 
 from comfyfleet.config import Settings
+from comfyfleet.facades.comfy_v2 import comfy_v2_router
 from comfyfleet.facades.comfyui import ComfyApi, Folders, SocketHub, comfyui_router
 from comfyfleet.gateway import (
     NodeTypes,
@@ -99,6 +100,7 @@ async def start_gateway(
         webhooks_router(
             backends.outbox, wake=agent.webhooks.wake_sender if agent else lambda: None
         ),
+        comfy_v2_router(service, backends.assets),
     ]
     if agent is not None:  # model files are an agent's disk: listed where one runs
         routers.append(
