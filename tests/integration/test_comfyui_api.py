@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -355,3 +356,26 @@ def test_the_jobs_api_lists_reads_and_cancels_idempotently(server: Server) -> No
     assert again.status_code == 200 and again.json()["status"] == "cancelled"
     bad = server.http.get("/api/jobs", params={"status": "nope"})
     assert bad.status_code == 400
+
+
+def test_a_mask_upload_puts_the_mask_into_the_original_image(server: Server) -> None:
+    from PIL import Image
+
+    original, mask = io.BytesIO(), io.BytesIO()
+    Image.new("RGB", (20, 10), (200, 10, 10)).save(original, format="PNG")
+    Image.new("RGBA", (20, 10), (0, 0, 0, 77)).save(mask, format="PNG")
+    ref = server.http.post(
+        "/upload/image", files={"image": ("photo.png", original.getvalue(), "image/png")}
+    ).json()
+    original_ref = {"filename": ref["name"], "subfolder": ref["subfolder"], "type": "input"}
+    masked = server.http.post(
+        "/upload/mask",
+        files={"image": ("mask.png", mask.getvalue(), "image/png")},
+        data={"original_ref": json.dumps(original_ref), "type": "input"},
+    )
+    assert masked.status_code == 200
+    answer = masked.json()
+    view = {"filename": answer["name"], "subfolder": answer["subfolder"], "type": "input"}
+    merged = Image.open(io.BytesIO(server.http.get("/view", params=view).content))
+    assert merged.size == (20, 10) and merged.mode == "RGBA"
+    assert merged.getpixel((3, 3)) == (200, 10, 10, 77)

@@ -45,6 +45,7 @@ from comfyfleet.gateway import (
 from comfyfleet.jobs import JobNotFound
 
 TYPES = ("output", "input", "temp")
+_SMALL_FILE = 512 * 1024
 _NAME_LOOKUP = 200
 """How many recent jobs a `/view` by file name alone looks through."""
 
@@ -86,29 +87,59 @@ async def view(
     subfolder: str,
     kind: str,
 ) -> Response:
+    try:
+        path = await find_file(service, folders, assets, caller, filename, subfolder, kind)
+    except _StoredElsewhere as elsewhere:
+        return await _stored_output(service, caller, elsewhere.folder, filename)
+    media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    headers = {"X-Content-Type-Options": "nosniff"}
+    if path.stat().st_size <= _SMALL_FILE:
+        # One read on the loop costs less than FileResponse's hop to a worker thread.
+        return Response(path.read_bytes(), media_type=media, headers=headers)
+    return FileResponse(path, media_type=media, headers=headers)
+
+
+class _StoredElsewhere(Exception):
+    """An output that is not in this machine's output folder (its job stored it away)."""
+
+    def __init__(self, folder: tuple[str, ...]) -> None:
+        self.folder = folder
+
+
+async def find_file(
+    service: Service,
+    folders: Folders,
+    assets: AssetStore | None,
+    caller: Caller,
+    filename: str,
+    subfolder: str,
+    kind: str,
+) -> Path:
+    """The local file `/view` names, checked (400 for a bad name or type, 404 for a file that
+    is not there or not the caller's)."""
     if kind not in TYPES:
         raise ApiError(400, "invalid_type", f"type must be one of {', '.join(TYPES)}")
     name = _parts(filename, "filename")
     if len(name) != 1:
         raise ApiError(400, "invalid_path", "filename must be a file name, without folders")
     folder = _parts(subfolder, "subfolder")
-    parts = folder + name
     if kind == "output":
         if not folder and _inside(folders.output, name) is None:
             folder = await _job_folder_of(service, caller, filename)
         await _may_read_output(service, caller, folder)
         path = _inside(folders.output, folder + name)
         if path is None:
-            return await _stored_output(service, caller, folder, filename)
+            raise _StoredElsewhere(folder)
     elif kind == "input":
         _may_read_input(assets, caller, folder, filename)
-        path = _inside(folders.input, parts)
+        path = _inside(folders.input, folder + name)
     else:
-        path = next((p for b in folders.temp() if (p := _inside(b, parts)) is not None), None)
+        path = next(
+            (p for b in folders.temp() if (p := _inside(b, folder + name)) is not None), None
+        )
     if path is None:
-        raise ApiError(404, "file_not_found", f"no {kind} file '{'/'.join(parts)}'")
-    media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return FileResponse(path, media_type=media, headers={"X-Content-Type-Options": "nosniff"})
+        raise ApiError(404, "file_not_found", f"no {kind} file '{'/'.join(folder + name)}'")
+    return path
 
 
 async def _job_folder_of(service: Service, caller: Caller, filename: str) -> tuple[str, ...]:
@@ -219,19 +250,20 @@ async def upload_mask(
         ) from exc
     upload = await receive_upload(request, assets, limit, owner=caller.owner, field="image")
     ref = _original_ref(upload.fields.get("original_ref"))
-    original = await view(
-        service,
-        folders,
-        assets,
-        caller,
-        str(ref.get("filename", "")),
-        str(ref.get("subfolder") or ""),
-        str(ref.get("type") or "input"),
-    )
-    if not isinstance(original, FileResponse):
-        raise ApiError(400, "invalid_original_ref", "original_ref must name a file of this fleet")
+    try:
+        original = await find_file(
+            service,
+            folders,
+            assets,
+            caller,
+            str(ref.get("filename", "")),
+            str(ref.get("subfolder") or ""),
+            str(ref.get("type") or "input"),
+        )
+    except _StoredElsewhere as exc:
+        raise ApiError(400, "invalid_original_ref", "original_ref names no file here") from exc
     mask_path = assets.folder / upload.asset.file_name
-    with Image.open(original.path) as base, Image.open(mask_path) as mask:
+    with Image.open(original) as base, Image.open(mask_path) as mask:
         merged = base.convert("RGBA")
         alpha = mask.convert("RGBA").getchannel("A").resize(merged.size)
         merged.putalpha(alpha)
