@@ -50,7 +50,7 @@ class AuthSettings(BaseModel):
 
     browser_login: bool = Field(
         default=True,
-        description="offer /login and a session cookie to browsers (and Basic auth to anyone)",
+        description="offer browsers /login and a session cookie (Basic auth works either way)",
     )
     session_ttl_s: float = Field(
         default=12 * 3600.0, gt=0, description="how long a browser session lasts, in seconds"

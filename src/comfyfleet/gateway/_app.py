@@ -4,7 +4,8 @@ Every error a client can cause is a 4xx with `{"error": {"code", "message", "det
 of the server's own is a 500 in the same shape, logged once (see `_guard`).
 With API keys enabled, every route but the public ones (`/health`) needs
 `Authorization: Bearer <key>`; the check wraps the whole app, so a route added later cannot
-forget it.
+forget it. What no route matches goes to the `fallback` app where one is given (the `serve` and
+`gateway` roles hand it the home instance's ComfyUI), else it is the gateway's 404.
 """
 
 from __future__ import annotations
