@@ -1,6 +1,7 @@
 """API keys for the gateway: the key store, the ASGI middleware that checks them, log redaction.
 
-With `auth.enabled`, every route but the public ones (`/health`) needs `Authorization: Bearer KEY`.
+With `auth.enabled`, every route but the public ones (`/health`) needs `Authorization: Bearer KEY`
+(or Basic auth with the key as the password, or a browser session from `/login`).
 Keys are made with `comfyfleet keys create`, kept only as SHA-256 digests in
 `WORKSPACE/state/api_keys.json` (mode 0600), compared in constant time, and never logged.
 Each key has scopes (`submit`, `read`, `admin`) that the gateway's routes check.
@@ -19,6 +20,7 @@ from comfyfleet.auth._keys import (
     parse_scopes,
     sorted_scopes,
 )
+from comfyfleet.auth._login import LOGIN_PATH, LOGOUT_PATH, safe_next
 from comfyfleet.auth._middleware import (
     DEFAULT_PUBLIC_PATHS,
     SCOPE_KEY,
@@ -28,6 +30,14 @@ from comfyfleet.auth._middleware import (
     key_of,
 )
 from comfyfleet.auth._redact import RedactKeys, redact
+from comfyfleet.auth._session import (
+    SESSION_COOKIE,
+    Sessions,
+    key_lookup,
+    same_origin,
+    session_secret,
+    without_session_cookie,
+)
 from comfyfleet.auth._settings import AuthSettings
 from comfyfleet.auth._store import (
     KEYS_FILE_NAME,
@@ -43,9 +53,12 @@ __all__ = [
     "DEFAULT_PUBLIC_PATHS",
     "DEFAULT_SCOPES",
     "KEYS_FILE_NAME",
+    "LOGIN_PATH",
+    "LOGOUT_PATH",
     "READ",
     "SCOPES",
     "SCOPE_KEY",
+    "SESSION_COOKIE",
     "STATE_KEY",
     "STATIC_KEY_ID",
     "SUBMIT",
@@ -59,10 +72,16 @@ __all__ = [
     "KeyStoreError",
     "KeyVerifier",
     "RedactKeys",
+    "Sessions",
+    "key_lookup",
     "key_of",
     "keys_file_path",
     "open_key_store",
     "parse_scopes",
     "redact",
+    "safe_next",
+    "same_origin",
+    "session_secret",
     "sorted_scopes",
+    "without_session_cookie",
 ]

@@ -4,7 +4,8 @@ Every error a client can cause is a 4xx with `{"error": {"code", "message", "det
 of the server's own is a 500 in the same shape, logged once (see `_guard`).
 With API keys enabled, every route but the public ones (`/health`) needs
 `Authorization: Bearer <key>`; the check wraps the whole app, so a route added later cannot
-forget it.
+forget it. What no route matches goes to the `fallback` app where one is given (the `serve` and
+`gateway` roles hand it the home instance's ComfyUI), else it is the gateway's 404.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
 from comfyfleet import __version__
-from comfyfleet.auth import ApiKeyMiddleware, KeyVerifier
+from comfyfleet.auth import ApiKeyMiddleware, KeyVerifier, Sessions
 from comfyfleet.gateway._errors import (
     ApiError,
     api_error_handler,
@@ -40,9 +41,13 @@ def create_app(
     routers: tuple[APIRouter, ...] = (),
     keys: KeyVerifier | None = None,
     public_paths: tuple[str, ...] = ("/health",),
+    sessions: Sessions | None = None,
+    fallback: ASGIApp | None = None,
 ) -> ASGIApp:
     """The gateway app. `routers` adds optional features (assets, webhooks, models) built by
-    whoever has their backends; `keys` turns the API-key check on."""
+    whoever has their backends; `keys` turns the API-key check on, and `sessions` lets browsers
+    sign in at `/login` as well. `fallback` answers what no route matches (HTTP and WebSocket)
+    instead of the 404, behind the same middleware and key check as every route."""
     app = FastAPI(
         title="comfyfleet",
         version=__version__,
@@ -65,10 +70,12 @@ def create_app(
     for router in routers:
         app.include_router(router)
     app.include_router(_fleet_router(service))
+    if fallback is not None:
+        app.router.default = fallback
     document_errors(app, auth=keys is not None, public_paths=public_paths)
     if keys is None:
         return app
-    return ApiKeyMiddleware(app, keys, public_paths=public_paths)
+    return ApiKeyMiddleware(app, keys, public_paths=public_paths, sessions=sessions)
 
 
 def _fleet_router(service: Service) -> APIRouter:

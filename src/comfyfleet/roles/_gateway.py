@@ -16,9 +16,11 @@ from collections.abc import Awaitable, Callable, Iterator
 import uvicorn
 from fastapi import APIRouter
 
+from comfyfleet.auth import Sessions, key_lookup, session_secret
 from comfyfleet.config import Settings
 from comfyfleet.facades.comfy_v2 import comfy_v2_router
 from comfyfleet.facades.comfyui import ComfyApi, Folders, SocketHub, comfyui_router
+from comfyfleet.facades.instances import InstanceProxy, home_proxy, instances_router
 from comfyfleet.gateway import (
     NodeTypes,
     PreviewFeed,
@@ -84,6 +86,20 @@ def build_service(
     return service
 
 
+def _sessions(settings: Settings, ws: Workspace, backends: Backends) -> Sessions | None:
+    """Browser sign-in, where keys are on and `auth.browser_login` is."""
+    auth = settings.auth
+    if backends.keys is None or not auth.browser_login:
+        return None
+    static = auth.api_key.get_secret_value().strip() if auth.api_key else None
+    configured = auth.session_secret.get_secret_value().strip() if auth.session_secret else None
+    return Sessions(
+        session_secret(ws.state_dir, configured),
+        key_lookup(backends.keys, static),
+        ttl_s=auth.session_ttl_s,
+    )
+
+
 async def start_gateway(
     settings: Settings,
     ws: Workspace,
@@ -125,8 +141,17 @@ async def start_gateway(
         service.previews,
         local_workers=[agent.worker] if agent is not None else [],
     )
+    # The instances' own ComfyUI: /instances/{i}/... and, for whatever no route takes, the
+    # home instance (the stock editor at / asks for much the gateway does not implement).
+    proxy = InstanceProxy(service.fleet, ui_scope=settings.auth.ui_scope)
+    routers.append(instances_router(proxy))
     app = create_app(
-        service, routers=tuple(routers), keys=backends.keys, public_paths=settings.auth.public_paths
+        service,
+        routers=tuple(routers),
+        keys=backends.keys,
+        public_paths=settings.auth.public_paths,
+        sessions=_sessions(settings, ws, backends),
+        fallback=home_proxy(proxy),
     )
     config = uvicorn.Config(
         app, host=serve.host, port=serve.port, log_level="warning", lifespan="off", access_log=False
@@ -149,5 +174,6 @@ async def start_gateway(
             await task
         await feed.stop()
         await hub.stop()
+        await proxy.aclose()
 
     return detach
