@@ -21,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter
+from fastapi.routing import APIRoute
 
 from comfyfleet.assets import AssetStore
 from comfyfleet.facades.comfy_v2._assets import assets_routes
@@ -44,6 +45,9 @@ def comfy_v2_router(
     jobs_routes(router, v2)
     events_routes(router, v2)
     assets_routes(router, v2, assets)
+    for route in router.routes:  # its contract is comfy-api-proxy's, not our document's
+        if isinstance(route, APIRoute):
+            route.include_in_schema = False
     return router
 
 

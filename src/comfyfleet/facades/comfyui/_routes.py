@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 
 from comfyfleet.assets import LOADER_INPUTS, AssetStore
 from comfyfleet.auth import READ, SUBMIT
@@ -69,11 +70,14 @@ def comfyui_router(api: ComfyApi) -> APIRouter:
                 prefix + path,
                 endpoint,
                 methods=[method],
-                include_in_schema=prefix == "",
+                include_in_schema=False,  # ComfyUI's contract, not our document's
                 summary=f"ComfyUI's {method} {path}, for the whole fleet",
             )
         router.add_api_websocket_route(prefix + "/ws", socket)
     _jobs_routes(router, api)
+    for route in router.routes:
+        if isinstance(route, APIRoute):
+            route.include_in_schema = False
     return router
 
 
