@@ -176,3 +176,18 @@ def test_a_prompt_reaches_only_the_socket_of_its_client_id() -> None:
         assert all(m["type"] == "status" for m in heard)
 
     asyncio.run(scenario())
+
+
+def test_preview_frames_are_framed_as_comfyui_sends_them() -> None:
+    from comfyfleet.facades.comfyui._messages import preview_frame
+
+    legacy = preview_frame("jpeg", b"JPEGDATA", prompt_id="p", node="5", metadata=False)
+    assert legacy == b"\x00\x00\x00\x01\x00\x00\x00\x01JPEGDATA"
+    assert preview_frame("webp", b"x", prompt_id="p", node="5", metadata=False) is None
+    framed = preview_frame("png", b"PNG", prompt_id="p", node="5", metadata=True)
+    assert framed is not None and framed[:4] == b"\x00\x00\x00\x04"
+    size = int.from_bytes(framed[4:8], "big")
+    header = json.loads(framed[8 : 8 + size])
+    assert header["prompt_id"] == "p" and header["node_id"] == "5"
+    assert header["image_type"] == "image/png"
+    assert framed[8 + size :] == b"PNG"
