@@ -30,6 +30,7 @@ from comfyfleet.auth._middleware import (
     key_of,
 )
 from comfyfleet.auth._redact import RedactKeys, redact
+from comfyfleet.auth._secrets import kept_secret
 from comfyfleet.auth._session import (
     SESSION_COOKIE,
     Sessions,
@@ -73,6 +74,7 @@ __all__ = [
     "KeyVerifier",
     "RedactKeys",
     "Sessions",
+    "kept_secret",
     "key_lookup",
     "key_of",
     "keys_file_path",

@@ -29,9 +29,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import re
-import secrets
 import time
 from collections.abc import Callable, Iterable, MutableMapping
 from pathlib import Path
@@ -40,6 +38,7 @@ from urllib.parse import urlsplit
 
 from comfyfleet.auth._errors import KeyNotFound
 from comfyfleet.auth._keys import KeyRecord
+from comfyfleet.auth._secrets import kept_secret
 from comfyfleet.auth._store import STATIC_KEY_ID, KeyStore
 
 SESSION_COOKIE = "comfyfleet_session"
@@ -129,21 +128,7 @@ def session_secret(state_dir: Path, configured: str | None = None) -> bytes:
     that sessions survive a restart."""
     if configured:
         return hashlib.sha256(configured.encode()).digest()
-    path = state_dir / SESSION_SECRET_FILE
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(_SECRET_BYTES) + "\n")
-        try:
-            os.link(tmp, path)  # never replaces one another process made meanwhile
-            log.info("generated the session secret in %s", path)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-    return bytes.fromhex(path.read_text().strip())
+    return kept_secret(state_dir / SESSION_SECRET_FILE)
 
 
 # --- reading requests -------------------------------------------------------------------------

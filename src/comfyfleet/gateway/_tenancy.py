@@ -18,8 +18,6 @@ workspace (`state/idempotency_secret`): key ids are not secret, so a plain hash 
 from __future__ import annotations
 
 import logging
-import os
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +26,7 @@ from fastapi import WebSocket
 from starlette.requests import HTTPConnection
 
 from comfyfleet.assets import Asset, AssetNotFound, AssetResolver, AssetStore, MediaResolver
-from comfyfleet.auth import ADMIN, KeyRecord, key_of
+from comfyfleet.auth import ADMIN, KeyRecord, kept_secret, key_of
 from comfyfleet.gateway._errors import ApiError, error_response
 from comfyfleet.jobs import Job, JobNotFound, JobStore
 
@@ -176,18 +174,4 @@ def media_for(media: MediaResolver, caller: Caller) -> MediaResolver:
 def idempotency_secret(state_dir: Path) -> bytes:
     """The server's idempotency secret: `state/idempotency_secret`, made once (mode 0600) and
     kept, so that a retried request maps to the same job after a restart."""
-    path = state_dir / IDEMPOTENCY_SECRET_FILE
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(_SECRET_BYTES) + "\n")
-        try:
-            os.link(tmp, path)  # never replaces one another process made meanwhile
-            log.info("generated the idempotency secret in %s", path)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-    return bytes.fromhex(path.read_text().strip())
+    return kept_secret(state_dir / IDEMPOTENCY_SECRET_FILE)

@@ -9,7 +9,7 @@ comes back after that finds its `complete` refused (None), so no job is delivere
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
 
@@ -247,11 +247,29 @@ async def wait_for_events(
     store: JobStore, waiters: EventWaiters, job_id: str, *, after: int, timeout: float
 ) -> list[JobEvent]:
     """`wait_events` for any backend that publishes through `waiters`."""
+    return await _wait(waiters, job_id, lambda: store.events(job_id, after=after), timeout)
+
+
+async def wait_for_any_events(
+    store: JobStore, waiters: EventWaiters, *, after: int, timeout: float, limit: int
+) -> list[JobEvent]:
+    """`wait_events_since` for any backend that publishes through `waiters`."""
+    return await _wait(waiters, ANY_JOB, lambda: store.events_since(after, limit=limit), timeout)
+
+
+async def _wait(
+    waiters: EventWaiters,
+    key: str,
+    look: Callable[[], Awaitable[list[JobEvent]]],
+    timeout: float,
+) -> list[JobEvent]:
+    """Look for events, and while there are none, wait for `key` to be notified (up to
+    `timeout` seconds in all)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        with waiters.watch(job_id) as event:
-            found = await store.events(job_id, after=after)
+        with waiters.watch(key) as event:
+            found = await look()
             remaining = deadline - loop.time()
             if found or remaining <= 0:
                 return found
@@ -260,27 +278,6 @@ async def wait_for_events(
                     await event.wait()
             except TimeoutError:
                 # A last look: another process sharing the store may have published meanwhile.
-                return await store.events(job_id, after=after)
-        if waiters.closed:
-            return []
-
-
-async def wait_for_any_events(
-    store: JobStore, waiters: EventWaiters, *, after: int, timeout: float, limit: int
-) -> list[JobEvent]:
-    """`wait_events_since` for any backend that publishes through `waiters`."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        with waiters.watch(ANY_JOB) as event:
-            found = await store.events_since(after, limit=limit)
-            remaining = deadline - loop.time()
-            if found or remaining <= 0:
-                return found
-            try:
-                async with asyncio.timeout(remaining):
-                    await event.wait()
-            except TimeoutError:
-                return await store.events_since(after, limit=limit)
+                return await look()
         if waiters.closed:
             return []

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
@@ -60,44 +60,36 @@ _NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 
 def assets_routes(router: APIRouter, v2: V2, store: AssetStore) -> None:
     routes = _Assets(v2, store)
-    router.add_api_route(
-        "/api/v2/assets",
-        translated(routes.upload),
-        methods=["POST"],
-        status_code=201,
-        summary="Upload an asset (Comfy API v2)",
-    )
-    router.add_api_route(
-        "/api/v2/assets/from-hash",
-        translated(routes.from_hash),
-        methods=["POST"],
-        summary="The caller's asset with these bytes (no upload)",
-    )
-    router.add_api_route(
-        "/api/v2/assets/by-hash/{digest}",
-        translated(routes.by_hash),
-        methods=["HEAD"],
-        summary="Whether the caller has these bytes",
-    )
-    router.add_api_route(
-        "/api/v2/assets/{asset_id}",
-        translated(routes.read),
-        methods=["GET"],
-        summary="An asset (an upload or a job output)",
-    )
-    router.add_api_route(
-        "/api/v2/assets/{asset_id}/content",
-        translated(routes.content),
-        methods=["GET"],
-        summary="An asset's bytes (Range-capable)",
-    )
-    router.add_api_route(
-        "/api/v2/assets/{asset_id}",
-        translated(routes.delete),
-        methods=["DELETE"],
-        status_code=204,
-        summary="Give an uploaded asset up",
-    )
+    table: list[tuple[str, Callable[..., Awaitable[Any]], str, int, str]] = [
+        ("/api/v2/assets", routes.upload, "POST", 201, "Upload an asset (Comfy API v2)"),
+        (
+            "/api/v2/assets/from-hash",
+            routes.from_hash,
+            "POST",
+            200,
+            "The caller's asset with these bytes (no upload)",
+        ),
+        (
+            "/api/v2/assets/by-hash/{digest}",
+            routes.by_hash,
+            "HEAD",
+            200,
+            "Whether the caller has these bytes",
+        ),
+        ("/api/v2/assets/{asset_id}", routes.read, "GET", 200, "An asset (an upload or output)"),
+        (
+            "/api/v2/assets/{asset_id}/content",
+            routes.content,
+            "GET",
+            200,
+            "An asset's bytes (Range-capable)",
+        ),
+        ("/api/v2/assets/{asset_id}", routes.delete, "DELETE", 204, "Give an uploaded asset up"),
+    ]
+    for path, handler, method, status, summary in table:
+        router.add_api_route(
+            path, translated(handler), methods=[method], status_code=status, summary=summary
+        )
 
 
 class _Assets:
