@@ -154,6 +154,21 @@ class ComfyClient:
         entry = data.get(prompt_id)
         return entry if isinstance(entry, dict) else None
 
+    async def history_when_written(self, prompt_id: str, limit_s: float = 10.0) -> dict[str, Any]:
+        """The history entry of a prompt that ended. ComfyUI sends `execution_success` just
+        before it files the entry, so it can be missing for a moment: ask again briefly
+        (ComfyUnavailable after `limit_s`) instead of losing the outputs."""
+        deadline = time.monotonic() + limit_s
+        delay = 0.002
+        while True:
+            entry = await self.history(prompt_id)
+            if entry is not None and "outputs" in entry:
+                return entry
+            if time.monotonic() > deadline:
+                raise ComfyUnavailable(f"no history for prompt {prompt_id} after {limit_s:g}s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
     # -- running prompts -------------------------------------------------------------------
 
     async def submit(

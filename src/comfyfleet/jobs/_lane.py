@@ -286,7 +286,7 @@ class Lane:
             if entry is None and not flight.gap:
                 entry = {"outputs": flight.ui_outputs}
             elif entry is None:
-                entry = await self._history_when_written(flight.prompt_id)
+                entry = await self.client.history_when_written(flight.prompt_id)
         except ComfyError as exc:
             await self._finish(flight, attempt_error(exc, **self._at("reading its history")))
             return
@@ -327,20 +327,6 @@ class Lane:
         except Exception:  # the dispatcher's loop tries again
             log.exception("refilling instance %s failed", self.index)
         self.wake.set()
-
-    async def _history_when_written(self, prompt_id: str, limit_s: float = 10.0) -> dict[str, Any]:
-        """ComfyUI sends `execution_success` just before it files the prompt's history, so the
-        entry can be missing for a moment: ask again briefly instead of losing the outputs."""
-        deadline = time.monotonic() + limit_s
-        delay = 0.002
-        while True:
-            entry = await self.client.history(prompt_id)
-            if entry is not None and "outputs" in entry:
-                return entry
-            if time.monotonic() > deadline:
-                raise ComfyUnavailable(f"no history for prompt {prompt_id} after {limit_s:g}s")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.1)
 
     async def _finish_interrupted(self, flight: _InFlight, data: dict[str, Any]) -> None:
         message = f"interrupted at node {data.get('node_id')}"

@@ -243,15 +243,23 @@ class EventWaiters:
         self._events.clear()
 
 
+class EventReader(Protocol):
+    """What the event waits below read: a store's event queries."""
+
+    async def events(self, job_id: str, *, after: int = 0, limit: int = 1000) -> list[JobEvent]: ...
+
+    async def events_since(self, after: int, *, limit: int = 500) -> list[JobEvent]: ...
+
+
 async def wait_for_events(
-    store: JobStore, waiters: EventWaiters, job_id: str, *, after: int, timeout: float
+    store: EventReader, waiters: EventWaiters, job_id: str, *, after: int, timeout: float
 ) -> list[JobEvent]:
     """`wait_events` for any backend that publishes through `waiters`."""
     return await _wait(waiters, job_id, lambda: store.events(job_id, after=after), timeout)
 
 
 async def wait_for_any_events(
-    store: JobStore, waiters: EventWaiters, *, after: int, timeout: float, limit: int
+    store: EventReader, waiters: EventWaiters, *, after: int, timeout: float, limit: int
 ) -> list[JobEvent]:
     """`wait_events_since` for any backend that publishes through `waiters`."""
     return await _wait(waiters, ANY_JOB, lambda: store.events_since(after, limit=limit), timeout)
