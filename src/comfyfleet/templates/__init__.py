@@ -4,11 +4,14 @@ file.
 
 A :class:`TemplateLibrary` holds the shipped templates (`txt2img`, `img2img`, `inpaint`,
 `upscale`, `batch` for SD1.5, and the same with `-sdxl` for SDXL), the workspace's `templates/`
-and the configured folders; `Template.apply(params)` gives the graph to run as an ordinary job.
+and the configured folders; `Template.apply(params)` gives the graph to run as an ordinary
+job. `propose_parameters` reads a saved API-format graph for the inputs worth declaring;
+`template_document` and `template_yaml` turn the kept ones into a template file.
 """
 
 from __future__ import annotations
 
+from comfyfleet.templates._dump import template_yaml
 from comfyfleet.templates._errors import (
     ParameterError,
     TemplateError,
@@ -20,6 +23,7 @@ from comfyfleet.templates._load import load_template, parse_text, shipped_templa
 from comfyfleet.templates._model import Template
 from comfyfleet.templates._params import RANDOM, Parameter, ParamType, Target
 from comfyfleet.templates._parse import parse_template
+from comfyfleet.templates._propose import Proposal, propose_parameters, template_document
 from comfyfleet.templates._settings import TemplateSettings
 
 __all__ = [
@@ -28,6 +32,7 @@ __all__ = [
     "ParamType",
     "Parameter",
     "ParameterError",
+    "Proposal",
     "Target",
     "Template",
     "TemplateError",
@@ -38,5 +43,8 @@ __all__ = [
     "load_template",
     "parse_template",
     "parse_text",
+    "propose_parameters",
     "shipped_templates",
+    "template_document",
+    "template_yaml",
 ]
