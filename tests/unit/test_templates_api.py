@@ -168,7 +168,7 @@ def test_a_template_job_is_an_ordinary_job_recording_its_template(
             {"params": {"size": "512x512"}},
             "invalid_parameter",
             "template 'txt2img' has no parameter 'size' (known: prompt, negative, seed, steps,"
-            " cfg, sampler, scheduler, width, height, batch_size)",
+            " cfg, sampler, scheduler, width, height, batch_size, checkpoint)",
             {"parameter": "size"},
         ),
         (
