@@ -10,6 +10,7 @@ graph runs in ComfyUI with the values set and that the image comes back at the r
 from __future__ import annotations
 
 import base64
+import json
 import struct
 import time
 import zlib
@@ -21,7 +22,7 @@ import pytest
 
 from comfyfleet.facades.comfyui import PromptInvalid, validate_prompt
 from comfyfleet.models import LOADER_INPUTS
-from comfyfleet.templates import ParamType, TemplateLibrary
+from comfyfleet.templates import ParamType, TemplateLibrary, load_template
 from tests.comfyui_env import workspace_sharing
 from tests.integration.fleet import cli
 from tests.integration.serve import Server, png_size, serve_config
@@ -248,6 +249,23 @@ def test_cli_lists_templates_with_the_broken_one_and_runs_a_template(
     assert "succeeded" in out.stdout, out.stdout
     [png] = list((tmp_path / "out").rglob("*.png"))
     assert png_size(png.read_bytes()) == (SIZE, SIZE)
+
+
+def test_cli_new_from_a_graph_takes_bounds_and_choices_from_the_fleets_schemas(
+    server: Server, tmp_path: Path
+) -> None:
+    graph = tmp_path / "saved_api.json"
+    graph.write_text(json.dumps(dict(TemplateLibrary().get("txt2img").workflow)))
+    target = tmp_path / "fox.yaml"
+    args = ("templates", "new", "fox", "--from", graph, "--yes", "--out", target)
+    cli(*args, "--server", server.url, "-w", server.ws)
+    template = load_template(target)
+    info = server.http.get("/object_info/KSampler").json()["KSampler"]["input"]["required"]
+    samplers = info["sampler_name"][0]
+    samplers = samplers if isinstance(samplers, list) else info["sampler_name"][1]["options"]
+    assert template.parameters["sampler"].choices == tuple(samplers)
+    assert template.parameters["steps"].maximum == info["steps"][1]["max"]
+    assert template.parameters["seed"].random is True
 
 
 def test_cli_run_names_a_bad_parameter_and_an_unknown_template(server: Server) -> None:
