@@ -15,6 +15,7 @@ import struct
 import time
 import zlib
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ SD15 = ["txt2img", "img2img", "inpaint", "upscale", "batch"]
 SDXL = [f"{name}-sdxl" for name in SD15]
 SIZE = 64
 BROKEN = "broken-graph.yaml"
+TINY = "tiny-txt2img"
 
 
 def _png(width: int, height: int, pixel: Any) -> bytes:
@@ -75,6 +77,12 @@ def server(comfyui_install: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         "workflow:\n  '1': {class_type: EmptyImage, inputs: {width: 8}}\n",
         encoding="utf-8",
     )
+    # A template of the user's own that loads the tiny checkpoint: its model is on disk.
+    shipped = resources.files("comfyfleet.templates").joinpath("builtin", "txt2img.yaml")
+    own = shipped.read_text(encoding="utf-8").replace(
+        "v1-5-pruned-emaonly.safetensors", tiny_checkpoint(comfyui_install)
+    )
+    (ws / "templates" / f"{TINY}.yaml").write_text(own.replace("preset: sd15\n", ""))
     srv = Server(ws, instances=1).start()
     yield srv
     srv.close()
@@ -201,7 +209,12 @@ def _within(template: str, parameter: Any, spec: list[Any]) -> None:
 
 def test_the_list_shows_the_broken_file_and_an_unknown_template_is_a_404(server: Server) -> None:
     listed = server.http.get("/v1/templates").json()
-    assert sorted(t["name"] for t in listed["templates"]) == sorted(SD15 + SDXL)
+    assert sorted(t["name"] for t in listed["templates"]) == sorted([*SD15, *SDXL, TINY])
+    present = {t["name"]: t["models_present"] for t in listed["templates"]}
+    assert present[TINY] is True and present["txt2img"] is False
+    assert server.http.get("/v1/templates/txt2img").json()["missing_models"] == [
+        "checkpoints/v1-5-pruned-emaonly.safetensors"
+    ]
     assert listed["broken"] == [
         {
             "file": BROKEN,
@@ -210,7 +223,7 @@ def test_the_list_shows_the_broken_file_and_an_unknown_template_is_a_404(server:
     ]
     missing = server.http.get("/v1/templates/nope")
     assert missing.status_code == 404
-    assert missing.json()["error"]["details"]["known"] == sorted(SD15 + SDXL)
+    assert missing.json()["error"]["details"]["known"] == sorted([*SD15, *SDXL, TINY])
     refused = server.http.post("/v1/templates/txt2img/jobs", json={"params": {"steps": 151}})
     assert refused.status_code == 422
     assert refused.json()["error"] == {

@@ -239,10 +239,15 @@ def _submit_template(
 ) -> dict[str, Any]:
     """The template's schema first (to read each -p value as its type), then the job."""
     described = client.get(f"/v1/templates/{quote(name, safe='')}")
-    if described.status_code >= 400:
-        error = described.json().get("error", {})
-        raise ComfyfleetError(str(error.get("message") or described.text))
-    params = parse_params(items, described.json()["parameters"])
+    try:
+        template: dict[str, Any] = described.json()
+    except ValueError:
+        template = {}
+    if described.status_code >= 400 or "parameters" not in template:
+        error = template.get("error") or {}
+        shown = f"template '{name}': {described.status_code} {described.text[:200]}"
+        raise ComfyfleetError(str(error.get("message") or shown))
+    params = parse_params(items, template["parameters"])
     answer = client.post(
         f"/v1/templates/{quote(name, safe='')}/jobs",
         json={"params": params, "priority": priority},
