@@ -17,6 +17,7 @@ from comfyfleet.cli._roles import agent_command, gateway_command
 from comfyfleet.cli._run import run_command
 from comfyfleet.cli._serve import serve_command
 from comfyfleet.cli._smoke import smoke_command
+from comfyfleet.cli._templates import templates_app
 from comfyfleet.errors import ComfyfleetError
 
 __all__ = ["app", "main"]
@@ -60,6 +61,7 @@ app.command("agent")(agent_command)
 app.command("run")(run_command)
 app.add_typer(keys_app, name="keys")
 app.add_typer(models_app, name="models")
+app.add_typer(templates_app, name="templates")
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ from comfyfleet.models import ModelSettings
 from comfyfleet.provision import InstallSettings
 from comfyfleet.storage import StorageSettings
 from comfyfleet.supervise import FleetSettings
+from comfyfleet.templates import TemplateSettings
 from comfyfleet.webhooks import WebhookSettings
 
 
@@ -50,3 +51,4 @@ class Settings(BaseSettings):
     )
     assets: AssetSettings = Field(default_factory=AssetSettings)  # type: ignore[arg-type]
     models: ModelSettings = Field(default_factory=ModelSettings)
+    templates: TemplateSettings = Field(default_factory=TemplateSettings)

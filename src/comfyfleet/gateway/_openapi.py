@@ -79,22 +79,24 @@ _ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/v1/models"): (400,),
     ("post", "/v1/presets/{name}/install"): (404,),
     ("delete", "/v1/models/{folder_type}/{filename}"): (400, 404),
+    ("get", "/v1/templates/{name}"): (404,),
+    ("post", "/v1/templates/{name}/jobs"): (400, 404, 409, 413, 415, 422, 429),
 }
 """The 4xx each route raises itself, besides the 422 of its parameters and the 401 of auth."""
 
-_SUCCESS: dict[tuple[str, str], dict[int, dict[str, Any]]] = {
-    ("post", "/v1/jobs"): {
-        200: {
-            "description": "The job ended (or was waited for), or an earlier one was replayed",
-            "headers": {
-                "Idempotent-Replayed": {
-                    "description": "`true` when an Idempotency-Key replayed an earlier job",
-                    "schema": {"type": "string"},
-                }
-            },
-            "content": _JSON_OBJECT,
-        },
+_JOB_ENDED: dict[str, Any] = {
+    "description": "The job ended (or was waited for), or an earlier one was replayed",
+    "headers": {
+        "Idempotent-Replayed": {
+            "description": "`true` when an Idempotency-Key replayed an earlier job",
+            "schema": {"type": "string"},
+        }
     },
+    "content": _JSON_OBJECT,
+}
+_SUCCESS: dict[tuple[str, str], dict[int, dict[str, Any]]] = {
+    ("post", "/v1/templates/{name}/jobs"): {200: _JOB_ENDED},
+    ("post", "/v1/jobs"): {200: _JOB_ENDED},
     ("post", "/v1/assets"): {
         200: {"description": "The same bytes were stored already", "content": _JSON_OBJECT},
     },

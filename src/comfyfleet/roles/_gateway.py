@@ -29,12 +29,14 @@ from comfyfleet.gateway import (
     create_app,
     idempotency_secret,
     models_router,
+    templates_router,
     webhooks_router,
 )
 from comfyfleet.jobs import INSTALL_PRESET, JobStore, NewJob
 from comfyfleet.models import LOADER_INPUTS
 from comfyfleet.roles._agent import AgentPart
 from comfyfleet.roles._backends import Backends
+from comfyfleet.templates import TemplateLibrary
 from comfyfleet.workspace import Workspace
 
 Detach = Callable[[], Awaitable[None]]
@@ -117,6 +119,9 @@ async def start_gateway(
             backends.outbox, wake=agent.webhooks.wake_sender if agent else lambda: None
         ),
         comfy_v2_router(service, backends.assets),
+        templates_router(
+            service, TemplateLibrary.for_workspace(ws.root, settings.templates.folders)
+        ),
     ]
     if agent is not None:  # model files are an agent's disk: listed where one runs
         routers.append(
