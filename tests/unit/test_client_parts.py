@@ -138,6 +138,15 @@ def test_outputs_save_inside_the_folder_whatever_path_the_server_sent(tmp_path: 
     assert Output(node="4", kind="text", text="hi").bytes() == b"hi"
 
 
+def test_without_pillow_image_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = _png(1, 1)
+    output = Output(node="3", kind="images", name="a.png", data=data)
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    with pytest.raises(ComfyfleetClientError, match="needs Pillow: pip install Pillow"):
+        output.image()
+    assert output.bytes() == data
+
+
 # --- webhooks -----------------------------------------------------------------------------
 
 
