@@ -75,6 +75,9 @@ def test_strings_are_template_names_unless_they_name_a_json_file(tmp_path: Path)
     file.write_text(json.dumps(GRAPH), encoding="utf-8")
     assert resolve(str(file)).graph == GRAPH
     assert resolve(file).graph == GRAPH
+    bare = tmp_path / "flow"
+    bare.write_text(json.dumps(GRAPH), encoding="utf-8")
+    assert resolve(str(bare)).graph == GRAPH  # an existing file, whatever its name
     with pytest.raises(ComfyfleetClientError, match=r"cannot read workflow file .*missing\.json"):
         resolve(str(tmp_path / "missing.json"))
     file.write_text("[1, 2]", encoding="utf-8")

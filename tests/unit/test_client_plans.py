@@ -271,3 +271,52 @@ def test_listing_jobs_reads_every_page() -> None:
     played = Played(_jobs.list_jobs("queued", 2, RETRIES), pages)
     assert [j.id for j in played.emitted] == ["j1", "j0", "old"]
     assert played.requests[1].params == {"limit": "2", "status": "queued", "cursor": "c1"}
+
+
+# --- templates (the agreed HTTP interface) ---------------------------------------------------
+
+TEMPLATE = {
+    "name": "txt2img-sd15",
+    "description": "Text to image with Stable Diffusion 1.5",
+    "parameters": {
+        "type": "object",
+        "properties": {"prompt": {"type": "string"}, "image": {"type": "string"}},
+        "required": ["image"],
+    },
+    "models": {"checkpoints": ["v1-5-pruned-emaonly.safetensors"]},
+    "models_present": False,
+    "openai": True,
+}
+
+
+def test_templates_are_read_from_the_listing_and_one_by_name() -> None:
+    listing = reply(200, {"templates": [TEMPLATE], "broken": [{"file": "x.yaml", "error": "e"}]})
+    [template] = Played(_resources.templates(RETRIES), [listing]).value
+    assert (template.name, template.required, template.models_present) == (
+        "txt2img-sd15",
+        ["image"],
+        False,
+    )
+    assert template.raw["openai"] is True
+    missing = ["checkpoints/v1-5-pruned-emaonly.safetensors"]
+    one = Played(
+        _resources.template("txt2img-sd15", RETRIES),
+        [reply(200, TEMPLATE | {"missing_models": missing})],
+    )
+    assert one.requests[0].url == "/v1/templates/txt2img-sd15"
+    assert one.value.missing_models == missing
+
+
+def test_a_server_without_templates_says_so_when_run_by_name() -> None:
+    plan = _jobs.submit(Target("txt2img", None), {}, {}, RETRIES)
+    with pytest.raises(ApiError) as caught:
+        Played(plan, [Reply(405, {}, b"405: Method Not Allowed")])
+    assert caught.value.code == "templates_unavailable"
+    assert "'txt2img' cannot be run by name" in caught.value.message
+    not_found = reply(404, {"error": {"code": "not_found", "message": "Not Found"}})
+    with pytest.raises(ApiError, match="no templates API, so templates cannot be listed"):
+        Played(_resources.templates(RETRIES), [not_found])
+    unknown = {"error": {"code": "template_not_found", "message": "no template", "details": {}}}
+    with pytest.raises(ApiError) as caught:
+        Played(_jobs.submit(Target("txt2img", None), {}, {}, RETRIES), [reply(404, unknown)])
+    assert caught.value.code == "template_not_found"

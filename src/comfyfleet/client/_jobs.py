@@ -23,9 +23,16 @@ from comfyfleet.client._errors import (
     Timeout,
 )
 from comfyfleet.client._outputs import Output, Result
-from comfyfleet.client._protocol import READ_LINE, Emit, Plan, Request, Sleep, TransportFailure
+from comfyfleet.client._protocol import (
+    READ_LINE,
+    Emit,
+    Plan,
+    Request,
+    Sleep,
+    TransportFailure,
+)
 from comfyfleet.client._records import Event, JobRecord
-from comfyfleet.client._resources import download, upload
+from comfyfleet.client._resources import download, templates_error, upload
 from comfyfleet.client._retry import Retries, call, expected_error, send
 from comfyfleet.client._sse import SseMessage, SseParser
 from comfyfleet.client._workflow import JobOptions, Target, is_file_value, job_body, plain_value
@@ -67,7 +74,10 @@ def submit(
     request = Request(
         "POST", target.route, json=body, headers={"Idempotency-Key": key}, idempotent=True
     )
-    reply = yield from call(request, retries, ok=(200, 202))
+    reply = yield from send(request, retries)
+    if reply.status not in (200, 202):
+        error = expected_error(reply)
+        raise error if target.template is None else templates_error(error, target.template)
     return JobRecord.from_dict(reply.json())
 
 

@@ -7,11 +7,11 @@ import hashlib
 from typing import Any
 from urllib.parse import quote
 
-from comfyfleet.client._errors import ComfyfleetClientError
+from comfyfleet.client._errors import ApiError, ComfyfleetClientError
 from comfyfleet.client._outputs import Output
-from comfyfleet.client._protocol import Plan, Request, Sleep
+from comfyfleet.client._protocol import Plan, Reply, Request, Sleep
 from comfyfleet.client._records import Asset, ModelFile, Preset, Template
-from comfyfleet.client._retry import Retries, call
+from comfyfleet.client._retry import Retries, call, expected_error, send
 from comfyfleet.client._workflow import Target, job_body, media_type, upload_content
 
 
@@ -73,14 +73,35 @@ def _done(value: bytes) -> Plan[bytes]:
 
 
 def templates(retries: Retries) -> Plan[list[Template]]:
-    reply = yield from call(Request("GET", "/v1/templates", idempotent=True), retries)
+    reply = yield from _templates_call("/v1/templates", None, retries)
     return [Template.from_dict(t) for t in reply.json().get("templates") or []]
 
 
 def template(name: str, retries: Retries) -> Plan[Template]:
-    path = f"/v1/templates/{quote(name, safe='')}"
-    reply = yield from call(Request("GET", path, idempotent=True), retries)
+    reply = yield from _templates_call(f"/v1/templates/{quote(name, safe='')}", name, retries)
     return Template.from_dict(reply.json())
+
+
+def _templates_call(path: str, name: str | None, retries: Retries) -> Plan[Reply]:
+    reply = yield from send(Request("GET", path, idempotent=True), retries)
+    if reply.status != 200:
+        raise templates_error(expected_error(reply), name)
+    return reply
+
+
+def templates_error(error: ApiError, name: str | None) -> ApiError:
+    """`error` of a templates route, unless the server has no such routes: its unknown paths
+    answer 404 or 405 in whatever shape, which says nothing of templates, so say it here."""
+    if error.status not in (404, 405) or error.code == "template_not_found":
+        return error
+    what = "templates cannot be listed" if name is None else f"'{name}' cannot be run by name"
+    return ApiError(
+        error.status,
+        "templates_unavailable",
+        f"this server has no templates API, so {what}: pass a workflow graph or the path of a "
+        "JSON file (ending in .json)",
+        {"template": name},
+    )
 
 
 def presets(retries: Retries) -> Plan[list[Preset]]:

@@ -1,7 +1,8 @@
 """What `run` and `submit` are given, turned into the request body a route takes.
 
-`run()` takes an API-format graph (a dict), a path to a JSON file holding one (a `Path`, or a
-string ending in `.json`), or any other string: the name of a template on the server. `params`
+`run()` takes an API-format graph (a dict), a path to a JSON file holding one (a `Path`, a
+string ending in `.json`, or the path of an existing file), or any other string: the name of a
+template on the server. `params`
 then means, for a template, its parameters; for a graph, inputs to set, named
 `"<node id>.<input>"` (`{"6.text": "a cat"}`), each checked against the graph so a typo is an
 error here rather than a job that quietly ignores it.
@@ -72,7 +73,7 @@ def resolve(workflow: WorkflowInput) -> Target:
     """The template or graph `workflow` stands for (a file is read now)."""
     if isinstance(workflow, Mapping):
         return Target(None, copy.deepcopy(dict(workflow)))
-    if isinstance(workflow, str) and not workflow.lower().endswith(".json"):
+    if isinstance(workflow, str) and not _names_file(workflow):
         if not workflow.strip():
             raise ComfyfleetClientError("the template name is empty")
         return Target(workflow, None)
@@ -81,6 +82,11 @@ def resolve(workflow: WorkflowInput) -> Target:
     raise TypeError(
         f"run() takes a graph (dict), a JSON file's path or a template name, not {workflow!r}"
     )
+
+
+def _names_file(text: str) -> bool:
+    """A string names a workflow file when it ends in `.json` or is an existing file."""
+    return text.lower().endswith(".json") or os.path.isfile(text)
 
 
 def read_graph(path: Path) -> dict[str, Any]:
