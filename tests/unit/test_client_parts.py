@@ -12,7 +12,9 @@ import io
 import json
 import sys
 import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -279,3 +281,66 @@ def test_importing_the_client_loads_nothing_else_of_comfyfleet() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "['comfyfleet', 'comfyfleet.errors']"
+
+
+# --- the drivers over httpx -------------------------------------------------------------------
+
+_EVENTS = [
+    f"id: {seq}\nevent: status\ndata: {json.dumps(body)}\n\n".encode()
+    for seq, body in [
+        (1, {"job_id": "j1", "seq": 1, "event": "status", "data": {"status": "running"}}),
+        (2, {"job_id": "j1", "seq": 2, "event": "status", "data": {"status": "succeeded"}}),
+    ]
+]
+
+
+class _Body(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A response body that records whether the client closed it."""
+
+    closed = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from _EVENTS
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in _EVENTS:
+            yield chunk
+
+    def close(self) -> None:
+        _Body.closed += 1
+
+    async def aclose(self) -> None:
+        _Body.closed += 1
+
+
+def _answer(request: httpx.Request) -> httpx.Response:
+    if request.url.path.endswith("/events"):
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=_Body())
+    return httpx.Response(200, json={"id": "j1", "status": "running"})
+
+
+def _refuse(event: Any) -> None:
+    raise LookupError(f"callback refused {event.type}")
+
+
+def test_a_callback_that_raises_ends_the_wait_and_closes_the_stream_in_both_surfaces() -> None:
+    _Body.closed = 0
+    with Client("http://fleet", transport=httpx.MockTransport(_answer)) as sync_client:
+        assert [e.data["status"] for e in sync_client.job("j1").events()] == [
+            "running",
+            "succeeded",
+        ]
+        with pytest.raises(LookupError, match="callback refused status"):
+            sync_client.job("j1").wait(on_progress=_refuse)
+
+    assert _Body.closed == 2
+
+    async def both() -> list[str]:
+        async with AsyncClient("http://fleet", transport=httpx.MockTransport(_answer)) as c:
+            seen = [e.data["status"] async for e in c.job("j1").events()]
+            with pytest.raises(LookupError, match="callback refused status"):
+                await c.job("j1").wait(on_progress=_refuse)
+            assert _Body.closed == 4  # at once, not when the loop collects its generators
+            return seen
+
+    assert asyncio.run(both()) == ["running", "succeeded"]

@@ -5,8 +5,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
@@ -31,7 +32,7 @@ class _Run(RunBase[T]):
         self.http = http
         self.lines: AsyncIterator[str] | None = None
 
-    async def emitted(self) -> AsyncIterator[Any]:
+    async def emitted(self) -> AsyncGenerator[Any, None]:
         try:
             for op in self.steps:
                 if isinstance(op, Emit):
@@ -66,9 +67,12 @@ class _Run(RunBase[T]):
             await response.aclose()
 
     async def close_stream(self) -> None:
-        if self.stream is not None:
-            await self.stream.aclose()
-            self.stream, self.lines = None, None
+        stream, lines = self.stream, self.lines
+        self.stream, self.lines = None, None
+        if lines is not None and hasattr(lines, "aclose"):
+            await lines.aclose()  # now, on this loop, rather than whenever it is collected
+        if stream is not None:
+            await stream.aclose()
 
 
 class AsyncClient(ClientBase[httpx.AsyncClient]):
@@ -83,10 +87,11 @@ class AsyncClient(ClientBase[httpx.AsyncClient]):
 
     async def _drive(self, plan: Plan[T], on_event: OnEvent | None = None) -> T:
         run = _Run(self._http, self._auth, plan)
-        async for value in run.emitted():
-            answer = None if on_event is None else on_event(value)
-            if inspect.isawaitable(answer):
-                await answer
+        async with contextlib.aclosing(run.emitted()) as values:  # a raising callback ends it
+            async for value in values:
+                answer = None if on_event is None else on_event(value)
+                if inspect.isawaitable(answer):
+                    await answer
         return run.steps.value
 
     def _emitted(self, plan: Plan[None]) -> AsyncIterator[Any]:

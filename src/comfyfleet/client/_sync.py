@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
@@ -28,7 +29,7 @@ class _Run(RunBase[T]):
         self.http = http
         self.lines: Iterator[str] = iter(())
 
-    def emitted(self) -> Iterator[Any]:
+    def emitted(self) -> Generator[Any, None, None]:
         try:
             for op in self.steps:
                 if isinstance(op, Emit):
@@ -83,9 +84,10 @@ class Client(ClientBase[httpx.Client]):
 
     def _drive(self, plan: Plan[T], on_event: OnEvent | None = None) -> T:
         run = _Run(self._http, self._auth, plan)
-        for value in run.emitted():
-            if on_event is not None:
-                on_event(value)
+        with contextlib.closing(run.emitted()) as values:  # a raising callback ends it at once
+            for value in values:
+                if on_event is not None:
+                    on_event(value)
         return run.steps.value
 
     def _emitted(self, plan: Plan[None]) -> Iterator[Any]:
