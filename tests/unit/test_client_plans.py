@@ -320,3 +320,20 @@ def test_a_server_without_templates_says_so_when_run_by_name() -> None:
     with pytest.raises(ApiError) as caught:
         Played(_jobs.submit(Target("txt2img", None), {}, {}, RETRIES), [reply(404, unknown)])
     assert caught.value.code == "template_not_found"
+
+
+def test_params_and_options_are_checked_before_any_file_is_uploaded() -> None:
+    graph = {"1": {"class_type": "LoadImage", "inputs": {"image": "x.png"}}}
+    plan = _jobs.submit(Target(None, graph), {"1.image": b"png", "7.seed": 1}, {}, RETRIES)
+    with pytest.raises(ComfyfleetClientError, match="no node '7'"):
+        Played(plan, [])  # no answer needed: nothing was sent
+    upload_first = _jobs.submit(Target(None, graph), {"1.image": b"png"}, {}, RETRIES)
+    asset = {"id": "ab" * 32, "name": "comfyfleet-assets/x.png", "content_type": "image/png"}
+    played = Played(upload_first, [reply(201, asset), reply(202, job("queued"))])
+    upload, submit = played.requests
+    assert (upload.url, upload.content, upload.headers["Content-Type"]) == (
+        "/v1/assets",
+        b"png",
+        "application/octet-stream",
+    )
+    assert submit.json["workflow"]["1"]["inputs"]["image"] == f"asset:{'ab' * 32}"

@@ -37,6 +37,10 @@ from comfyfleet.client._retry import Retries, call, expected_error, send
 from comfyfleet.client._sse import SseMessage, SseParser
 from comfyfleet.client._workflow import JobOptions, Target, is_file_value, job_body, plain_value
 
+STREAM_IDLE_S = 60.0
+"""With a deadline, the longest a read of an event stream waits: the server sends a heartbeat
+every 15 s, so a stream silent this long is dead and is reopened."""
+
 
 def job_path(job_id: str, tail: str = "") -> str:
     return f"/v1/jobs/{quote(job_id, safe='')}{tail}"
@@ -64,6 +68,7 @@ def submit(
 ) -> Plan[JobRecord]:
     """Upload the file values of `params`, then submit: a retried submit carries the same
     `Idempotency-Key`, so the server answers it with the job the first try made."""
+    job_body(target, dict.fromkeys(params or {}), options)  # every name checked before uploads
     values: dict[str, Any] = {}
     for name, value in (params or {}).items():
         if is_file_value(value):
@@ -222,10 +227,12 @@ def _event(message: SseMessage | None) -> Event | None:
 
 
 def _read_timeout(deadline: float | None, job_id: str) -> float | None:
+    """How long a read of the stream may wait: the client's timeout, or less when the
+    deadline comes first (a silent stream is reopened; the deadline raises)."""
     if deadline is None:
         return None
     _check_deadline(deadline, job_id)
-    return max(0.05, deadline - time.monotonic())
+    return max(0.05, min(STREAM_IDLE_S, deadline - time.monotonic()))
 
 
 def _check_deadline(deadline: float | None, job_id: str) -> None:
