@@ -140,7 +140,8 @@ def test_each_image_variant_follows_the_rules_that_matter(case: Case, tmp_path: 
         assert "/ready" in last["HEALTHCHECK"]
         assert json.loads(last["ENTRYPOINT"])[-3:] == ["python", "-m", "comfyfleet.deploy"]
         runs = " ".join(item["value"] for item in items if item["instruction"] == "RUN")
-        assert f'"comfyfleet[s3,azure,images]=={__version__}"' in runs
+        wheel = f"/tmp/wheels/comfyfleet-{__version__}-py3-none-any.whl[s3,azure,images]"
+        assert f'pip install "{wheel}"' in runs
         assert "comfyfleet install --workspace /opt/comfyfleet/install" in runs
     copies = [item["value"] for item in by_stage["standard"] if item["instruction"] == "COPY"]
     assert copies == ["${DEPLOY_DIR}/nodes.yaml /opt/comfyfleet/nodes.yaml"]

@@ -3,9 +3,6 @@ a volume's own install left alone, platform secrets and seed models copied in.""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from comfyfleet.deploy._container import copy_state_secrets, link_install, prepare, seed_models
@@ -119,24 +116,3 @@ def test_prepare_reads_the_image_environment(tmp_path: Path) -> None:
     prepare(environ, print)
     assert (tmp_path / "ws" / "comfyui").is_symlink()
     assert (tmp_path / "models" / "m.pth").read_bytes() == b"m"
-
-
-def test_the_entrypoint_becomes_comfyfleet_with_its_arguments(tmp_path: Path) -> None:
-    image = image_install(tmp_path / "image", "1")
-    env = {
-        **os.environ,
-        "COMFYFLEET_WORKSPACE": str(tmp_path / "ws"),
-        "COMFYFLEET_IMAGE_INSTALL": str(image),
-        "COMFYFLEET_STATE_SECRETS": str(tmp_path / "none"),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "comfyfleet.deploy", "--version"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert (done.returncode, done.stdout) == (0, "comfyfleet 0.1.0\n")
-    assert (tmp_path / "ws" / "comfyui").is_symlink()
