@@ -91,3 +91,10 @@ def test_an_unknown_variant_is_an_error_naming_the_variants(tmp_path: Path) -> N
         "error: unknown image variant 'huge'",
         "  hint: choose one of minimal, standard, full",
     ]
+
+
+def test_a_missing_target_is_a_usage_error_not_a_traceback(tmp_path: Path) -> None:
+    done = comfyfleet("export", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == "Error: Missing argument 'TARGET'."
+    assert "Traceback" not in done.stderr

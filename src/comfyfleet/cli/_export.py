@@ -22,6 +22,7 @@ def export_command(
         typer.Argument(
             help="docker | compose | systemd | supervisord | k8s, or all (each in its folder).",
             show_default=False,
+            metavar="TARGET",
         ),
     ],
     out: Annotated[
