@@ -5,6 +5,8 @@ every place a setting can hold one."""
 from __future__ import annotations
 
 import os
+import pwd
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -124,3 +126,30 @@ def committed_files() -> dict[str, dict[str, str]]:
         }
         for target in TARGETS
     }
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    files: dict[str, dict[str, str]]
+    workspace: str
+    user: str
+
+
+CASES = ["committed", "custom"]
+
+
+def make_case(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Case:
+    """The files of one case: the committed default ones, or the custom deployment's, rendered
+    with a real service user and a comfyfleet command and logs folder that exist."""
+    if name == "committed":
+        return Case("committed", committed_files(), REFERENCE_WORKSPACE, REFERENCE_USER)
+    clean_environment(monkeypatch)
+    executable = tmp_path / "bin" / "comfyfleet"
+    executable.parent.mkdir()
+    executable.write_text("#!/bin/sh\n")
+    executable.chmod(0o755)
+    user = pwd.getpwuid(os.getuid()).pw_name
+    deployment = custom_deployment(tmp_path / "custom", executable, user)
+    (deployment.settings.workspace / "logs").mkdir(parents=True)
+    return Case("custom", render_all(deployment), str(deployment.settings.workspace), user)
