@@ -28,7 +28,7 @@ from kubernetes_validate.utils import latest_version
 from comfyfleet import __version__
 from tests.deploy_cases import CASES, REPO, Case, make_case
 
-COMPOSE_SCHEMA = REPO / "tests" / "fixtures" / "compose-spec" / "compose-spec.json"
+COMPOSE_SCHEMA = REPO / "tests" / "schemas" / "compose-spec" / "compose-spec.json"
 KUBERNETES = [latest_version(), "1.30.0"]
 """The newest Kubernetes the schemas know, and an older one still in wide use."""
 
