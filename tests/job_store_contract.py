@@ -376,6 +376,28 @@ def test_release_expired_requeues_lapsed_leases(store: JobStore) -> None:
     run(scenario())
 
 
+def test_a_late_end_of_an_earlier_attempt_by_the_same_worker_is_refused(store: JobStore) -> None:
+    """The worker's lease lapsed, the job went back, and the same worker claimed it again (an
+    agent whose link came back): what the first attempt reports now changes nothing."""
+
+    async def scenario() -> None:
+        await fill(store, 1)
+        first = await store.claim("agent", lease_s=10, now=3000.0)
+        assert first is not None
+        assert await store.release_expired(now=3011.0) == [first.id]
+        second = await store.claim("agent", lease_s=10, now=3012.0)
+        assert second is not None and second.id == first.id and second.attempts == 2
+        old = {"code": "instance_lost", "message": "late", "retryable": True}
+        late = [{"node": "9", "filename": "late.png"}]
+        assert await store.fail(first.id, "agent", old, retryable=True, attempt=1) is None
+        assert await store.complete(first.id, "agent", late, attempt=1) is None
+        assert (await store.get(first.id)).status is JobStatus.RUNNING
+        done = await store.complete(first.id, "agent", [], attempt=2)
+        assert done is not None and done.status is JobStatus.SUCCEEDED and done.outputs == []
+
+    run(scenario())
+
+
 def test_release_expired_fails_exhausted_jobs_and_cancels_cancelled_ones(store: JobStore) -> None:
     async def scenario() -> None:
         await store.enqueue(new("once", max_attempts=1), now=1.0)

@@ -196,7 +196,7 @@ class Lane:
         job already left it (cancelled, timed out or lost meanwhile)."""
         flight = self.in_flight.pop(prompt_id, None)
         if flight is not None:
-            await self.endings.fail(flight.job.id, error)
+            await self.endings.fail(flight.job, error)
 
     def stranded(self, claim_grace_s: float, now: float | None = None) -> list[str]:
         """The prompt ids of jobs this lane holds that nothing works on (see InFlight)."""
@@ -210,7 +210,7 @@ class Lane:
             workflow = await self.prepare(job, self.store)
         except NothingToRun as done:
             if self.in_flight.pop(prompt_id, None) is not None:
-                await self.store.complete(job.id, self.worker, done.outputs)
+                await self.store.complete(job.id, self.worker, done.outputs, attempt=job.attempts)
                 self.fill_soon()
             return
         except PrepareFailed as exc:
@@ -400,7 +400,9 @@ class Lane:
             if timeout is None:
                 await self.store.mark_cancelled(job.id, self.worker)
             else:
-                await self.store.fail(job.id, self.worker, timeout, retryable=False)
+                await self.store.fail(
+                    job.id, self.worker, timeout, retryable=False, attempt=flight.job.attempts
+                )
             self.fill_soon()
 
     async def _stop_in_comfy(self, job_id: str, prompt_id: str) -> None:

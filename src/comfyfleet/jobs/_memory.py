@@ -174,9 +174,10 @@ class MemoryJobStore:
         *,
         now: float | None = None,
         details: dict[str, Any] | None = None,
+        attempt: int | None = None,
     ) -> Job | None:
         rule = partial(rules.completed, outputs=_json_copy(outputs), details=_json_copy(details))
-        return await self._change_held(job_id, worker, now, rule)
+        return await self._change_held(job_id, worker, now, rule, attempt)
 
     async def fail(
         self,
@@ -186,9 +187,10 @@ class MemoryJobStore:
         *,
         retryable: bool,
         now: float | None = None,
+        attempt: int | None = None,
     ) -> Job | None:
         rule = partial(rules.failed, error=_json_copy(error), retryable=retryable)
-        return await self._change_held(job_id, worker, now, rule)
+        return await self._change_held(job_id, worker, now, rule, attempt)
 
     async def cancel(self, job_id: str, *, now: float | None = None) -> Job:
         async with self._locked():
@@ -275,12 +277,18 @@ class MemoryJobStore:
 
     # --- helpers ----------------------------------------------------------------------------
     async def _change_held(
-        self, job_id: str, worker: str, now: float | None, rule: rules.Rule
+        self,
+        job_id: str,
+        worker: str,
+        now: float | None,
+        rule: rules.Rule,
+        attempt: int | None = None,
     ) -> Job | None:
-        """Apply `rule` if `worker` holds the job; None (and no change) if it does not."""
+        """Apply `rule` if `worker` holds the job (in `attempt`, where given); None (and no
+        change) if it does not."""
         async with self._locked():
             job = self._jobs.get(job_id)
-            if job is None or not rules.holds(job, worker):
+            if job is None or not rules.holds(job, worker, attempt):
                 return None
             at = _now(now)
             return self._apply(rule(job, now=at), at)

@@ -244,9 +244,10 @@ class PostgresJobStore(PostgresEventLog):
         *,
         now: float | None = None,
         details: dict[str, Any] | None = None,
+        attempt: int | None = None,
     ) -> Job | None:
         rule = partial(rules.completed, outputs=outputs, details=details)
-        return await self._change_held(job_id, worker, now, rule)
+        return await self._change_held(job_id, worker, now, rule, attempt)
 
     async def fail(
         self,
@@ -256,9 +257,10 @@ class PostgresJobStore(PostgresEventLog):
         *,
         retryable: bool,
         now: float | None = None,
+        attempt: int | None = None,
     ) -> Job | None:
         rule = partial(rules.failed, error=error, retryable=retryable)
-        return await self._change_held(job_id, worker, now, rule)
+        return await self._change_held(job_id, worker, now, rule, attempt)
 
     async def cancel(self, job_id: str, *, now: float | None = None) -> Job:
         at = clock(now)
@@ -315,13 +317,19 @@ class PostgresJobStore(PostgresEventLog):
 
     # --- helpers ----------------------------------------------------------------------------
     async def _change_held(
-        self, job_id: str, worker: str, now: float | None, rule: rules.Rule
+        self,
+        job_id: str,
+        worker: str,
+        now: float | None,
+        rule: rules.Rule,
+        attempt: int | None = None,
     ) -> Job | None:
-        """Apply `rule` if `worker` holds the job; None (and no change) if it does not."""
+        """Apply `rule` if `worker` holds the job (in `attempt`, where given); None (and no
+        change) if it does not."""
         at = clock(now)
 
         def decide(job: Job) -> rules.Change | None:
-            return rule(job, now=at) if rules.holds(job, worker) else None
+            return rule(job, now=at) if rules.holds(job, worker, attempt) else None
 
         _, change = await self._change("lock_job", {"id": job_id}, decide, at)
         return None if change is None else change.job

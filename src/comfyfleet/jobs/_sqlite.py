@@ -203,9 +203,10 @@ class SqliteJobStore:
         *,
         now: float | None = None,
         details: dict[str, Any] | None = None,
+        attempt: int | None = None,
     ) -> Job | None:
         rule = partial(rules.completed, outputs=outputs, details=details)
-        return self._change_held(job_id, worker, now, rule)
+        return self._change_held(job_id, worker, now, rule, attempt)
 
     async def fail(
         self,
@@ -215,9 +216,10 @@ class SqliteJobStore:
         *,
         retryable: bool,
         now: float | None = None,
+        attempt: int | None = None,
     ) -> Job | None:
         rule = partial(rules.failed, error=error, retryable=retryable)
-        return self._change_held(job_id, worker, now, rule)
+        return self._change_held(job_id, worker, now, rule, attempt)
 
     async def cancel(self, job_id: str, *, now: float | None = None) -> Job:
         with self._write():
@@ -320,12 +322,18 @@ class SqliteJobStore:
             self._waiters.notify(job_id)
 
     def _change_held(
-        self, job_id: str, worker: str, now: float | None, rule: rules.Rule
+        self,
+        job_id: str,
+        worker: str,
+        now: float | None,
+        rule: rules.Rule,
+        attempt: int | None = None,
     ) -> Job | None:
-        """Apply `rule` if `worker` holds the job; None (and no change) if it does not."""
+        """Apply `rule` if `worker` holds the job (in `attempt`, where given); None (and no
+        change) if it does not."""
         with self._write():
             job = self._find(job_id)
-            if job is None or not rules.holds(job, worker):
+            if job is None or not rules.holds(job, worker, attempt):
                 return None
             at = _now(now)
             return self._record(rule(job, now=at), at)

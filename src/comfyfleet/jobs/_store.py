@@ -95,8 +95,11 @@ class JobStore(Protocol):
         *,
         now: float | None = None,
         details: dict[str, Any] | None = None,
+        attempt: int | None = None,
     ) -> Job | None:
-        """Finish a job `worker` holds; None (and no change) when it no longer holds it.
+        """Finish a job `worker` holds (in its attempt number `attempt`, where given: a late end
+        of an earlier attempt, after the same worker claimed the job again, is refused); None
+        (and no change) when it no longer holds it.
         `details` are added to the data of the `succeeded` event (instance, ComfyUI's time)."""
         ...
 
@@ -108,8 +111,10 @@ class JobStore(Protocol):
         *,
         retryable: bool,
         now: float | None = None,
+        attempt: int | None = None,
     ) -> Job | None:
-        """Requeue (retryable, attempts left) or fail a job `worker` holds; None if it does not."""
+        """Requeue (retryable, attempts left) or fail a job `worker` holds (in `attempt`, where
+        given, as for `complete`); None if it does not."""
         ...
 
     async def cancel(self, job_id: str, *, now: float | None = None) -> Job:
