@@ -144,7 +144,9 @@ def env(comfyui_install: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     ws = workspace_sharing(comfyui_install, tmp_path_factory.mktemp("openai"))
     (ws / "templates").mkdir()
     for name, doc in (("tiny-txt2img", _txt2img(ckpt)), ("tiny-inpaint", _inpaint(ckpt))):
-        (ws / "templates" / f"{name}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+        (ws / "templates" / f"{name}.yaml").write_text(
+            yaml.safe_dump(doc, sort_keys=False), encoding="utf-8"
+        )
     serve_config(
         ws,
         models_root=str(comfyui_install / "models"),
