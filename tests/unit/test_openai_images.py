@@ -658,3 +658,43 @@ def test_the_shipped_blocks_load_and_map_what_their_graphs_take() -> None:
     assert models["txt2img"] == {"prompt": "prompt", "size": ("width", "height"), "n": "batch_size"}
     assert models["inpaint"] == {"prompt": "prompt", "image": "image", "mask": "mask"}
     assert "upscale" not in models
+
+
+def test_a_client_that_leaves_has_its_jobs_cancelled(gw: Gateway) -> None:
+    """A chat front end that gives up (its own timeout) must not leave the fleet drawing
+    pictures no one will collect."""
+    gw.outcome = None  # the job stays queued
+    body = b'{"model": "alone", "prompt": "x", "n": 2}'
+    sent: list[dict[str, Any]] = []
+
+    async def go() -> None:
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop()
+            await asyncio.sleep(0.3)  # the client waits a while, then closes the connection
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": f"{PREFIX}/images/generations",
+            "raw_path": f"{PREFIX}/images/generations".encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"content-type", b"application/json"), (b"host", b"gw.test")],
+            "client": ("127.0.0.1", 1),
+            "server": ("gw.test", 80),
+        }
+        await asyncio.wait_for(gw.app(scope, receive, send), 10)
+
+    run(go())
+    assert sorted(str(j.status) for j in gw.jobs()) == ["cancelled", "cancelled"]
+    assert sent == []  # nobody to answer

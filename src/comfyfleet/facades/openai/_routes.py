@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
+from starlette.requests import ClientDisconnect
 
 from comfyfleet.assets import AssetStore
 from comfyfleet.auth import READ, SUBMIT
@@ -102,19 +103,23 @@ class OpenAIImages:
         caller: Caller,
         *,
         endpoint: str,
+        gone: Callable[[], Awaitable[None]],
         images: Sequence[str] = (),
         mask: str | None = None,
     ) -> list[Job]:
-        """Submit the request's jobs and wait for their end (cancelled if it does not come)."""
+        """Submit the request's jobs and wait for their end. They are cancelled when it does
+        not come in time, and when `gone` returns first (the client left: no one would get
+        the images)."""
         count = job_count(template, request, self.settings.max_images)
         params = template_params(template, request, images, mask)
         submitted: list[str] = []
+        seconds = self.service.settings.max_wait_s
         try:
             for _ in range(count):  # each job resolves anew: its own random seed
                 submitted.append(await self._submit(template, params, request, caller, endpoint))
-            seconds = self.service.settings.max_wait_s
-            ended = await asyncio.gather(
-                *(wait_for_end(self.service, job_id, seconds) for job_id in submitted)
+            ended = await _unless_gone(
+                asyncio.gather(*(wait_for_end(self.service, i, seconds) for i in submitted)),
+                gone,
             )
         except BaseException:
             await self._cancel(submitted)
@@ -172,6 +177,34 @@ class OpenAIImages:
         )
 
 
+async def _unless_gone(
+    waiting: asyncio.Future[list[Job]], gone: Callable[[], Awaitable[None]]
+) -> list[Job]:
+    """`waiting`'s result, or `ClientDisconnect` (which the gateway logs as routine) when
+    `gone` returns first."""
+    watch = asyncio.ensure_future(gone())
+    both: set[asyncio.Future[Any]] = {waiting, watch}
+    try:
+        await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+        if not waiting.done():
+            raise ClientDisconnect
+        return waiting.result()
+    finally:
+        for task in (waiting, watch):
+            task.cancel()
+        await asyncio.gather(waiting, watch, return_exceptions=True)
+
+
+def disconnected(request: Request) -> Callable[[], Awaitable[None]]:
+    """What returns once the client has gone (its request body read already)."""
+
+    async def gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    return gone
+
+
 def model_object(template: Template) -> dict[str, Any]:
     """OpenAI's `Model`; `created` is the template file's time (0 for the shipped ones)."""
     created = 0
@@ -209,7 +242,13 @@ def openai_router(images: OpenAIImages) -> APIRouter:
             raise invalid(
                 f"model '{template.name}' edits an image: send it to /images/edits", "model"
             )
-        jobs = await images.run(template, wanted, caller, endpoint="images/generations")
+        jobs = await images.run(
+            template,
+            wanted,
+            caller,
+            endpoint="images/generations",
+            gone=disconnected(request),
+        )
         return await images.answer(jobs, template, wanted, base_url(request))
 
     @router.post("/images/edits")
@@ -241,7 +280,13 @@ def openai_router(images: OpenAIImages) -> APIRouter:
         finally:
             await form.close()
         jobs = await images.run(
-            template, wanted, caller, endpoint="images/edits", images=stored, mask=mask
+            template,
+            wanted,
+            caller,
+            endpoint="images/edits",
+            gone=disconnected(request),
+            images=stored,
+            mask=mask,
         )
         return await images.answer(jobs, template, wanted, base_url(request))
 
