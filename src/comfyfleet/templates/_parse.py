@@ -38,6 +38,20 @@ _NUMERIC = (ParamType.INTEGER, ParamType.NUMBER)
 _WITH_CHOICES = (ParamType.TEXT, ParamType.STRING, ParamType.INTEGER, ParamType.NUMBER)
 _TYPE_NAMES = tuple(t.value for t in ParamType)
 _TYPES = ", ".join(_TYPE_NAMES)
+_TEXTS = (ParamType.TEXT, ParamType.STRING)
+_OPENAI_FIELDS: dict[str, tuple[tuple[ParamType, ...], int | None, str]] = {
+    "prompt": (_TEXTS, None, "text parameters"),
+    "size": ((ParamType.INTEGER,), 2, "two integer parameters: [width, height]"),
+    "n": ((ParamType.INTEGER,), 1, "one integer parameter (the batch size)"),
+    "image": ((ParamType.IMAGE,), None, "image parameters"),
+    "mask": ((ParamType.IMAGE,), 1, "one image parameter"),
+    "quality": (_TEXTS, 1, "one string parameter"),
+    "style": (_TEXTS, 1, "one string parameter"),
+    "background": (_TEXTS, 1, "one string parameter"),
+}
+"""The OpenAI images fields a template's `openai` block may map: the parameter types each
+takes, how many parameters (None: one or more), and how a message says so."""
+_OPENAI_KNOWN = ", ".join(_OPENAI_FIELDS)
 
 
 def parse_template(data: Any, *, file: str, default_name: str) -> Template:
@@ -251,8 +265,26 @@ class _Parser:
                 if name not in parameters:
                     known = ", ".join(parameters) or "none"
                     self.fail(f"openai.{field}", f"no parameter {name!r} (known: {known})")
+            self.openai_field(str(field), [parameters[name] for name in listed])
             mapping[str(field)] = names if isinstance(names, str) else tuple(names)
+        if "prompt" not in mapping:
+            self.fail("openai.prompt", "missing: every OpenAI images request has a prompt")
         return mapping
+
+    def openai_field(self, field: str, targets: list[Parameter]) -> None:
+        """What an OpenAI field can set: `size` two integers (width, height), `n` and `mask` one
+        parameter, `image` image parameters, the others text."""
+        rule = _OPENAI_FIELDS.get(field)
+        if rule is None:
+            self.fail(f"openai.{field}", f"not an OpenAI images field (known: {_OPENAI_KNOWN})")
+        types, count, wanted = rule
+        if count is not None and len(targets) != count:
+            self.fail(f"openai.{field}", f"must name {wanted}")
+        for target in targets:
+            if target.type not in types:
+                self.fail(
+                    f"openai.{field}", f"must name {wanted} ('{target.name}' is {target.type})"
+                )
 
 
 def _is_file_name(name: Any) -> bool:
