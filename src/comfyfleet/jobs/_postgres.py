@@ -193,9 +193,15 @@ class PostgresJobStore(PostgresEventLog):
     ) -> tuple[rules.Change | None, str | None]:
         """One claim transaction: (the change, None), or (None, the key) when the job found
         belongs to a key that is at its running limit once claimers of its jobs took turns
-        (`lock_owner_running`), or (None, None) when nothing is claimable."""
+        (`lock_owner_running`), or (None, None) when nothing is claimable.
+
+        A claim commits without waiting for the disk (`passing_commit`): were a server crash to
+        lose it, the job would be queued again and its first run could not end it (its worker
+        no longer holds it), so the cost is a run, never a second result. The next flushed
+        commit of any session (an enqueue, an attempt's end) flushes it too."""
         q = self._q
-        rows = await script(conn, [BEGIN, q["writing_events"], q["next_queued"]], params)
+        statements = [BEGIN, q["passing_commit"], q["writing_events"], q["next_queued"]]
+        rows = await script(conn, statements, params)
         job = job_from_row(rows[0]) if rows else None
         if job is None:
             await conn.execute(COMMIT)
@@ -216,7 +222,12 @@ class PostgresJobStore(PostgresEventLog):
         if not job_ids:
             return []
         params = {"ids": list(job_ids), "worker": worker, "lease_until": clock(now) + lease_s}
-        held = {row["id"] for row in await self._rows("extend_lease", params)}
+
+        async def renew(conn: Connection) -> list[dict[str, Any]]:
+            statements = [BEGIN, self._q["passing_commit"], self._q["extend_lease"], COMMIT]
+            return await script(conn, statements, params)
+
+        held = {row["id"] for row in await self._db.run(renew)}
         return [job_id for job_id in job_ids if job_id in held]
 
     async def set_running_info(
@@ -232,7 +243,8 @@ class PostgresJobStore(PostgresEventLog):
         params |= {"progress": None if progress is None else dump(progress)}
 
         async def update(conn: Connection) -> bool:
-            return (await conn.execute(self._q["set_running_info"], params)).rowcount > 0
+            statements = [BEGIN, self._q["passing_commit"], self._q["set_running_info"], COMMIT]
+            return bool(await script(conn, statements, params))
 
         return await self._db.run(update)
 

@@ -30,6 +30,12 @@ VALUES (%(version)s, %(name)s, %(applied_at)s);
 -- PostgreSQL may commit two transactions in another order than they drew their seqs.
 SELECT pg_advisory_xact_lock_shared(427071202917);
 
+-- name: passing_commit
+-- For writes that record a moment that passes (progress, the node running, a lease renewal):
+-- COMMIT returns without waiting for the disk. A server crash may lose the last few hundred
+-- milliseconds of them, never a job's state, which every other write still flushes first.
+SET LOCAL synchronous_commit = off;
+
 -- name: horizon_lock_timeout
 SET LOCAL lock_timeout = '5s';
 
@@ -193,7 +199,8 @@ UPDATE jobs SET
     instance = coalesce(%(instance)s, instance),
     prompt_id = coalesce(%(prompt_id)s, prompt_id),
     progress = coalesce(%(progress)s, progress)
-WHERE id = %(id)s AND status = 'running' AND worker = %(worker)s;
+WHERE id = %(id)s AND status = 'running' AND worker = %(worker)s
+RETURNING id;
 
 -- name: lapsed_leases
 -- Locked, skipping rows another store is changing now: a job being completed right as its
