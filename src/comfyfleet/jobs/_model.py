@@ -111,6 +111,29 @@ class JobEvent:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class FinishedJob:
+    """A finished job as retention sees it: when it ended and what removing it frees."""
+
+    id: str
+    seq: int
+    status: JobStatus
+    finished_at: float
+    events: int
+    """How many events it has (they go with it)."""
+    bytes: int
+    """The UTF-8 size of the JSON its row and its events hold (workflow, options, outputs,
+    error, progress, each event's data): the same figure on every backend."""
+    last_event: int
+    """The seq of its newest event (0: none): a relay (webhooks) must be past it before the job
+    may go, or its last events would never be turned into deliveries."""
+
+    @property
+    def cursor(self) -> tuple[float, int]:
+        """Where a listing of finished jobs continues after this one."""
+        return (self.finished_at, self.seq)
+
+
 class JobStoreError(ComfyfleetError):
     """Base of the errors a job store raises on purpose."""
 
