@@ -753,7 +753,8 @@ def test_finished_jobs_are_listed_by_end_with_what_they_hold(store: JobStore) ->
             assert item.seq == job.seq
             assert item.events == len(events) and item.last_event == events[-1].seq
             stored = (job.workflow, job.options, job.outputs, job.error, job.progress)
-            assert item.bytes == _stored_size(*stored, *(e.data for e in events))
+            assert item.bytes == _stored_size(*stored)
+            assert item.event_bytes == _stored_size(*(e.data for e in events))
         assert (found[2].events, found[1].events) == (4, 3)  # queued, running, progress, done
         # Page by page, after the cursor of the last one seen; c ended at 200, at the limit.
         pages, after = [], None

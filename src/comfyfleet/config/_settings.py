@@ -17,6 +17,7 @@ from comfyfleet.auth import AuthSettings
 from comfyfleet.gateway import ServeSettings
 from comfyfleet.models import ModelSettings
 from comfyfleet.provision import InstallSettings
+from comfyfleet.retention import RetentionSettings
 from comfyfleet.storage import StorageSettings
 from comfyfleet.supervise import FleetSettings
 from comfyfleet.webhooks import WebhookSettings
@@ -50,3 +51,4 @@ class Settings(BaseSettings):
     )
     assets: AssetSettings = Field(default_factory=AssetSettings)  # type: ignore[arg-type]
     models: ModelSettings = Field(default_factory=ModelSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)  # type: ignore[arg-type]

@@ -323,9 +323,16 @@ class MemoryJobStore:
     def _finished(self, job: Job) -> FinishedJob:
         events = self._events.get(job.id, [])
         assert job.finished_at is not None
-        last = events[-1].seq if events else 0
-        size = stored_bytes(job, events)
-        return FinishedJob(job.id, job.seq, job.status, job.finished_at, len(events), size, last)
+        return FinishedJob(
+            id=job.id,
+            seq=job.seq,
+            status=job.status,
+            finished_at=job.finished_at,
+            events=len(events),
+            bytes=stored_bytes(job.workflow, job.options, job.outputs, job.error, job.progress),
+            event_bytes=stored_bytes(*(event.data for event in events)),
+            last_event=events[-1].seq if events else 0,
+        )
 
     def _locked(self) -> asyncio.Lock:
         if self._closed:

@@ -122,8 +122,10 @@ class FinishedJob:
     events: int
     """How many events it has (they go with it)."""
     bytes: int
-    """The UTF-8 size of the JSON its row and its events hold (workflow, options, outputs,
-    error, progress, each event's data): the same figure on every backend."""
+    """The UTF-8 size of the JSON its row holds (workflow, options, outputs, error, progress):
+    the same figure on every backend."""
+    event_bytes: int
+    """The same for its events' data."""
     last_event: int
     """The seq of its newest event (0: none): a relay (webhooks) must be past it before the job
     may go, or its last events would never be turned into deliveries."""

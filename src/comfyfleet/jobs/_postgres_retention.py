@@ -60,5 +60,6 @@ def _finished(row: dict[str, Any]) -> FinishedJob:
         finished_at=float(row["finished_at"]),
         events=int(row["events"]),
         bytes=int(row["bytes"]),
+        event_bytes=int(row["event_bytes"]),
         last_event=int(row["last_event"]),
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -75,10 +75,8 @@ def clock(now: float | None) -> float:
     return time.time() if now is None else now
 
 
-def stored_bytes(job: Job, events: Sequence[JobEvent]) -> int:
-    """What a job and its events hold as stored text (UTF-8 bytes of the JSON of its workflow,
-    options, outputs, error and progress, and of each event's data): the figure the SQL
-    backends compute in their queries, for a backend that stores objects."""
-    values = [job.workflow, job.options, job.outputs, job.error, job.progress]
-    values += [event.data for event in events]
+def stored_bytes(*values: Any) -> int:
+    """What JSON values hold as stored text (UTF-8 bytes of their compact JSON; None is not
+    stored): the figure the SQL backends compute in their queries, for a backend that stores
+    objects."""
     return sum(len(dump(value).encode()) for value in values if value is not None)

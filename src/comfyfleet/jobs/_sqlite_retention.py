@@ -56,5 +56,6 @@ def _finished(rows: Sequence[sqlite3.Row]) -> Iterator[FinishedJob]:
             finished_at=float(row["finished_at"]),
             events=int(row["events"]),
             bytes=int(row["bytes"]),
+            event_bytes=int(row["event_bytes"]),
             last_event=int(row["last_event"]),
         )

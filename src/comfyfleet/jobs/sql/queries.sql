@@ -158,11 +158,12 @@ DELETE FROM jobs WHERE id = :id AND status IN ('succeeded', 'failed', 'cancelled
 
 -- name: finished_jobs
 -- Retention: finished jobs that ended before :before, oldest end first, after the cursor
--- (:at, :seq), each with the size of what it and its events hold (UTF-8 bytes of their JSON)
--- and its newest event. Read through `jobs_finished`.
+-- (:at, :seq), each with the size of what it and its events hold (UTF-8 bytes of their JSON),
+-- how many events it has and its newest one. Read through `jobs_finished`.
 SELECT
     j.id, j.seq, j.status, j.finished_at,
-    j.size + coalesce(sum(length(CAST(e.data AS BLOB))), 0) AS bytes,
+    j.size AS bytes,
+    coalesce(sum(length(CAST(e.data AS BLOB))), 0) AS event_bytes,
     count(e.seq) AS events,
     coalesce(max(e.seq), 0) AS last_event
 FROM (
