@@ -345,3 +345,13 @@ def test_a_report_serialises_every_kind(tmp_path: Path) -> None:
         assert data["total"]["count"] == sum(k["count"] for k in data["kinds"].values())
 
     run(scenario())
+
+
+def test_the_readme_retention_example_is_valid_settings(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Retention", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "comfyfleet.yaml").write_text(example, encoding="utf-8")
+    settings = load_settings({"workspace": tmp_path}).retention
+    assert settings == RetentionSettings()  # the example shows the defaults
+    assert (settings.interval, settings.jobs, settings.outputs) == (3600.0, 30 * DAY, None)
