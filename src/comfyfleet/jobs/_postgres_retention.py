@@ -23,12 +23,12 @@ class PostgresRetention:
     _q: dict[str, str]
 
     async def forget(self, job_ids: Sequence[str]) -> int:
+        if not job_ids:
+            return 0
+
         async def delete(conn: Connection) -> int:
-            gone = 0
-            for job_id in job_ids:
-                cursor = await conn.execute(self._q["forget_job"], {"id": job_id})
-                gone += cursor.rowcount
-            return gone
+            cursor = await conn.execute(self._q["forget_jobs"], {"ids": list(job_ids)})
+            return cursor.rowcount
 
         return await self._db.run(delete)
 

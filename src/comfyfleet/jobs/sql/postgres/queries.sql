@@ -212,9 +212,11 @@ SELECT 1 FROM jobs WHERE id = %(id)s;
 SELECT * FROM job_events WHERE seq > %(after)s AND seq <= %(horizon)s ORDER BY seq
 LIMIT %(limit)s;
 
--- name: forget_job
--- A finished job and (cascading) its events; a job still queued or running is kept.
-DELETE FROM jobs WHERE id = %(id)s AND status IN ('succeeded', 'failed', 'cancelled');
+-- name: forget_jobs
+-- Finished jobs and (cascading) their events, in one statement (retention forgets thousands);
+-- a job still queued or running is kept.
+DELETE FROM jobs
+WHERE id = ANY(%(ids)s::text[]) AND status IN ('succeeded', 'failed', 'cancelled');
 
 -- name: finished_jobs
 -- Retention: finished jobs that ended before `before`, oldest end first, after the cursor
