@@ -47,6 +47,7 @@ from comfyfleet.jobs._model import (
 )
 from comfyfleet.jobs._pglisten import Listener
 from comfyfleet.jobs._postgres_events import BEGIN, COMMIT, PostgresEventLog
+from comfyfleet.jobs._postgres_retention import PostgresRetention
 from comfyfleet.jobs._routing import Affinity, claim_params, under_limit
 from comfyfleet.jobs._rows import clock, dump, job_from_row, mutable_columns
 from comfyfleet.jobs._rows import load as _load
@@ -59,7 +60,7 @@ Decide = Callable[[Job], "rules.Change | None"]
 ROLLBACK = "ROLLBACK"
 
 
-class PostgresJobStore(PostgresEventLog):
+class PostgresJobStore(PostgresEventLog, PostgresRetention):
     """Open with :meth:`open`; `migrated` lists the schema versions that opening applied."""
 
     def __init__(self, url: str, queries: dict[str, str]) -> None:
@@ -311,16 +312,6 @@ class PostgresJobStore(PostgresEventLog):
             return [job.id for job in lapsed]
 
         return await self._db.run(release)
-
-    async def forget(self, job_ids: Sequence[str]) -> int:
-        async def delete(conn: Connection) -> int:
-            gone = 0
-            for job_id in job_ids:
-                cursor = await conn.execute(self._q["forget_job"], {"id": job_id})
-                gone += cursor.rowcount
-            return gone
-
-        return await self._db.run(delete)
 
     async def close(self) -> None:
         self._waiters.close()
