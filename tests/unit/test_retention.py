@@ -349,7 +349,7 @@ def test_a_report_serialises_every_kind(tmp_path: Path) -> None:
 
 def test_the_readme_retention_example_is_valid_settings(tmp_path: Path) -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    section = readme.split("### Retention", 1)[1]
+    section = readme.split("\n## Retention\n", 1)[1]
     example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
     (tmp_path / "comfyfleet.yaml").write_text(example, encoding="utf-8")
     settings = load_settings({"workspace": tmp_path}).retention
