@@ -1,0 +1,103 @@
+"""Reading the editor's file format: its two link notations and its subgraph definitions.
+
+A saved workflow (schema 0.4) lists links as arrays `[id, origin_id, origin_slot, target_id,
+target_slot, type]`; schema 1 and every subgraph definition list them as objects with those
+names. Node ids are compared as text, as the editor's node lookup does; link ids as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from comfyfleet.workflows._errors import ConversionError
+
+SUBGRAPH_INPUT_ID = "-10"
+"""The origin of a link that enters a subgraph through one of its inputs."""
+SUBGRAPH_OUTPUT_ID = "-20"
+"""The target of a link that leaves a subgraph through one of its outputs."""
+_LINK_FIELDS = ("id", "origin_id", "origin_slot", "target_id", "target_slot", "type")
+
+
+def is_ui_workflow(workflow: Any) -> bool:
+    """Whether `workflow` is in the editor's format (`nodes` and `links`), not the API format."""
+    return (
+        isinstance(workflow, Mapping)
+        and isinstance(workflow.get("nodes"), list)
+        and "links" in workflow
+    )
+
+
+@dataclass(frozen=True)
+class Link:
+    id: Any
+    origin_id: str
+    origin_slot: int
+    target_id: str
+    target_slot: int
+    type: Any
+
+
+def node_key(value: Any) -> str:
+    """A node id as the editor's lookups see it (ids are object keys there: text)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def read_links(raw: Any, where: str) -> dict[Any, Link]:
+    """The links of a graph by id, from either notation; malformed entries are an error."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, list):
+        raise ConversionError(f"{where}: 'links' must be a list")
+    links: dict[Any, Link] = {}
+    for entry in raw:
+        if entry is None:
+            continue
+        if isinstance(entry, list) and len(entry) >= 5:
+            fields = dict(zip(_LINK_FIELDS, entry, strict=False))
+        elif isinstance(entry, Mapping):
+            fields = dict(entry)
+        else:
+            raise ConversionError(f"{where}: a link must be an array or an object, not {entry!r}")
+        try:
+            link = Link(
+                id=fields["id"],
+                origin_id=node_key(fields["origin_id"]),
+                origin_slot=int(fields["origin_slot"]),
+                target_id=node_key(fields["target_id"]),
+                target_slot=int(fields["target_slot"]),
+                type=fields.get("type"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConversionError(f"{where}: malformed link {entry!r}") from exc
+        links[link.id] = link
+    return links
+
+
+def subgraph_definitions(workflow: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """Every subgraph definition in the file by id: the top level's and those nested in one."""
+    found: dict[str, Mapping[str, Any]] = {}
+    pending = [workflow]
+    while pending:
+        holder = pending.pop()
+        definitions = holder.get("definitions")
+        subgraphs = definitions.get("subgraphs") if isinstance(definitions, Mapping) else None
+        for subgraph in subgraphs or []:
+            if isinstance(subgraph, Mapping) and isinstance(subgraph.get("id"), str):
+                if subgraph["id"] not in found:
+                    found[subgraph["id"]] = subgraph
+                    pending.append(subgraph)
+    return found
+
+
+def node_list(holder: Mapping[str, Any], where: str) -> list[Mapping[str, Any]]:
+    nodes = holder.get("nodes")
+    if not isinstance(nodes, list):
+        raise ConversionError(f"{where}: 'nodes' must be a list")
+    for node in nodes:
+        if not isinstance(node, Mapping) or "id" not in node or "type" not in node:
+            raise ConversionError(f"{where}: every node needs an 'id' and a 'type'")
+    return nodes
