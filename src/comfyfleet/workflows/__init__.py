@@ -9,7 +9,13 @@ converted and why.
 from __future__ import annotations
 
 from comfyfleet.workflows._convert import convert_workflow
-from comfyfleet.workflows._errors import ConversionError
-from comfyfleet.workflows._format import is_ui_workflow
+from comfyfleet.workflows._errors import ConversionError, TooManyNodes
+from comfyfleet.workflows._format import is_ui_workflow, ui_node_count
 
-__all__ = ["ConversionError", "convert_workflow", "is_ui_workflow"]
+__all__ = [
+    "ConversionError",
+    "TooManyNodes",
+    "convert_workflow",
+    "is_ui_workflow",
+    "ui_node_count",
+]

@@ -38,19 +38,21 @@ def convert_workflow(
     *,
     rng: random.Random | None = None,
     now: dt.datetime | None = None,
+    max_nodes: int | None = None,
 ) -> dict[str, Any]:
     """The API-format graph for a UI-format `workflow`, read with the node definitions of
     `object_info` (a ComfyUI `/object_info` answer, or a fleet's merged one).
 
     `rng` draws the `{a|b}` choices of dynamic prompts (a new draw each call, as each press of
-    Run in the editor); `now` fills `%date:…%` in file name prefixes (default: local time now).
+    Run in the editor); `now` fills `%date:…%` in file name prefixes (default: local time now);
+    `max_nodes` bounds the opened-up graph (`TooManyNodes` past it).
     Raises `ConversionError` naming the node and the reason when the editor could not queue it
     either, or when a node that would run has a type no instance has."""
     if not is_ui_workflow(workflow):
         raise ConversionError("not a UI-format workflow (it needs 'nodes' and 'links')")
     builder = Builder(workflow, object_info)
     root = builder.root()
-    flat = Flat(root)
+    flat = Flat(root, max_nodes)
     for graph in [root, *builder.subgraphs.values()]:
         for node in graph.nodes.values():
             if node.role == "primitive":

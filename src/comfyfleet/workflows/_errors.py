@@ -26,3 +26,13 @@ class ConversionError(ComfyfleetError):
         self.reason = reason
         self.node_id = node_id
         self.class_type = class_type
+
+
+class TooManyNodes(ConversionError):
+    """Opened up (every subgraph instance and group node spelt out), the workflow has more nodes
+    than the caller allows; `count` is how many were found before stopping."""
+
+    def __init__(self, count: int, limit: int) -> None:
+        super().__init__(f"the workflow opens up into more than {limit} nodes")
+        self.count = count
+        self.limit = limit

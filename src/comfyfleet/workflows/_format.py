@@ -29,6 +29,23 @@ def is_ui_workflow(workflow: Any) -> bool:
     )
 
 
+def ui_node_count(workflow: Any) -> int | None:
+    """How many nodes a UI-format workflow lists (its subgraph and group node definitions'
+    included), or None for a workflow that is not in the UI format."""
+    if not is_ui_workflow(workflow):
+        return None
+    count = len(workflow["nodes"])
+    for subgraph in subgraph_definitions(workflow).values():
+        nodes = subgraph.get("nodes")
+        count += len(nodes) if isinstance(nodes, list) else 0
+    extra = workflow.get("extra")
+    groups = extra.get("groupNodes") if isinstance(extra, Mapping) else None
+    for group in groups.values() if isinstance(groups, Mapping) else ():
+        nodes = group.get("nodes") if isinstance(group, Mapping) else None
+        count += len(nodes) if isinstance(nodes, list) else 0
+    return count
+
+
 @dataclass(frozen=True)
 class Link:
     id: Any

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from comfyfleet.workflows._errors import TooManyNodes
 from comfyfleet.workflows._format import SUBGRAPH_INPUT_ID, Link
 from comfyfleet.workflows._nodes import BYPASS, Graph, Node
 
@@ -61,8 +62,9 @@ def connects(a: Any, b: Any) -> bool:
 class Flat:
     """Every node of the workflow by execution id, subgraphs opened."""
 
-    def __init__(self, root: Graph) -> None:
+    def __init__(self, root: Graph, max_nodes: int | None = None) -> None:
         self.root = root
+        self.max_nodes = max_nodes
         self.nodes: dict[str, Executable] = {}
         for node in root.nodes.values():
             self._add(node, (), None, [])
@@ -71,7 +73,7 @@ class Flat:
         self, node: Node, path: tuple[str, ...], container: Node | None, seen: list[Graph]
     ) -> None:
         entry = Executable(node, path, container)
-        self.nodes.setdefault(entry.id, entry)
+        self._keep(entry)
         if node.role == "group":
             if path:
                 raise node.error(
@@ -79,8 +81,7 @@ class Flat:
                     hint="in the editor, convert the group node to a subgraph",
                 )
             for child in node.inner:
-                inside = Executable(child, (node.id,), None, group=node)
-                self.nodes.setdefault(inside.id, inside)
+                self._keep(Executable(child, (node.id,), None, group=node))
             return
         inner = node.subgraph
         if node.role != "subgraph" or inner is None:
@@ -89,6 +90,11 @@ class Flat:
             raise node.error("its subgraph contains itself")
         for child in inner.nodes.values():
             self._add(child, (*path, node.id), node, [*seen, inner])
+
+    def _keep(self, entry: Executable) -> None:
+        self.nodes.setdefault(entry.id, entry)
+        if self.max_nodes is not None and len(self.nodes) > self.max_nodes:
+            raise TooManyNodes(len(self.nodes), self.max_nodes)
 
     def resolve_input(
         self, at: Executable, slot: int, visited: set[str], wanted: Any = None
