@@ -40,3 +40,20 @@ class FirstChoice(random.Random):
 
     def randrange(self, *args: Any, **kwargs: Any) -> int:
         return 0
+
+
+def expected_graph(name: str) -> dict[str, Any]:
+    """The editor's graph for workflow `name`, with the editor's own English names of untitled
+    nodes (`editor_titles`: 'Preview Any' for the server's 'Preview as Text') put back to the
+    display names the server reports, which is all a server can know. ComfyUI ignores `_meta`."""
+    data = references()
+    editor_titles = data["editor_titles"]
+    info = object_info()
+    expected: dict[str, Any] = {}
+    for node_id, node in data["workflows"][name]["output"].items():
+        kind = node["class_type"]
+        title = node["_meta"]["title"]
+        if kind in editor_titles and title == editor_titles[kind]:
+            title = info[kind].get("display_name") or kind
+        expected[node_id] = {**node, "_meta": {"title": title}}
+    return expected

@@ -11,29 +11,12 @@ name the instances report. ComfyUI ignores `_meta`.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from comfyfleet.workflows import convert_workflow
-from tests.ui_workflows import FirstChoice, object_info, references
+from tests.ui_workflows import FirstChoice, expected_graph, object_info, references
 
 WORKFLOWS = references()["workflows"]
-
-
-def _expected(name: str) -> dict[str, Any]:
-    """The editor's graph, with its own names for untitled nodes put back to the server's."""
-    case = WORKFLOWS[name]
-    editor_titles = references()["editor_titles"]
-    info = object_info()
-    expected: dict[str, Any] = {}
-    for node_id, node in case["output"].items():
-        kind = node["class_type"]
-        title = node["_meta"]["title"]
-        if kind in editor_titles and title == editor_titles[kind]:
-            title = info[kind].get("display_name") or kind
-        expected[node_id] = {**node, "_meta": {"title": title}}
-    return expected
 
 
 def test_the_fixtures_cover_the_templates_package_and_say_what_they_left_out() -> None:
@@ -58,7 +41,7 @@ def test_the_fixtures_cover_the_templates_package_and_say_what_they_left_out() -
 @pytest.mark.parametrize("name", sorted(WORKFLOWS))
 def test_the_conversion_equals_what_the_editor_queues(name: str) -> None:
     ours = convert_workflow(WORKFLOWS[name]["workflow"], object_info(), rng=FirstChoice())
-    assert ours == _expected(name)
+    assert ours == expected_graph(name)
 
 
 def test_titles_differ_from_the_editor_only_where_its_names_differ_from_the_servers() -> None:
