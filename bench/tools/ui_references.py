@@ -7,15 +7,18 @@ its frontend or its workflow templates change version:
     python bench/tools/ui_references.py --only default_workflow,image_qwen_image
 
 It starts one CPU instance of the test suite's cached ComfyUI exactly as the fleet would
-(`comfy_argv`), opens the editor that this ComfyUI serves in headless Chromium, and for every
-workflow of the `comfyui_workflow_templates` package installed in its venv, the editor's default
-workflow (as the editor saves it) and the hand-written cases in `tests/ui_workflows/cases/`:
-loads the file with `app.loadGraphData` and records `(await app.graphToPrompt()).output`, the
-graph the editor's Run button would queue. Kept: the workflows whose node types this instance
-has (the editor's own frontend-only nodes aside) and that the editor converts. Written, next to
-the cases:
+(`comfy_argv`), opens the editor that this ComfyUI serves in headless Chromium (Debian's
+`/usr/bin/chromium`), and for every workflow of the `comfyui_workflow_templates` package
+installed in its venv, for the editor's default workflow (as the editor saves it) and for the
+cases that `ui_reference_cases.js` builds in the editor (a legacy group node through the editor's
+own command and dialog): loads the file with `app.loadGraphData` and records
+`(await app.graphToPrompt()).output`, the graph the editor's Run button would queue.
+`Math.random` is pinned to 0 first, so a `{a|b}` prompt takes its first option. Kept: the
+workflows whose node types this instance has (the editor's own frontend-only nodes aside) and
+that the editor converts. Written to `tests/ui_workflows/`:
 
-    references.json.gz   {"versions": {...}, "workflows": {name: {"workflow", "output"}},
+    references.json.gz   {"versions", "random", "editor_titles",
+                          "workflows": {name: {"workflow", "output", "random"}},
                           "skipped": {name: reason}}
     object_info.json.gz  the instance's /object_info (what the conversion reads)
 """

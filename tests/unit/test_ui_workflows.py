@@ -366,3 +366,58 @@ def test_the_opened_up_graph_is_bounded() -> None:
     with pytest.raises(TooManyNodes) as refused:
         convert(ui, max_nodes=3)
     assert (refused.value.count, refused.value.limit) == (4, 3)
+
+
+def test_subgraphs_nested_too_deep_are_refused() -> None:
+    depth = 40
+    subgraphs = [
+        {
+            "id": f"sg{level}",
+            "name": f"level {level}",
+            "nodes": [{"id": 1, "type": f"sg{level + 1}", "mode": 0}] if level < depth else [],
+            "links": [],
+        }
+        for level in range(depth + 1)
+    ]
+    ui = workflow([node(1, "sg0")], [], definitions={"subgraphs": subgraphs})
+    with pytest.raises(ConversionError, match="nested more than 32 deep"):
+        convert(ui)
+
+
+def test_a_long_chain_of_reroutes_is_followed_to_its_end() -> None:
+    count = 3000  # far deeper than Python's recursion limit
+    nodes = [node(1, "EmptyImage", values=[8, 8, 1, 0], outputs=[[1]])]
+    links = [[1, 1, 0, 2, 0, "IMAGE"]]
+    for i in range(2, count + 2):
+        nodes.append(node(i, "Reroute", inputs=[slot("", "*", i - 1)], outputs=[[i]]))
+        links.append([i, i, 0, i + 1, 0, "IMAGE"])
+    nodes.append(node(count + 2, "PreviewImage", inputs=[slot("images", "IMAGE", count + 1)]))
+    graph = convert(workflow(nodes, links))
+    assert inputs(graph, str(count + 2)) == {"images": ["1", 0]}
+
+
+def _mutated(value: Any, rng: random.Random, rate: float) -> Any:
+    junk = [None, True, 0, -1, 7, 2**60, 1.5, "", "x", "-10", [], [1, 2], {}, {"name": "x"}]
+    if rng.random() < rate:
+        return rng.choice(junk)
+    if isinstance(value, dict):
+        return {k: _mutated(v, rng, rate) for k, v in value.items() if rng.random() > rate / 2}
+    if isinstance(value, list):
+        return [_mutated(v, rng, rate) for v in value if rng.random() > rate / 2]
+    return value
+
+
+@pytest.mark.parametrize("rate", [0.02, 0.1])
+def test_damaged_files_are_refused_with_a_conversion_error_never_a_crash(rate: float) -> None:
+    """Saved files mangled at random (fixed seeds): either a graph or a `ConversionError`."""
+    rng = random.Random(rate)
+    cases = references()["workflows"]
+    names = sorted(cases)
+    refused = 0
+    for _ in range(300):
+        damaged = _mutated(cases[rng.choice(names)]["workflow"], rng, rate)
+        try:
+            convert(damaged)
+        except ConversionError:
+            refused += 1
+    assert refused > 0

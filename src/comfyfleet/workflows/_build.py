@@ -7,19 +7,21 @@ is refused. Node types are renamed first where the editor renames them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 from comfyfleet.workflows._errors import ConversionError
 from comfyfleet.workflows._format import (
-    node_key,
+    as_list,
+    as_mapping,
+    link_id,
     node_list,
     read_links,
     subgraph_definitions,
 )
 from comfyfleet.workflows._groups import GroupType, group_types, legacy_type
 from comfyfleet.workflows._nodes import (
-    ALWAYS,
     Graph,
     Input,
     Node,
@@ -33,9 +35,10 @@ from comfyfleet.workflows._nodes import (
     saved_outputs,
     saved_slots,
     saved_widget_name,
+    slot_name,
 )
 from comfyfleet.workflows._schema import Shape, WidgetSpec, build_shape
-from comfyfleet.workflows._values import js_value
+from comfyfleet.workflows._values import js_string, js_value
 
 RENAMED = {
     "T2IAdapterLoader": "ControlNetLoader",
@@ -53,6 +56,8 @@ FRONTEND_ONLY = {
 }
 """Node types the editor defines itself; they never reach the server."""
 _SAMPLERS = ("KSampler", "KSamplerAdvanced")
+MAX_NESTING = 32
+"""Subgraphs nested deeper than this are refused (the editor shows a handful at most)."""
 
 
 class Builder:
@@ -91,6 +96,8 @@ class Builder:
         if subgraph_id in self._loading:
             names = " -> ".join(self._name(s) for s in [*self._loading, subgraph_id])
             raise ConversionError(f"subgraph '{self._name(subgraph_id)}' contains itself ({names})")
+        if len(self._loading) >= MAX_NESTING:
+            raise ConversionError(f"subgraphs are nested more than {MAX_NESTING} deep")
         self._loading.append(subgraph_id)
         raw = self.definitions[subgraph_id]
         graph = self.load_graph(raw, subgraph_id, self._name(subgraph_id))
@@ -116,7 +123,7 @@ class Builder:
         node_id, mode = node_header(raw)
         kind = legacy_type(RENAMED.get(str(raw["type"]), str(raw["type"])))
         title = raw.get("title")
-        properties = dict(raw.get("properties") or {})
+        properties = dict(as_mapping(raw.get("properties")))
         if kind in FRONTEND_ONLY:
             return Node(
                 node_id,
@@ -154,7 +161,7 @@ class Builder:
             title if title else shape.title,
             graph,
             class_type=kind,
-            properties=dict(raw.get("properties") or {}),
+            properties=dict(as_mapping(raw.get("properties"))),
             replacements=shape.filename_replacements,
         )
         defined = [Input(s.name, s.type, None, s.widget) for s in shape.sockets]
@@ -191,13 +198,13 @@ class Builder:
             mode,
             raw.get("title") or inner.name,
             graph,
-            properties=dict(raw.get("properties") or {}),
+            properties=dict(as_mapping(raw.get("properties"))),
             subgraph=inner,
         )
         saved = saved_slots(raw, "inputs")
         defined = [Input(slot.name, slot.type) for slot in inner.inputs]
         node.inputs = merge_inputs(defined, saved)
-        by_name = {slot.get("name"): slot for slot in saved}
+        by_name = {slot_name(slot.get("name")): slot for slot in saved}
         for slot in node.inputs[: len(defined)]:
             if slot.name in by_name:
                 slot.widget = saved_widget_name(by_name[slot.name])
@@ -214,8 +221,8 @@ def _io_slots(raw: Any) -> list[SubgraphSlot]:
     slots = []
     for slot in raw if isinstance(raw, list) else []:
         if isinstance(slot, Mapping):
-            ids = slot.get("linkIds") or []
-            slots.append(SubgraphSlot(str(slot.get("name")), slot.get("type"), tuple(ids)))
+            ids = [i for i in map(link_id, as_list(slot.get("linkIds"))) if i is not None]
+            slots.append(SubgraphSlot(js_string(slot.get("name")), slot.get("type"), tuple(ids)))
     return slots
 
 
@@ -254,8 +261,8 @@ def _promote(node: Node, inner: Graph) -> None:
         definition = slots.get(slot.name)
         if definition is None:
             continue
-        for link_id in definition.link_ids:
-            link = inner.links.get(link_id)
+        for feeding in definition.link_ids:
+            link = inner.links.get(feeding)
             target = inner.nodes.get(link.target_id) if link else None
             if link is None or target is None or not 0 <= link.target_slot < len(target.inputs):
                 continue
@@ -278,8 +285,6 @@ def _promoted(widget: Widget, name: str) -> Widget:
 def _proxy_widgets(node: Node, raw: Mapping[str, Any], values: Any) -> None:
     """`properties.proxyWidgets` (widgets of inner nodes shown on the subgraph node): the
     promoted widgets it names are put in its order and take their values by that order."""
-    import json
-
     listed = (raw.get("properties") or {}).get("proxyWidgets")
     if not listed:
         return
@@ -297,10 +302,3 @@ def _proxy_widgets(node: Node, raw: Mapping[str, Any], values: Any) -> None:
             widget = node.widget(entries[index][1])
             if widget is not None:
                 widget.set(js_value(value))
-
-
-def keep_mode(node: Node) -> bool:
-    return node.mode == ALWAYS
-
-
-__all__ = ["FRONTEND_ONLY", "RENAMED", "Builder", "node_key"]

@@ -46,21 +46,22 @@ def convert_workflow(
     `rng` draws the `{a|b}` choices of dynamic prompts (a new draw each call, as each press of
     Run in the editor); `now` fills `%date:…%` in file name prefixes (default: local time now);
     `max_nodes` bounds the opened-up graph (`TooManyNodes` past it).
-    Raises `ConversionError` naming the node and the reason when the editor could not queue it
-    either, or when a node that would run has a type no instance has."""
+    Raises `ConversionError` naming the node and the reason: a node that would run has a type
+    no instance has, its value is made by the editor's browser (a webcam), or the editor could
+    not queue the file either (a link loop, a subgraph that contains itself)."""
     if not is_ui_workflow(workflow):
         raise ConversionError("not a UI-format workflow (it needs 'nodes' and 'links')")
     builder = Builder(workflow, object_info)
     root = builder.root()
     flat = Flat(root, max_nodes)
+    sender = _Sender(root, random_choice(rng or random.Random()), now or dt.datetime.now())
     for graph in [root, *builder.subgraphs.values()]:
         for node in graph.nodes.values():
             if node.role == "primitive":
-                _apply_primitive(node, root)
+                _apply_primitive(node, sender)
     for node in root.nodes.values():
         if node.role == "group":
             _fill_group(node)
-    sender = _Sender(root, random_choice(rng or random.Random()), now or dt.datetime.now())
     return _emit(flat, sender)
 
 
@@ -80,7 +81,7 @@ def _emit(flat: Flat, sender: _Sender) -> dict[str, Any]:
             if widget.name and widget.spec.sent:
                 inputs[widget.name] = _wrap(sender.value(node, widget))
         for index, held in enumerate(node.inputs):
-            origin = flat.resolve_input(entry, index, set())
+            origin = flat.resolve_input(entry, index)
             if origin is None:
                 continue
             if origin.is_value:
@@ -171,7 +172,7 @@ def _fill_group(node: Node) -> None:
             inner.set(outer.get())
 
 
-def _apply_primitive(node: Node, root: Graph) -> None:
+def _apply_primitive(node: Node, sender: _Sender) -> None:
     """A PrimitiveNode's value into every widget its output feeds. Its widget only exists once
     its first link reaches an input that can be a widget; otherwise it sends nothing."""
     links = node.outputs[0].links if node.outputs else []
@@ -191,9 +192,7 @@ def _apply_primitive(node: Node, root: Graph) -> None:
     if is_truthy(value) and node.properties.get(_REPLACE_PROPERTY):
         if not isinstance(value, str):
             raise node.error("its value must be text to run widget replacements on it")
-        value = text_replacements(
-            value, _Sender(root, lambda n: 0, dt.datetime.now())._lookup, dt.datetime.now()
-        )
+        value = sender.replaced(value)
     for link_id in links:
         link = graph.links.get(link_id)
         held = graph.input_holding(link) if link is not None else None

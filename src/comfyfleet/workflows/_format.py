@@ -38,11 +38,8 @@ def ui_node_count(workflow: Any) -> int | None:
     for subgraph in subgraph_definitions(workflow).values():
         nodes = subgraph.get("nodes")
         count += len(nodes) if isinstance(nodes, list) else 0
-    extra = workflow.get("extra")
-    groups = extra.get("groupNodes") if isinstance(extra, Mapping) else None
-    for group in groups.values() if isinstance(groups, Mapping) else ():
-        nodes = group.get("nodes") if isinstance(group, Mapping) else None
-        count += len(nodes) if isinstance(nodes, list) else 0
+    for group in as_mapping(as_mapping(workflow.get("extra")).get("groupNodes")).values():
+        count += len(as_list(as_mapping(group).get("nodes")))
     return count
 
 
@@ -54,6 +51,21 @@ class Link:
     target_id: str
     target_slot: int
     type: Any
+
+
+def link_id(value: Any) -> int | str | None:
+    """A link id as a file may hold it (a number, sometimes text); anything else links nowhere."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    return value
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def as_mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def node_key(value: Any) -> str:
@@ -80,8 +92,11 @@ def read_links(raw: Any, where: str) -> dict[Any, Link]:
         else:
             raise ConversionError(f"{where}: a link must be an array or an object, not {entry!r}")
         try:
+            identity = link_id(fields["id"])
+            if identity is None:
+                raise TypeError("a link id must be a number or text")
             link = Link(
-                id=fields["id"],
+                id=identity,
                 origin_id=node_key(fields["origin_id"]),
                 origin_slot=int(fields["origin_slot"]),
                 target_id=node_key(fields["target_id"]),
@@ -100,9 +115,7 @@ def subgraph_definitions(workflow: Mapping[str, Any]) -> dict[str, Mapping[str, 
     pending = [workflow]
     while pending:
         holder = pending.pop()
-        definitions = holder.get("definitions")
-        subgraphs = definitions.get("subgraphs") if isinstance(definitions, Mapping) else None
-        for subgraph in subgraphs or []:
+        for subgraph in as_list(as_mapping(holder.get("definitions")).get("subgraphs")):
             if isinstance(subgraph, Mapping) and isinstance(subgraph.get("id"), str):
                 if subgraph["id"] not in found:
                     found[subgraph["id"]] = subgraph

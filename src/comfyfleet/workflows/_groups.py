@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from comfyfleet.workflows._errors import ConversionError
+from comfyfleet.workflows._format import as_list, as_mapping
 from comfyfleet.workflows._schema import WIDGET_TYPES, definition_inputs
 
 PREFIX = "workflow"
@@ -46,10 +47,9 @@ def group_types(
     workflow: Mapping[str, Any], object_info: Mapping[str, Any]
 ) -> dict[str, GroupType]:
     """Each group node type of the file by its node type (`workflow>Name`)."""
-    extra = workflow.get("extra")
-    groups = extra.get("groupNodes") if isinstance(extra, Mapping) else None
+    groups = as_mapping(as_mapping(workflow.get("extra")).get("groupNodes"))
     found: dict[str, GroupType] = {}
-    for name, data in (groups or {}).items():
+    for name, data in groups.items():
         if isinstance(data, Mapping):
             found[f"{PREFIX}>{name}"] = _Definition(str(name), data, object_info).build()
     return found
@@ -58,6 +58,10 @@ def group_types(
 def legacy_type(kind: str) -> str:
     """Files from before editor 1.2.63 name group node types `workflow/Name`."""
     return f"{PREFIX}>{kind[len(PREFIX) + 1 :]}" if kind.startswith(f"{PREFIX}/") else kind
+
+
+def _index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _is_widget(spec: Any) -> bool:
@@ -93,14 +97,21 @@ class _Definition:
         self._read_links()
 
     def _read_links(self) -> None:
-        for link in self.data.get("links") or []:
-            if not isinstance(link, list) or len(link) < 4 or link[0] is None:
+        """Links are `[from index, slot, to index, slot, ...]`; those from outside the group
+        (no index) and malformed ones join nothing."""
+        for link in as_list(self.data.get("links")):
+            if not isinstance(link, list) or len(link) < 4 or not all(map(_index, link[:4])):
                 continue
             source, slot, target, target_slot = link[:4]
             self.links_from.setdefault(source, {}).setdefault(slot, []).append(link)
             self.group.links_to.setdefault(target, {})[target_slot] = link
-        for entry in self.data.get("external") or []:
-            if isinstance(entry, list) and len(entry) >= 3:
+        for entry in as_list(self.data.get("external")):
+            if (
+                isinstance(entry, list)
+                and len(entry) >= 3
+                and _index(entry[0])
+                and _index(entry[1])
+            ):
                 self.external.setdefault(entry[0], {})[entry[1]] = entry[2]
 
     def build(self) -> GroupType:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from comfyfleet.workflows._errors import ConversionError
-from comfyfleet.workflows._format import Link, node_key
+from comfyfleet.workflows._format import Link, as_list, link_id, node_key
 from comfyfleet.workflows._schema import WIDGET_TYPES, WidgetSpec
 from comfyfleet.workflows._values import UNSET, is_truthy, js_string, text_box
 
@@ -193,7 +193,12 @@ class Graph:
 def saved_link(saved: Mapping[str, Any] | None) -> Any:
     if saved is None:
         return None
-    return saved.get("link")
+    return link_id(saved.get("link"))
+
+
+def slot_name(value: Any) -> str | None:
+    """A saved slot's name (only text names can match a definition's)."""
+    return value if isinstance(value, str) else None
 
 
 def saved_widget_name(saved: Mapping[str, Any]) -> str | None:
@@ -213,14 +218,16 @@ def saved_slots(raw: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
 def merge_inputs(defined: list[Input], saved: list[Mapping[str, Any]]) -> list[Input]:
     """Defined inputs take their saved link by name; saved inputs the type does not define
     follow them (added by an extension, or by a version of the type that had more)."""
-    by_name = {slot.get("name"): slot for slot in saved}
+    by_name = {slot_name(slot.get("name")): slot for slot in saved}
     names = {slot.name for slot in defined}
     for slot in defined:
         slot.link = saved_link(by_name.get(slot.name))
     extras = [
-        Input(str(slot.get("name")), slot.get("type"), slot.get("link"), saved_widget_name(slot))
+        Input(
+            js_string(slot.get("name")), slot.get("type"), saved_link(slot), saved_widget_name(slot)
+        )
         for slot in saved
-        if slot.get("name") not in names
+        if slot_name(slot.get("name")) not in names
     ]
     return defined + extras
 
@@ -228,7 +235,8 @@ def merge_inputs(defined: list[Input], saved: list[Mapping[str, Any]]) -> list[I
 def merge_outputs(defined: list[Output], saved: list[Mapping[str, Any]]) -> list[Output]:
     outputs = []
     for index in range(max(len(defined), len(saved))):
-        links = list(saved[index].get("links") or []) if index < len(saved) else []
+        held = as_list(saved[index].get("links")) if index < len(saved) else []
+        links = [link for link in map(link_id, held) if link is not None]
         if index < len(defined):
             outputs.append(Output(defined[index].name, defined[index].type, links))
         else:

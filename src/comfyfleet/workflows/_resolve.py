@@ -45,6 +45,16 @@ class Executable:
         return ":".join((*self.path, self.node.id))
 
 
+@dataclass(frozen=True)
+class _Step:
+    """The next place to look: an input (`inward`) or an output of a node."""
+
+    inward: bool
+    at: Executable
+    slot: int
+    wanted: Any
+
+
 def _is_any(kind: Any) -> bool:
     return kind in ("", "*") or not kind
 
@@ -96,15 +106,27 @@ class Flat:
         if self.max_nodes is not None and len(self.nodes) > self.max_nodes:
             raise TooManyNodes(len(self.nodes), self.max_nodes)
 
-    def resolve_input(
-        self, at: Executable, slot: int, visited: set[str], wanted: Any = None
-    ) -> Origin | None:
+    def resolve_input(self, at: Executable, slot: int) -> Origin | None:
+        """Where input `slot` of `at` gets its value from (None: nowhere, leave it unset).
+
+        Followed step by step in a loop, not by recursion: a file may chain any number of
+        reroutes and bypassed nodes."""
+        visited: set[str] = set()
+        step: Origin | _Step | None = _Step(True, at, slot, None)
+        while isinstance(step, _Step):
+            key = f"{step.at.id}[{'I' if step.inward else 'O'}]{step.slot}"
+            if key in visited:
+                raise step.at.node.error(f"slot {step.slot} links back to itself (a loop of links)")
+            visited.add(key)
+            if step.inward:
+                step = self._input(step.at, step.slot, step.wanted)
+            else:
+                step = self._output(step.at, step.slot, step.wanted)
+        return step
+
+    def _input(self, at: Executable, slot: int, wanted: Any) -> Origin | _Step | None:
         if at.group is not None:
             return self._group_input(at, at.group, slot)
-        key = f"{at.id}[I]{slot}"
-        if key in visited:
-            raise at.node.error(f"input {slot} links back to itself (a loop of links)")
-        visited.add(key)
         if not 0 <= slot < len(at.node.inputs):
             raise at.node.error(f"a link arrives at input {slot}, which it does not have")
         held = at.node.inputs[slot]
@@ -114,15 +136,13 @@ class Flat:
         if link is None:
             return None
         if at.container is not None and link.origin_id == SUBGRAPH_INPUT_ID:
-            return self._from_outside(at, link, visited)
+            return self._from_outside(at, link)
         origin = self.nodes.get(":".join((*at.path, link.origin_id)))
         if origin is None:
             return None
-        return self.resolve_output(
-            origin, link.origin_slot, held.type if wanted is None else wanted, visited
-        )
+        return _Step(False, origin, link.origin_slot, held.type if wanted is None else wanted)
 
-    def _from_outside(self, at: Executable, link: Link, visited: set[str]) -> Origin | None:
+    def _from_outside(self, at: Executable, link: Link) -> Origin | _Step | None:
         outer = at.container
         assert outer is not None
         if not 0 <= link.origin_slot < len(outer.inputs):
@@ -137,29 +157,22 @@ class Flat:
             return Origin(at.id, -1, widget.get(), is_value=True)
         if outer.graph.links.get(slot.link) is None:
             return None
-        holder = self.nodes[":".join(at.path)]
-        return self.resolve_input(holder, link.origin_slot, visited)
+        return _Step(True, self.nodes[":".join(at.path)], link.origin_slot, None)
 
-    def resolve_output(
-        self, at: Executable, slot: int, wanted: Any, visited: set[str]
-    ) -> Origin | None:
-        key = f"{at.id}[O]{slot}"
-        if key in visited:
-            raise at.node.error(f"output {slot} links back to itself (a loop of links)")
-        visited.add(key)
+    def _output(self, at: Executable, slot: int, wanted: Any) -> Origin | _Step | None:
         node = at.node
         if node.role == "group":
-            return self._group_output(at, slot, wanted, visited)
+            return self._group_output(at, slot, wanted)
         if node.mode == BYPASS:
             index = self._bypass_slot(at, slot, wanted)
-            return None if index < 0 else self.resolve_input(at, index, visited)
+            return None if index < 0 else _Step(True, at, index, None)
         if node.role == "subgraph":
-            return self._from_inside(at, slot, wanted, visited)
+            return self._from_inside(at, slot, wanted)
         if node.virtual:
             # A reroute (or any node the server never sees) passes on what feeds the input of
             # the same index, still looking for the type the final input wants.
             if slot < len(node.inputs) and node.inputs[slot].link is not None:
-                return self.resolve_input(at, slot, visited, wanted)
+                return _Step(True, at, slot, wanted)
             return None
         return Origin(at.id, slot)
 
@@ -185,9 +198,7 @@ class Flat:
             return None
         return Origin(f"{group.id}:{inner[0]}", int(inner[1]))
 
-    def _group_output(
-        self, at: Executable, slot: int, wanted: Any, visited: set[str]
-    ) -> Origin | None:
+    def _group_output(self, at: Executable, slot: int, wanted: Any) -> Origin | _Step | None:
         node = at.node
         if node.mode == BYPASS:
             order = [slot, *range(len(node.inputs))]
@@ -195,7 +206,7 @@ class Flat:
                 (i for i in order if 0 <= i < len(node.inputs) and node.inputs[i].type == wanted),
                 None,
             )
-            return None if match is None else self.resolve_input(at, match, visited)
+            return None if match is None else _Step(True, at, match, None)
         links = node.outputs[slot].links if 0 <= slot < len(node.outputs) else []
         link = node.graph.links.get(links[0]) if links else None
         inner = node.group.output_map.get(link.origin_slot) if link is not None else None
@@ -222,9 +233,7 @@ class Flat:
                 return index
         return -1
 
-    def _from_inside(
-        self, at: Executable, slot: int, wanted: Any, visited: set[str]
-    ) -> Origin | None:
+    def _from_inside(self, at: Executable, slot: int, wanted: Any) -> Origin | _Step | None:
         node = at.node
         inner = node.subgraph
         assert inner is not None
@@ -240,4 +249,4 @@ class Flat:
                 hint="the editor cannot queue a subgraph that passes an input straight out",
             )
         target = self.nodes[":".join((*at.path, node.id, link.origin_id))]
-        return self.resolve_output(target, link.origin_slot, wanted, visited)
+        return _Step(False, target, link.origin_slot, wanted)
