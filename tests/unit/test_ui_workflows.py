@@ -421,3 +421,35 @@ def test_damaged_files_are_refused_with_a_conversion_error_never_a_crash(rate: f
         except ConversionError:
             refused += 1
     assert refused > 0
+
+
+def test_a_combo_with_a_control_widget_also_saves_its_filter_list() -> None:
+    """A combo input with `control_after_generate` gets two widgets the server never sees:
+    the control and a filter list; an INT named `seed` gets a control without asking."""
+    info = {
+        "PickOne": {
+            "input": {
+                "required": {
+                    "choice": [["a", "b", "c"], {"control_after_generate": True}],
+                    "seed": ["INT", {"default": 0}],
+                    "strength": ["FLOAT", {"default": 1.0}],
+                }
+            },
+            "input_order": {"required": ["choice", "seed", "strength"]},
+            "output": ["STRING"],
+            "output_name": ["STRING"],
+            "display_name": "Pick one",
+        }
+    }
+    saved = {
+        "id": 1,
+        "type": "PickOne",
+        "mode": 0,
+        "widgets_values": ["c", "increment", "", 5, "fixed", 0.5],
+    }
+    graph = convert_workflow(workflow([saved], []), info)
+    assert graph["1"] == {
+        "class_type": "PickOne",
+        "inputs": {"choice": "c", "seed": 5, "strength": 0.5},
+        "_meta": {"title": "Pick one"},
+    }
