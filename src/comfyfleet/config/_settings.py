@@ -21,6 +21,7 @@ from comfyfleet.provision import InstallSettings
 from comfyfleet.storage import StorageSettings
 from comfyfleet.supervise import FleetSettings
 from comfyfleet.templates import TemplateSettings
+from comfyfleet.watchdog import WatchdogSettings
 from comfyfleet.webhooks import WebhookSettings
 
 
@@ -54,3 +55,4 @@ class Settings(BaseSettings):
     models: ModelSettings = Field(default_factory=ModelSettings)
     templates: TemplateSettings = Field(default_factory=TemplateSettings)
     openai: OpenAISettings = Field(default_factory=OpenAISettings)  # type: ignore[arg-type]
+    watchdog: WatchdogSettings = Field(default_factory=WatchdogSettings)  # type: ignore[arg-type]
