@@ -61,7 +61,7 @@ class HttpWarmupRunner:
                 return f"warm-up workflow rejected: {exc.message}"
             except PromptTimeout:
                 await _interrupt(client, prompt_id)
-                return f"warm-up did not finish within {timeout_s:g}s (watchdog.warmup.timeout_s)"
+                return f"warm-up did not finish within {timeout_s:g}s (watchdog.warmup_timeout_s)"
             except ComfyError as exc:
                 return f"warm-up failed: {exc.message}"
         return None
