@@ -100,3 +100,16 @@ def test_an_unknown_template_or_bad_parameter_names_the_instance(library: Templa
     bad = WatchdogSettings(warmup=WarmupSettings(template="txt2img", params={"steps": 0}))
     with pytest.raises(ConfigError, match=r"watchdog\.warmup: .*steps"):
         build_warmup(bad, library)
+
+
+def test_the_readme_example_is_valid_settings(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Watchdogs\n", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = tmp_path / "comfyfleet.yaml"
+    config.write_text(f"workspace: {tmp_path}\n{example}", encoding="utf-8")
+    watchdog = load_settings({}, config_file=config).watchdog
+    assert watchdog.stall_s == 300 and watchdog.warmup == WarmupSettings(
+        workflow=Path("warmup.json")
+    )
+    assert watchdog.warmup_instances == {1: None}
