@@ -41,6 +41,9 @@ RestartInstance = Callable[[int, str], Awaitable[bool]]
 CADENCE_FACTOR = 2.0
 """A job is stalled only once silent for this many times its longest silence so far."""
 
+ASK_S = 5.0
+"""How long a request to a stuck instance may take: a process hung as a whole may not answer."""
+
 
 @dataclass(frozen=True)
 class StallSettings:
@@ -98,9 +101,10 @@ class StallWatch:
         data = {"instance": lane.index, "node": node, "node_type": node_type}
         await _publish(lane, flight, data | {"silent_s": round(silent, 1), "action": "interrupt"})
         try:
-            await lane.client.interrupt(flight.prompt_id)
-        except ComfyError as exc:  # the grace runs on: a restart follows if nothing ends it
-            log.warning("instance %s: interrupting job %s: %s", lane.index, flight.job.id, exc)
+            async with asyncio.timeout(ASK_S):
+                await lane.client.interrupt(flight.prompt_id)
+        except (ComfyError, TimeoutError) as exc:  # the grace runs on: then a restart
+            log.warning("instance %s: interrupting job %s: %r", lane.index, flight.job.id, exc)
 
     async def _restart(self, lane: Lane, flight: InFlight, stall: Stall) -> None:
         grace = self.settings.interrupt_grace_s
@@ -154,6 +158,7 @@ async def _drop_queued(lane: Lane, prompt_ids: list[str]) -> None:
     if not prompt_ids:
         return
     try:
-        await lane.client.delete_queued(prompt_ids)
-    except ComfyError as exc:
-        log.warning("instance %s: dropping queued prompts: %s", lane.index, exc)
+        async with asyncio.timeout(ASK_S):
+            await lane.client.delete_queued(prompt_ids)
+    except (ComfyError, TimeoutError) as exc:
+        log.warning("instance %s: dropping queued prompts: %r", lane.index, exc)
