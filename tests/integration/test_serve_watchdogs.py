@@ -86,11 +86,14 @@ def wait_for(what: str, check: Any, timeout: float) -> Any:
 
 
 def test_an_instance_is_ready_only_after_its_warm_up_ran(server: Server) -> None:
-    listed = instances(server)
+    def idle() -> dict[int, dict[str, Any]] | None:
+        listed = instances(server)
+        return listed if all(listed[i]["state"] == "ready" for i in (0, 1)) else None
+
+    listed = wait_for("instances 0 and 1 ready", idle, 30)
     log = supervisor_log(server)
     for index in (0, 1):
         record = listed[index]
-        assert record["state"] == "ready"
         [entry] = warm_ups(record["port"]).values()  # one warm-up per process start
         assert entry["status"]["status_str"] == "success"
         assert entry["outputs"]["1"]["text"] == ["warm"]
