@@ -11,6 +11,7 @@ from comfyfleet.cli._console import make_console, print_error
 from comfyfleet.cli._doctor import doctor_command
 from comfyfleet.cli._export import export_command
 from comfyfleet.cli._fleet import down_command, logs_command, status_command, up_command
+from comfyfleet.cli._gc import gc_command
 from comfyfleet.cli._install import install_command
 from comfyfleet.cli._keys import keys_app
 from comfyfleet.cli._models import models_app
@@ -61,6 +62,7 @@ app.command("gateway")(gateway_command)
 app.command("agent")(agent_command)
 app.command("run")(run_command)
 app.command("export")(export_command)
+app.command("gc")(gc_command)
 app.add_typer(keys_app, name="keys")
 app.add_typer(models_app, name="models")
 app.add_typer(templates_app, name="templates")

@@ -18,6 +18,7 @@ from comfyfleet.facades.openai import OpenAISettings
 from comfyfleet.gateway import ServeSettings
 from comfyfleet.models import ModelSettings
 from comfyfleet.provision import InstallSettings
+from comfyfleet.retention import RetentionSettings
 from comfyfleet.storage import StorageSettings
 from comfyfleet.supervise import FleetSettings
 from comfyfleet.templates import TemplateSettings
@@ -55,4 +56,5 @@ class Settings(BaseSettings):
     models: ModelSettings = Field(default_factory=ModelSettings)
     templates: TemplateSettings = Field(default_factory=TemplateSettings)
     openai: OpenAISettings = Field(default_factory=OpenAISettings)  # type: ignore[arg-type]
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)  # type: ignore[arg-type]
     watchdog: WatchdogSettings = Field(default_factory=WatchdogSettings)  # type: ignore[arg-type]

@@ -47,6 +47,7 @@ from comfyfleet.jobs._model import (
 )
 from comfyfleet.jobs._pglisten import Listener
 from comfyfleet.jobs._postgres_events import BEGIN, COMMIT, PostgresEventLog
+from comfyfleet.jobs._postgres_retention import PostgresRetention
 from comfyfleet.jobs._routing import Affinity, claim_params, under_limit
 from comfyfleet.jobs._rows import clock, dump, job_from_row, mutable_columns
 from comfyfleet.jobs._rows import load as _load
@@ -59,7 +60,7 @@ Decide = Callable[[Job], "rules.Change | None"]
 ROLLBACK = "ROLLBACK"
 
 
-class PostgresJobStore(PostgresEventLog):
+class PostgresJobStore(PostgresEventLog, PostgresRetention):
     """Open with :meth:`open`; `migrated` lists the schema versions that opening applied."""
 
     def __init__(self, url: str, queries: dict[str, str]) -> None:
@@ -193,9 +194,15 @@ class PostgresJobStore(PostgresEventLog):
     ) -> tuple[rules.Change | None, str | None]:
         """One claim transaction: (the change, None), or (None, the key) when the job found
         belongs to a key that is at its running limit once claimers of its jobs took turns
-        (`lock_owner_running`), or (None, None) when nothing is claimable."""
+        (`lock_owner_running`), or (None, None) when nothing is claimable.
+
+        A claim commits without waiting for the disk (`passing_commit`): were a server crash to
+        lose it, the job would be queued again and its first run could not end it (its worker
+        no longer holds it), so the cost is a run, never a second result. The next flushed
+        commit of any session (an enqueue, an attempt's end) flushes it too."""
         q = self._q
-        rows = await script(conn, [BEGIN, q["writing_events"], q["next_queued"]], params)
+        statements = [BEGIN, q["passing_commit"], q["writing_events"], q["next_queued"]]
+        rows = await script(conn, statements, params)
         job = job_from_row(rows[0]) if rows else None
         if job is None:
             await conn.execute(COMMIT)
@@ -216,7 +223,12 @@ class PostgresJobStore(PostgresEventLog):
         if not job_ids:
             return []
         params = {"ids": list(job_ids), "worker": worker, "lease_until": clock(now) + lease_s}
-        held = {row["id"] for row in await self._rows("extend_lease", params)}
+
+        async def renew(conn: Connection) -> list[dict[str, Any]]:
+            statements = [BEGIN, self._q["passing_commit"], self._q["extend_lease"], COMMIT]
+            return await script(conn, statements, params)
+
+        held = {row["id"] for row in await self._db.run(renew)}
         return [job_id for job_id in job_ids if job_id in held]
 
     async def set_running_info(
@@ -232,7 +244,8 @@ class PostgresJobStore(PostgresEventLog):
         params |= {"progress": None if progress is None else dump(progress)}
 
         async def update(conn: Connection) -> bool:
-            return (await conn.execute(self._q["set_running_info"], params)).rowcount > 0
+            statements = [BEGIN, self._q["passing_commit"], self._q["set_running_info"], COMMIT]
+            return bool(await script(conn, statements, params))
 
         return await self._db.run(update)
 
@@ -299,16 +312,6 @@ class PostgresJobStore(PostgresEventLog):
             return [job.id for job in lapsed]
 
         return await self._db.run(release)
-
-    async def forget(self, job_ids: Sequence[str]) -> int:
-        async def delete(conn: Connection) -> int:
-            gone = 0
-            for job_id in job_ids:
-                cursor = await conn.execute(self._q["forget_job"], {"id": job_id})
-                gone += cursor.rowcount
-            return gone
-
-        return await self._db.run(delete)
 
     async def close(self) -> None:
         self._waiters.close()

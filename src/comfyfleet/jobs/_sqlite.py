@@ -51,13 +51,14 @@ from comfyfleet.jobs._rows import event_from_row as _event
 from comfyfleet.jobs._rows import job_from_row as _job
 from comfyfleet.jobs._rows import load as _load
 from comfyfleet.jobs._rows import mutable_columns as _mutable_columns
+from comfyfleet.jobs._sqlite_retention import SqliteRetention
 from comfyfleet.jobs._store import EventWaiters, wait_for_any_events, wait_for_events
 
 JOBS_SQL = "comfyfleet.jobs"
 """The package whose `sql/` folders hold the job store's schema and queries."""
 
 
-class SqliteJobStore:
+class SqliteJobStore(SqliteRetention):
     """Open with :meth:`open`; `migrated` lists the schema versions that opening applied."""
 
     def __init__(self, conn: sqlite3.Connection, queries: dict[str, str], path: Path) -> None:
@@ -274,13 +275,6 @@ class SqliteJobStore:
         rules.check_limit(limit)
         rows = self._db().execute(self._q["events_since"], {"after": after, "limit": limit})
         return [_event(row) for row in rows.fetchall()]
-
-    async def forget(self, job_ids: Sequence[str]) -> int:
-        gone = 0
-        with self._write() as conn:
-            for job_id in job_ids:
-                gone += conn.execute(self._q["forget_job"], {"id": job_id}).rowcount
-        return gone
 
     async def latest_event_seq(self) -> int:
         row = self._db().execute(self._q["newest_event"]).fetchone()

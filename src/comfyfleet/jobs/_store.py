@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
 
-from comfyfleet.jobs._model import Job, JobEvent, JobStatus, NewJob
+from comfyfleet.jobs._model import FinishedJob, Job, JobEvent, JobStatus, NewJob
 from comfyfleet.jobs._routing import Affinity
 
 
@@ -153,6 +153,19 @@ class JobStore(Protocol):
     async def forget(self, job_ids: Sequence[str]) -> int:
         """Remove these jobs and their events, where finished (a queued or running job stays);
         how many went. Ids that name no job are skipped."""
+        ...
+
+    async def finished_jobs(
+        self, before: float, *, after: tuple[float, int] | None = None, limit: int = 500
+    ) -> list[FinishedJob]:
+        """Finished jobs that ended before `before`, oldest end first (then by seq), after the
+        `cursor` of the last one a previous call returned: what retention may forget."""
+        ...
+
+    async def live_jobs(self, *, after: int = 0, limit: int = 500) -> list[Job]:
+        """Queued and running jobs with a seq above `after`, by seq: what retention must keep
+        the inputs, outputs and events of. A seq never changes, so paging on the last seq seen
+        finds every job that stays queued or running (in either) while the pages are read."""
         ...
 
     async def latest_event_seq(self) -> int:

@@ -4,7 +4,8 @@
 part writes, as separate processes do. The gateway and the dispatcher are attached to the fleet
 before the instances start, and are stopped before the instances are: jobs still running then
 fail their attempt as retryable and run again after a restart (the store is durable; nothing is
-lost). Webhook deliveries left pending are sent after a restart too.
+lost). Webhook deliveries left pending are sent after a restart too. Every role prunes what is
+past its retention limit now and then (`_retention`).
 
 Where `comfyfleet up --detach` already runs the workspace's fleet, `serve` and `agent` follow
 that supervisor through its control socket (`FollowedSupervisor`) instead of starting instances:
@@ -24,6 +25,7 @@ from comfyfleet.errors import PortInUseError
 from comfyfleet.roles._agent import build_agent
 from comfyfleet.roles._backends import open_backends
 from comfyfleet.roles._gateway import build_service, start_gateway
+from comfyfleet.roles._retention import start_retention
 from comfyfleet.supervise import (
     ControlClient,
     FollowedSupervisor,
@@ -90,8 +92,11 @@ async def run_service(
             detach_gateway = await start_gateway(
                 settings, ws, backends, service, agent=agent, on_listening=on_listening
             )
+            retention = start_retention(settings, ws, backends)
 
             async def detach() -> None:
+                if retention is not None:
+                    await retention.stop()
                 await detach_gateway()
                 await agent.stop()
 
@@ -115,7 +120,14 @@ async def run_agent(
         ) -> Callable[[], Awaitable[None]]:
             agent = build_agent(settings, ws, backends, supervisor)
             agent.start()
-            return agent.stop
+            retention = start_retention(settings, ws, backends)
+
+            async def detach() -> None:
+                if retention is not None:
+                    await retention.stop()
+                await agent.stop()
+
+            return detach
 
         await _run_or_follow(settings, ws, detached, attach, on_event)
 
@@ -181,9 +193,12 @@ async def run_gateway(
         async with open_backends(settings, ws) as backends:
             service = build_service(settings, ws, backends, None)
             detach = await start_gateway(settings, ws, backends, service, on_listening=on_listening)
+            retention = start_retention(settings, ws, backends)
             try:
                 await stop.wait()
             finally:
+                if retention is not None:
+                    await retention.stop()
                 await detach()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
