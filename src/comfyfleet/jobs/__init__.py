@@ -48,6 +48,7 @@ from comfyfleet.jobs._results import OutputPublisher
 from comfyfleet.jobs._routing import CLAIM_WINDOW, Affinity
 from comfyfleet.jobs._rules import LEASE_EXPIRED
 from comfyfleet.jobs._sqlite import SqliteJobStore
+from comfyfleet.jobs._stall import RestartInstance, StallSettings
 from comfyfleet.jobs._store import JobStore, QueueSignal
 
 __all__ = [
@@ -89,8 +90,10 @@ __all__ = [
     "QueueSignal",
     "Registry",
     "RemoteFolders",
+    "RestartInstance",
     "SqliteJobStore",
     "SqliteRegistry",
+    "StallSettings",
     "StoredFrame",
     "check_workflow",
     "clean_prefix",

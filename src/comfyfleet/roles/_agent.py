@@ -27,11 +27,13 @@ from comfyfleet.jobs import (
     OutputPublisher,
     PreviewWriter,
     RemoteFolders,
+    StallSettings,
 )
 from comfyfleet.models import ModelLibrary
 from comfyfleet.roles._backends import Backends
 from comfyfleet.roles._report import Reporter, new_agent
 from comfyfleet.supervise import FollowedSupervisor, Supervisor
+from comfyfleet.watchdog import IdleWatch, NvmlVram, WatchdogSettings, memory_reader
 from comfyfleet.webhooks import WebhookService
 from comfyfleet.workspace import Workspace
 
@@ -49,6 +51,7 @@ class AgentPart:
     webhooks: WebhookService
     backends: Backends
     library: ModelLibrary
+    idle: IdleWatch | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _sending: bool = False
 
@@ -63,6 +66,8 @@ class AgentPart:
             asyncio.create_task(self.reporter.run()),
             asyncio.create_task(self._lead_webhooks()),
         ]
+        if self.idle is not None:
+            self._tasks.append(asyncio.create_task(self.idle.run()))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -121,6 +126,7 @@ def build_agent(
         lease_s=serve.lease_s,
         limits=JobLimits(serve.queued_timeout_s, serve.running_timeout_s),
         affinity_max_delay_s=serve.affinity_max_delay_s,
+        stall=_stall(settings.watchdog),
     )
     dispatcher = Dispatcher(
         backends.store,
@@ -131,6 +137,7 @@ def build_agent(
         on_preview=on_preview,
         prepare=ModelFetch(library),
         remote=RemoteFolders(ws.input_dir, ws.output_dir, ASSETS_FOLDER),
+        restart=supervisor.recycle,
     )
     supervisor.add_listener(dispatcher.on_instance_event)
     host = settings.fleet.host
@@ -166,4 +173,15 @@ def build_agent(
         backends.webhooks,
         view=lambda job: job_view(job, storage=backends.storage),
     )
-    return AgentPart(dispatcher, reporter, writer, webhooks, backends, library)
+    idle = None
+    if settings.watchdog.watches_idle:
+        vram = NvmlVram() if settings.watchdog.vram_mb is not None else None
+        memory = memory_reader(vram)
+        idle = IdleWatch(dispatcher, supervisor, settings.watchdog, memory=memory)
+    return AgentPart(dispatcher, reporter, writer, webhooks, backends, library, idle)
+
+
+def _stall(watchdog: WatchdogSettings) -> StallSettings | None:
+    if watchdog.stall_s is None:
+        return None
+    return StallSettings(watchdog.stall_s, watchdog.interrupt_grace_s)
