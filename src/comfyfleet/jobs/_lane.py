@@ -288,7 +288,7 @@ class Lane:
             if flight is not None:
                 error = attempt_error(exc, **self._at(f"handling {message.type}"))
                 await self.fail_attempt(flight.prompt_id, error)
-                await self._stop_in_comfy(flight.job.id, flight.prompt_id)
+                await self.stop_in_comfy(flight.job.id, flight.prompt_id)
                 self.fill_soon()
 
     async def _on_message(self, message: ComfyMessage) -> None:
@@ -395,28 +395,7 @@ class Lane:
                 )
                 await self._finish(flight, node_error(error))
 
-    async def check_cancels(self, now: float | None = None) -> None:
-        """Stop the jobs a client asked to cancel, and those past their timeout. Whether ComfyUI
-        is already running a prompt cannot be known for sure (its start message may be in
-        flight), so both are done: remove it from ComfyUI's queue, then interrupt it (a no-op
-        unless it is the one running). Late messages for its prompt are ignored."""
-        now = time.time() if now is None else now
-        for flight in list(self.in_flight.values()):
-            job = await self.store.get(flight.job.id)
-            timeout = None if job.cancel_requested else flight.timed_out(self.limits, now)
-            if not job.cancel_requested and timeout is None:
-                continue
-            self.in_flight.pop(flight.prompt_id, None)
-            await self._stop_in_comfy(job.id, flight.prompt_id)
-            if timeout is None:
-                await self.store.mark_cancelled(job.id, self.worker)
-            else:
-                await self.store.fail(
-                    job.id, self.worker, timeout, retryable=False, attempt=flight.job.attempts
-                )
-            self.fill_soon()
-
-    async def _stop_in_comfy(self, job_id: str, prompt_id: str) -> None:
+    async def stop_in_comfy(self, job_id: str, prompt_id: str) -> None:
         """Take a prompt out of ComfyUI's queue and interrupt it if it is the one running (a
         no-op otherwise), so an attempt that ended here does not go on there."""
         try:
