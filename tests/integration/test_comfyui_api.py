@@ -7,6 +7,7 @@ import io
 import json
 import os
 import signal
+import struct
 import threading
 import time
 import uuid
@@ -20,6 +21,7 @@ import websockets.sync.client
 
 from tests.comfyui_env import workspace_sharing
 from tests.integration.serve import Server, model_free_graph, png_size, serve_config, sleep_graph
+from tests.tiny_model import CHECKPOINT_NAME, KSAMPLER_NODE, tiny_checkpoint, tiny_sd15_graph
 
 pytestmark = pytest.mark.comfyui
 
@@ -28,8 +30,13 @@ END = ("execution_success", "execution_error", "execution_interrupted")
 
 @pytest.fixture(scope="module")
 def server(comfyui_install: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tiny_checkpoint(comfyui_install)
     ws = workspace_sharing(comfyui_install, tmp_path_factory.mktemp("comfyapi"))
-    serve_config(ws)
+    serve_config(
+        ws,
+        models_root=str(comfyui_install / "models"),
+        fleet={"extra_args": ["--preview-method", "latent2rgb"]},
+    )
     started = Server(ws, instances=2).start()
     try:
         yield started
@@ -44,10 +51,14 @@ def _seed() -> int:
 class Listener:
     """A ComfyUI WebSocket client: every JSON message, by prompt, in arrival order."""
 
-    def __init__(self, server: Server, client_id: str | None = None) -> None:
+    def __init__(
+        self, server: Server, client_id: str | None = None, *, flags: dict[str, Any] | None = None
+    ) -> None:
         self.client_id = client_id or uuid.uuid4().hex
         url = server.url.replace("http", "ws", 1) + f"/ws?clientId={self.client_id}"
         self.socket = websockets.sync.client.connect(url, max_size=None).__enter__()
+        if flags is not None:  # as the current editor does, right after connecting
+            self.socket.send(json.dumps({"type": "feature_flags", "data": flags}))
         self.first = json.loads(self.socket.recv(timeout=10))
         self.messages: list[dict[str, Any]] = []
         self.binary: list[bytes] = []
@@ -277,12 +288,10 @@ def test_interrupting_one_prompt_leaves_the_other_running(server: Server) -> Non
     try:
         seed = _seed()
         first = _queue(server, sleep_graph(5.0, seed), listener.client_id).json()["prompt_id"]
-        # Once the first runs, its instance's lane has stopped claiming: the second goes to the
-        # idle one. (Sent while the first is being submitted, it may take the first's second
-        # slot instead: a lane fills both its slots from the queue it finds.)
-        taken = _instance_of(server, first)
+        # Sent at once, while the first may still be being submitted to its instance: it goes
+        # to the idle instance, never into the first one's second slot.
         second = _queue(server, sleep_graph(1.5, seed + 1), listener.client_id).json()["prompt_id"]
-        assert {taken, _instance_of(server, second)} == {0, 1}
+        assert {_instance_of(server, first), _instance_of(server, second)} == {0, 1}
         time.sleep(0.3)
         assert server.http.post("/interrupt", json={"prompt_id": first}).status_code == 200
         stopped = listener.wait_end(first)
@@ -397,3 +406,31 @@ def test_a_mask_upload_puts_the_mask_into_the_original_image(server: Server) -> 
     merged = Image.open(io.BytesIO(server.http.get("/view", params=view).content))
     assert merged.size == (20, 10) and merged.mode == "RGBA"
     assert merged.getpixel((3, 3)) == (200, 10, 10, 77)
+
+
+@pytest.mark.parametrize("metadata", [False, True], ids=["legacy", "with-metadata"])
+def test_a_sampler_sends_preview_frames_to_its_client(server: Server, metadata: bool) -> None:
+    """Binary frames as ComfyUI frames them: `type 1, image type, JPEG` for every client, or
+    `type 4, header length, JSON header, image` for one that announced preview metadata."""
+    flags = {"supports_preview_metadata": True} if metadata else None
+    listener = Listener(server, flags=flags)
+    try:
+        graph = tiny_sd15_graph(CHECKPOINT_NAME, seed=_seed(), steps=3, prefix="previews")
+        prompt_id = _queue(server, graph, listener.client_id).json()["prompt_id"]
+        messages = listener.wait_end(prompt_id, timeout=120)
+    finally:
+        listener.close()
+    assert messages[-2]["type"] == "execution_success"
+    assert listener.binary, "no preview frame arrived"
+    for frame in listener.binary:
+        kind, second = struct.unpack(">II", frame[:8])
+        if metadata:
+            assert kind == 4
+            header = json.loads(frame[8 : 8 + second])
+            assert header["prompt_id"] == prompt_id and header["node_id"] == KSAMPLER_NODE
+            assert header["image_type"] == "image/jpeg"
+            image = frame[8 + second :]
+        else:
+            assert (kind, second) == (1, 1)  # a preview image, JPEG
+            image = frame[8:]
+        assert image[:3] == b"\xff\xd8\xff"

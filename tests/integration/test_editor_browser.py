@@ -13,25 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from tests.comfyui_env import workspace_sharing
+from tests.integration.browser import chromium, open_editor, screenshot
 from tests.integration.serve import Server, model_free_graph, serve_config
 
 pytestmark = pytest.mark.comfyui
-
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 @pytest.fixture(scope="module")
@@ -49,18 +37,12 @@ def server(comfyui_install: Path, tmp_path_factory: pytest.TempPathFactory) -> I
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    assert CHROMIUM.exists(), "Debian's chromium is needed: apt-get install chromium"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 def _open_editor(browser: Browser, url: str) -> Page:
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
-    page.goto(url + "/")
-    page.wait_for_function("() => window.app && window.app.graph && window.app.api", timeout=60_000)
-    return page
+    return open_editor(browser, url + "/")
 
 
 def _outputs(page: Page) -> dict[str, Any]:
@@ -91,8 +73,7 @@ def test_the_editors_run_button_runs_the_graph_on_the_fleet(
     prompt_id = image["subfolder"]
     job = server.job(prompt_id)
     assert job["status"] == "succeeded" and job["instance"] in (0, 1)
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "editor-on-the-fleet.png"))
+    screenshot(page, "editor-on-the-fleet.png")
     page.close()
 
 
@@ -121,4 +102,38 @@ def test_several_graphs_queued_from_the_editor_run_on_both_instances(
     started = [j["timings"]["started_at"] for j in jobs]
     finished = [j["timings"]["finished_at"] for j in jobs]
     assert max(started) < min(finished)  # they ran at the same time
+    page.close()
+
+
+def test_an_instances_own_editor_opens_under_its_prefix_and_runs_there(
+    server: Server, browser: Browser
+) -> None:
+    """`/instances/1/` is that instance's own ComfyUI: its editor's Run goes to that instance
+    alone, outside the fleet's queue, and its image comes back through the prefix."""
+    # Each instance keeps its own user settings: this one has not seen the tutorial either.
+    tutorial = "/instances/1/api/settings/Comfy.TutorialCompleted"
+    server.http.post(tutorial, json=True).raise_for_status()
+    page = open_editor(browser, server.url + "/instances/1/")
+    before = server.http.get("/api/jobs").json()["pagination"]["total"]
+    graph = model_free_graph(time.time_ns() % 1_000_000, "own-editor")
+    page.evaluate("async (g) => { await window.app.loadApiJson(g, 'own'); }", graph)
+    page.get_by_test_id("queue-button").first.click()
+    shown = "() => Object.values(window.app.nodeOutputs || {}).some(o => o?.images?.length)"
+    page.wait_for_function(shown, timeout=60_000)
+    (image,) = _outputs(page)["3"]["images"]
+    fetched = page.evaluate(
+        """async (i) => {
+            const r = await fetch('./api/view?' + new URLSearchParams(i));
+            return [r.url, r.status, r.headers.get('content-type')];
+        }""",
+        image,
+    )
+    assert fetched[0].startswith(server.url + "/instances/1/api/view?")
+    assert fetched[1:] == [200, "image/png"]
+    assert server.http.get("/api/jobs").json()["pagination"]["total"] == before
+    history = server.http.get("/instances/1/api/history", params={"max_items": 1}).json()
+    assert [o["images"][0]["filename"] for o in (*history.values(),)[0]["outputs"].values()] == [
+        image["filename"]
+    ]
+    screenshot(page, "editor-of-instance-1.png")
     page.close()

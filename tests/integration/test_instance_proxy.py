@@ -21,6 +21,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from tests.comfyui_env import workspace_sharing
+from tests.integration.browser import chromium, screenshot, wait_for_editor
 from tests.integration.serve import Server, serve_config
 
 pytestmark = pytest.mark.comfyui
@@ -263,3 +264,28 @@ def test_signing_out_clears_the_cookie(env: Env) -> None:
         assert (out.status_code, out.headers["location"]) == (303, "/login")
         assert "Max-Age=0" in out.headers["set-cookie"]
         assert browser.get("/instances/0/", headers={"Accept": "text/html"}).status_code == 303
+
+
+def test_in_a_browser_the_sign_in_page_gates_the_editor_and_each_instances_editor(
+    env: Env,
+) -> None:
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(env.server.url + "/instances/0/")
+        assert page.title() == "Sign in · comfyfleet"
+        page.fill("#key", "cf_not_a_key")
+        page.click("button[type=submit]")
+        assert page.locator("#error").is_visible()
+        assert page.title() == "Sign in · comfyfleet"
+        screenshot(page, "sign-in-refused.png")
+        page.fill("#key", env.admin)
+        page.click("button[type=submit]")
+        page.wait_for_url(env.server.url + "/instances/0/")
+        wait_for_editor(page)
+        assert page.evaluate("() => window.app.api.api_base") == "/instances/0"
+        page.goto(env.server.url + "/")
+        wait_for_editor(page)  # the same session opens the fleet's editor too
+        screenshot(page, "editor-after-sign-in.png")
+        page.context.clear_cookies()
+        page.goto(env.server.url + "/")
+        assert page.title() == "Sign in · comfyfleet"

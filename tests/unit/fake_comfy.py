@@ -47,6 +47,8 @@ class FakeComfy:
     sockets: set[_Socket] = field(default_factory=set)
     current: str | None = None
     interrupted: bool = False
+    submit_delay_s: float = 0.0
+    """How long POST /prompt takes to answer (ComfyUI answers late while its worker runs)."""
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
 
@@ -102,6 +104,7 @@ class FakeComfy:
                 )
             self.queue.append(_Prompt(body["prompt_id"], body["prompt"], body["client_id"]))
             self._wake.set()
+            await asyncio.sleep(self.submit_delay_s)
             return httpx.Response(200, json={"prompt_id": body["prompt_id"], "number": 1})
         if path.startswith("/history/"):
             pid = path.rsplit("/", 1)[1]

@@ -27,12 +27,28 @@ def sleep(seconds: float = 0.02) -> dict[str, Any]:
     return {"class_type": "FleetSleep", "inputs": {"seconds": seconds}}
 
 
+class SlowClaimsFor(MemoryJobStore):
+    """Claims for one instance take a while, as they may behind a store's worker threads: the
+    order in which two lanes' claims land is not the order in which they were made."""
+
+    def __init__(self, instance: int, delay_s: float) -> None:
+        super().__init__()
+        self.slow, self.delay_s = instance, delay_s
+
+    async def claim(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("instance") == self.slow:
+            await asyncio.sleep(self.delay_s)
+        return await super().claim(*args, **kwargs)
+
+
 def run(
     body: Callable[[MemoryJobStore, Dispatcher, list[FakeComfy]], Awaitable[None]],
     instances: int = 2,
+    store: MemoryJobStore | None = None,
 ) -> None:
     async def main() -> None:
-        store = MemoryJobStore()
+        nonlocal store
+        store = store or MemoryJobStore()
         fakes = [FakeComfy(f"i{i}") for i in range(instances)]
         by_url = {f"http://127.0.0.1:{9000 + i}": fake for i, fake in enumerate(fakes)}
         dispatcher = Dispatcher(
@@ -85,6 +101,28 @@ def test_jobs_spread_over_both_instances_and_complete_once() -> None:
         assert first["kind"] == "images"
 
     run(body)
+
+
+def test_a_job_arriving_while_an_instance_submits_goes_to_the_idle_one() -> None:
+    """ComfyUI answers POST /prompt late while its worker runs: the lane still submitting its
+    first job must not take a job that arrives meanwhile into its second slot while the other
+    instance idles."""
+
+    async def body(store: MemoryJobStore, d: Dispatcher, fakes: list[FakeComfy]) -> None:
+        for fake in fakes:
+            fake.submit_delay_s = 0.3
+        await store.enqueue(NewJob("first", graph(sleep(0.5))))
+        await d.dispatch()
+        while (await store.get("first")).instance is None:
+            await asyncio.sleep(0.005)
+        await store.enqueue(NewJob("second", graph(sleep(0.5))))
+        await d.dispatch()
+        await until_done(store, ["first", "second"])
+        first, second = await store.get("first"), await store.get("second")
+        assert {first.instance, second.instance} == {0, 1}
+
+    # The busy lane (instance 0, the first to claim) would win a race of claims.
+    run(body, store=SlowClaimsFor(instance=1, delay_s=0.05))
 
 
 def test_a_node_error_fails_the_job_at_once_naming_the_node() -> None:

@@ -119,6 +119,7 @@ class Dispatcher:
             remote=RemoteServer(self.remote, client) if attached else None,
             routing=self._affinity,
         )
+        lane.peers = self.lanes.values
         if old is not None:
             lane.in_flight = old.in_flight
             self._spawn(old.events.aclose())
@@ -155,7 +156,13 @@ class Dispatcher:
 
     def notify(self) -> None:
         """A job was enqueued in this process: fill slots now instead of at the next poll."""
+        self._fresh_work()
         self.wake.set()
+
+    def _fresh_work(self) -> None:
+        """A new job may suit any lane, including one whose last claim found nothing."""
+        for lane in self.lanes.values():
+            lane.starved = False
 
     async def dispatch(self) -> None:
         """Start filling free slots now: the gateway calls this right after an enqueue, so a
@@ -164,6 +171,7 @@ class Dispatcher:
         idle). The fill runs in tasks of the lanes and is not awaited: ComfyUI answers
         POST /prompt only once its worker thread lets go of the GIL, often after the graph
         ran, and a submission held for that answer reached its client 10-20 ms late."""
+        self._fresh_work()
         for lane in self._emptiest_first():
             if lane.free_slots() > 0:
                 lane.fill_soon()

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from comfyfleet.comfy import (
@@ -87,6 +87,10 @@ class Lane:
         self.in_flight: dict[str, _InFlight] = {}  # prompt id -> job
         self.completed = 0
         self._claiming = 0
+        self.starved = False
+        """The last claim found nothing for this instance; a new enqueue clears it."""
+        self.peers: Callable[[], Iterable[Lane]] = tuple
+        """The other lanes of the dispatcher: a lane leaves a job to an emptier one."""
         self.on_preview = on_preview
         self.limits = limits or JobLimits()
         self.prepare = prepare
@@ -120,6 +124,17 @@ class Lane:
                 return frozenset(flight.job.models)
         return self.loaded
 
+    def _emptier_peer(self) -> Lane | None:
+        """A serving lane running fewer jobs than this one, claiming now or able to find one:
+        filling a second slot here while another instance idles makes the job wait for ours."""
+        mine = len(self.in_flight)
+        for peer in self.peers():
+            if peer is self or not peer.serving or len(peer.in_flight) >= mine:
+                continue
+            if peer._claiming or (not peer.starved and peer.free_slots() > 0):
+                return peer
+        return None
+
     def free_slots(self) -> int:
         return self.slots - len(self.in_flight) - self._claiming if self.serving else 0
 
@@ -130,6 +145,12 @@ class Lane:
         completion, the dispatcher's loop on its poll): a slot is reserved before the claim."""
         submitted = 0
         while self.free_slots() > 0:
+            emptier = self._emptier_peer()
+            if emptier is not None:
+                # A job claimed now would queue behind ours while that instance idles: it
+                # tries first, and its fill wakes the dispatcher, whose next round comes back.
+                emptier.fill_soon()
+                break
             prompt_id = uuid.uuid4().hex
             self._claiming += 1
             try:
@@ -142,6 +163,7 @@ class Lane:
                 )
                 if job is not None:
                     self.in_flight[prompt_id] = _InFlight(job, prompt_id)
+                self.starved = job is None
             finally:
                 self._claiming -= 1
             if job is None:

@@ -24,6 +24,7 @@ import httpx
 
 from comfyfleet.facades.instances._errors import ProxyError
 from comfyfleet.facades.instances._headers import request_headers, response_headers, upstream_url
+from comfyfleet.facades.instances._subpath import may_need_router_base, with_router_base
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -88,11 +89,14 @@ async def forward_http(
                 yield bytes(chunk)
 
     url = upstream_url(base_url, path, scope.get("query_string") or b"", websocket=False)
+    method = scope.get("method", "GET")
+    rewrite = bool(prefix) and may_need_router_base(method, path)
+    headers = request_headers(scope, base_url=base_url, prefix=prefix)
+    if rewrite:  # read whole and plain, to be changed before it is sent on
+        headers = [(k, v) for k, v in headers if k.lower() != b"accept-encoding"]
+        headers.append((b"accept-encoding", b"identity"))
     request = client.build_request(
-        scope.get("method", "GET"),
-        url,
-        headers=request_headers(scope, base_url=base_url, prefix=prefix),
-        content=None if body_done else body(),
+        method, url, headers=headers, content=None if body_done else body()
     )
     try:
         response = await client.send(request, stream=True)
@@ -110,6 +114,9 @@ async def forward_http(
             {"url": base_url},
         ) from exc
     try:
+        if rewrite and response.status_code == 200:
+            await _send_rewritten(response, send, base_url=base_url, prefix=prefix)
+            return
         headers = response_headers(response.headers.raw, base_url=base_url, prefix=prefix)
         await send(
             {"type": "http.response.start", "status": response.status_code, "headers": headers}
@@ -120,6 +127,20 @@ async def forward_http(
             await _relay(response, send)
     finally:
         await response.aclose()
+
+
+async def _send_rewritten(
+    response: httpx.Response, send: Send, *, base_url: str, prefix: str
+) -> None:
+    body = with_router_base(await response.aread())
+    kept = [
+        (name, value)
+        for name, value in response_headers(response.headers.raw, base_url=base_url, prefix=prefix)
+        if name.lower() not in (b"content-length", b"content-encoding", b"etag")
+    ]
+    kept.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": 200, "headers": kept})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 async def _relay(response: httpx.Response, send: Send) -> None:
