@@ -5,8 +5,10 @@ connection. A supervisor is found by answering here, never by a stored pid: a so
 refuses connections is a dead supervisor's, and is treated as "not running".
 
 Requests: `{"op": "ping"}`, `{"op": "status"}`, `{"op": "wait", "timeout": S}` (until every
-instance serves or one is fatal), `{"op": "restart", "instance": N|null}`, `{"op": "down"}`
-(answers once everything stopped), `{"op": "events"}` (recent events, then live ones, streamed).
+instance serves or one is fatal), `{"op": "restart", "instance": N|null}`, `{"op": "control",
+"instance": N, "action": "restart"|"stop"|"start"}` (one instance, answered once done),
+`{"op": "down"}` (answers once everything stopped), `{"op": "events"}` (recent events, then live
+ones, streamed).
 """
 
 from __future__ import annotations
@@ -113,6 +115,16 @@ class ControlServer:
                 "ok": True,
                 "restarted": self._supervisor.restart(None if index is None else int(index)),
             }
+        if op == "control":
+            try:
+                done = await self._supervisor.control(
+                    int(request["instance"]), str(request["action"])
+                )
+            except (KeyError, TypeError, ValueError):
+                return {"ok": False, "error": "control needs an instance number and an action"}
+            except SupervisorError as exc:
+                return {"ok": False, "error": exc.message}
+            return {"ok": True, "done": done}
         if op == "down":
             await self._shutdown()
             return {"ok": True, "stopped": [i.spec.index for i in self._supervisor.instances]}
