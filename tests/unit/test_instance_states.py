@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from comfyfleet.errors import SupervisorError
 from comfyfleet.supervise import (
     FleetSettings,
     InstanceEvent,
@@ -18,7 +19,6 @@ from comfyfleet.supervise import (
     State,
     Supervisor,
 )
-from comfyfleet.errors import SupervisorError
 from comfyfleet.supervise._states import check_transition
 from tests.unit.fake_processes import Behaviour, FakeLauncher, FakeProber
 

@@ -30,6 +30,8 @@ from comfyfleet.jobs import (
 )
 from comfyfleet.models import ModelLibrary
 from comfyfleet.roles._backends import Backends
+from comfyfleet.roles._commands import CommandRunner
+from comfyfleet.roles._machine import MachineMeter
 from comfyfleet.roles._report import Reporter, new_agent
 from comfyfleet.supervise import FollowedSupervisor, Supervisor
 from comfyfleet.webhooks import WebhookService
@@ -49,6 +51,8 @@ class AgentPart:
     webhooks: WebhookService
     backends: Backends
     library: ModelLibrary
+    commands: CommandRunner
+    machine: MachineMeter
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _sending: bool = False
 
@@ -62,6 +66,7 @@ class AgentPart:
         self._tasks = [
             asyncio.create_task(self.reporter.run()),
             asyncio.create_task(self._lead_webhooks()),
+            asyncio.create_task(self.commands.run()),
         ]
 
     async def stop(self) -> None:
@@ -72,6 +77,7 @@ class AgentPart:
                 await task
         await self.dispatcher.stop()
         await self.previews.stop()
+        self.machine.close()
         if self._sending:
             await self.webhooks.stop()
         registry = self.backends.registry
@@ -149,6 +155,9 @@ def build_agent(
         dispatcher.on_disk = frozenset(f"{k}/{name}" for k, v in found.items() for name in v)
         return {k: sorted(v) for k, v in found.items()}
 
+    machine = MachineMeter(
+        {"models": ws.models_dir, "outputs": ws.output_dir, "workspace": ws.root}
+    )
     reporter = Reporter(
         backends.registry,
         agent,
@@ -157,6 +166,7 @@ def build_agent(
         base_url=lambda port: f"http://{shown}:{port}",
         list_models=list_models,
         loaded_models=dispatcher.loaded_models,
+        machine=machine.read,
         heartbeat_s=serve.agent_heartbeat_s,
     )
     supervisor.add_listener(lambda event: reporter.wake())
@@ -166,4 +176,7 @@ def build_agent(
         backends.webhooks,
         view=lambda job: job_view(job, storage=backends.storage),
     )
-    return AgentPart(dispatcher, reporter, writer, webhooks, backends, library)
+    commands = CommandRunner(
+        backends.registry, agent.id, control=supervisor.control, log_path=ws.instance_log
+    )
+    return AgentPart(dispatcher, reporter, writer, webhooks, backends, library, commands, machine)
