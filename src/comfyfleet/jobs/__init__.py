@@ -45,7 +45,13 @@ from comfyfleet.jobs._model import (
 )
 from comfyfleet.jobs._open import open_registry, open_store
 from comfyfleet.jobs._postgres import PostgresJobStore
-from comfyfleet.jobs._prepare import INSTALL_PRESET, ModelFetch, PrepareFailed, Preparer
+from comfyfleet.jobs._prepare import (
+    INSTALL_MODEL,
+    INSTALL_PRESET,
+    ModelFetch,
+    PrepareFailed,
+    Preparer,
+)
 from comfyfleet.jobs._remote import RemoteFolders
 from comfyfleet.jobs._results import OutputPublisher
 from comfyfleet.jobs._routing import CLAIM_WINDOW, Affinity
@@ -56,6 +62,7 @@ from comfyfleet.jobs._store import JobStore, QueueSignal
 __all__ = [
     "CLAIM_WINDOW",
     "COMMANDS",
+    "INSTALL_MODEL",
     "INSTALL_PRESET",
     "LEASE_EXPIRED",
     "SERVING_STATES",
