@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from comfyfleet.assets import AssetSettings
 from comfyfleet.auth import AuthSettings
+from comfyfleet.dashboard import DashboardSettings
 from comfyfleet.gateway import ServeSettings
 from comfyfleet.models import ModelSettings
 from comfyfleet.provision import InstallSettings
@@ -52,3 +53,4 @@ class Settings(BaseSettings):
     assets: AssetSettings = Field(default_factory=AssetSettings)  # type: ignore[arg-type]
     models: ModelSettings = Field(default_factory=ModelSettings)
     templates: TemplateSettings = Field(default_factory=TemplateSettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)

@@ -19,6 +19,7 @@ from fastapi import APIRouter
 
 from comfyfleet.auth import Sessions, key_lookup, open_key_store, session_secret
 from comfyfleet.config import Settings, redacted_settings
+from comfyfleet.dashboard import dashboard_router
 from comfyfleet.facades.comfy_v2 import comfy_v2_router
 from comfyfleet.facades.comfyui import ComfyApi, Folders, SocketHub, comfyui_router
 from comfyfleet.facades.instances import InstanceProxy, home_proxy, instances_router
@@ -139,6 +140,15 @@ async def start_gateway(
         ),
         config_router(lambda: redacted_settings(settings), role="serve" if agent else "gateway"),
     ]
+    sessions = _sessions(settings, ws, backends)
+    if settings.dashboard.enabled:
+        routers.append(
+            dashboard_router(
+                settings.dashboard,
+                keys_enabled=backends.keys is not None,
+                sessions=sessions is not None,
+            )
+        )
     if agent is not None:  # model files are an agent's disk: listed where one runs
         preset, model = _installs(backends.store, agent.dispatcher.notify)
         routers.append(
@@ -177,7 +187,7 @@ async def start_gateway(
         routers=tuple(routers),
         keys=backends.keys,
         public_paths=settings.auth.public_paths,
-        sessions=_sessions(settings, ws, backends),
+        sessions=sessions,
         fallback=home_proxy(proxy),
     )
     config = uvicorn.Config(
