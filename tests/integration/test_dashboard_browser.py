@@ -147,7 +147,7 @@ def test_a_template_runs_from_its_form_with_progress_and_its_image_in_the_galler
     assert job["status"] == "succeeded"
     assert job["options"]["template"]["params"]["width"] == 64
     assert job["options"]["template"]["params"]["prompt"] == "a grey cat on a red sofa"
-    _shot(page, "dashboard-job.png")
+    _shot(page, "dashboard-job-run.png")
     page.context.close()
 
 

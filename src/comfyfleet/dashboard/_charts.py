@@ -36,6 +36,8 @@ class Line:
     points: str
     kind: str
     label: str
+    dots: tuple[tuple[float, float], ...] = ()
+    """Points drawn as dots as well: a value with no neighbour, which a line cannot show."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,19 @@ def nice_ceiling(value: float) -> float:
     for step in (1, 2, 2.5, 5, 10):
         candidate = step * 10**exponent
         if candidate >= value - 1e-12:
+            return float(candidate)
+    return float(10 ** (exponent + 1))
+
+
+def count_ceiling(value: float) -> float:
+    """An axis maximum for counts whose half is a whole number too: 2, 4, 6, 8, 10, 20, 50,
+    100, 200, 500, ..."""
+    if value <= 10:
+        return float(max(2, math.ceil(value / 2) * 2))
+    exponent = math.floor(math.log10(value))
+    for step in (1, 2, 5, 10):
+        candidate = step * 10**exponent
+        if candidate >= value:
             return float(candidate)
     return float(10 ** (exponent + 1))
 
@@ -105,7 +120,7 @@ def throughput_chart(stats: dict[str, Any]) -> Chart:
         return Chart(summary, empty=True)
     plot_w = WIDTH - LEFT - 4
     plot_h = HEIGHT - BOTTOM - TOP
-    top = nice_ceiling(max(_ended(b) for b in buckets))
+    top = count_ceiling(max(_ended(b) for b in buckets))
     slot = plot_w / len(buckets)
     gap = min(2.0, slot * 0.2)
     bars = []
@@ -159,11 +174,12 @@ def latency_chart(stats: dict[str, Any]) -> Chart:
         ("total_p50", "p50", "median"),
     ):
         for run in _runs(buckets, key):
-            points = " ".join(
-                f"{LEFT + (n + 0.5) * slot:.1f},{HEIGHT - BOTTOM - plot_h * value / top:.1f}"
-                for n, value in run
-            )
-            lines.append(Line(points, kind, label))
+            xy = [
+                (round(LEFT + (n + 0.5) * slot, 1), round(HEIGHT - BOTTOM - plot_h * v / top, 1))
+                for n, v in run
+            ]
+            points = " ".join(f"{x},{y}" for x, y in xy)
+            lines.append(Line(points, kind, label, tuple(xy) if len(run) == 1 else ()))
     bucket_s = float(stats.get("bucket_s", 60))
     return Chart(
         summary,
@@ -178,8 +194,7 @@ def _ended(bucket: dict[str, Any]) -> int:
 
 
 def _runs(buckets: Sequence[dict[str, Any]], key: str) -> list[list[tuple[int, float]]]:
-    """Stretches of buckets that have a value: each is one polyline (a lone point is drawn as
-    a tiny segment, so it shows)."""
+    """Stretches of buckets that have a value: each is one polyline."""
     runs: list[list[tuple[int, float]]] = []
     current: list[tuple[int, float]] = []
     for n, bucket in enumerate(buckets):
@@ -192,4 +207,4 @@ def _runs(buckets: Sequence[dict[str, Any]], key: str) -> list[list[tuple[int, f
         current.append((n, float(value)))
     if current:
         runs.append(current)
-    return [run if len(run) > 1 else [run[0], (run[0][0], run[0][1])] for run in runs]
+    return runs
