@@ -340,6 +340,7 @@
         initial: {},
         preview: "",
         running: null,
+        ended: false,
         init() {
           const self = this;
           this.$root.querySelectorAll("[data-node]").forEach(function (li) {
@@ -367,6 +368,7 @@
             status(data, source) {
               if (FINAL.indexOf(data.status) < 0) return;
               source.close();
+              self.ended = true;
               if (self.running) self.set(self.running, { state: data.status === "succeeded" ? "done" : "failed" });
               self.running = null;
               if (self.$root.dataset.final !== "true") refreshLive();
