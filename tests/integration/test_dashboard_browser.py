@@ -9,6 +9,7 @@ that disturb the fleet (a restart, a kill -9) come last.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -20,12 +21,13 @@ from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests.integration.axe import axe_script, serious_violations
 from tests.integration.browser import ARTIFACTS, chromium
 from tests.integration.dashboard_env import PRESET, PRESET_FILE, DashboardEnv, dashboard_env
-from tests.integration.serve import sleep_graph
+from tests.integration.serve import model_free_graph, sleep_graph
 
 pytestmark = pytest.mark.comfyui
 
@@ -148,6 +150,74 @@ def test_a_template_runs_from_its_form_with_progress_and_its_image_in_the_galler
     assert job["options"]["template"]["params"]["width"] == 64
     assert job["options"]["template"]["params"]["prompt"] == "a grey cat on a red sofa"
     _shot(page, "dashboard-job-run.png")
+    page.context.close()
+
+
+def test_a_finished_job_downloads_opens_in_the_editor_and_runs_again(
+    browser: Browser, env: DashboardEnv, tmp_path: Path
+) -> None:
+    old = SEEN["job"]
+    page = _signed_in(browser, env, f"/dashboard/jobs/{old}")
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download workflow").click()
+    graph = json.loads(Path(download.value.path()).read_text())
+    assert graph["3"]["class_type"] == "KSampler" and graph["3"]["inputs"]["steps"] == 8
+    with page.context.expect_page() as opened:
+        page.get_by_role("button", name="Open in editor").click()
+    editor = opened.value
+    editor.wait_for_function(
+        """() => window.app && window.app.graph && window.app.graph.nodes.some(n =>
+            n.type === 'KSampler' && n.widgets.some(w => w.name === 'steps' && w.value === 8))""",
+        timeout=90_000,
+    )
+    editor.close()
+    page.get_by_role("button", name="Retry as a new job").click()
+    page.wait_for_url(re.compile(r"/dashboard/jobs/(?!" + old + r")[0-9a-f]{32}$"))
+    expect(page.locator("#live .pill").first).to_have_text("succeeded", timeout=180_000)
+    again = env.server.job(page.url.rsplit("/", 1)[1])
+    assert again["options"]["retry_of"] == old and again["status"] == "succeeded"
+    page.context.close()
+
+
+def test_a_workflow_file_runs_and_one_the_api_refuses_shows_its_message(
+    browser: Browser, env: DashboardEnv, tmp_path: Path
+) -> None:
+    good = tmp_path / "inverted.json"
+    good.write_text(json.dumps(model_free_graph(time.time_ns() % 1_000_000, "dropped")))
+    bad = tmp_path / "unknown.json"
+    bad.write_text(json.dumps({"1": {"class_type": "NoSuchNode", "inputs": {}}}))
+    page = _signed_in(browser, env, "/dashboard/run")
+    drop = page.get_by_role("button", name="Workflow file")
+    drop.set_input_files(str(bad))
+    expect(page.locator("[x-data=workflowDrop] .form-error")).to_contain_text(
+        "unknown node type 'NoSuchNode'"
+    )
+    drop.set_input_files(str(good))
+    page.wait_for_url(re.compile(r"/dashboard/jobs/[0-9a-f]{32}$"))
+    expect(page.locator("#live .pill").first).to_have_text("succeeded", timeout=60_000)
+    expect(page.locator(".gallery img")).to_have_count(1)
+    page.context.close()
+
+
+def test_an_image_parameter_is_uploaded_from_the_form(
+    browser: Browser, env: DashboardEnv, tmp_path: Path
+) -> None:
+    picture = tmp_path / "red.png"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(picture)
+    digest = hashlib.sha256(picture.read_bytes()).hexdigest()
+    page = _signed_in(browser, env, "/dashboard/run?template=img2img")
+    page.set_input_files("#f-image", str(picture))
+    page.fill("#f-steps", "2")
+    page.click("form.run-form button[type=submit]")
+    page.wait_for_url(re.compile(r"/dashboard/jobs/[0-9a-f]{32}$"), timeout=30_000)
+    image = page.locator(".gallery img").first
+    expect(image).to_be_visible(timeout=180_000)
+    page.wait_for_function(
+        "img => img.complete && img.naturalWidth === 64", arg=image.element_handle()
+    )
+    job_id = page.url.rsplit("/", 1)[1]
+    graph = env.server.http.get(f"/v1/jobs/{job_id}/workflow").json()
+    assert graph["10"]["inputs"]["image"] == f"comfyfleet-assets/{digest}.png"
     page.context.close()
 
 

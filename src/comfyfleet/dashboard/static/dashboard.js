@@ -419,13 +419,19 @@
             notice(answer.message);
             return;
           }
+          /* Once the editor has set itself up (its own first graph in place, or a few seconds
+           * after its app appeared), the job's graph replaces that one. */
           const deadline = Date.now() + 60000;
+          let readyAt = 0;
           (function load() {
             try {
               const app = editor.app;
               if (app && app.graph && app.loadApiJson) {
-                app.loadApiJson(answer.data, "job " + id);
-                return;
+                readyAt = readyAt || Date.now();
+                if (app.graph.nodes.length > 0 || Date.now() - readyAt > 3000) {
+                  app.loadApiJson(answer.data, "job " + id);
+                  return;
+                }
               }
             } catch (err) {
               /* not loaded yet */
