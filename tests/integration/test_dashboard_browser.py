@@ -242,7 +242,7 @@ def test_a_running_sleep_job_is_cancelled_from_its_page(
     page.context.close()
 
 
-def test_a_preset_installs_with_its_progress_bar_reaching_100(
+def test_a_preset_installs_with_its_progress_bar_reaching_100_and_its_file_is_removed(
     browser: Browser, env: DashboardEnv
 ) -> None:
     page = _signed_in(browser, env, "/dashboard/models")
@@ -258,7 +258,12 @@ def test_a_preset_installs_with_its_progress_bar_reaching_100(
     assert (env.models / "loras" / PRESET_FILE).is_file()
     # The page then shows the preset installed (it reloads itself after the install).
     expect(page.locator(f'[data-preset="{PRESET}"] .pill')).to_have_text("installed")
-    expect(page.locator(f'[data-model="loras/{PRESET_FILE}"]')).to_be_visible()
+    installed = page.locator(f'[data-model="loras/{PRESET_FILE}"]')
+    expect(installed).to_be_visible()
+    installed.get_by_role("button", name="Remove").click()  # the dialog is accepted
+    expect(page.locator(f'[data-model="loras/{PRESET_FILE}"]')).to_have_count(0)
+    assert not (env.models / "loras" / PRESET_FILE).exists()
+    expect(page.locator(f'[data-preset="{PRESET}"] .pill')).to_have_text("1 of 1 missing")
     page.context.close()
 
 

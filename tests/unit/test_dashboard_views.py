@@ -386,3 +386,16 @@ def test_keys_and_deliveries_show_no_secret() -> None:
         NOW,
     )
     assert (delivery.target, delivery.next_try) == ("https://hooks.example:8443", "in 1 min 30 s")
+
+
+def test_a_webhook_target_that_keeps_failing_is_a_warning_naming_only_its_host() -> None:
+    pending = [
+        {"url": "https://hooks.example/in?token=s3cret", "attempts": 4, "last_error": "HTTP 502"},
+        {"url": "https://hooks.example/in?token=s3cret", "attempts": 2, "last_error": "HTTP 502"},
+        {"url": "https://ok.example/x", "attempts": 1, "last_error": None},
+    ]
+    texts = [w.text for w in warnings(_fleet(_instance("a", 0)), now=NOW, retrying=pending)]
+    assert texts == [
+        "The webhook target https://hooks.example is not answering: 2 deliveries retrying "
+        "(last error: HTTP 502)"
+    ]

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from comfyfleet.dashboard._format import ago, duration, timestamp
+from comfyfleet.dashboard._overview import webhook_target
 
 KEY_TONES = {"active": "ok", "revoked": "off", "expired": "warn"}
 DELIVERY_TONES = {"pending": "warn", "delivered": "ok", "failed": "bad"}
@@ -68,7 +69,7 @@ def delivery_rows(deliveries: list[dict[str, Any]], now: float) -> list[Delivery
                 event=str(d.get("type") or ""),
                 state=str(d.get("state")),
                 tone=DELIVERY_TONES.get(str(d.get("state")), "warn"),
-                target=_host(str(d.get("url") or "")),
+                target=webhook_target(str(d.get("url") or "")),
                 attempts=int(d.get("attempts") or 0),
                 last_error=str(d.get("last_error") or ""),
                 next_try=_next_try(d, now),
@@ -83,12 +84,6 @@ def _next_try(delivery: dict[str, Any], now: float) -> str:
     if delivery.get("state") != "pending" or not isinstance(at, int | float):
         return ""
     return "now" if at <= now else f"in {duration(at - now)}"
-
-
-def _host(url: str) -> str:
-    """Where a delivery goes, without its path and query (a webhook URL may carry a token)."""
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0].rpartition('@')[2]}" if rest else ""
 
 
 def settings_text(config: dict[str, Any]) -> str:

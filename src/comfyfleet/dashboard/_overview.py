@@ -254,8 +254,10 @@ def warnings(
     now: float,
     fleet_error: str | None = None,
     failed_deliveries: int | None = None,
+    retrying: list[dict[str, Any]] | None = None,
 ) -> list[Warning]:
-    """What needs someone's attention, worst first."""
+    """What needs someone's attention, worst first. `retrying`: pending webhook deliveries
+    (a target that fails them again and again is down)."""
     if fleet is None:
         return [Warning("bad", f"The fleet cannot be read from the store: {fleet_error}")]
     found: list[Warning] = []
@@ -293,6 +295,7 @@ def warnings(
         found.append(Warning("bad", "No instance is serving: jobs wait in the queue"))
     if not instances:
         found.append(Warning("warn", "No instance has registered yet"))
+    found.extend(_targets_down(retrying or []))
     if failed_deliveries:
         many = "at least " if failed_deliveries >= 50 else ""
         found.append(
@@ -304,3 +307,37 @@ def warnings(
             )
         )
     return sorted(found, key=lambda w: w.level != "bad")
+
+
+RETRIED = 2
+"""Attempts after which a pending webhook delivery says its target is not answering."""
+
+
+def _targets_down(pending: list[dict[str, Any]]) -> list[Warning]:
+    """One warning per webhook target whose deliveries keep failing (by host: a URL may carry
+    a token in its path or query)."""
+    by_target: dict[str, list[dict[str, Any]]] = {}
+    for delivery in pending:
+        if int(delivery.get("attempts") or 0) >= RETRIED:
+            by_target.setdefault(webhook_target(str(delivery.get("url") or "")), []).append(
+                delivery
+            )
+    found = []
+    for target, deliveries in sorted(by_target.items()):
+        last = str(deliveries[0].get("last_error") or "no answer")
+        found.append(
+            Warning(
+                "warn",
+                f"The webhook target {target} is not answering: {len(deliveries)} deliveries "
+                f"retrying (last error: {last})",
+                "/dashboard/settings#webhooks",
+            )
+        )
+    return found
+
+
+def webhook_target(url: str) -> str:
+    """Where a delivery goes, without its path, query and credentials (a webhook URL may carry
+    a token)."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0].rpartition('@')[2]}" if rest else ""

@@ -86,11 +86,12 @@ class _Site:
         if who is None:
             return self.refused(request)
         async with Api(request.app, who.key) as v1:
-            fleet, running, stats, failed = await asyncio.gather(
+            fleet, running, stats, failed, pending = await asyncio.gather(
                 v1.get("/v1/instances"),
                 v1.get("/v1/jobs", status="running", limit=100),
                 v1.get("/v1/stats"),
-                _failed_deliveries(v1, who),
+                _deliveries(v1, who, "failed"),
+                _deliveries(v1, who, "pending"),
             )
         now = time.time()
         data = fleet.data if fleet.ok else None
@@ -103,6 +104,7 @@ class _Site:
                 now=now,
                 fleet_error=None if fleet.ok else fleet.error,
                 failed_deliveries=len(failed.get("deliveries", [])) if failed else None,
+                retrying=pending.get("deliveries", []) if pending else None,
             ),
             "queue": stats.get("queue", {}),
             "stats": stats.data if stats.ok else {},
@@ -261,9 +263,9 @@ class _Site:
         return self.pages.render(request, "settings.html", context, who=who, page="settings")
 
 
-async def _failed_deliveries(v1: Api, who: Viewer) -> Answer | None:
-    """Dead-lettered webhook deliveries, for the overview's warnings (admins only may read
-    them; for others the warning is left out rather than refused)."""
+async def _deliveries(v1: Api, who: Viewer, state: str) -> Answer | None:
+    """Webhook deliveries in `state`, for the overview's warnings (admins only may read them;
+    for others the warnings are left out rather than refused)."""
     if not who.admin:
         return None
-    return await v1.get("/v1/webhooks/deliveries", state="failed", limit=50)
+    return await v1.get("/v1/webhooks/deliveries", state=state, limit=50)
