@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -150,7 +151,7 @@ class _Site:
             return self.refused(request)
         async with Api(request.app, who.key) as v1:
             found, workflow = await asyncio.gather(
-                v1.get(f"/v1/jobs/{job_id}"), v1.get(f"/v1/jobs/{job_id}/workflow")
+                v1.get(f"/v1/jobs/{_part(job_id)}"), v1.get(f"/v1/jobs/{_part(job_id)}/workflow")
             )
         if not found.ok:
             missing = {"title": "No such job", "message": found.error}
@@ -169,7 +170,7 @@ class _Site:
             known = [t for t in listed.get("templates", []) if isinstance(t, dict)]
             names = [str(t["name"]) for t in known]
             chosen = template or ("txt2img" if "txt2img" in names else (names or [""])[0])
-            detail = await v1.get(f"/v1/templates/{chosen}") if chosen else None
+            detail = await v1.get(f"/v1/templates/{_part(chosen)}") if chosen else None
         context: dict[str, Any] = {
             "title": "Run",
             "templates": known,
@@ -225,7 +226,7 @@ class _Site:
         if who is None:
             return self.refused(request)
         async with Api(request.app, who.key) as v1:
-            log = await v1.get(f"/v1/instances/{ref}/logs", lines=200)
+            log = await v1.get(f"/v1/instances/{_part(ref)}/logs", lines=200)
         context = {
             "ref": ref,
             "lines": log.get("lines", []),
@@ -261,6 +262,11 @@ class _Site:
             "deliveries_error": None if failed.ok else failed.error,
         }
         return self.pages.render(request, "settings.html", context, who=who, page="settings")
+
+
+def _part(value: str) -> str:
+    """A value from this page's URL, as one segment of a `/v1` path."""
+    return quote(value, safe="")
 
 
 async def _deliveries(v1: Api, who: Viewer, state: str) -> Answer | None:

@@ -211,9 +211,10 @@
           }
           const details = answer.data && answer.data.error && answer.data.error.details;
           const named = details && details.parameter;
-          if (named && form.querySelector('[data-field="' + named + '"]')) {
+          const field = named ? form.querySelector('[data-field="' + CSS.escape(named) + '"]') : null;
+          if (field) {
             this.errors = Object.assign({}, this.errors, { [named]: answer.message });
-            const input = form.querySelector('[data-field="' + named + '"] [data-type]');
+            const input = field.querySelector("[data-type]");
             if (input) {
               input.setAttribute("aria-invalid", "true");
               input.focus();
