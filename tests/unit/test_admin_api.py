@@ -113,11 +113,15 @@ def test_the_settings_are_shown_with_every_secret_masked() -> None:
         fleet={"env": {"HF_TOKEN": "hf_abcdef", "CUDA_MODULE_LOADING": "LAZY"}},  # type: ignore[arg-type]
         webhooks={"secret": "whsec_" + "a" * 32},  # type: ignore[arg-type]
         assets={"allowed_hosts": ["https://cdn.example/x?sig=abc&v=1"]},  # type: ignore[arg-type]
+        install={"pip_args": ["--extra-index-url=https://tok3n@pypi.example/simple"]},  # type: ignore[arg-type]
     )
     shown = redacted_settings(settings)
     text = json.dumps(shown)
-    for secret in ("hunter2", "s" * 40, "aws-secret", "hdr-secret", "hf_abcdef", "whsec_", "abc&"):
+    secrets = ("hunter2", "s" * 40, "aws-secret", "hdr-secret", "hf_abcdef", "whsec_", "abc&")
+    for secret in (*secrets, "tok3n"):
         assert secret not in text
+    assert shown["install"]["pip_args"] == ["--extra-index-url=https://***@pypi.example/simple"]
+    assert shown["assets"]["allowed_hosts"] == ["https://cdn.example/x?sig=***&v=1"]
     assert shown["serve"]["store"] == "postgresql://fleet:***@db.internal:5432/fleet"
     assert shown["fleet"]["env"] == {"HF_TOKEN": "***", "CUDA_MODULE_LOADING": "LAZY"}
     assert shown["storage"]["secret_access_key"] == "***"

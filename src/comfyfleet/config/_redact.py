@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel
 
@@ -25,6 +24,10 @@ _SECRET_NAME = re.compile(
     re.IGNORECASE,
 )
 _PYDANTIC_MASK = "**********"
+_USERINFO = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*)(?::(?P<password>[^/@\s]*))?@"
+)
+_QUERY_VALUE = re.compile(r"(?P<lead>[?&;])(?P<name>[^=&#\s]+)=(?P<value>[^&#\s]*)")
 
 
 def redacted_settings(settings: BaseModel) -> dict[str, Any]:
@@ -48,22 +51,20 @@ def _clean(value: Any, *, name: str) -> Any:
 
 
 def _clean_url(text: str) -> str:
-    """`text` with a URL's password and secret-looking query values masked (other text as
-    it is)."""
-    if "://" not in text:
-        return text
-    try:
-        parts = urlsplit(text)
-        password = parts.password
-    except ValueError:
-        return text
-    if password is not None:
-        host = parts.netloc.rpartition("@")[2]
-        parts = parts._replace(netloc=f"{parts.username or ''}:{MASK}@{host}")
-    if parts.query:
-        query = [
-            (key, MASK if _SECRET_NAME.search(key) else item)
-            for key, item in parse_qsl(parts.query, keep_blank_values=True)
-        ]
-        parts = parts._replace(query=urlencode(query, safe="*"))
-    return urlunsplit(parts)
+    """`text` with the credentials of every URL in it masked (wherever it stands, as in
+    `--index-url=https://user:pw@host/`): a password, or a user name alone (often a token), and
+    the values of secret-looking query parameters."""
+    text = _USERINFO.sub(_mask_userinfo, text)
+    return _QUERY_VALUE.sub(_mask_query_value, text)
+
+
+def _mask_userinfo(match: re.Match[str]) -> str:
+    if match.group("password") is not None:
+        return f"{match.group('scheme')}{match.group('user')}:{MASK}@"
+    return f"{match.group('scheme')}{MASK}@"
+
+
+def _mask_query_value(match: re.Match[str]) -> str:
+    if not _SECRET_NAME.search(match.group("name")):
+        return match.group(0)
+    return f"{match.group('lead')}{match.group('name')}={MASK}"
