@@ -790,6 +790,18 @@ def test_finished_jobs_are_listed_by_end_with_what_they_hold(store: JobStore) ->
     run(scenario())
 
 
+def test_queue_depths_count_the_waiting_jobs_by_priority(store: JobStore) -> None:
+    async def scenario() -> None:
+        assert await store.queue_depths() == {}
+        for job_id, priority in (("a", 0), ("b", 0), ("c", 5), ("d", -1), ("e", 5)):
+            await store.enqueue(new(job_id, priority=priority), now=1.0)
+        await store.claim("w", lease_s=30, now=2.0)  # takes a priority-5 job: no longer waiting
+        await store.cancel("d", now=3.0)
+        assert await store.queue_depths() == {0: 2, 5: 1}
+
+    run(scenario())
+
+
 def test_live_jobs_are_the_queued_and_running_ones_by_seq(store: JobStore) -> None:
     async def scenario() -> None:
         jobs = await _ended(store)
@@ -822,5 +834,34 @@ def test_a_forgotten_job_leaves_no_trace_in_its_owners_listing(store: JobStore) 
         jobs, cursor = await store.list_jobs(owner="key-a")
         assert [j.id for j in jobs] == ["b"] and cursor is None
         assert await store.finished_jobs(1e9) == []
+
+    run(scenario())
+
+
+def test_endings_are_the_jobs_finished_since_newest_first(store: JobStore) -> None:
+    async def scenario() -> None:
+        await store.enqueue(new("ok"), now=100.0)
+        await store.enqueue(new("bad"), now=101.0)
+        await store.enqueue(new("gone"), now=102.0)
+        await store.enqueue(new("early"), now=50.0)
+        await store.enqueue(new("waiting"), now=103.0)
+        for job_id, at in (("early", 55.0), ("ok", 110.0), ("bad", 111.0)):
+            job = await store.claim("w", lease_s=30, now=at)
+            assert job is not None and job.id == job_id
+        await store.complete("early", "w", [], now=60.0)
+        await store.complete("ok", "w", [], now=120.0)
+        await store.fail("bad", "w", BOOM | {"retryable": False}, retryable=False, now=115.0)
+        await store.cancel("gone", now=130.0)
+        ended = await store.endings(since=100.0)
+        assert [(e.status, e.finished_at) for e in ended] == [
+            (JobStatus.CANCELLED, 130.0),
+            (JobStatus.SUCCEEDED, 120.0),
+            (JobStatus.FAILED, 115.0),
+        ]
+        cancelled, succeeded, _ = ended
+        assert (succeeded.created_at, succeeded.started_at) == (100.0, 110.0)
+        assert (succeeded.total_s, succeeded.running_s) == (20.0, 10.0)
+        assert (cancelled.started_at, cancelled.running_s, cancelled.total_s) == (None, None, 28.0)
+        assert [e.finished_at for e in await store.endings(since=0.0, limit=2)] == [130.0, 120.0]
 
     run(scenario())

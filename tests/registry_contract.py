@@ -12,7 +12,9 @@ from typing import Any
 
 from comfyfleet.jobs import (
     AgentRecord,
+    InstanceCommand,
     InstanceRecord,
+    LogTail,
     NodeSchemas,
     Registry,
     StoredFrame,
@@ -201,5 +203,70 @@ def test_old_preview_frames_are_pruned_but_a_kept_jobs(registry: Registry) -> No
         assert await registry.prune_previews(20.0, keep=["live"]) == (0, 0)
         assert await registry.prune_previews(31.0) == (2, 10)
         assert await registry.previews(["old", "live", "new"], since=0.0) == []
+
+    run(scenario())
+
+
+def test_an_agent_reports_its_machine(registry: Registry) -> None:
+    machine = {"cpu": {"percent": 12.5, "count": 16}, "disks": [{"path": "/m", "free": 10}]}
+
+    async def scenario() -> None:
+        await registry.report(agent(machine=machine), [instance(0)], now=200.0)
+        (found,) = (await registry.fleet(timeout_s=10, now=201.0)).agents
+        assert found.machine == machine
+        await registry.report(agent(), [instance(0)], now=202.0)  # a report without: emptied
+        (found,) = (await registry.fleet(timeout_s=10, now=203.0)).agents
+        assert found.machine == {}
+
+    run(scenario())
+
+
+def test_commands_are_taken_once_by_their_agent_oldest_first(registry: Registry) -> None:
+    def command(command_id: str, agent_id: str, at: float, **kwargs: Any) -> InstanceCommand:
+        return InstanceCommand(command_id, agent_id, 1, "restart", at, **kwargs)
+
+    async def scenario() -> None:
+        await registry.report(agent("a"), [instance(1, "a")], now=100.0)
+        await registry.report(agent("b"), [instance(1, "b")], now=100.0)
+        later = command("c2", "a", 20.0, requested_by="k1")
+        tail = replace(command("c3", "a", 15.0), action="tail", until=45.0)
+        await registry.send_command(later)
+        await registry.send_command(tail)
+        await registry.send_command(command("c1", "b", 10.0))
+        assert await registry.take_commands("a") == [tail, later]
+        assert await registry.take_commands("a") == []
+        assert [c.id for c in await registry.take_commands("b")] == ["c1"]
+
+    run(scenario())
+
+
+def test_a_log_tail_is_replaced_and_goes_with_its_agent(registry: Registry) -> None:
+    async def scenario() -> None:
+        await registry.report(agent("a"), [instance(0, "a")], now=100.0)
+        assert await registry.log_tail("a", 0) is None
+        await registry.put_log_tail(LogTail("a", 0, ("one", "two"), 101.0))
+        await registry.put_log_tail(LogTail("a", 0, ("two", "three ü"), 102.0))
+        assert await registry.log_tail("a", 0) == LogTail("a", 0, ("two", "three ü"), 102.0)
+        assert await registry.log_tail("a", 1) is None
+        await registry.send_command(InstanceCommand("c", "a", 0, "stop", 103.0))
+        await registry.leave("a")
+        assert await registry.log_tail("a", 0) is None
+        assert await registry.take_commands("a") == []
+
+    run(scenario())
+
+
+def test_prune_forgets_the_commands_and_logs_of_agents_long_gone(registry: Registry) -> None:
+    async def scenario() -> None:
+        await registry.report(agent("old"), [instance(0, "old")], now=10.0)
+        await registry.report(agent("new"), [instance(0, "new")], now=90.0)
+        for agent_id in ("old", "new"):
+            await registry.put_log_tail(LogTail(agent_id, 0, ("x",), 10.0))
+            await registry.send_command(InstanceCommand(f"c-{agent_id}", agent_id, 0, "stop", 1))
+        await registry.prune(older_than=50.0)
+        assert await registry.log_tail("old", 0) is None
+        assert await registry.take_commands("old") == []
+        assert await registry.log_tail("new", 0) is not None
+        assert [c.id for c in await registry.take_commands("new")] == ["c-new"]
 
     run(scenario())

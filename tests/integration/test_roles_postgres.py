@@ -1,9 +1,10 @@
 """Several machines' worth of processes on one PostgreSQL: 2 `comfyfleet gateway` + 2
 `comfyfleet agent` (two CPU ComfyUI instances each), talking only through the store. 200 jobs
 submitted through both gateways complete once each and each job's webhook is delivered once;
-either gateway lists every agent's instances; SSE and the WebSocket follow a job through the
-gateway that did not take it; an agent killed with SIGKILL mid-burst loses its leases and its
-jobs complete on the other."""
+either gateway lists every agent's instances and machines, reads an instance's log and restarts
+it (a command the agent takes from the store), and shows them on its dashboard; SSE and the
+WebSocket follow a job through the gateway that did not take it; an agent killed with SIGKILL
+mid-burst loses its leases and its jobs complete on the other."""
 
 from __future__ import annotations
 
@@ -181,6 +182,8 @@ def test_two_gateways_two_agents_through_one_postgres(fleet: Fleet) -> None:
             a["id"] for a in listed["agents"]
         }
         assert all(i["state"] in ("ready", "busy") for i in listed["instances"])
+        assert all(a["machine"]["cpu"]["count"] >= 1 for a in listed["agents"])
+    _control_through_the_store(fleet)
 
     # Taken by the first gateway, followed through the second: SSE and the WebSocket.
     job_id = first.post("/v1/jobs", json={"workflow": sleep_graph(1.0, 7)}).json()["id"]
@@ -250,6 +253,39 @@ def test_two_gateways_two_agents_through_one_postgres(fleet: Fleet) -> None:
         if webhook_id in first_arrival:
             assert victim_sent_webhooks and first_arrival[webhook_id] <= killed_at, webhook_id
         first_arrival.setdefault(webhook_id, at)
+
+
+def _control_through_the_store(fleet: Fleet) -> None:
+    """A gateway that runs no instance reads one's log and restarts it: both through the
+    store, to and from the agent that runs it."""
+    gateway = fleet.http[1]
+    agent_id = gateway.get("/v1/instances").json()["agents"][0]["id"]
+    ref = f"{agent_id}:0"
+    logs = gateway.get(f"/v1/instances/{ref}/logs")
+    assert logs.status_code == 200, logs.text
+    assert any("To see the GUI go to" in line for line in logs.json()["lines"])
+    before = _instance(gateway, agent_id)
+    restart = gateway.post(f"/v1/instances/{ref}/restart")
+    assert restart.status_code == 202, restart.text
+    deadline = time.monotonic() + 120
+    while True:
+        now = _instance(gateway, agent_id)
+        if now["pid"] not in (None, before["pid"]) and now["state"] == "ready":
+            break
+        assert time.monotonic() < deadline, f"instance {ref} not back: {now['state']}"
+        time.sleep(0.3)
+    assert now["restarts"] == before["restarts"] + 1
+    page = gateway.get("/dashboard/")  # keys are off, and this is the gateway's own machine
+    assert page.status_code == 200
+    for each in gateway.get("/v1/instances").json()["agents"]:
+        assert f'data-instance="{each["id"]}:0"' in page.text
+    fleet.wait_serving(2)
+
+
+def _instance(gateway: httpx.Client, agent_id: str) -> dict[str, Any]:
+    listed = gateway.get("/v1/instances").json()["instances"]
+    (found,) = [i for i in listed if i["agent"]["id"] == agent_id]
+    return dict(found)
 
 
 def _agent_running_something(gateway: httpx.Client, ids: list[str]) -> str:

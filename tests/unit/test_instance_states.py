@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from comfyfleet.errors import SupervisorError
 from comfyfleet.supervise import (
     FleetSettings,
     InstanceEvent,
@@ -276,3 +277,45 @@ def test_illegal_transitions_are_refused() -> None:
         check_transition(State.STOPPED, State.READY)
     with pytest.raises(InvalidTransition):
         check_transition(State.FATAL, State.READY)
+
+
+def test_one_instance_is_stopped_started_and_restarted_on_request(tmp_path: Path) -> None:
+    launcher = FakeLauncher(Behaviour())
+
+    async def body(sup: Supervisor, events: list[InstanceEvent]) -> None:
+        assert await sup.wait_settled(5)
+        assert await sup.control(1, "stop") == "instance 1 stopped"
+        assert [s.state for s in sup.status()] == [State.READY, State.STOPPED]
+        assert await sup.control(1, "stop") == "instance 1 was stopped already"
+        assert await sup.control(1, "start") == "instance 1 starting"
+        await until(lambda: sup.instances[1].state == State.READY)
+        assert await sup.control(1, "start") == "instance 1 is ready already"
+        first = sup.status()[1].pid
+        assert await sup.control(1, "restart") == "instance 1 restarted"
+        await until(lambda: sup.instances[1].state == State.READY)
+        assert sup.status()[1].pid != first
+        assert sup.status()[1].restarts == 1
+        with pytest.raises(SupervisorError, match="no instance 7"):
+            await sup.control(7, "stop")
+        with pytest.raises(SupervisorError, match="unknown action 'pause'"):
+            await sup.control(0, "pause")
+
+    events = run(tmp_path, launcher, body, instances=2)
+    assert moves(events, 1) == [
+        *("starting", "ready", "stopping", "stopped"),
+        *("starting", "ready", "stopping", "stopped"),
+        *("starting", "ready", "stopping", "stopped"),
+    ]
+    assert moves(events, 0) == ["starting", "ready", "stopping", "stopped"]
+
+
+def test_a_restart_of_a_fatal_instance_retries_at_once(tmp_path: Path) -> None:
+    launcher = FakeLauncher(Behaviour(exit_at_start=1), Behaviour(exit_at_start=1), Behaviour())
+
+    async def body(sup: Supervisor, events: list[InstanceEvent]) -> None:
+        assert not await sup.wait_settled(5)
+        assert await sup.control(0, "restart") == "instance 0 retrying now"
+        await until(lambda: sup.instances[0].state != State.FATAL)
+        assert await sup.wait_settled(5)
+
+    run(tmp_path, launcher, body, start_retries=1)

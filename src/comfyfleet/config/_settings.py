@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from comfyfleet.assets import AssetSettings
 from comfyfleet.auth import AuthSettings
+from comfyfleet.dashboard import DashboardSettings
 from comfyfleet.facades.openai import OpenAISettings
 from comfyfleet.gateway import ServeSettings
 from comfyfleet.models import ModelSettings
@@ -58,3 +59,5 @@ class Settings(BaseSettings):
     openai: OpenAISettings = Field(default_factory=OpenAISettings)  # type: ignore[arg-type]
     retention: RetentionSettings = Field(default_factory=RetentionSettings)  # type: ignore[arg-type]
     watchdog: WatchdogSettings = Field(default_factory=WatchdogSettings)  # type: ignore[arg-type]
+
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from comfyfleet.gateway._app import create_app
 from comfyfleet.gateway._assets_api import assets_router
 from comfyfleet.gateway._body import JsonLimits, read_json_body
+from comfyfleet.gateway._config_api import config_router
 from comfyfleet.gateway._errors import ApiError, encodable
 from comfyfleet.gateway._events_api import EventStreamResponse
 from comfyfleet.gateway._intake import (
@@ -18,6 +19,7 @@ from comfyfleet.gateway._intake import (
     submit_job,
     wait_for_end,
 )
+from comfyfleet.gateway._keys_api import keys_router
 from comfyfleet.gateway._live import ClientEvent, JobFeed
 from comfyfleet.gateway._models_api import models_router
 from comfyfleet.gateway._preview_feed import PreviewFeed
@@ -56,6 +58,7 @@ __all__ = [
     "Upload",
     "assets_router",
     "check_graph",
+    "config_router",
     "create_app",
     "encodable",
     "idempotency_secret",
@@ -63,6 +66,7 @@ __all__ = [
     "job_answer",
     "job_view",
     "json_limits",
+    "keys_router",
     "models_router",
     "needs",
     "parse_job",

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp
 
 from comfyfleet import __version__
 from comfyfleet.auth import ApiKeyMiddleware, KeyVerifier, Sessions
+from comfyfleet.gateway._control_api import control_router
 from comfyfleet.gateway._errors import (
     ApiError,
     api_error_handler,
@@ -28,9 +29,11 @@ from comfyfleet.gateway._errors import (
 )
 from comfyfleet.gateway._events_api import events_router
 from comfyfleet.gateway._guard import RequestGuard
+from comfyfleet.gateway._job_actions_api import job_actions_router
 from comfyfleet.gateway._jobs_api import jobs_router
 from comfyfleet.gateway._openapi import document_errors
 from comfyfleet.gateway._service import Service
+from comfyfleet.gateway._stats_api import stats_router
 from comfyfleet.gateway._views import job_view
 from comfyfleet.jobs import JobStatus
 
@@ -58,6 +61,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_middleware(RequestGuard, body_timeout_s=service.settings.body_timeout_s)
     app.include_router(jobs_router(service))
+    app.include_router(job_actions_router(service))
     app.include_router(
         events_router(
             service.store,
@@ -70,6 +74,8 @@ def create_app(
     for router in routers:
         app.include_router(router)
     app.include_router(_fleet_router(service))
+    app.include_router(control_router(service, wake=lambda: service.wake_commands()))
+    app.include_router(stats_router(service))
     if fallback is not None:
         app.router.default = fallback
     document_errors(app, auth=keys is not None, public_paths=public_paths)

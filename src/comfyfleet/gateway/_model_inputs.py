@@ -41,8 +41,16 @@ async def check_model_urls(workflow: Mapping[str, Any], policy: NetPolicy) -> No
 async def _check(need: ModelNeed, policy: NetPolicy) -> None:
     where = f"node {need.node_id} ({need.class_type}): input '{need.input_name}'"
     details = {"node_id": need.node_id, "class_type": need.class_type, "input": need.input_name}
+    await check_client_source(need.value, policy, where=where, details=details)
+
+
+async def check_client_source(
+    value: str, policy: NetPolicy, *, where: str, details: dict[str, Any], what: str = "a job"
+) -> None:
+    """Raise a 422 unless `value` is a model source a client may choose: http(s) to an address
+    the policy allows, `hf://` or `civitai://`. `where` starts the message."""
     try:
-        parts = urlsplit(need.value)
+        parts = urlsplit(value)
         port = parts.port
     except ValueError as exc:  # "http://[::1/m", a port over 65535 ...
         raise ApiError(
@@ -52,10 +60,13 @@ async def _check(need: ModelNeed, policy: NetPolicy) -> None:
             details | {"hint": "give an http(s) URL such as https://host/path/model.safetensors"},
         ) from exc
     if parts.scheme not in CLIENT_SCHEMES:
+        shown = (
+            f"{parts.scheme}:// model sources" if parts.scheme else "model sources without a scheme"
+        )
         raise ApiError(
             422,
             "input_refused",
-            f"{where}: {parts.scheme}:// model sources are not accepted in a job",
+            f"{where}: {shown} are not accepted in {what}",
             details | {"hint": "list the file in a manifest, or give an http(s) URL"},
         )
     if parts.scheme not in ("http", "https"):

@@ -82,6 +82,17 @@ _ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("delete", "/v1/models/{folder_type}/{filename}"): (400, 404),
     ("get", "/v1/templates/{name}"): (404,),
     ("post", "/v1/templates/{name}/jobs"): (400, 404, 409, 413, 415, 422, 429),
+    ("post", "/v1/jobs/{job_id}/retry"): (400, 404, 409, 413, 422, 429),
+    ("get", "/v1/jobs/{job_id}/workflow"): (404,),
+    ("post", "/v1/instances/{ref}/restart"): (404, 409),
+    ("post", "/v1/instances/{ref}/stop"): (404, 409),
+    ("post", "/v1/instances/{ref}/start"): (404, 409),
+    ("get", "/v1/instances/{ref}/logs"): (404, 409),
+    ("get", "/v1/stats"): (400,),
+    ("get", "/v1/keys"): (503,),
+    ("post", "/v1/keys"): (400, 413, 415, 422, 503),
+    ("post", "/v1/keys/{key_id}/revoke"): (404, 409, 503),
+    ("post", "/v1/models/install"): (400, 413, 415, 422),
 }
 """The 4xx each route raises itself, besides the 422 of its parameters and the 401 of auth."""
 

@@ -118,6 +118,9 @@ class Service:
     notify: Callable[[], None] = lambda: None
     dispatch: Callable[[], Awaitable[None]] | None = None
     """Fill idle instances now (the dispatcher in this process); None: `notify` only."""
+    wake_commands: Callable[[], None] = lambda: None
+    """An instance command is in the store: the agent in this process (if any) takes it now
+    rather than at its next poll."""
     node_types: NodeTypes | None = None
     media: MediaResolver | None = None
     """Turns URLs, base64 and asset ids in a graph into stored input files."""

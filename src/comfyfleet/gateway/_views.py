@@ -50,6 +50,7 @@ def job_view(
         "max_attempts": job.max_attempts,
         "queue_position": queue_position,
         "instance": job.instance,
+        "agent": job.worker,
         "progress": job.progress,
         "timings": timings,
         "outputs": outputs,

@@ -19,12 +19,15 @@ from comfyfleet.gpus._detect import (
     run_command,
 )
 from comfyfleet.gpus._plan import InstancePlan, plan_instances, visibility_env
+from comfyfleet.gpus._usage import GpuMeter, GpuUsage
 
 __all__ = [
     "ROCM_VERSION_FILE",
     "CommandRunner",
     "FileReader",
     "Gpu",
+    "GpuMeter",
+    "GpuUsage",
     "InstancePlan",
     "Platform",
     "PlatformKind",

@@ -11,10 +11,13 @@ from comfyfleet.jobs._confine import (
 )
 from comfyfleet.jobs._dispatcher import Dispatcher, DispatcherSettings
 from comfyfleet.jobs._fleet import (
+    COMMANDS,
     SERVING_STATES,
     AgentRecord,
     Fleet,
+    InstanceCommand,
     InstanceRecord,
+    LogTail,
     NodeSchemas,
     Registry,
     StoredFrame,
@@ -33,6 +36,7 @@ from comfyfleet.jobs._model import (
     InvalidCursor,
     Job,
     JobConflict,
+    JobEnding,
     JobEvent,
     JobNotFound,
     JobStatus,
@@ -42,7 +46,13 @@ from comfyfleet.jobs._model import (
 )
 from comfyfleet.jobs._open import open_registry, open_store
 from comfyfleet.jobs._postgres import PostgresJobStore
-from comfyfleet.jobs._prepare import INSTALL_PRESET, ModelFetch, PrepareFailed, Preparer
+from comfyfleet.jobs._prepare import (
+    INSTALL_MODEL,
+    INSTALL_PRESET,
+    ModelFetch,
+    PrepareFailed,
+    Preparer,
+)
 from comfyfleet.jobs._remote import RemoteFolders
 from comfyfleet.jobs._results import OutputPublisher
 from comfyfleet.jobs._routing import CLAIM_WINDOW, Affinity
@@ -53,6 +63,8 @@ from comfyfleet.jobs._store import JobStore, QueueSignal
 
 __all__ = [
     "CLAIM_WINDOW",
+    "COMMANDS",
+    "INSTALL_MODEL",
     "INSTALL_PRESET",
     "LEASE_EXPIRED",
     "SERVING_STATES",
@@ -65,16 +77,19 @@ __all__ = [
     "Fleet",
     "FreeText",
     "GraphError",
+    "InstanceCommand",
     "InstanceRecord",
     "InvalidCursor",
     "Job",
     "JobConflict",
+    "JobEnding",
     "JobEvent",
     "JobLimits",
     "JobNotFound",
     "JobStatus",
     "JobStore",
     "JobStoreError",
+    "LogTail",
     "MemoryJobStore",
     "MemoryRegistry",
     "ModelFetch",

@@ -14,17 +14,28 @@ and instances point at theirs.
 Preview frames cross processes here too (`put_preview` / `previews`): one row per job, the
 newest frame only, dropped after a short time, so the table stays as small as the number of
 jobs running right now.
+
+So do instance control and log tails: a gateway writes a command for an instance
+(`send_command`: restart, stop, start, or `tail` its log for a while), the agent that runs it
+takes its commands (`take_commands`) every second or so and acts, and while a tail is wanted it
+writes the instance's last log lines (`put_log_tail`) for gateways to read (`log_tail`). Nothing
+is written for logs nobody watches.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 SERVING_STATES = frozenset({"ready", "busy"})
+COMMANDS = ("restart", "stop", "start", "tail")
+"""What a gateway may ask of an instance's agent (`tail`: write its log lines for a while)."""
+_INDEX = re.compile(r"[0-9]{1,6}")
+_QUALIFIED = re.compile(r"(.{1,200}):([0-9]{1,6})")
 
 
 def digest_of(value: Any) -> str:
@@ -91,9 +102,13 @@ class AgentRecord:
     version: str
     started_at: float
     heartbeat_at: float = 0.0
+    machine: Mapping[str, Any] = field(default_factory=dict)
+    """The machine the agent runs on, as it last measured it (CPU, memory, disks, GPUs)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["machine"] = dict(self.machine)
+        return data
 
 
 @dataclass(frozen=True)
@@ -139,6 +154,17 @@ class Fleet:
     alive: frozenset[str]
     """Ids of the agents whose last report is within the timeout."""
 
+    def find(self, ref: str) -> list[InstanceRecord]:
+        """The instances `ref` names: `index` (every agent's instance of that index) or
+        `agent:index` (one)."""
+        if _INDEX.fullmatch(ref):
+            return [i for i in self.instances if i.index == int(ref)]
+        qualified = _QUALIFIED.fullmatch(ref)
+        if qualified is None:
+            return []
+        agent, index = qualified.group(1), int(qualified.group(2))
+        return [i for i in self.instances if i.agent == agent and i.index == index]
+
     def serving(self) -> list[InstanceRecord]:
         """Instances that can take jobs: their agent alive, their state ready or busy."""
         return [i for i in self.instances if i.agent in self.alive and i.state in SERVING_STATES]
@@ -175,6 +201,33 @@ class StoredFrame:
     image_format: str
     data: bytes
     at: float
+
+
+@dataclass(frozen=True)
+class InstanceCommand:
+    """Something a gateway asks of the agent running instance `index`. `until` is how long a
+    `tail` lasts (wall-clock seconds); `requested_by` the API key that asked, for the log."""
+
+    id: str
+    agent: str
+    index: int
+    action: str
+    requested_at: float
+    requested_by: str | None = None
+    until: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LogTail:
+    """The last lines of an instance's log, as its agent last wrote them."""
+
+    agent: str
+    index: int
+    lines: tuple[str, ...]
+    updated_at: float
 
 
 class Registry(Protocol):
@@ -236,6 +289,23 @@ class Registry(Protocol):
 
     async def resign(self, name: str, holder: str) -> None:
         """Give the lease `name` up now if `holder` has it (a clean stop: no wait for expiry)."""
+        ...
+
+    async def send_command(self, command: InstanceCommand) -> None:
+        """Leave `command` for its agent."""
+        ...
+
+    async def take_commands(self, agent: str) -> list[InstanceCommand]:
+        """The commands left for `agent`, oldest first, removed as they are handed out (each
+        is taken once, by the one process of that agent)."""
+        ...
+
+    async def put_log_tail(self, tail: LogTail) -> None:
+        """Keep `tail` as its instance's last log lines (replacing the ones before)."""
+        ...
+
+    async def log_tail(self, agent: str, index: int) -> LogTail | None:
+        """The last log lines an agent wrote for its instance, if any."""
         ...
 
     async def close(self) -> None: ...

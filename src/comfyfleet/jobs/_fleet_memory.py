@@ -6,7 +6,15 @@ import time
 from collections.abc import Collection, Sequence
 from dataclasses import replace
 
-from comfyfleet.jobs._fleet import AgentRecord, Fleet, InstanceRecord, NodeSchemas, StoredFrame
+from comfyfleet.jobs._fleet import (
+    AgentRecord,
+    Fleet,
+    InstanceCommand,
+    InstanceRecord,
+    LogTail,
+    NodeSchemas,
+    StoredFrame,
+)
 
 
 class MemoryRegistry:
@@ -16,6 +24,8 @@ class MemoryRegistry:
         self._schemas: dict[str, NodeSchemas] = {}
         self._frames: dict[str, StoredFrame] = {}
         self._leases: dict[str, tuple[str, float]] = {}
+        self._commands: list[InstanceCommand] = []
+        self._logs: dict[tuple[str, int], LogTail] = {}
 
     async def report(
         self,
@@ -41,6 +51,9 @@ class MemoryRegistry:
         self._agents.pop(agent_id, None)
         for key in [k for k in self._instances if k[0] == agent_id]:
             del self._instances[key]
+        self._commands = [c for c in self._commands if c.agent != agent_id]
+        for key in [k for k in self._logs if k[0] == agent_id]:
+            del self._logs[key]
 
     async def fleet(self, *, timeout_s: float, now: float | None = None) -> Fleet:
         now = time.time() if now is None else now
@@ -95,6 +108,20 @@ class MemoryRegistry:
     async def resign(self, name: str, holder: str) -> None:
         if self._leases.get(name, ("", 0.0))[0] == holder:
             del self._leases[name]
+
+    async def send_command(self, command: InstanceCommand) -> None:
+        self._commands.append(command)
+
+    async def take_commands(self, agent: str) -> list[InstanceCommand]:
+        taken = [c for c in self._commands if c.agent == agent]
+        self._commands = [c for c in self._commands if c.agent != agent]
+        return sorted(taken, key=lambda c: c.requested_at)
+
+    async def put_log_tail(self, tail: LogTail) -> None:
+        self._logs[(tail.agent, tail.index)] = tail
+
+    async def log_tail(self, agent: str, index: int) -> LogTail | None:
+        return self._logs.get((agent, index))
 
     async def close(self) -> None:
         pass

@@ -18,14 +18,26 @@ import psycopg
 from psycopg.rows import DictRow
 
 from comfyfleet.db import Connection, Database, connect, load_queries, redact, script
-from comfyfleet.jobs._fleet import AgentRecord, Fleet, InstanceRecord, NodeSchemas, StoredFrame
+from comfyfleet.jobs._fleet import (
+    AgentRecord,
+    Fleet,
+    InstanceCommand,
+    InstanceRecord,
+    LogTail,
+    NodeSchemas,
+    StoredFrame,
+)
 from comfyfleet.jobs._fleet_sqlite import (
     agent_from_row,
     agent_row,
+    command_from_row,
+    command_row,
     frame_from_row,
     frame_row,
     instance_from_row,
     instance_row,
+    log_from_row,
+    log_row,
 )
 from comfyfleet.jobs._model import JobStoreError
 
@@ -87,6 +99,8 @@ class PostgresRegistry:
             BEGIN,
             self._q["delete_agent"],
             self._q["delete_agent_instances"],
+            self._q["delete_agent_commands"],
+            self._q["delete_agent_logs"],
             COMMIT,
         ]
         await self._script(statements, {"id": agent_id})
@@ -121,7 +135,8 @@ class PostgresRegistry:
             params = {"older_than": older_than}
             async with conn.transaction():
                 removed = (await conn.execute(self._q["prune_agents"], params)).rowcount
-                await conn.execute(self._q["prune_instances"])
+                for name in ("prune_instances", "prune_commands", "prune_logs"):
+                    await conn.execute(self._q[name])
                 await conn.execute(
                     self._q["prune_frames"],
                     {"before": older_than if frames_before is None else frames_before},
@@ -163,6 +178,21 @@ class PostgresRegistry:
 
     async def resign(self, name: str, holder: str) -> None:
         await self._script([self._q["resign_lease"]], {"name": name, "holder": holder})
+
+    async def send_command(self, command: InstanceCommand) -> None:
+        await self._script([self._q["insert_command"]], command_row(command))
+
+    async def take_commands(self, agent: str) -> list[InstanceCommand]:
+        rows = await self._script([self._q["take_commands"]], {"agent": agent})
+        taken = [command_from_row(dict(row)) for row in rows]
+        return sorted(taken, key=lambda c: (c.requested_at, c.id))
+
+    async def put_log_tail(self, tail: LogTail) -> None:
+        await self._script([self._q["put_log_tail"]], log_row(tail))
+
+    async def log_tail(self, agent: str, index: int) -> LogTail | None:
+        rows = await self._script([self._q["get_log_tail"]], {"agent": agent, "idx": index})
+        return log_from_row(dict(rows[0])) if rows else None
 
     async def close(self) -> None:
         await self._db.close()

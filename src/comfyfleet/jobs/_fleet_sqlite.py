@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from comfyfleet.db import immediate, load_queries, opening
-from comfyfleet.jobs._fleet import AgentRecord, Fleet, InstanceRecord, NodeSchemas, StoredFrame
+from comfyfleet.jobs._fleet import (
+    AgentRecord,
+    Fleet,
+    InstanceCommand,
+    InstanceRecord,
+    LogTail,
+    NodeSchemas,
+    StoredFrame,
+)
 from comfyfleet.jobs._model import JobStoreError
 
 
@@ -64,8 +72,8 @@ class SqliteRegistry:
 
     async def leave(self, agent_id: str) -> None:
         with self._write() as conn:
-            conn.execute(self._q["delete_agent"], {"id": agent_id})
-            conn.execute(self._q["delete_agent_instances"], {"id": agent_id})
+            for name in ("agent", "agent_instances", "agent_commands", "agent_logs"):
+                conn.execute(self._q[f"delete_{name}"], {"id": agent_id})
 
     async def fleet(self, *, timeout_s: float, now: float | None = None) -> Fleet:
         now = time.time() if now is None else now
@@ -93,7 +101,8 @@ class SqliteRegistry:
         params = {"older_than": older_than}
         with self._write() as conn:
             removed = conn.execute(self._q["prune_agents"], params).rowcount
-            conn.execute(self._q["prune_instances"])
+            for name in ("prune_instances", "prune_commands", "prune_logs"):
+                conn.execute(self._q[name])
             conn.execute(
                 self._q["prune_frames"],
                 {"before": older_than if frames_before is None else frames_before},
@@ -137,6 +146,26 @@ class SqliteRegistry:
         with self._write() as conn:
             conn.execute(self._q["resign_lease"], {"name": name, "holder": holder})
 
+    async def send_command(self, command: InstanceCommand) -> None:
+        with self._write() as conn:
+            conn.execute(self._q["insert_command"], command_row(command))
+
+    async def take_commands(self, agent: str) -> list[InstanceCommand]:
+        with self._write() as conn:
+            rows = conn.execute(self._q["agent_commands"], {"agent": agent}).fetchall()
+            for row in rows:
+                conn.execute(self._q["delete_command"], {"id": row["id"]})
+        return [command_from_row(dict(row)) for row in rows]
+
+    async def put_log_tail(self, tail: LogTail) -> None:
+        with self._write() as conn:
+            conn.execute(self._q["put_log_tail"], log_row(tail))
+
+    async def log_tail(self, agent: str, index: int) -> LogTail | None:
+        params = {"agent": agent, "idx": index}
+        row = self._db().execute(self._q["get_log_tail"], params).fetchone()
+        return None if row is None else log_from_row(dict(row))
+
     async def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -155,7 +184,8 @@ class SqliteRegistry:
 
 
 def agent_row(agent: AgentRecord, now: float) -> dict[str, Any]:
-    return agent.to_dict() | {"heartbeat_at": now}
+    machine = json.dumps(dict(agent.machine), sort_keys=True)
+    return agent.to_dict() | {"heartbeat_at": now, "machine": machine}
 
 
 def agent_from_row(row: dict[str, Any]) -> AgentRecord:
@@ -165,6 +195,41 @@ def agent_from_row(row: dict[str, Any]) -> AgentRecord:
         version=row["version"],
         started_at=float(row["started_at"]),
         heartbeat_at=float(row["heartbeat_at"]),
+        machine=json.loads(row.get("machine") or "{}"),
+    )
+
+
+def command_row(command: InstanceCommand) -> dict[str, Any]:
+    data = command.to_dict()
+    data["idx"] = data.pop("index")
+    return data
+
+
+def command_from_row(row: dict[str, Any]) -> InstanceCommand:
+    until = row["until"]
+    return InstanceCommand(
+        id=row["id"],
+        agent=row["agent"],
+        index=int(row["idx"]),
+        action=row["action"],
+        requested_at=float(row["requested_at"]),
+        requested_by=row["requested_by"],
+        until=None if until is None else float(until),
+    )
+
+
+def log_row(tail: LogTail) -> dict[str, Any]:
+    return {
+        "agent": tail.agent,
+        "idx": tail.index,
+        "lines": json.dumps(list(tail.lines)),
+        "updated_at": tail.updated_at,
+    }
+
+
+def log_from_row(row: dict[str, Any]) -> LogTail:
+    return LogTail(
+        row["agent"], int(row["idx"]), tuple(json.loads(row["lines"])), float(row["updated_at"])
     )
 
 

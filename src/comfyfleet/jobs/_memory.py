@@ -23,6 +23,7 @@ from comfyfleet.jobs._model import (
     FinishedJob,
     Job,
     JobConflict,
+    JobEnding,
     JobEvent,
     JobNotFound,
     JobStatus,
@@ -99,6 +100,20 @@ class MemoryJobStore:
     async def count(self, status: JobStatus) -> int:
         async with self._locked():
             return self._count(status)
+
+    async def queue_depths(self) -> dict[int, int]:
+        async with self._locked():
+            return dict(Counter(job.priority for job in self._with(JobStatus.QUEUED)))
+
+    async def endings(self, *, since: float, limit: int = 20_000) -> list[JobEnding]:
+        async with self._locked():
+            ended = [
+                JobEnding(job.status, job.priority, job.created_at, job.started_at, at)
+                for status in TERMINAL
+                for job in self._with(status)
+                if (at := job.finished_at) is not None and at >= since
+            ]
+        return sorted(ended, key=lambda e: e.finished_at, reverse=True)[:limit]
 
     async def queue_position(self, job_id: str) -> int | None:
         async with self._locked():

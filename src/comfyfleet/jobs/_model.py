@@ -98,6 +98,30 @@ class Job:
 
 
 @dataclass(frozen=True)
+class JobEnding:
+    """When a finished job was made, started and finished: what throughput and latency
+    figures are computed from, without reading its graph or outputs."""
+
+    status: JobStatus
+    priority: int
+    created_at: float
+    started_at: float | None
+    finished_at: float
+
+    @property
+    def total_s(self) -> float:
+        """From submit to end: what the client waited."""
+        return max(0.0, self.finished_at - self.created_at)
+
+    @property
+    def running_s(self) -> float | None:
+        """From the last start to the end; None for a job cancelled before it started."""
+        if self.started_at is None:
+            return None
+        return max(0.0, self.finished_at - self.started_at)
+
+
+@dataclass(frozen=True)
 class JobEvent:
     """Something that happened to a job, in the order it happened (`seq` grows per store)."""
 

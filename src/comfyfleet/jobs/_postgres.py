@@ -39,6 +39,7 @@ from comfyfleet.jobs import _rules as rules
 from comfyfleet.jobs._model import (
     Job,
     JobConflict,
+    JobEnding,
     JobNotFound,
     JobStatus,
     JobStoreError,
@@ -49,7 +50,7 @@ from comfyfleet.jobs._pglisten import Listener
 from comfyfleet.jobs._postgres_events import BEGIN, COMMIT, PostgresEventLog
 from comfyfleet.jobs._postgres_retention import PostgresRetention
 from comfyfleet.jobs._routing import Affinity, claim_params, under_limit
-from comfyfleet.jobs._rows import clock, dump, job_from_row, mutable_columns
+from comfyfleet.jobs._rows import clock, dump, ending_from_row, job_from_row, mutable_columns
 from comfyfleet.jobs._rows import load as _load
 from comfyfleet.jobs._store import EventWaiters
 
@@ -155,6 +156,14 @@ class PostgresJobStore(PostgresEventLog, PostgresRetention):
     async def count(self, status: JobStatus) -> int:
         (row,) = await self._rows("count_by_status", {"status": str(status)})
         return int(row["n"])
+
+    async def queue_depths(self) -> dict[int, int]:
+        rows = await self._rows("queue_depths", {})
+        return {int(row["priority"]): int(row["n"]) for row in rows}
+
+    async def endings(self, *, since: float, limit: int = 20_000) -> list[JobEnding]:
+        rows = await self._rows("endings", {"since": since, "limit": limit})
+        return [ending_from_row(row) for row in rows]
 
     async def queue_position(self, job_id: str) -> int | None:
         rows = await self._rows("queue_position", {"id": job_id})

@@ -25,6 +25,9 @@ from comfyfleet.models import (
 
 INSTALL_PRESET = "install_preset"
 """The option of a job that installs a model preset instead of running a graph."""
+INSTALL_MODEL = "install_model"
+"""The option of a job that downloads one model file (`{source, type, filename?, size?,
+sha256?}`, checked when the job was made) instead of running a graph."""
 
 
 def _public(result: DownloadResult) -> dict[str, Any]:
@@ -69,6 +72,17 @@ class _Library(Protocol):
 
     async def install_preset(self, name: str, on_progress: Any = None) -> list[DownloadResult]: ...
 
+    async def install_source(
+        self,
+        source: str,
+        *,
+        folder_type: str,
+        filename: str | None = None,
+        size: int | None = None,
+        sha256: str | None = None,
+        on_progress: Any = None,
+    ) -> list[DownloadResult]: ...
+
 
 @dataclass
 class ModelFetch:
@@ -80,7 +94,8 @@ class ModelFetch:
     _last: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def needed(self, job: Job) -> bool:
-        return INSTALL_PRESET in job.options or bool(required_models(job.workflow))
+        installs = INSTALL_PRESET in job.options or INSTALL_MODEL in job.options
+        return installs or bool(required_models(job.workflow))
 
     async def __call__(self, job: Job, store: JobStore) -> dict[str, Any]:
         async def on_progress(progress: DownloadProgress) -> None:
@@ -93,11 +108,9 @@ class ModelFetch:
             await store.publish(job.id, "downloading", progress.to_dict())
 
         try:
-            preset = job.options.get(INSTALL_PRESET)
-            if isinstance(preset, str):
-                results = await self.library.install_preset(preset, on_progress=on_progress)
-                files = [{"kind": "model"} | _public(result) for result in results]
-                raise NothingToRun(files)
+            results = await self._install(job, on_progress)
+            if results is not None:
+                raise NothingToRun([{"kind": "model"} | _public(result) for result in results])
             return await self.library.ensure(job.workflow, on_progress=on_progress)
         except ModelMissing as exc:
             error = {"code": "model_missing", "retryable": False, "message": exc.message}
@@ -111,3 +124,20 @@ class ModelFetch:
         finally:
             for key in [k for k in self._last if k[0] == job.id]:
                 del self._last[key]
+
+    async def _install(self, job: Job, on_progress: Any) -> list[DownloadResult] | None:
+        """The files a model install job downloaded; None for a job that runs a graph."""
+        preset = job.options.get(INSTALL_PRESET)
+        if isinstance(preset, str):
+            return await self.library.install_preset(preset, on_progress=on_progress)
+        model = job.options.get(INSTALL_MODEL)
+        if not isinstance(model, dict):
+            return None
+        return await self.library.install_source(
+            str(model["source"]),
+            folder_type=str(model["type"]),
+            filename=model.get("filename"),
+            size=model.get("size"),
+            sha256=model.get("sha256"),
+            on_progress=on_progress,
+        )

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from comfyfleet.jobs._model import Job, JobEvent, JobStatus
+from comfyfleet.jobs._model import Job, JobEnding, JobEvent, JobStatus
 
 JSON_FIELDS = ("workflow", "progress", "outputs", "error", "options")
 
@@ -80,3 +80,14 @@ def stored_bytes(*values: Any) -> int:
     stored): the figure the SQL backends compute in their queries, for a backend that stores
     objects."""
     return sum(len(dump(value).encode()) for value in values if value is not None)
+
+
+def ending_from_row(row: Mapping[str, Any]) -> JobEnding:
+    started = row["started_at"]
+    return JobEnding(
+        status=JobStatus(row["status"]),
+        priority=int(row["priority"]),
+        created_at=float(row["created_at"]),
+        started_at=None if started is None else float(started),
+        finished_at=float(row["finished_at"]),
+    )

@@ -37,6 +37,7 @@ from comfyfleet.jobs import _rules as rules
 from comfyfleet.jobs._model import (
     Job,
     JobConflict,
+    JobEnding,
     JobEvent,
     JobNotFound,
     JobStatus,
@@ -47,6 +48,7 @@ from comfyfleet.jobs._model import (
 from comfyfleet.jobs._routing import Affinity, claim_params
 from comfyfleet.jobs._rows import clock as _now
 from comfyfleet.jobs._rows import dump as _dump
+from comfyfleet.jobs._rows import ending_from_row as _ending
 from comfyfleet.jobs._rows import event_from_row as _event
 from comfyfleet.jobs._rows import job_from_row as _job
 from comfyfleet.jobs._rows import load as _load
@@ -145,6 +147,14 @@ class SqliteJobStore(SqliteRetention):
 
     async def count(self, status: JobStatus) -> int:
         return self._count(status)
+
+    async def queue_depths(self) -> dict[int, int]:
+        rows = self._db().execute(self._q["queue_depths"]).fetchall()
+        return {int(row["priority"]): int(row["n"]) for row in rows}
+
+    async def endings(self, *, since: float, limit: int = 20_000) -> list[JobEnding]:
+        rows = self._db().execute(self._q["endings"], {"since": since, "limit": limit})
+        return [_ending(row) for row in rows]
 
     async def queue_position(self, job_id: str) -> int | None:
         row = self._db().execute(self._q["queue_position"], {"id": job_id}).fetchone()

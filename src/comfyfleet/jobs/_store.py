@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
 
-from comfyfleet.jobs._model import FinishedJob, Job, JobEvent, JobStatus, NewJob
+from comfyfleet.jobs._model import FinishedJob, Job, JobEnding, JobEvent, JobStatus, NewJob
 from comfyfleet.jobs._routing import Affinity
 
 
@@ -48,6 +48,15 @@ class JobStore(Protocol):
         ...
 
     async def count(self, status: JobStatus) -> int: ...
+
+    async def queue_depths(self) -> dict[int, int]:
+        """How many jobs wait at each priority (priorities with none are left out)."""
+        ...
+
+    async def endings(self, *, since: float, limit: int = 20_000) -> list[JobEnding]:
+        """The jobs that finished at or after `since`, newest first, at most `limit`: the
+        figures of throughput and latency charts."""
+        ...
 
     async def queue_position(self, job_id: str) -> int | None:
         """How many queued jobs would be claimed before this one; None when it is not queued."""

@@ -7,6 +7,7 @@ here is global, so tests build theirs around a temporary folder and a loopback s
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,25 @@ class ModelLibrary:
         self, name: str, on_progress: ProgressCallback | None = None
     ) -> list[DownloadResult]:
         return await self.downloader.download_all(self.preset_items(name), on_progress)
+
+    async def install_source(
+        self,
+        source: str,
+        *,
+        folder_type: str,
+        filename: str | None = None,
+        size: int | None = None,
+        sha256: str | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> list[DownloadResult]:
+        """Download one source a client chose (the API's model install): its connections are
+        held to `url_guard`, as a model URL in a job's graph is."""
+        item = self.source_item(
+            source, folder_type=folder_type, filename=filename, size=size, sha256=sha256
+        )
+        return await self.downloader.download_all(
+            [replace(item, guard=self.url_guard)], on_progress
+        )
 
     async def ensure(
         self, workflow: Mapping[str, Any], on_progress: ProgressCallback | None = None

@@ -31,6 +31,8 @@ from comfyfleet.jobs import (
 )
 from comfyfleet.models import ModelLibrary
 from comfyfleet.roles._backends import Backends
+from comfyfleet.roles._commands import CommandRunner
+from comfyfleet.roles._machine import MachineMeter
 from comfyfleet.roles._report import Reporter, new_agent
 from comfyfleet.supervise import FollowedSupervisor, Supervisor
 from comfyfleet.watchdog import IdleWatch, NvmlVram, WatchdogSettings, memory_reader
@@ -51,6 +53,8 @@ class AgentPart:
     webhooks: WebhookService
     backends: Backends
     library: ModelLibrary
+    commands: CommandRunner
+    machine: MachineMeter
     idle: IdleWatch | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _sending: bool = False
@@ -65,6 +69,7 @@ class AgentPart:
         self._tasks = [
             asyncio.create_task(self.reporter.run()),
             asyncio.create_task(self._lead_webhooks()),
+            asyncio.create_task(self.commands.run()),
         ]
         if self.idle is not None:
             self._tasks.append(asyncio.create_task(self.idle.run()))
@@ -77,6 +82,7 @@ class AgentPart:
                 await task
         await self.dispatcher.stop()
         await self.previews.stop()
+        self.machine.close()
         if self._sending:
             await self.webhooks.stop()
         registry = self.backends.registry
@@ -156,6 +162,9 @@ def build_agent(
         dispatcher.on_disk = frozenset(f"{k}/{name}" for k, v in found.items() for name in v)
         return {k: sorted(v) for k, v in found.items()}
 
+    machine = MachineMeter(
+        {"models": ws.models_dir, "outputs": ws.output_dir, "workspace": ws.root}
+    )
     reporter = Reporter(
         backends.registry,
         agent,
@@ -164,6 +173,7 @@ def build_agent(
         base_url=lambda port: f"http://{shown}:{port}",
         list_models=list_models,
         loaded_models=dispatcher.loaded_models,
+        machine=machine.read,
         heartbeat_s=serve.agent_heartbeat_s,
     )
     supervisor.add_listener(lambda event: reporter.wake())
@@ -173,12 +183,17 @@ def build_agent(
         backends.webhooks,
         view=lambda job: job_view(job, storage=backends.storage),
     )
+    commands = CommandRunner(
+        backends.registry, agent.id, control=supervisor.control, log_path=ws.instance_log
+    )
     idle = None
     if settings.watchdog.watches_idle:
         vram = NvmlVram() if settings.watchdog.vram_mb is not None else None
         memory = memory_reader(vram)
         idle = IdleWatch(dispatcher, supervisor, settings.watchdog, memory=memory)
-    return AgentPart(dispatcher, reporter, writer, webhooks, backends, library, idle)
+    return AgentPart(
+        dispatcher, reporter, writer, webhooks, backends, library, commands, machine, idle
+    )
 
 
 def _stall(watchdog: WatchdogSettings) -> StallSettings | None:

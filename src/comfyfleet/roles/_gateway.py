@@ -12,12 +12,14 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import uvicorn
 from fastapi import APIRouter
 
-from comfyfleet.auth import Sessions, key_lookup, session_secret
-from comfyfleet.config import Settings
+from comfyfleet.auth import Sessions, key_lookup, open_key_store, session_secret
+from comfyfleet.config import Settings, redacted_settings
+from comfyfleet.dashboard import dashboard_router
 from comfyfleet.facades.comfy_v2 import comfy_v2_router
 from comfyfleet.facades.comfyui import ComfyApi, Folders, SocketHub, comfyui_router
 from comfyfleet.facades.instances import InstanceProxy, home_proxy, instances_router
@@ -27,13 +29,15 @@ from comfyfleet.gateway import (
     PreviewFeed,
     Service,
     assets_router,
+    config_router,
     create_app,
     idempotency_secret,
+    keys_router,
     models_router,
     templates_router,
     webhooks_router,
 )
-from comfyfleet.jobs import INSTALL_PRESET, JobStore, NewJob
+from comfyfleet.jobs import INSTALL_MODEL, INSTALL_PRESET, JobStore, NewJob
 from comfyfleet.models import LOADER_INPUTS
 from comfyfleet.roles._agent import AgentPart
 from comfyfleet.roles._backends import Backends
@@ -51,18 +55,25 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-def _installs(store: JobStore, notify: Callable[[], None]) -> Callable[[str], Awaitable[str]]:
-    """Preset installs run as jobs, so their progress is a job's events like any other's."""
+def _installs(
+    store: JobStore, notify: Callable[[], None]
+) -> tuple[Callable[[str], Awaitable[str]], Callable[[dict[str, Any]], Awaitable[str]]]:
+    """Model installs (a preset, or one file from a URL) run as jobs, so their progress is a
+    job's events like any other's."""
 
-    async def start(name: str) -> str:
-        new = NewJob(
-            id=f"install-{uuid.uuid4().hex[:16]}", workflow={}, options={INSTALL_PRESET: name}
-        )
+    async def enqueue(option: dict[str, Any]) -> str:
+        new = NewJob(id=f"install-{uuid.uuid4().hex[:16]}", workflow={}, options=option)
         job, _ = await store.enqueue(new)
         notify()
         return job.id
 
-    return start
+    async def preset(name: str) -> str:
+        return await enqueue({INSTALL_PRESET: name})
+
+    async def model(spec: dict[str, Any]) -> str:
+        return await enqueue({INSTALL_MODEL: spec})
+
+    return preset, model
 
 
 def build_service(
@@ -86,6 +97,7 @@ def build_service(
     if agent is not None:
         service.notify = agent.dispatcher.notify
         service.dispatch = agent.dispatcher.dispatch
+        service.wake_commands = agent.commands.wake
     return service
 
 
@@ -130,6 +142,11 @@ async def start_gateway(
         ),
         comfy_v2_router(service, backends.assets),
         templates_router(service, library),
+        keys_router(
+            backends.keys or open_key_store(settings.auth, ws.state_dir),
+            enabled=settings.auth.enabled,
+        ),
+        config_router(lambda: redacted_settings(settings), role="serve" if agent else "gateway"),
     ]
     images = openai_images(
         service,
@@ -141,9 +158,24 @@ async def start_gateway(
     )
     if settings.openai.enabled:
         routers.append(openai_router(images))
-    if agent is not None:  # model files are an agent's disk: listed where one runs
+    sessions = _sessions(settings, ws, backends)
+    if settings.dashboard.enabled:
         routers.append(
-            models_router(agent.library, _installs(backends.store, agent.dispatcher.notify))
+            dashboard_router(
+                settings.dashboard,
+                keys_enabled=backends.keys is not None,
+                sessions=sessions is not None,
+            )
+        )
+    if agent is not None:  # model files are an agent's disk: listed where one runs
+        preset, model = _installs(backends.store, agent.dispatcher.notify)
+        routers.append(
+            models_router(
+                agent.library,
+                preset,
+                start_model_install=model,
+                net_policy=settings.assets.net_policy(),
+            )
         )
     hub = SocketHub(backends.store, service.previews)
     instances_root = ws.instance_dir(0).parent
@@ -173,7 +205,7 @@ async def start_gateway(
         routers=tuple(routers),
         keys=backends.keys,
         public_paths=settings.auth.public_paths,
-        sessions=_sessions(settings, ws, backends),
+        sessions=sessions,
         fallback=home_proxy(proxy),
     )
     if settings.openai.enabled:

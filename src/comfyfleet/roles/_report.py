@@ -3,7 +3,8 @@
 What the gateway shows of the fleet is what this writes, in every mode. Each round reads the
 supervisor's state and the dispatcher's free slots (in memory, free), and what costs more is
 read less often: the model files on disk every `models_every_s` (a directory scan, off the event
-loop), VRAM from each serving instance's `/system_stats` every `vram_every_s`, and an
+loop), the machine's CPU, memory, disks and GPUs every `machine_every_s`, VRAM from each serving
+instance's `/system_stats` every `vram_every_s`, and an
 instance's node schemas once per process of it (custom nodes only change with a restart), stored
 only when their digest is new. A store that cannot be reached is retried at the next round with
 a growing delay (up to `max_backoff_s`); the agent and its jobs go on meanwhile.
@@ -19,7 +20,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from comfyfleet import __version__
@@ -62,8 +63,11 @@ class Reporter:
     list_models: ModelLister = dict
     loaded_models: Callable[[int], Collection[str]] = lambda index: ()
     """What an instance holds, as its lane last saw it (`Dispatcher.loaded_models`)."""
+    machine: Callable[[], Mapping[str, Any]] | None = None
+    """Reads the machine (`MachineMeter.read`); None: not reported."""
     heartbeat_s: float = 3.0
     models_every_s: float = 30.0
+    machine_every_s: float = 5.0
     vram_every_s: float = 10.0
     prune_after_s: float = 3600.0
     prune_every_s: float = 60.0
@@ -74,6 +78,7 @@ class Reporter:
     _schemas_stored: set[str] = field(default_factory=set)
     _models: Mapping[str, Sequence[str]] = field(default_factory=dict)
     _models_at: float = float("-inf")
+    _machine_at: float = float("-inf")
     _pruned_at: float = float("-inf")
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -108,6 +113,9 @@ class Reporter:
         if now - self._models_at >= self.models_every_s:
             self._models = await asyncio.to_thread(self.list_models)
             self._models_at = now
+        if self.machine is not None and now - self._machine_at >= self.machine_every_s:
+            self.agent = replace(self.agent, machine=await asyncio.to_thread(self.machine))
+            self._machine_at = now
         records = [await self._record(status) for status in self.instances()]
         await self.registry.report(self.agent, records)
         if now - self._pruned_at >= self.prune_every_s:  # now and then: forget agents long gone

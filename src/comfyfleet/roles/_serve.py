@@ -88,6 +88,7 @@ async def run_service(
             )
             service.notify = agent.dispatcher.notify
             service.dispatch = agent.dispatcher.dispatch
+            service.wake_commands = agent.commands.wake
             agent.start()
             detach_gateway = await start_gateway(
                 settings, ws, backends, service, agent=agent, on_listening=on_listening

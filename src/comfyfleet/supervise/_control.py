@@ -7,8 +7,9 @@ refuses connections is a dead supervisor's, and is treated as "not running".
 Requests: `{"op": "ping"}`, `{"op": "status"}`, `{"op": "wait", "timeout": S}` (until every
 instance serves or one is fatal), `{"op": "restart", "instance": N|null}`, `{"op": "recycle",
 "instance": N, "reason": TEXT}` (restart a serving instance now: a watchdog in another process
-asks), `{"op": "down"}` (answers once everything stopped), `{"op": "events"}` (recent events,
-then live ones, streamed).
+asks), `{"op": "control", "instance": N, "action": "restart"|"stop"|"start"}` (one instance, as
+a person asks: answered once done), `{"op": "down"}` (answers once everything stopped),
+`{"op": "events"}` (recent events, then live ones, streamed).
 """
 
 from __future__ import annotations
@@ -121,6 +122,16 @@ class ControlServer:
                 return {"ok": False, "error": "recycle needs an instance number ('instance')"}
             reason = str(request.get("reason") or "restart requested")
             return {"ok": True, "restarted": await self._supervisor.recycle(index, reason)}
+        if op == "control":
+            try:
+                done = await self._supervisor.control(
+                    int(request["instance"]), str(request["action"])
+                )
+            except (KeyError, TypeError, ValueError):
+                return {"ok": False, "error": "control needs an instance number and an action"}
+            except SupervisorError as exc:
+                return {"ok": False, "error": exc.message}
+            return {"ok": True, "done": done}
         if op == "down":
             await self._shutdown()
             return {"ok": True, "stopped": [i.spec.index for i in self._supervisor.instances]}

@@ -54,6 +54,15 @@ class FollowedSupervisor:
             return False
         return bool(reply.get("restarted"))
 
+    async def control(self, index: int, action: str) -> str:
+        """What :meth:`Supervisor.control` does, asked of the supervisor that runs the fleet
+        (a stop waits for the process to end: up to its grace period)."""
+        reply = await asyncio.to_thread(
+            self.client.request, "control", timeout=120.0, instance=index, action=action
+        )
+        await self.poll_once()  # listeners hear of the change now, not at the next poll
+        return str(reply.get("done", ""))
+
     async def run(self) -> None:
         """Poll until cancelled."""
         while True:

@@ -134,6 +134,40 @@ class Supervisor:
         chosen = next((i for i in self.instances if i.spec.index == index), None)
         return chosen is not None and chosen.recycle(reason)
 
+    async def control(self, index: int, action: str) -> str:
+        """`restart`, `stop` or `start` one supervised instance; what was done, in words.
+
+        A restart of an instance in FATAL or BACKOFF tries again at once (a fresh retry
+        budget); of a running one, stops its process and starts a new one. Stopping leaves it
+        STOPPED until it is started. Attached servers are not comfyfleet's to control."""
+        if any(server.spec.index == index for server in self.attached):
+            raise SupervisorError(
+                f"instance {index} is an attached server: comfyfleet does not run it",
+                hint="restart it where it runs",
+            )
+        found = [i for i in self.instances if i.spec.index == index]
+        if not found:
+            raise SupervisorError(f"no instance {index} in this fleet")
+        instance = found[0]
+        state = instance.state
+        if action == "stop":
+            if state == State.STOPPED:
+                return f"instance {index} was stopped already"
+            await instance.stop()
+            return f"instance {index} stopped"
+        if action == "start" and state != State.STOPPED:
+            return f"instance {index} is {state} already"
+        if action in ("start", "restart") and state == State.STOPPED:
+            instance.start()
+            return f"instance {index} starting"
+        if action == "restart" and state in (State.FATAL, State.BACKOFF):
+            instance.restart()
+            return f"instance {index} retrying now"
+        if action == "restart":
+            await instance.cycle()
+            return f"instance {index} restarted"
+        raise SupervisorError(f"unknown action {action!r}: restart, stop or start")
+
     def status(self) -> list[InstanceStatus]:
         return [i.status() for i in self.instances] + [a.status() for a in self.attached]
 

@@ -18,8 +18,8 @@ SELECT count(*) FROM sqlite_master
 WHERE type = 'table' AND name IN ('fleet_agents', 'fleet_instances', 'fleet_schemas');
 
 -- name: put_agent
-INSERT OR REPLACE INTO fleet_agents (id, host, version, started_at, heartbeat_at)
-VALUES (:id, :host, :version, :started_at, :heartbeat_at);
+INSERT OR REPLACE INTO fleet_agents (id, host, version, started_at, heartbeat_at, machine)
+VALUES (:id, :host, :version, :started_at, :heartbeat_at, :machine);
 
 -- name: instance_indexes
 SELECT idx FROM fleet_instances WHERE agent = :agent;
@@ -52,6 +52,12 @@ DELETE FROM fleet_agents WHERE id = :id;
 -- name: delete_agent_instances
 DELETE FROM fleet_instances WHERE agent = :id;
 
+-- name: delete_agent_commands
+DELETE FROM fleet_commands WHERE agent = :id;
+
+-- name: delete_agent_logs
+DELETE FROM fleet_logs WHERE agent = :id;
+
 -- name: agents
 SELECT * FROM fleet_agents ORDER BY id;
 
@@ -69,6 +75,12 @@ DELETE FROM fleet_agents WHERE heartbeat_at < :older_than;
 
 -- name: prune_instances
 DELETE FROM fleet_instances WHERE agent NOT IN (SELECT id FROM fleet_agents);
+
+-- name: prune_commands
+DELETE FROM fleet_commands WHERE agent NOT IN (SELECT id FROM fleet_agents);
+
+-- name: prune_logs
+DELETE FROM fleet_logs WHERE agent NOT IN (SELECT id FROM fleet_agents);
 
 -- name: prune_frames
 DELETE FROM preview_frames WHERE at < :before;
@@ -106,3 +118,20 @@ WHERE at < :before AND job_id NOT IN (SELECT value FROM json_each(:keep));
 -- name: delete_old_frames
 DELETE FROM preview_frames
 WHERE at < :before AND job_id NOT IN (SELECT value FROM json_each(:keep));
+
+-- name: insert_command
+INSERT INTO fleet_commands (id, agent, idx, action, requested_at, requested_by, until)
+VALUES (:id, :agent, :idx, :action, :requested_at, :requested_by, :until);
+
+-- name: agent_commands
+SELECT * FROM fleet_commands WHERE agent = :agent ORDER BY requested_at, id;
+
+-- name: delete_command
+DELETE FROM fleet_commands WHERE id = :id;
+
+-- name: put_log_tail
+INSERT OR REPLACE INTO fleet_logs (agent, idx, lines, updated_at)
+VALUES (:agent, :idx, :lines, :updated_at);
+
+-- name: get_log_tail
+SELECT * FROM fleet_logs WHERE agent = :agent AND idx = :idx;

@@ -7,11 +7,11 @@ WHERE schemaname = current_schema()
     AND tablename IN ('fleet_agents', 'fleet_instances', 'fleet_schemas');
 
 -- name: put_agent
-INSERT INTO fleet_agents (id, host, version, started_at, heartbeat_at)
-VALUES (%(id)s, %(host)s, %(version)s, %(started_at)s, %(heartbeat_at)s)
+INSERT INTO fleet_agents (id, host, version, started_at, heartbeat_at, machine)
+VALUES (%(id)s, %(host)s, %(version)s, %(started_at)s, %(heartbeat_at)s, %(machine)s)
 ON CONFLICT (id) DO UPDATE SET
     host = excluded.host, version = excluded.version, started_at = excluded.started_at,
-    heartbeat_at = excluded.heartbeat_at;
+    heartbeat_at = excluded.heartbeat_at, machine = excluded.machine;
 
 -- name: put_instances
 -- Every instance of one report in one statement (rows as a JSON array). The model list is kept
@@ -48,6 +48,12 @@ DELETE FROM fleet_agents WHERE id = %(id)s;
 -- name: delete_agent_instances
 DELETE FROM fleet_instances WHERE agent = %(id)s;
 
+-- name: delete_agent_commands
+DELETE FROM fleet_commands WHERE agent = %(id)s;
+
+-- name: delete_agent_logs
+DELETE FROM fleet_logs WHERE agent = %(id)s;
+
 -- name: agents
 SELECT * FROM fleet_agents ORDER BY id;
 
@@ -66,6 +72,12 @@ DELETE FROM fleet_agents WHERE heartbeat_at < %(older_than)s;
 
 -- name: prune_instances
 DELETE FROM fleet_instances WHERE agent NOT IN (SELECT id FROM fleet_agents);
+
+-- name: prune_commands
+DELETE FROM fleet_commands WHERE agent NOT IN (SELECT id FROM fleet_agents);
+
+-- name: prune_logs
+DELETE FROM fleet_logs WHERE agent NOT IN (SELECT id FROM fleet_agents);
 
 -- name: prune_frames
 DELETE FROM preview_frames WHERE at < %(before)s;
@@ -108,3 +120,19 @@ WITH gone AS (
     RETURNING octet_length(data) AS size
 )
 SELECT count(*) AS n, coalesce(sum(size), 0) AS bytes FROM gone;
+
+-- name: insert_command
+INSERT INTO fleet_commands (id, agent, idx, action, requested_at, requested_by, until)
+VALUES (%(id)s, %(agent)s, %(idx)s, %(action)s, %(requested_at)s, %(requested_by)s, %(until)s);
+
+-- name: take_commands
+-- Handed out once: the rows are deleted as they are read.
+DELETE FROM fleet_commands WHERE agent = %(agent)s RETURNING *;
+
+-- name: put_log_tail
+INSERT INTO fleet_logs (agent, idx, lines, updated_at)
+VALUES (%(agent)s, %(idx)s, %(lines)s, %(updated_at)s)
+ON CONFLICT (agent, idx) DO UPDATE SET lines = excluded.lines, updated_at = excluded.updated_at;
+
+-- name: get_log_tail
+SELECT * FROM fleet_logs WHERE agent = %(agent)s AND idx = %(idx)s;

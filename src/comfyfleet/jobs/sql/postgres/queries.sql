@@ -176,6 +176,15 @@ ORDER BY seq DESC LIMIT %(limit)s;
 -- name: count_by_status
 SELECT count(*) AS n FROM jobs WHERE status = %(status)s;
 
+-- name: queue_depths
+SELECT priority, count(*) AS n FROM jobs WHERE status = 'queued' GROUP BY priority;
+
+-- name: endings
+-- Finished jobs, newest first (index jobs_finished): the figures of throughput and latency.
+SELECT status, priority, created_at, started_at, finished_at FROM jobs
+WHERE finished_at >= %(since)s
+ORDER BY finished_at DESC LIMIT %(limit)s;
+
 -- name: queue_position
 -- NULL when the job is not queued (or unknown); reads only the columns it compares.
 SELECT CASE WHEN me.status = 'queued' THEN (
