@@ -3,8 +3,8 @@
 -- * each agent's machine (CPU, memory, disks, GPUs), as JSON beside its heartbeat;
 -- * commands for an agent's instances (restart, stop, start, tail), written by a gateway and
 --   taken (deleted) by the agent that runs the instance, which polls for them;
--- * the last lines of an instance's log, written by its agent while someone watches them;
--- * an index on when jobs finished, which throughput and latency figures read.
+-- * the last lines of an instance's log, written by its agent while someone watches them.
+-- Throughput and latency figures read finished jobs through retention's `jobs_finished` index.
 
 ALTER TABLE fleet_agents ADD COLUMN machine TEXT NOT NULL DEFAULT '{}';
 
@@ -27,5 +27,3 @@ CREATE TABLE fleet_logs (
     updated_at REAL NOT NULL,
     PRIMARY KEY (agent, idx)
 );
-
-CREATE INDEX jobs_finished ON jobs (finished_at);
