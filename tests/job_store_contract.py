@@ -396,6 +396,22 @@ def test_release_expired_fails_exhausted_jobs_and_cancels_cancelled_ones(store: 
 # --- listing ---------------------------------------------------------------------------------
 
 
+def test_queued_by_priority_counts_only_the_queued_jobs_at_each_priority(
+    store: JobStore,
+) -> None:
+    async def scenario() -> None:
+        assert await store.queued_by_priority() == {}
+        for i, priority in enumerate([0, 0, 5, -3, 5, 0]):
+            await store.enqueue(new(f"p{i}", priority=priority), now=10.0 + i)
+        assert await store.queued_by_priority() == {0: 3, 5: 2, -3: 1}
+        claimed = await store.claim("w", lease_s=30)  # the oldest of priority 5 runs
+        assert claimed is not None and claimed.id == "p2"
+        await store.cancel("p3")
+        assert await store.queued_by_priority() == {0: 3, 5: 1}
+
+    run(scenario())
+
+
 def test_list_jobs_pages_newest_first(store: JobStore) -> None:
     async def scenario() -> None:
         ids = await fill(store, 7)

@@ -96,6 +96,10 @@ class MemoryJobStore:
         async with self._locked():
             return self._count(status)
 
+    async def queued_by_priority(self) -> dict[int, int]:
+        async with self._locked():
+            return dict(Counter(job.priority for job in self._with(JobStatus.QUEUED)))
+
     async def queue_position(self, job_id: str) -> int | None:
         async with self._locked():
             job = self._job(job_id)

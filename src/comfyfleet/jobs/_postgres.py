@@ -155,6 +155,10 @@ class PostgresJobStore(PostgresEventLog):
         (row,) = await self._rows("count_by_status", {"status": str(status)})
         return int(row["n"])
 
+    async def queued_by_priority(self) -> dict[int, int]:
+        rows = await self._rows("queued_by_priority", {})
+        return {int(row["priority"]): int(row["n"]) for row in rows}
+
     async def queue_position(self, job_id: str) -> int | None:
         rows = await self._rows("queue_position", {"id": job_id})
         if not rows:

@@ -145,6 +145,10 @@ class SqliteJobStore:
     async def count(self, status: JobStatus) -> int:
         return self._count(status)
 
+    async def queued_by_priority(self) -> dict[int, int]:
+        rows = self._db().execute(self._q["queued_by_priority"]).fetchall()
+        return {int(priority): int(n) for priority, n in rows}
+
     async def queue_position(self, job_id: str) -> int | None:
         row = self._db().execute(self._q["queue_position"], {"id": job_id}).fetchone()
         if row is None:

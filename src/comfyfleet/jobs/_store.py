@@ -49,6 +49,10 @@ class JobStore(Protocol):
 
     async def count(self, status: JobStatus) -> int: ...
 
+    async def queued_by_priority(self) -> dict[int, int]:
+        """How many jobs are queued at each priority (priorities with none left out)."""
+        ...
+
     async def queue_position(self, job_id: str) -> int | None:
         """How many queued jobs would be claimed before this one; None when it is not queued."""
         ...

@@ -79,6 +79,10 @@ ORDER BY seq DESC LIMIT :limit;
 -- name: count_by_status
 SELECT count(*) FROM jobs WHERE status = :status;
 
+-- name: queued_by_priority
+-- Reads the claim index only (status, priority, ...): as cheap as the queue is long.
+SELECT priority, count(*) FROM jobs WHERE status = 'queued' GROUP BY priority;
+
 -- name: queue_position
 -- NULL when the job is not queued (or unknown); reads only the columns it compares.
 SELECT CASE WHEN me.status = 'queued' THEN (
