@@ -48,11 +48,13 @@ from comfyfleet.jobs._routing import CLAIM_WINDOW, Affinity
 from comfyfleet.jobs._rules import LEASE_EXPIRED
 from comfyfleet.jobs._sqlite import SqliteJobStore
 from comfyfleet.jobs._store import JobStore, QueueSignal
+from comfyfleet.jobs._watch import PHASES, JobWatch, NoWatch
 
 __all__ = [
     "CLAIM_WINDOW",
     "INSTALL_PRESET",
     "LEASE_EXPIRED",
+    "PHASES",
     "SERVING_STATES",
     "TERMINAL",
     "Affinity",
@@ -72,10 +74,12 @@ __all__ = [
     "JobStatus",
     "JobStore",
     "JobStoreError",
+    "JobWatch",
     "MemoryJobStore",
     "MemoryRegistry",
     "ModelFetch",
     "NewJob",
+    "NoWatch",
     "NodeSchemas",
     "OutputPublisher",
     "PostgresJobStore",

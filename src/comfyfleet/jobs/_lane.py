@@ -37,7 +37,10 @@ from comfyfleet.jobs._progress_events import ProgressEvents
 from comfyfleet.jobs._remote import RemoteServer
 from comfyfleet.jobs._results import OutputPublisher
 from comfyfleet.jobs._routing import Affinity
+from comfyfleet.jobs._stopping import Stopper
 from comfyfleet.jobs._store import JobStore
+from comfyfleet.jobs._watch import JobWatch, NoWatch
+from comfyfleet.logs import log_context
 
 PreviewSink = Callable[[str, str, bytes], object]
 """Called with (job id, image format, bytes) for each preview frame of a running job."""
@@ -46,6 +49,8 @@ Routing = Callable[[frozenset[str]], Affinity | None]
 """What a lane claims with, given the models its instance holds (see `_routing`)."""
 
 log = logging.getLogger("comfyfleet.jobs")
+
+_ENDS = frozenset({"execution_success", "execution_error", "execution_interrupted"})
 
 
 class Lane:
@@ -67,8 +72,10 @@ class Lane:
         prepare: Preparer | None = None,
         remote: RemoteServer | None = None,
         routing: Routing | None = None,
+        watch: JobWatch | None = None,
     ) -> None:
         self.index = index
+        self.watch: JobWatch = watch or NoWatch()
         self.routing = routing
         self.loaded: frozenset[str] = frozenset()
         """The models of the last job that succeeded here: what the instance holds in memory."""
@@ -96,7 +103,10 @@ class Lane:
         self.prepare = prepare
         self.preparing: set[asyncio.Task[None]] = set()
         self.progress = ProgressEvents(store, worker, index)
-        self.endings = Endings(store, worker, index, publisher=publisher, remote=remote, wake=wake)
+        self.stopper = Stopper(store, worker, index, client, self.limits)
+        self.endings = Endings(
+            store, worker, index, publisher=publisher, remote=remote, wake=wake, watch=self.watch
+        )
         self.filling: set[asyncio.Task[None]] = set()
         """Refills started when a slot came free."""
         self._fill_pending = False
@@ -143,6 +153,10 @@ class Lane:
 
         Safe to call from several tasks at once (the gateway fills on submit, the follower on
         completion, the dispatcher's loop on its poll): a slot is reserved before the claim."""
+        with log_context(instance=self.index):
+            return await self._fill()
+
+    async def _fill(self) -> int:
         submitted = 0
         while self.free_slots() > 0:
             emptier = self._emptier_peer()
@@ -168,25 +182,32 @@ class Lane:
                 self._claiming -= 1
             if job is None:
                 break
-            try:
-                needs_preparing = self.prepare is not None and self.prepare.needed(job)
-                if self.remote is not None:  # its models are its own; installs are ours
-                    needs_preparing = needs_preparing and INSTALL_PRESET in job.options
-            except Exception as exc:  # the job's graph broke the check: its attempt ends here
-                await self.fail_attempt(
-                    prompt_id, attempt_error(exc, **self._at("preparing", from_job=True))
-                )
-                continue
-            if needs_preparing:
-                task = asyncio.create_task(self._prepare_then_submit(job, prompt_id))
-                self.in_flight[prompt_id].enter("preparing")
-                self.in_flight[prompt_id].task = task
-                self.preparing.add(task)
-                task.add_done_callback(self.preparing.discard)
-            else:
-                await self._submit(job, prompt_id)
+            with log_context(job_id=job.id):
+                await self._start(job, prompt_id)
             submitted += 1
         return submitted
+
+    async def _start(self, job: Job, prompt_id: str) -> None:
+        """Prepare (in a task of its own) or submit a job just claimed for `prompt_id`."""
+        queued_s = max(0.0, (job.started_at or time.time()) - job.queued_at)
+        self.watch.phase("queued", queued_s)
+        log.info("job %s claimed (attempt %d, queued %.3fs)", job.id, job.attempts, queued_s)
+        try:
+            needs_preparing = self.prepare is not None and self.prepare.needed(job)
+            if self.remote is not None:  # its models are its own; installs are ours
+                needs_preparing = needs_preparing and INSTALL_PRESET in job.options
+        except Exception as exc:  # the job's graph broke the check: its attempt ends here
+            error = attempt_error(exc, **self._at("preparing", from_job=True))
+            await self.fail_attempt(prompt_id, error)
+            return
+        if needs_preparing:
+            task = asyncio.create_task(self._prepare_then_submit(job, prompt_id))
+            self.in_flight[prompt_id].enter("preparing")
+            self.in_flight[prompt_id].task = task
+            self.preparing.add(task)
+            task.add_done_callback(self.preparing.discard)
+        else:
+            await self._submit(job, prompt_id)
 
     def _at(self, doing: str, *, from_job: bool = False) -> dict[str, Any]:
         return {"instance": self.index, "doing": doing, "from_job": from_job}
@@ -194,9 +215,17 @@ class Lane:
     async def fail_attempt(self, prompt_id: str, error: JobError) -> None:
         """End the attempt of the job in `prompt_id`'s slot and free the slot; a no-op when the
         job already left it (cancelled, timed out or lost meanwhile)."""
-        flight = self.in_flight.pop(prompt_id, None)
+        flight = self._leave(prompt_id)
         if flight is not None:
             await self.endings.fail(flight.job.id, error)
+
+    def _leave(self, prompt_id: str) -> _InFlight | None:
+        """Free `prompt_id`'s slot, telling the watch how long its last phase lasted."""
+        flight = self.in_flight.pop(prompt_id, None)
+        ending = None if flight is None else flight.last_phase()
+        if ending is not None:
+            self.watch.phase(*ending)
+        return flight
 
     def stranded(self, claim_grace_s: float, now: float | None = None) -> list[str]:
         """The prompt ids of jobs this lane holds that nothing works on (see InFlight)."""
@@ -206,10 +235,14 @@ class Lane:
     async def _prepare_then_submit(self, job: Job, prompt_id: str) -> None:
         """Model downloads can take minutes: they run beside the lane, holding the slot."""
         assert self.prepare is not None
+        began = time.monotonic()
         try:
-            workflow = await self.prepare(job, self.store)
+            try:
+                workflow = await self.prepare(job, self.store)
+            finally:
+                self.watch.phase("downloading", time.monotonic() - began)
         except NothingToRun as done:
-            if self.in_flight.pop(prompt_id, None) is not None:
+            if self._leave(prompt_id) is not None:
                 await self.store.complete(job.id, self.worker, done.outputs)
                 self.fill_soon()
             return
@@ -239,6 +272,8 @@ class Lane:
             else:
                 graph = await self.remote.graph_for(graph, job.id)
             extra = job.options.get("extra_data")
+            if (flight := self.in_flight.get(prompt_id)) is not None:
+                flight.sent_at = time.monotonic()
             await self.client.submit(
                 graph,
                 client_id=self.client_id,
@@ -258,6 +293,10 @@ class Lane:
     # --- following ComfyUI ---------------------------------------------------------------
     async def follow(self) -> None:
         """Consume the instance's WebSocket for as long as the lane lives."""
+        with log_context(instance=self.index):
+            await self._follow()
+
+    async def _follow(self) -> None:
         async for item in self.events:
             if isinstance(item, ComfyMessage):
                 await self._on_message_guarded(item)
@@ -273,15 +312,16 @@ class Lane:
 
     async def _on_message_guarded(self, message: ComfyMessage) -> None:
         """One message that cannot be handled ends its prompt's attempt, not the follower."""
+        flight = self.in_flight.get(message.prompt_id or "")
         try:
-            await self._on_message(message)
+            with log_context(job_id=flight.job.id if flight is not None else None):
+                await self._on_message(message)
         except Exception as exc:
-            flight = self.in_flight.get(message.prompt_id or "")
             log.exception("instance %s: handling %s failed", self.index, message.type)
             if flight is not None:
                 error = attempt_error(exc, **self._at(f"handling {message.type}"))
                 await self.fail_attempt(flight.prompt_id, error)
-                await self._stop_in_comfy(flight.job.id, flight.prompt_id)
+                await self.stopper.in_comfy(flight.job.id, flight.prompt_id)
                 self.fill_soon()
 
     async def _on_message(self, message: ComfyMessage) -> None:
@@ -289,8 +329,14 @@ class Lane:
         if flight is None:
             return
         data = message.data
+        if message.type == "execution_start" and not flight.started:
+            waited_s = flight.waited_s()
+            if waited_s is not None:
+                self.watch.phase("waiting", waited_s)
         if await self.progress.tell(flight, message):
             return
+        if message.type in _ENDS:
+            flight.finished = True
         if message.type == "execution_success":
             await self._finish_success(flight, comfy_ts=data.get("timestamp"))
         elif message.type == "execution_error":
@@ -313,8 +359,9 @@ class Lane:
             await self._finish(flight, attempt_error(exc, **self._at("reading its history")))
             return
         outputs = outputs_from_history(flight.job.id, entry)
-        self.in_flight.pop(flight.prompt_id, None)
+        self._leave(flight.prompt_id)
         if flight.job.models:  # a job without loaders leaves ComfyUI's loaded models as they were
+            self.watch.model_loads(frozenset(flight.job.models) - self.loaded)
             self.loaded = frozenset(flight.job.models)
         details = {"instance": self.index, "comfy_ts": comfy_ts}
         await self.endings.succeed(flight.job, outputs, details)
@@ -365,7 +412,8 @@ class Lane:
         for flight in list(self.in_flight.values()):
             message = f"instance {self.index}: {reason}"
             where = {"instance": self.index}
-            await self._finish(flight, JobError("instance_lost", message, True, where))
+            with log_context(job_id=flight.job.id, instance=self.index):
+                await self._finish(flight, JobError("instance_lost", message, True, where))
 
     async def reconcile(self) -> None:
         """After a WebSocket gap: ask /history about every in-flight prompt."""
@@ -375,6 +423,7 @@ class Lane:
             except ComfyUnavailable:
                 return
             status = ((entry or {}).get("status") or {}).get("status_str")
+            flight.finished = status in ("success", "error")
             if status == "success":
                 await self._finish_success(flight, entry=entry)
             elif status == "error":
@@ -385,29 +434,6 @@ class Lane:
                 await self._finish(flight, node_error(error))
 
     async def check_cancels(self, now: float | None = None) -> None:
-        """Stop the jobs a client asked to cancel, and those past their timeout. Whether ComfyUI
-        is already running a prompt cannot be known for sure (its start message may be in
-        flight), so both are done: remove it from ComfyUI's queue, then interrupt it (a no-op
-        unless it is the one running). Late messages for its prompt are ignored."""
-        now = time.time() if now is None else now
-        for flight in list(self.in_flight.values()):
-            job = await self.store.get(flight.job.id)
-            timeout = None if job.cancel_requested else flight.timed_out(self.limits, now)
-            if not job.cancel_requested and timeout is None:
-                continue
-            self.in_flight.pop(flight.prompt_id, None)
-            await self._stop_in_comfy(job.id, flight.prompt_id)
-            if timeout is None:
-                await self.store.mark_cancelled(job.id, self.worker)
-            else:
-                await self.store.fail(job.id, self.worker, timeout, retryable=False)
+        """Stop the jobs a client asked to cancel, and those past their timeout (`_stopping`)."""
+        if await self.stopper.check(self.in_flight, self._leave, now):
             self.fill_soon()
-
-    async def _stop_in_comfy(self, job_id: str, prompt_id: str) -> None:
-        """Take a prompt out of ComfyUI's queue and interrupt it if it is the one running (a
-        no-op otherwise), so an attempt that ended here does not go on there."""
-        try:
-            await self.client.delete_queued([prompt_id])
-            await self.client.interrupt(prompt_id)
-        except ComfyError as exc:
-            log.warning("stopping job %s on instance %s: %s", job_id, self.index, exc)
