@@ -15,6 +15,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from comfyfleet.assets import AssetSettings
 from comfyfleet.auth import AuthSettings
 from comfyfleet.gateway import ServeSettings
+from comfyfleet.logs import LogSettings
+from comfyfleet.metrics import MetricsSettings
 from comfyfleet.models import ModelSettings
 from comfyfleet.provision import InstallSettings
 from comfyfleet.storage import StorageSettings
@@ -50,3 +52,5 @@ class Settings(BaseSettings):
     )
     assets: AssetSettings = Field(default_factory=AssetSettings)  # type: ignore[arg-type]
     models: ModelSettings = Field(default_factory=ModelSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    log: LogSettings = Field(default_factory=LogSettings)

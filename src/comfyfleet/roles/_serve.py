@@ -24,6 +24,7 @@ from comfyfleet.errors import PortInUseError
 from comfyfleet.roles._agent import build_agent
 from comfyfleet.roles._backends import open_backends
 from comfyfleet.roles._gateway import build_service, start_gateway
+from comfyfleet.roles._observe import new_metrics, serve_agent_metrics
 from comfyfleet.supervise import (
     ControlClient,
     FollowedSupervisor,
@@ -67,19 +68,33 @@ async def run_service(
             supervisor: Fleet, stop: Callable[[], None]
         ) -> Callable[[], Awaitable[None]]:
             service = build_service(settings, ws, backends, None)
+            metrics = new_metrics(settings)
             agent = build_agent(
-                settings, ws, backends, supervisor, also_preview=service.previews.publish
+                settings,
+                ws,
+                backends,
+                supervisor,
+                also_preview=service.previews.publish,
+                metrics=metrics,
             )
             service.notify = agent.dispatcher.notify
             service.dispatch = agent.dispatcher.dispatch
             agent.start()
             detach_gateway = await start_gateway(
-                settings, ws, backends, service, agent=agent, on_listening=on_listening
+                settings,
+                ws,
+                backends,
+                service,
+                agent=agent,
+                on_listening=on_listening,
+                metrics=metrics,
             )
 
             async def detach() -> None:
                 await detach_gateway()
                 await agent.stop()
+                if metrics is not None:
+                    await metrics.close()
 
             return detach
 
@@ -99,9 +114,19 @@ async def run_agent(
         async def attach(
             supervisor: Fleet, stop: Callable[[], None]
         ) -> Callable[[], Awaitable[None]]:
-            agent = build_agent(settings, ws, backends, supervisor)
+            metrics = new_metrics(settings, agent_alone=True)
+            agent = build_agent(settings, ws, backends, supervisor, metrics=metrics)
             agent.start()
-            return agent.stop
+            if metrics is None:
+                return agent.stop
+            stop_metrics = await serve_agent_metrics(settings, metrics)
+
+            async def detach() -> None:
+                await stop_metrics()
+                await agent.stop()
+                await metrics.close()
+
+            return detach
 
         await _run_or_follow(settings, ws, detached, attach, on_event)
 
@@ -165,11 +190,16 @@ async def run_gateway(
     try:
         async with open_backends(settings, ws) as backends:
             service = build_service(settings, ws, backends, None)
-            detach = await start_gateway(settings, ws, backends, service, on_listening=on_listening)
+            metrics = new_metrics(settings)
+            detach = await start_gateway(
+                settings, ws, backends, service, on_listening=on_listening, metrics=metrics
+            )
             try:
                 await stop.wait()
             finally:
                 await detach()
+                if metrics is not None:
+                    await metrics.close()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
