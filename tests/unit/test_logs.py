@@ -135,3 +135,4 @@ def test_setup_leaves_the_default_text_output_alone_and_quiets_chatty_libraries(
         logging.getLogger("httpx").setLevel(logging.NOTSET)
         for name in ("httpcore", "websockets", "asyncio"):
             logging.getLogger(name).setLevel(logging.NOTSET)
+        logging.captureWarnings(False)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import httpx
 import pytest
@@ -28,6 +26,7 @@ from comfyfleet.netguard import GuardedClient, NetPolicy
 from comfyfleet.storage import AccessDenied, InvalidKey, StorageConfigError, StorageUnavailable
 from comfyfleet.supervise import InstanceStatus, State
 from comfyfleet.webhooks import MemoryOutbox, NewDelivery, Sender, WebhookSettings
+from tests.unit.fake_nvml import FakeNvml
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -116,49 +115,6 @@ def test_model_loads_are_labelled_by_folder_never_by_file_name() -> None:
     assert value(registry, "comfyfleet_model_loads_total", folder="other") == 2
 
 
-class FakeNvml:
-    """pynvml's calls for two GPUs; the second one cannot report its power."""
-
-    class NotSupported(Exception):
-        pass
-
-    def __init__(self) -> None:
-        self.shut = False
-
-    def nvmlInit(self) -> None:
-        pass
-
-    def nvmlShutdown(self) -> None:
-        self.shut = True
-
-    def nvmlDeviceGetCount(self) -> int:
-        return 2
-
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
-        return index
-
-    def nvmlDeviceGetName(self, handle: int) -> bytes:
-        return b"NVIDIA H100 80GB HBM3"
-
-    def nvmlDeviceGetUUID(self, handle: int) -> str:
-        return f"GPU-{handle}"
-
-    def nvmlDeviceGetUtilizationRates(self, handle: int) -> Any:
-        return SimpleNamespace(gpu=[87, 0][handle], memory=40)
-
-    def nvmlDeviceGetMemoryInfo(self, handle: int) -> Any:
-        return SimpleNamespace(used=[30, 1][handle] * 2**30, total=80 * 2**30, free=0)
-
-    def nvmlDeviceGetTemperature(self, handle: int, sensor: int) -> int:
-        assert sensor == 0
-        return [71, 35][handle]
-
-    def nvmlDeviceGetPowerUsage(self, handle: int) -> int:
-        if handle == 1:
-            raise self.NotSupported("power")
-        return 412_500
-
-
 def test_gpus_and_instances_are_read_at_scrape_time_and_nvml_closed_after() -> None:
     fake = FakeNvml()
     nvml = Nvml.open(fake)
@@ -189,8 +145,8 @@ def test_gpus_and_instances_are_read_at_scrape_time_and_nvml_closed_after() -> N
     assert ("comfyfleet_gpu_power_watts", gpu1) not in samples
     info = (("gpu", "0"), ("name", "NVIDIA H100 80GB HBM3"), ("uuid", "GPU-0"))
     assert samples[("comfyfleet_gpu_info", info)] == 1
-    assert samples[("comfyfleet_instance_restarts_total", (("instance", "0"),))] == 3
-    assert samples[("comfyfleet_instance_memory_rss_bytes", (("instance", "0"),))] == 512 * 2**20
+    assert samples[("comfyfleet_instance_restarts_total", (("index", "0"),))] == 3
+    assert samples[("comfyfleet_instance_memory_rss_bytes", (("index", "0"),))] == 512 * 2**20
     assert fake.shut
 
 

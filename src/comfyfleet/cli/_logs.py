@@ -38,6 +38,7 @@ LogLevelOpt = Annotated[
 ]
 
 log = logging.getLogger("comfyfleet.cli")
+fleet_log = logging.getLogger("comfyfleet.supervise")
 
 
 def log_flags(log_format: str | None, log_level: str | None) -> dict[str, str | None]:
@@ -56,7 +57,7 @@ class RoleOutput:
     def on_event(self, event: InstanceEvent) -> None:
         if self.json:
             extra = {"instance": event.instance, "state": str(event.new)}
-            log.info("%s", event.describe(), extra=extra)
+            fleet_log.info("%s", event.describe(), extra=extra)
             return
         self.console.print(
             f"[dim]{time.strftime('%H:%M:%S')}[/] instance {event.instance} "

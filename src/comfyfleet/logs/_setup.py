@@ -3,7 +3,8 @@
 Called once by the long-running commands (`serve`, `gateway`, `agent`) before they start: the
 logging module is the one piece of process-wide state, and only a program's entry point may set
 it. Libraries that log every request at `info` (httpx names each URL, and a webhook URL may
-carry a token) are held at `warning` whatever the level.
+carry a token) are held at `warning` whatever the level. Python's warnings are logged as
+records (logger `py.warnings`) rather than printed.
 """
 
 from __future__ import annotations
@@ -31,4 +32,5 @@ def configure_logging(settings: LogSettings, *, stream: TextIO | None = None) ->
     root.setLevel((settings.level or "info").upper())
     for name in _QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.captureWarnings(True)  # Python's warnings become records too: no stray lines
     return True

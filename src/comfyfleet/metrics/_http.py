@@ -10,7 +10,6 @@ nothing else, and no secret: bind it where only the scraper reaches it.
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
-from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -21,6 +20,8 @@ from comfyfleet.gateway import needs
 from comfyfleet.metrics._registry import Metrics
 
 PATH = "/metrics"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""The classic text format, which `generate_latest` writes and every Prometheus reads."""
 
 
 def metrics_router(metrics: Metrics) -> APIRouter:
@@ -28,7 +29,7 @@ def metrics_router(metrics: Metrics) -> APIRouter:
 
     @router.get(PATH, include_in_schema=False)
     async def scrape() -> Response:
-        return Response(await metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        return Response(await metrics.render(), media_type=CONTENT_TYPE)
 
     return router
 
@@ -37,6 +38,6 @@ def metrics_app(metrics: Metrics) -> Starlette:
     """An app that answers `GET /metrics` and nothing else (an agent's metrics port)."""
 
     async def scrape(request: Request) -> Response:
-        return Response(await metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        return Response(await metrics.render(), media_type=CONTENT_TYPE)
 
     return Starlette(routes=[Route(PATH, scrape, methods=["GET"])])

@@ -3,6 +3,8 @@
 Read in a thread (NVML and the process table block for milliseconds), once per `refresh_s`
 whoever scrapes. Instance restarts are the supervisor's own count (for a fleet that
 `comfyfleet up --detach` runs, that supervisor's), so they hold however this process started.
+Instances are labelled `index`, not `instance`: Prometheus gives every series an `instance`
+label of its own (the scraped address).
 """
 
 from __future__ import annotations
@@ -62,12 +64,12 @@ class MachineCollector(Collector):
         restarts = CounterMetricFamily(
             "comfyfleet_instance_restarts",
             "Times the supervisor started an instance again (after a crash or a failed start)",
-            labels=["instance"],
+            labels=["index"],
         )
         memory = _gauge(
             "comfyfleet_instance_memory_rss_bytes",
             "Resident memory of each instance's process tree",
-            ["instance"],
+            ["index"],
         )
         for status in statuses:
             restarts.add_metric([str(status.index)], status.restarts)
