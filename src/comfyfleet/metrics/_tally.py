@@ -36,8 +36,8 @@ class EventLog(Protocol):
 
 
 class JobTally:
-    def __init__(self, log_: EventLog, registry: CollectorRegistry, *, every_s: float) -> None:
-        self._log = log_
+    def __init__(self, events: EventLog, registry: CollectorRegistry, *, every_s: float) -> None:
+        self._events = events
         self.every_s = every_s
         self.cursor: int | None = None
         """The seq of the last event counted (None until the follower has started)."""
@@ -87,11 +87,11 @@ class JobTally:
     async def catch_up(self) -> int:
         """Count the events written since the last call; how many were read."""
         if self.cursor is None:
-            self.cursor = await self._log.latest_event_seq()
+            self.cursor = await self._events.latest_event_seq()
             return 0
         read = 0
         while True:
-            events = await self._log.events_since(self.cursor, limit=BATCH)
+            events = await self._events.events_since(self.cursor, limit=BATCH)
             for event in events:
                 self._count(event)
             if events:
