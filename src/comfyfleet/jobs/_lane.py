@@ -3,6 +3,8 @@
 Every instance keeps two jobs: one running and one queued behind it inside ComfyUI, so the GPU
 never waits for its next job. The lane chooses each prompt id before submitting, so a message
 that arrives before the submit returns (fast graphs finish in milliseconds) is never lost.
+Taking a claimed job to ComfyUI is `_starting`'s; stopping one from outside (a cancel, a
+timeout) `_stopping`'s; reporting how an attempt ended `_endings`'.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from comfyfleet.comfy import (
-    LARGE_PROMPT_NODES,
     ComfyClient,
     ComfyError,
     ComfyEvents,
@@ -25,18 +26,17 @@ from comfyfleet.comfy import (
     Disconnected,
     PreviewFrame,
 )
-from comfyfleet.jobs._confine import namespace_outputs
 from comfyfleet.jobs._endings import Endings
 from comfyfleet.jobs._failures import JobError, attempt_error, node_error
 from comfyfleet.jobs._flight import InFlight as _InFlight
 from comfyfleet.jobs._limits import JobLimits
-from comfyfleet.jobs._model import Job
 from comfyfleet.jobs._outputs import outputs_from_history
-from comfyfleet.jobs._prepare import INSTALL_PRESET, NothingToRun, PrepareFailed, Preparer
+from comfyfleet.jobs._prepare import Preparer
 from comfyfleet.jobs._progress_events import ProgressEvents
 from comfyfleet.jobs._remote import RemoteServer
 from comfyfleet.jobs._results import OutputPublisher
 from comfyfleet.jobs._routing import Affinity
+from comfyfleet.jobs._starting import Starter
 from comfyfleet.jobs._stopping import Stopper
 from comfyfleet.jobs._store import JobStore
 from comfyfleet.jobs._watch import JobWatch, NoWatch
@@ -101,7 +101,7 @@ class Lane:
         self.on_preview = on_preview
         self.limits = limits or JobLimits()
         self.prepare = prepare
-        self.preparing: set[asyncio.Task[None]] = set()
+        self.starter = Starter(self)
         self.progress = ProgressEvents(store, worker, index)
         self.stopper = Stopper(store, worker, index, client, self.limits)
         self.endings = Endings(
@@ -112,6 +112,11 @@ class Lane:
         self._fill_pending = False
 
     # --- claiming and submitting -----------------------------------------------------------
+    @property
+    def preparing(self) -> set[asyncio.Task[None]]:
+        """Jobs whose model files are being made ready, each in a task of its own."""
+        return self.starter.preparing
+
     def holds_nothing(self) -> bool:
         return not (self.in_flight or self._claiming or self.preparing or self.finishing)
 
@@ -183,31 +188,9 @@ class Lane:
             if job is None:
                 break
             with log_context(job_id=job.id):
-                await self._start(job, prompt_id)
+                await self.starter.start(job, prompt_id)
             submitted += 1
         return submitted
-
-    async def _start(self, job: Job, prompt_id: str) -> None:
-        """Prepare (in a task of its own) or submit a job just claimed for `prompt_id`."""
-        queued_s = max(0.0, (job.started_at or time.time()) - job.queued_at)
-        self.watch.phase("queued", queued_s)
-        log.info("job %s claimed (attempt %d, queued %.3fs)", job.id, job.attempts, queued_s)
-        try:
-            needs_preparing = self.prepare is not None and self.prepare.needed(job)
-            if self.remote is not None:  # its models are its own; installs are ours
-                needs_preparing = needs_preparing and INSTALL_PRESET in job.options
-        except Exception as exc:  # the job's graph broke the check: its attempt ends here
-            error = attempt_error(exc, **self._at("preparing", from_job=True))
-            await self.fail_attempt(prompt_id, error)
-            return
-        if needs_preparing:
-            task = asyncio.create_task(self._prepare_then_submit(job, prompt_id))
-            self.in_flight[prompt_id].enter("preparing")
-            self.in_flight[prompt_id].task = task
-            self.preparing.add(task)
-            task.add_done_callback(self.preparing.discard)
-        else:
-            await self._submit(job, prompt_id)
 
     def _at(self, doing: str, *, from_job: bool = False) -> dict[str, Any]:
         return {"instance": self.index, "doing": doing, "from_job": from_job}
@@ -215,11 +198,11 @@ class Lane:
     async def fail_attempt(self, prompt_id: str, error: JobError) -> None:
         """End the attempt of the job in `prompt_id`'s slot and free the slot; a no-op when the
         job already left it (cancelled, timed out or lost meanwhile)."""
-        flight = self._leave(prompt_id)
+        flight = self.leave(prompt_id)
         if flight is not None:
             await self.endings.fail(flight.job.id, error)
 
-    def _leave(self, prompt_id: str) -> _InFlight | None:
+    def leave(self, prompt_id: str) -> _InFlight | None:
         """Free `prompt_id`'s slot, telling the watch how long its last phase lasted."""
         flight = self.in_flight.pop(prompt_id, None)
         ending = None if flight is None else flight.last_phase()
@@ -231,64 +214,6 @@ class Lane:
         """The prompt ids of jobs this lane holds that nothing works on (see InFlight)."""
         now = time.monotonic() if now is None else now
         return [p for p, flight in self.in_flight.items() if flight.stranded(claim_grace_s, now)]
-
-    async def _prepare_then_submit(self, job: Job, prompt_id: str) -> None:
-        """Model downloads can take minutes: they run beside the lane, holding the slot."""
-        assert self.prepare is not None
-        began = time.monotonic()
-        try:
-            try:
-                workflow = await self.prepare(job, self.store)
-            finally:
-                self.watch.phase("downloading", time.monotonic() - began)
-        except NothingToRun as done:
-            if self._leave(prompt_id) is not None:
-                await self.store.complete(job.id, self.worker, done.outputs)
-                self.fill_soon()
-            return
-        except PrepareFailed as exc:
-            await self.fail_attempt(prompt_id, JobError.from_dict(exc.error, exc.retryable))
-            self.fill_soon()
-            return
-        except Exception as exc:
-            await self.fail_attempt(
-                prompt_id, attempt_error(exc, **self._at("preparing", from_job=True))
-            )
-            self.fill_soon()
-            return
-        if prompt_id in self.in_flight:  # not cancelled or lost meanwhile
-            await self._submit(job, prompt_id, workflow)
-
-    async def _submit(
-        self, job: Job, prompt_id: str, workflow: dict[str, Any] | None = None
-    ) -> None:
-        """Send the job to ComfyUI. Whatever goes wrong ends this attempt, never the lane."""
-        try:
-            graph = job.workflow if workflow is None else workflow
-            if self.remote is None and len(graph) > LARGE_PROMPT_NODES:
-                graph = await asyncio.to_thread(namespace_outputs, graph, job.id)
-            elif self.remote is None:
-                graph = namespace_outputs(graph, job.id)
-            else:
-                graph = await self.remote.graph_for(graph, job.id)
-            extra = job.options.get("extra_data")
-            if (flight := self.in_flight.get(prompt_id)) is not None:
-                flight.sent_at = time.monotonic()
-            await self.client.submit(
-                graph,
-                client_id=self.client_id,
-                prompt_id=prompt_id,
-                extra_data=extra if isinstance(extra, dict) else None,
-            )
-        except Exception as exc:
-            await self.fail_attempt(
-                prompt_id, attempt_error(exc, **self._at("submitting", from_job=True))
-            )
-            return
-        flight = self.in_flight.get(prompt_id)
-        if flight is not None:
-            flight.enter("submitted")
-            flight.task = None
 
     # --- following ComfyUI ---------------------------------------------------------------
     async def follow(self) -> None:
@@ -359,7 +284,7 @@ class Lane:
             await self._finish(flight, attempt_error(exc, **self._at("reading its history")))
             return
         outputs = outputs_from_history(flight.job.id, entry)
-        self._leave(flight.prompt_id)
+        self.leave(flight.prompt_id)
         if flight.job.models:  # a job without loaders leaves ComfyUI's loaded models as they were
             self.watch.model_loads(frozenset(flight.job.models) - self.loaded)
             self.loaded = frozenset(flight.job.models)
@@ -435,5 +360,5 @@ class Lane:
 
     async def check_cancels(self, now: float | None = None) -> None:
         """Stop the jobs a client asked to cancel, and those past their timeout (`_stopping`)."""
-        if await self.stopper.check(self.in_flight, self._leave, now):
+        if await self.stopper.check(self.in_flight, self.leave, now):
             self.fill_soon()
