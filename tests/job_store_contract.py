@@ -376,6 +376,28 @@ def test_release_expired_requeues_lapsed_leases(store: JobStore) -> None:
     run(scenario())
 
 
+def test_a_late_end_of_an_earlier_attempt_by_the_same_worker_is_refused(store: JobStore) -> None:
+    """The worker's lease lapsed, the job went back, and the same worker claimed it again (an
+    agent whose link came back): what the first attempt reports now changes nothing."""
+
+    async def scenario() -> None:
+        await fill(store, 1)
+        first = await store.claim("agent", lease_s=10, now=3000.0)
+        assert first is not None
+        assert await store.release_expired(now=3011.0) == [first.id]
+        second = await store.claim("agent", lease_s=10, now=3012.0)
+        assert second is not None and second.id == first.id and second.attempts == 2
+        old = {"code": "instance_lost", "message": "late", "retryable": True}
+        late = [{"node": "9", "filename": "late.png"}]
+        assert await store.fail(first.id, "agent", old, retryable=True, attempt=1) is None
+        assert await store.complete(first.id, "agent", late, attempt=1) is None
+        assert (await store.get(first.id)).status is JobStatus.RUNNING
+        done = await store.complete(first.id, "agent", [], attempt=2)
+        assert done is not None and done.status is JobStatus.SUCCEEDED and done.outputs == []
+
+    run(scenario())
+
+
 def test_release_expired_fails_exhausted_jobs_and_cancels_cancelled_ones(store: JobStore) -> None:
     async def scenario() -> None:
         await store.enqueue(new("once", max_attempts=1), now=1.0)
@@ -722,3 +744,99 @@ def test_a_queued_job_can_be_failed_for_a_timeout_once_only(store: JobStore) -> 
 def test_a_cursor_too_big_for_a_row_id_is_invalid(store: JobStore) -> None:
     with pytest.raises(InvalidCursor):
         run(store.list_jobs(cursor="9" * 20))
+
+
+# --- retention -------------------------------------------------------------------------------
+
+
+def _stored_size(*values: Any) -> int:
+    """The UTF-8 size of compact JSON, as every backend stores it."""
+    return sum(
+        len(json.dumps(v, separators=(",", ":"), ensure_ascii=False).encode())
+        for v in values
+        if v is not None
+    )
+
+
+async def _ended(store: JobStore) -> dict[str, Job]:
+    """a: succeeded at 100 (outputs, a progress event); b: failed at 50; c: cancelled at 200
+    while queued; d: queued; e: running. Names with non-ASCII text, so bytes are not characters."""
+    graph = {"1": {"class_type": "CLIPTextEncode", "inputs": {"text": "un café à Zürich"}}}
+    for i, job_id in enumerate("abcde"):
+        await store.enqueue(NewJob(id=job_id, workflow=graph, options={"n": i}), now=10.0 + i)
+    a = await store.claim("w", lease_s=1e6, now=20.0)
+    b = await store.claim("w", lease_s=1e6, now=21.0)
+    assert a is not None and b is not None and (a.id, b.id) == ("a", "b")
+    await store.publish("a", "progress", {"value": 1, "max": 2, "node": "é"}, now=30.0)
+    await store.complete("a", "w", [{"filename": "a.png", "path": "a.png"}], now=100.0)
+    await store.fail("b", "w", BOOM, retryable=False, now=50.0)
+    await store.cancel("c", now=200.0)
+    assert (await store.claim("w", lease_s=1e6, now=22.0) or new("x")).id == "d"
+    await store.fail_queued("e", BOOM, now=23.0)  # e is finished too (in the queue), ...
+    await store.enqueue(NewJob(id="f", workflow=graph), now=24.0)  # ... f is queued
+    return {job_id: await store.get(job_id) for job_id in "abcdf"}
+
+
+def test_finished_jobs_are_listed_by_end_with_what_they_hold(store: JobStore) -> None:
+    async def scenario() -> None:
+        await _ended(store)
+        found = await store.finished_jobs(150.0)
+        assert [(f.id, f.status, f.finished_at) for f in found] == [
+            ("e", JobStatus.FAILED, 23.0),
+            ("b", JobStatus.FAILED, 50.0),
+            ("a", JobStatus.SUCCEEDED, 100.0),
+        ]
+        for item in found:
+            job, events = await store.get(item.id), await store.events(item.id)
+            assert item.seq == job.seq
+            assert item.events == len(events) and item.last_event == events[-1].seq
+            stored = (job.workflow, job.options, job.outputs, job.error, job.progress)
+            assert item.bytes == _stored_size(*stored)
+            assert item.event_bytes == _stored_size(*(e.data for e in events))
+        assert (found[2].events, found[1].events) == (4, 3)  # queued, running, progress, done
+        # Page by page, after the cursor of the last one seen; c ended at 200, at the limit.
+        pages, after = [], None
+        while page := await store.finished_jobs(200.0, after=after, limit=2):
+            pages.append([f.id for f in page])
+            after = page[-1].cursor
+        assert pages == [["e", "b"], ["a"]]
+        assert [f.id for f in await store.finished_jobs(200.5)] == ["e", "b", "a", "c"]
+        assert await store.finished_jobs(23.0) == []
+
+    run(scenario())
+
+
+def test_live_jobs_are_the_queued_and_running_ones_by_seq(store: JobStore) -> None:
+    async def scenario() -> None:
+        jobs = await _ended(store)
+        live = await store.live_jobs()
+        assert [(j.id, j.status) for j in live] == [
+            ("d", JobStatus.RUNNING),
+            ("f", JobStatus.QUEUED),
+        ]
+        assert live == [jobs["d"], jobs["f"]]
+        first = await store.live_jobs(limit=1)
+        assert [j.id for j in first] == ["d"]
+        assert [j.id for j in await store.live_jobs(after=first[0].seq)] == ["f"]
+        assert await store.live_jobs(after=jobs["f"].seq) == []
+        # Put back in the queue, a job keeps its seq: paging still finds it once.
+        await store.fail("d", "w", BOOM, retryable=True, now=300.0)
+        assert [(j.id, j.status) for j in await store.live_jobs()] == [
+            ("d", JobStatus.QUEUED),
+            ("f", JobStatus.QUEUED),
+        ]
+
+    run(scenario())
+
+
+def test_a_forgotten_job_leaves_no_trace_in_its_owners_listing(store: JobStore) -> None:
+    async def scenario() -> None:
+        await store.enqueue(new("a", owner="key-a"), now=1.0)
+        await store.enqueue(new("b", owner="key-a"), now=2.0)
+        await store.cancel("a", now=3.0)
+        assert await store.forget(["a"]) == 1
+        jobs, cursor = await store.list_jobs(owner="key-a")
+        assert [j.id for j in jobs] == ["b"] and cursor is None
+        assert await store.finished_jobs(1e9) == []
+
+    run(scenario())

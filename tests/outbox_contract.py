@@ -169,3 +169,34 @@ def test_count_by_state_follows_each_delivery(outbox: Outbox) -> None:
         assert [await outbox.count(s) for s in states] == [3, 1, 1]
 
     run(scenario())
+
+
+def test_prune_removes_spent_deliveries_by_age_and_never_a_pending_one(outbox: Outbox) -> None:
+    async def scenario() -> None:
+        bodies = ["{}", '{"text":"café"}', '{"n":1}', '{"n":22}', '{"n":333}']
+        batch = [
+            NewDelivery(f"msg_{i}", i, f"job{i}", "job.succeeded", "https://x.test/h", body)
+            for i, body in enumerate(bodies, start=1)
+        ]
+        await outbox.relay(0, 5, batch, now=NOW)
+        await outbox.mark_delivered("msg_1", status=200, now=NOW + 10)
+        await outbox.mark_delivered("msg_2", status=200, now=NOW + 20)
+        await outbox.mark_failed("msg_3", status=500, error="x", now=NOW + 10)
+        await outbox.mark_failed("msg_4", status=500, error="x", now=NOW + 30)
+        # msg_5 stays pending, however old.
+        delivered, failed = DeliveryState.DELIVERED, DeliveryState.FAILED
+        size = len('{"text":"café"}'.encode())  # bytes, not characters
+        assert await outbox.prune(delivered, NOW + 21, dry_run=True) == (2, 2 + size)
+        assert await outbox.prune(failed, NOW + 30, dry_run=True) == (1, 7)
+        rows, _ = await outbox.list_deliveries()
+        assert len(rows) == 5  # a dry run removes nothing
+        assert await outbox.prune(delivered, NOW + 20) == (1, 2)
+        assert await outbox.prune(failed, NOW + 31) == (2, 15)
+        assert await outbox.prune(failed, NOW + 31) == (0, 0)
+        rows, _ = await outbox.list_deliveries()
+        assert [(r.id, r.state) for r in rows] == [("msg_5", "pending"), ("msg_2", "delivered")]
+        with pytest.raises(ValueError, match="pending"):
+            await outbox.prune(DeliveryState.PENDING, NOW + 1000)
+        assert (await outbox.get("msg_5")).state == "pending"
+
+    run(scenario())

@@ -186,3 +186,20 @@ def test_a_lease_has_one_holder_until_it_expires_or_is_given_up(registry: Regist
         assert await registry.lead("other", "b", ttl_s=10, now=122.0)  # leases are by name
 
     run(scenario())
+
+
+def test_old_preview_frames_are_pruned_but_a_kept_jobs(registry: Registry) -> None:
+    async def scenario() -> None:
+        await registry.put_preview(StoredFrame("old", "w", 1, "jpeg", b"12345", 10.0))
+        await registry.put_preview(StoredFrame("live", "w", 1, "jpeg", b"123", 10.0))
+        await registry.put_preview(StoredFrame("new", "w", 1, "png", b"1234567", 30.0))
+        assert await registry.prune_previews(20.0, keep=["live"], dry_run=True) == (1, 5)
+        assert await registry.prune_previews(31.0, dry_run=True) == (3, 15)
+        assert await registry.prune_previews(20.0, keep=["live", "other"]) == (1, 5)
+        frames = await registry.previews(["old", "live", "new"], since=0.0)
+        assert sorted(f.job_id for f in frames) == ["live", "new"]
+        assert await registry.prune_previews(20.0, keep=["live"]) == (0, 0)
+        assert await registry.prune_previews(31.0) == (2, 10)
+        assert await registry.previews(["old", "live", "new"], since=0.0) == []
+
+    run(scenario())

@@ -123,3 +123,41 @@ def tiny_sd15_graph(
             "inputs": {"images": ["6", 0], "filename_prefix": prefix},
         },
     }
+
+
+VAE_NAME = "comfyfleet_tiny_taesd.safetensors"
+_EXTRACT_VAE = """
+import sys
+from safetensors import safe_open
+from safetensors.torch import save_file
+source, target, builder = sys.argv[1:4]
+prefix = "first_stage_model."
+with safe_open(source, "pt") as ckpt:
+    vae = {k[len(prefix):]: ckpt.get_tensor(k) for k in ckpt.keys() if k.startswith(prefix)}
+save_file(vae, target, metadata={"comfyfleet_builder_sha256": builder})
+print(len(vae))
+"""
+
+
+def tiny_vae(installed_ws: Path) -> str:
+    """The tiny checkpoint's VAE (TAESD) as a file of its own in `models/vae/`, which ComfyUI's
+    VAELoader recognises by its `taesd_encoder.` / `taesd_decoder.` keys: a stand-in for graphs
+    that load their VAE separately. Rebuilt with the checkpoint."""
+    checkpoint = installed_ws / "models" / "checkpoints" / tiny_checkpoint(installed_ws)
+    target = installed_ws / "models" / "vae" / VAE_NAME
+    wanted = _builder_hash()
+    with _locked(target.with_name(VAE_NAME + ".lock")):
+        if target.is_file() and _metadata(target).get(BUILDER_KEY) == wanted:
+            return VAE_NAME
+        partial = target.with_name(VAE_NAME + ".partial")
+        python = installed_ws / "venv" / "bin" / "python"
+        proc = subprocess.run(
+            [str(python), "-c", _EXTRACT_VAE, str(checkpoint), str(partial), wanted],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"extracting the tiny VAE failed:\n{proc.stdout}\n{proc.stderr}")
+        os.replace(partial, target)
+    return VAE_NAME

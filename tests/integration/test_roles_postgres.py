@@ -1,8 +1,9 @@
 """Several machines' worth of processes on one PostgreSQL: 2 `comfyfleet gateway` + 2
-`comfyfleet agent` (one CPU ComfyUI instance each: two cores here), talking only through the
-store. Jobs submitted through both gateways complete once each; either gateway lists every
-agent's instances; SSE and the WebSocket follow a job through the gateway that did not take it;
-an agent killed with SIGKILL mid-burst loses its leases and its jobs complete on the other."""
+`comfyfleet agent` (two CPU ComfyUI instances each), talking only through the store. 200 jobs
+submitted through both gateways complete once each and each job's webhook is delivered once;
+either gateway lists every agent's instances; SSE and the WebSocket follow a job through the
+gateway that did not take it; an agent killed with SIGKILL mid-burst loses its leases and its
+jobs complete on the other."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 import websockets.sync.client
 import yaml
@@ -25,11 +27,13 @@ import yaml
 from comfyfleet.webhooks import generate_secret
 from tests.comfyui_env import free_port_block, workspace_sharing
 from tests.integration.serve import model_free_graph, sleep_graph
+from tests.integration.test_serve_webhooks import Receiver
 from tests.postgres_server import PostgresMissing, scratch_database
 
 pytestmark = pytest.mark.comfyui
 
 LEASE_S = 3.0
+BURST = 200
 AGENT_TIMEOUT_S = 4.0
 
 
@@ -44,7 +48,7 @@ def _config(ws: Path, shared: Path) -> None:
             "agent_heartbeat_s": 0.5,
             "max_queued": 5000,
         },
-        "webhooks": {"secret": SECRET},
+        "webhooks": {"secret": SECRET, "allow_private_targets": True, "poll_s": 0.5},
     }
     (ws / "comfyfleet.yaml").write_text(yaml.safe_dump(settings), encoding="utf-8")
 
@@ -86,11 +90,20 @@ def with_group_gone(pgid: int) -> None:
 
 
 class Fleet:
-    def __init__(self, gateways: list[str], agents: list[Role], roles: list[Role]) -> None:
+    def __init__(
+        self, gateways: list[str], agents: list[Role], roles: list[Role], store: str
+    ) -> None:
         self.urls = gateways
         self.http = [httpx.Client(base_url=u, timeout=60, trust_env=False) for u in gateways]
         self.agents = agents
         self.roles = roles
+        self.store = store
+
+    def webhook_sender(self) -> str | None:
+        """The agent holding the fleet's `webhooks` lease (the one that sends), as stored."""
+        with psycopg.connect(self.store) as conn:
+            row = conn.execute("SELECT holder FROM fleet_leases WHERE name = 'webhooks'").fetchone()
+        return None if row is None else str(row[0])
 
     def wait_serving(self, count: int, timeout: float = 240) -> None:
         deadline = time.monotonic() + timeout
@@ -131,8 +144,8 @@ def _fleet(comfyui_install: Path, postgres: str, tmp_path: Path) -> Iterator[Fle
     for n in range(2):
         ws = workspace_sharing(comfyui_install, tmp_path / f"agent{n}")
         _config(ws, shared)
-        base = str(free_port_block(1))
-        agent = Role(ws, ["agent", "--store", postgres, "-n", "1", "--base-port", base], f"a{n}")
+        base = str(free_port_block(2))
+        agent = Role(ws, ["agent", "--store", postgres, "-n", "2", "--base-port", base], f"a{n}")
         agents.append(agent)
         roles.append(agent)
     gw_ws = tmp_path / "gateway"
@@ -148,8 +161,8 @@ def _fleet(comfyui_install: Path, postgres: str, tmp_path: Path) -> Iterator[Fle
             )
             urls.append(f"http://127.0.0.1:{port}")
             time.sleep(1.0)  # the first makes the shared idempotency secret
-        running = Fleet(urls, agents, roles)
-        running.wait_serving(2)
+        running = Fleet(urls, agents, roles, postgres)
+        running.wait_serving(2 * len(agents))
         yield running
     finally:
         for role in roles:
@@ -185,15 +198,19 @@ def test_two_gateways_two_agents_through_one_postgres(fleet: Fleet) -> None:
                 statuses.append(message["data"]["status"])
     assert statuses[-1] == "succeeded"
 
-    # A burst through both gateways; one agent is killed mid-burst.
+    # A burst through both gateways, each job with a webhook; one agent is killed mid-burst.
+    receiver = Receiver(free_port_block(1), SECRET)
+    receiver.start()
+    hook = {"url": f"http://127.0.0.1:{receiver.port}/hook", "events": ["job.succeeded"]}
     ids: list[str] = []
-    for n in range(80):
-        graph = sleep_graph(0.4, 1000 + n) if n % 4 == 0 else model_free_graph(1000 + n, "burst")
-        answer = fleet.http[n % 2].post("/v1/jobs", json={"workflow": graph})
+    for n in range(BURST):
+        graph = sleep_graph(0.4, 1000 + n) if n % 8 == 0 else model_free_graph(1000 + n, "burst")
+        answer = fleet.http[n % 2].post("/v1/jobs", json={"workflow": graph, "webhook": hook})
         assert answer.status_code == 202, answer.text
         ids.append(answer.json()["id"])
     victim_id = _agent_running_something(first, ids)
     (victim,) = [a for a in fleet.agents if f"-{a.proc.pid}-" in victim_id]  # ids name the pid
+    victim_sent_webhooks = fleet.webhook_sender() == victim_id
     os.killpg(victim.proc.pid, signal.SIGKILL)  # the agent and its ComfyUI, no goodbye
     killed_at = time.monotonic()
 
@@ -212,7 +229,27 @@ def test_two_gateways_two_agents_through_one_postgres(fleet: Fleet) -> None:
     after = second.get("/v1/instances").json()
     gone = [i for i in after["instances"] if i["agent"]["id"] == victim_id]
     assert all(i["state"] == "gone" for i in gone)
-    assert second.get("/ready").json()["instances_serving"] == 1
+    assert second.get("/ready").json()["instances_serving"] == 2
+
+    deadline = time.monotonic() + 120
+    while len(receiver.received) < len(ids) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(2 * LEASE_S)  # long enough for a second delivery of anything, were there one
+    receiver.stop()
+    assert receiver.forged == 0
+    # Each job's event became one delivery (one webhook-id), and every one arrived.
+    ids_of_job: dict[str, set[str]] = {}
+    for webhook_id, payload in zip(receiver.ids, receiver.received, strict=True):
+        ids_of_job.setdefault(payload["data"]["id"], set()).add(webhook_id)
+    assert sorted(ids_of_job) == sorted(ids)
+    assert all(len(each) == 1 for each in ids_of_job.values())
+    # A delivery arrives again, under its own id, only when the agent sending it died between
+    # the receiver's answer and recording it: those had arrived before the kill.
+    first_arrival: dict[str, float] = {}
+    for webhook_id, at in zip(receiver.ids, receiver.arrived, strict=True):
+        if webhook_id in first_arrival:
+            assert victim_sent_webhooks and first_arrival[webhook_id] <= killed_at, webhook_id
+        first_arrival.setdefault(webhook_id, at)
 
 
 def _agent_running_something(gateway: httpx.Client, ids: list[str]) -> str:

@@ -34,6 +34,8 @@ class Receiver:
         self.secret = secret
         self.received: list[dict[str, Any]] = []
         self.ids: list[str] = []
+        self.arrived: list[float] = []
+        """When each delivery arrived (time.monotonic()), in the order of `ids`."""
         self.forged = 0
         self._server: http.server.ThreadingHTTPServer | None = None
         self._lock = threading.Lock()
@@ -53,6 +55,7 @@ class Receiver:
                     self.end_headers()
                     return
                 with receiver._lock:
+                    receiver.arrived.append(time.monotonic())
                     receiver.ids.append(self.headers["webhook-id"])
                     receiver.received.append(json.loads(body))
                 self.send_response(204)

@@ -202,3 +202,42 @@ def test_a_redelivered_dead_letter_goes_out_when_the_sender_is_woken() -> None:
 
     run(scenario())
     assert answers == []
+
+
+class SnapshotOutbox(MemoryOutbox):
+    """Reads the due deliveries as they were when the read began, and answers only after the
+    attempts under way have recorded their outcome: what a PostgreSQL read can do."""
+
+    async def due(self, now: float, limit: int) -> list[Any]:
+        snapshot = await super().due(now, limit)
+        await asyncio.sleep(0.05)
+        return snapshot
+
+
+def test_a_delivery_that_ends_during_a_read_of_due_ones_is_not_sent_again() -> None:
+    source, outbox = FakeSource(), SnapshotOutbox()
+    sent: list[str] = []
+
+    async def receiver(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers["webhook-id"])
+        await asyncio.sleep(0.01 * len(sent))  # attempts end one by one, some during a read
+        return httpx.Response(200)
+
+    async def scenario() -> None:
+        service = WebhookService(
+            source,
+            outbox,
+            settings(concurrency=4),
+            resolve=local_dns,
+            transport=httpx.MockTransport(receiver),
+        )
+        async with service:
+            for i in range(6):
+                source.add(f"job{i}", hook(["job.succeeded"], url=f"http://hooks.test/job{i}"))
+                source.finish(f"job{i}")
+            service.notify()
+            await until(lambda: _all(outbox, "delivered", 6))
+            await asyncio.sleep(0.3)  # several more reads of the due deliveries
+
+    run(scenario())
+    assert len(sent) == 6 and len(set(sent)) == 6

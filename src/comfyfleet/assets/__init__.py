@@ -3,6 +3,7 @@
 `AssetStore` keeps files under ComfyUI's input folder (`comfyfleet-assets/<sha256>.<ext>`);
 `UrlFetcher` fetches http(s) through the SSRF guard (`comfyfleet.netguard`) and s3/az through
 readers passed in; `resolve_media` rewrites a graph so ComfyUI's loaders read the stored files.
+`stored_files` and `remove_unused` are what retention removes unused ones with.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from comfyfleet.assets._store import (
     AssetStore,
     normalize_id,
 )
+from comfyfleet.assets._sweep import StoredFile, remove_unused, stored_files
 from comfyfleet.assets._values import LOADER_INPUTS, decode_base64
 
 __all__ = [
@@ -54,9 +56,12 @@ __all__ = [
     "MediaType",
     "ObjectReader",
     "Rewrite",
+    "StoredFile",
     "UrlFetcher",
     "decode_base64",
     "normalize_id",
+    "remove_unused",
     "resolve_media",
     "sniff",
+    "stored_files",
 ]

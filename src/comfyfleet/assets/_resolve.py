@@ -74,7 +74,7 @@ class AssetResolver:
         return asset.comfy_name
 
     async def asset(self, asset_id: str) -> str:
-        return self.store.get(asset_id).comfy_name
+        return self.store.use(asset_id).comfy_name  # a use: retention keeps it a while longer
 
 
 def _node_uses(node_id: str, node: Any, loaders: Mapping[str, frozenset[str]]) -> list[_Use]:

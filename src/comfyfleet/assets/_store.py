@@ -179,6 +179,17 @@ class AssetStore:
             raise AssetNotFound.for_id(asset_id)
         return asset
 
+    def use(self, asset_id: str) -> Asset:
+        """The asset, marked as used now (its file's modification time): what retention
+        measures an unused asset's age by. :class:`AssetNotFound` when it is gone, including
+        when retention is taking it away at this moment (see `_sweep`)."""
+        asset = self.get(asset_id)
+        try:
+            os.utime(self.folder / asset.file_name)
+        except FileNotFoundError:
+            raise AssetNotFound.for_id(asset_id) from None
+        return asset
+
     def path(self, asset_id: str) -> Path:
         return self.folder / self.get(asset_id).file_name
 
@@ -256,8 +267,9 @@ class AssetStore:
         return self.folder / ".meta" / f"{digest}.json"
 
     def _existing(self, digest: str) -> Asset | None:
+        """The stored asset with these bytes, marked as used: storing them again is a use."""
         try:
-            return self.get(digest)
+            return self.use(digest)
         except AssetNotFound:
             return None
 

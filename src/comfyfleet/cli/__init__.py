@@ -9,7 +9,9 @@ import typer
 from comfyfleet import __version__
 from comfyfleet.cli._console import make_console, print_error
 from comfyfleet.cli._doctor import doctor_command
+from comfyfleet.cli._export import export_command
 from comfyfleet.cli._fleet import down_command, logs_command, status_command, up_command
+from comfyfleet.cli._gc import gc_command
 from comfyfleet.cli._install import install_command
 from comfyfleet.cli._keys import keys_app
 from comfyfleet.cli._models import models_app
@@ -17,6 +19,7 @@ from comfyfleet.cli._roles import agent_command, gateway_command
 from comfyfleet.cli._run import run_command
 from comfyfleet.cli._serve import serve_command
 from comfyfleet.cli._smoke import smoke_command
+from comfyfleet.cli._templates import templates_app
 from comfyfleet.errors import ComfyfleetError
 
 __all__ = ["app", "main"]
@@ -58,8 +61,11 @@ app.command("serve")(serve_command)
 app.command("gateway")(gateway_command)
 app.command("agent")(agent_command)
 app.command("run")(run_command)
+app.command("export")(export_command)
+app.command("gc")(gc_command)
 app.add_typer(keys_app, name="keys")
 app.add_typer(models_app, name="models")
+app.add_typer(templates_app, name="templates")
 
 
 def main() -> None:
@@ -72,6 +78,12 @@ def main() -> None:
         sys.exit(1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
+    except typer.TyperException as exc:  # usage errors: say what is wrong, not a traceback
+        show = getattr(exc, "show", None)
+        if show is None:
+            raise
+        show()
+        sys.exit(getattr(exc, "exit_code", 2))
     except typer.Abort:
         sys.exit(130)
     except KeyboardInterrupt:

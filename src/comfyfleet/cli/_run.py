@@ -1,5 +1,6 @@
-"""`comfyfleet run WORKFLOW.json`: submit to a server (or an ephemeral one), show progress,
-write the outputs, exit non-zero with the node's error on failure."""
+"""`comfyfleet run WORKFLOW.json` or `run --template NAME -p key=value`: submit to a server (or
+an ephemeral one), show progress, write the outputs, exit non-zero with the node's error on
+failure."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import httpx
 import typer
@@ -21,6 +23,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from comfyfleet.cli._console import make_console
+from comfyfleet.cli._template_params import parse_params
 from comfyfleet.errors import ComfyfleetError, ConfigError
 
 
@@ -130,10 +133,27 @@ def _download(client: httpx.Client, job: dict[str, Any], out: Path) -> list[Path
 
 
 def run_command(
-    workflow_file: Annotated[Path, typer.Argument(help="API-format workflow JSON.")],
+    workflow_file: Annotated[
+        Path | None,
+        typer.Argument(help="API-format workflow JSON (or use --template).", show_default=False),
+    ] = None,
     sets: Annotated[
         list[str] | None,
         typer.Option("--set", help="Override an input: NODE.INPUT=VALUE (repeatable)."),
+    ] = None,
+    template: Annotated[
+        str | None,
+        typer.Option(
+            "--template", "-t", help="Run a template instead of a file.", show_default=False
+        ),
+    ] = None,
+    params: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            "-p",
+            help="A template parameter: NAME=VALUE (repeatable; an image may be a local file).",
+        ),
     ] = None,
     out: Annotated[Path, typer.Option("--out", help="Where outputs are written.")] = Path(
         "outputs"
@@ -154,23 +174,16 @@ def run_command(
     ] = None,
     priority: Annotated[int, typer.Option("--priority")] = 0,
 ) -> None:
-    """Run one workflow and write its outputs."""
+    """Run one workflow (a file, or a template with parameters) and write its outputs."""
     console = make_console()
-    try:
-        workflow = json.loads(workflow_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read workflow {workflow_file}: {exc}") from exc
-    if not isinstance(workflow, dict):
-        raise ConfigError(f"workflow {workflow_file} must be a JSON object of nodes")
-    apply_sets(workflow, sets or [])
+    workflow = _workflow(workflow_file, template, sets or [], params or [])
     url = server or os.environ.get("COMFYFLEET_SERVER")
     with _ephemeral_server(workspace) if url is None else _given(url) as base:
         with httpx.Client(base_url=base, timeout=60, trust_env=False) as client:
-            answer = client.post("/v1/jobs", json={"workflow": workflow, "priority": priority})
-            body = answer.json()
-            if answer.status_code >= 400:
-                error = body.get("error", {})
-                raise ComfyfleetError(f"the server refused the workflow: {error.get('message')}")
+            if template is not None:
+                body = _submit_template(client, template, params or [], priority)
+            else:
+                body = _submit(client, {"workflow": workflow, "priority": priority})
             job = _follow(client, body["id"])
             if job["status"] != "succeeded":
                 message = (job.get("error") or {}).get("message") or job["status"]
@@ -186,6 +199,64 @@ def run_command(
     )
     for path in files:
         console.print(f"  {path}")
+
+
+def _workflow(
+    workflow_file: Path | None, template: str | None, sets: list[str], params: list[str]
+) -> dict[str, Any]:
+    """The workflow file's graph with `--set` applied; {} for a template (the server has it)."""
+    if workflow_file is not None and template is not None:
+        raise ConfigError("give a workflow file or --template NAME, not both")
+    if template is not None:
+        if sets:
+            raise ConfigError("--set changes a workflow file; a template takes -p NAME=VALUE")
+        return {}
+    if workflow_file is None:
+        raise ConfigError("give a workflow file (API format) or --template NAME")
+    if params:
+        raise ConfigError("-p sets a template's parameters; use it with --template NAME")
+    try:
+        workflow = json.loads(workflow_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read workflow {workflow_file}: {exc}") from exc
+    if not isinstance(workflow, dict):
+        raise ConfigError(f"workflow {workflow_file} must be a JSON object of nodes")
+    apply_sets(workflow, sets)
+    return workflow
+
+
+def _submit(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
+    answer = client.post("/v1/jobs", json=body)
+    found: dict[str, Any] = answer.json()
+    if answer.status_code >= 400:
+        error = found.get("error", {})
+        raise ComfyfleetError(f"the server refused the workflow: {error.get('message')}")
+    return found
+
+
+def _submit_template(
+    client: httpx.Client, name: str, items: list[str], priority: int
+) -> dict[str, Any]:
+    """The template's schema first (to read each -p value as its type), then the job."""
+    described = client.get(f"/v1/templates/{quote(name, safe='')}")
+    try:
+        template: dict[str, Any] = described.json()
+    except ValueError:
+        template = {}
+    if described.status_code >= 400 or "parameters" not in template:
+        error = template.get("error") or {}
+        shown = f"template '{name}': {described.status_code} {described.text[:200]}"
+        raise ComfyfleetError(str(error.get("message") or shown))
+    params = parse_params(items, template["parameters"])
+    answer = client.post(
+        f"/v1/templates/{quote(name, safe='')}/jobs",
+        json={"params": params, "priority": priority},
+    )
+    found: dict[str, Any] = answer.json()
+    if answer.status_code >= 400:
+        error = found.get("error", {})
+        raise ComfyfleetError(f"the server refused the parameters: {error.get('message')}")
+    return found
 
 
 @contextmanager

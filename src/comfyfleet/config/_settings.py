@@ -14,13 +14,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from comfyfleet.assets import AssetSettings
 from comfyfleet.auth import AuthSettings
+from comfyfleet.facades.openai import OpenAISettings
 from comfyfleet.gateway import ServeSettings
 from comfyfleet.logs import LogSettings
 from comfyfleet.metrics import MetricsSettings
 from comfyfleet.models import ModelSettings
 from comfyfleet.provision import InstallSettings
+from comfyfleet.retention import RetentionSettings
 from comfyfleet.storage import StorageSettings
 from comfyfleet.supervise import FleetSettings
+from comfyfleet.templates import TemplateSettings
 from comfyfleet.webhooks import WebhookSettings
 
 
@@ -52,5 +55,8 @@ class Settings(BaseSettings):
     )
     assets: AssetSettings = Field(default_factory=AssetSettings)  # type: ignore[arg-type]
     models: ModelSettings = Field(default_factory=ModelSettings)
+    templates: TemplateSettings = Field(default_factory=TemplateSettings)
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)  # type: ignore[arg-type]
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)  # type: ignore[arg-type]
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     log: LogSettings = Field(default_factory=LogSettings)

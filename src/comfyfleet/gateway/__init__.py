@@ -25,6 +25,7 @@ from comfyfleet.gateway._previews import PreviewHub
 from comfyfleet.gateway._service import NodeTypes, Service
 from comfyfleet.gateway._settings import ServeSettings
 from comfyfleet.gateway._submit import JOB_ID, idempotent_id, json_limits
+from comfyfleet.gateway._templates_api import TEMPLATE_OPTION, templates_router
 from comfyfleet.gateway._tenancy import (
     Caller,
     idempotency_secret,
@@ -40,6 +41,7 @@ from comfyfleet.gateway._webhooks_api import webhooks_router
 
 __all__ = [
     "JOB_ID",
+    "TEMPLATE_OPTION",
     "ApiError",
     "Caller",
     "ClientEvent",
@@ -69,6 +71,7 @@ __all__ = [
     "remove_asset",
     "socket_caller",
     "submit_job",
+    "templates_router",
     "visible_asset",
     "visible_job",
     "wait_for_end",

@@ -9,6 +9,7 @@ error shape; it never re-implements a check, so every door refuses the same thin
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -18,7 +19,7 @@ from comfyfleet.gateway._assets_api import resolve_job_media
 from comfyfleet.gateway._errors import ApiError
 from comfyfleet.gateway._model_inputs import check_model_urls, job_models
 from comfyfleet.gateway._service import Service, prompt_by_name
-from comfyfleet.gateway._submit import new_job
+from comfyfleet.gateway._submit import check_size, new_job
 from comfyfleet.gateway._tenancy import Caller, media_for
 from comfyfleet.gateway._views import job_view
 from comfyfleet.jobs import (
@@ -34,6 +35,7 @@ from comfyfleet.jobs import (
     check_workflow,
     unsafe_paths,
 )
+from comfyfleet.workflows import ConversionError, TooManyNodes, convert_workflow, ui_node_count
 
 LARGE_GRAPH = 2000
 """Graphs with more nodes than this are read and checked in a worker thread, off the loop."""
@@ -61,11 +63,56 @@ async def parse_job(service: Service, body: dict[str, Any], job_id: str | None) 
             max_nodes=service.settings.max_graph_nodes,
         )
 
-    return await asyncio.to_thread(parse) if is_large(body.get("workflow")) else parse()
+    new = await asyncio.to_thread(parse) if is_large(body.get("workflow")) else parse()
+    if ui_node_count(new.workflow) is None:
+        return new
+    return replace(new, workflow=await api_format(service, new.workflow))
 
 
 def is_large(workflow: Any) -> bool:
+    count = ui_node_count(workflow)
+    if count is not None:
+        return count > LARGE_GRAPH
     return isinstance(workflow, dict) and len(workflow) > LARGE_GRAPH
+
+
+async def api_format(service: Service, workflow: dict[str, Any]) -> dict[str, Any]:
+    """A workflow saved from the editor (UI format), as the API-format graph the editor would
+    queue, converted with the node definitions the serving instances registered. Every front
+    door takes UI-format workflows through this one step, before the usual checks."""
+    limit = service.settings.max_graph_nodes
+    count = ui_node_count(workflow) or 0
+    check_size(count, limit)
+    if service.node_types is None:
+        raise ApiError(
+            422,
+            "invalid_workflow",
+            "this server reads no node definitions, so it cannot convert a UI-format workflow",
+            {"hint": "submit the API format ('Export (API)' in ComfyUI)"},
+        )
+    info = await service.node_types.object_info()
+    if not info:
+        raise ApiError(
+            503,
+            "node_definitions_unavailable",
+            "no instance has registered its node definitions yet, and a UI-format workflow "
+            "is converted with them; retry shortly",
+            headers={"Retry-After": str(service.settings.retry_after_s)},
+        )
+    convert = functools.partial(convert_workflow, workflow, info, max_nodes=limit)
+    try:
+        return await asyncio.to_thread(convert) if count > LARGE_GRAPH else convert()
+    except TooManyNodes as exc:
+        check_size(exc.count, limit)
+        raise
+    except ConversionError as exc:
+        details = {
+            "node_id": exc.node_id,
+            "class_type": exc.class_type,
+            "reason": exc.reason,
+            "hint": exc.hint,
+        }
+        raise ApiError(422, "invalid_workflow", exc.message, details) from exc
 
 
 async def existing_job(service: Service, new: NewJob) -> Job | None:

@@ -44,7 +44,8 @@ _WHY = {
     415: "The body's Content-Type is not one this route takes",
     422: "A well-formed request the server cannot follow (field names the problem)",
     429: "The queue is full: retry after `Retry-After` seconds",
-    503: "API keys cannot be checked right now",
+    503: "Cannot be served right now (API keys cannot be checked, or no instance has "
+    "registered the node definitions a UI-format workflow is converted with)",
 }
 _RETRY_AFTER = {
     "Retry-After": {
@@ -62,8 +63,8 @@ _ANY_BODY = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
 _JSON_OBJECT = {"application/json": {"schema": {"type": "object"}}}
 
 _ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
-    ("post", "/v1/jobs"): (400, 409, 413, 422, 429),
-    ("post", "/v1/jobs:validate"): (400, 413, 422),
+    ("post", "/v1/jobs"): (400, 409, 413, 422, 429, 503),
+    ("post", "/v1/jobs:validate"): (400, 413, 422, 503),
     ("get", "/v1/jobs"): (400,),
     ("get", "/v1/jobs/{job_id}"): (404,),
     ("post", "/v1/jobs/{job_id}/cancel"): (404,),
@@ -79,22 +80,24 @@ _ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/v1/models"): (400,),
     ("post", "/v1/presets/{name}/install"): (404,),
     ("delete", "/v1/models/{folder_type}/{filename}"): (400, 404),
+    ("get", "/v1/templates/{name}"): (404,),
+    ("post", "/v1/templates/{name}/jobs"): (400, 404, 409, 413, 415, 422, 429),
 }
 """The 4xx each route raises itself, besides the 422 of its parameters and the 401 of auth."""
 
-_SUCCESS: dict[tuple[str, str], dict[int, dict[str, Any]]] = {
-    ("post", "/v1/jobs"): {
-        200: {
-            "description": "The job ended (or was waited for), or an earlier one was replayed",
-            "headers": {
-                "Idempotent-Replayed": {
-                    "description": "`true` when an Idempotency-Key replayed an earlier job",
-                    "schema": {"type": "string"},
-                }
-            },
-            "content": _JSON_OBJECT,
-        },
+_JOB_ENDED: dict[str, Any] = {
+    "description": "The job ended (or was waited for), or an earlier one was replayed",
+    "headers": {
+        "Idempotent-Replayed": {
+            "description": "`true` when an Idempotency-Key replayed an earlier job",
+            "schema": {"type": "string"},
+        }
     },
+    "content": _JSON_OBJECT,
+}
+_SUCCESS: dict[tuple[str, str], dict[int, dict[str, Any]]] = {
+    ("post", "/v1/templates/{name}/jobs"): {200: _JOB_ENDED},
+    ("post", "/v1/jobs"): {200: _JOB_ENDED},
     ("post", "/v1/assets"): {
         200: {"description": "The same bytes were stored already", "content": _JSON_OBJECT},
     },

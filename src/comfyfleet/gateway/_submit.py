@@ -44,14 +44,27 @@ _NODE = {
     "required": ["class_type", "inputs"],
     "properties": {"class_type": {"type": "string"}, "inputs": {"type": "object"}},
 }
+_UI_WORKFLOW = {
+    "type": "object",
+    "required": ["nodes", "links"],
+    "properties": {
+        "nodes": {"type": "array", "items": {"type": "object"}},
+        "links": {"type": "array"},
+        "definitions": {"type": "object", "description": "subgraph definitions"},
+    },
+}
 JOB_REQUEST_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["workflow"],
     "properties": {
         "workflow": {
-            "type": "object",
-            "description": "ComfyUI API-format graph: node id -> {class_type, inputs}",
-            "additionalProperties": _NODE,
+            "description": "ComfyUI API-format graph (node id -> {class_type, inputs}), or a "
+            "workflow saved from the ComfyUI editor (UI format: nodes and links), which the "
+            "server converts with the instances' node definitions",
+            "anyOf": [
+                {"type": "object", "additionalProperties": _NODE},
+                _UI_WORKFLOW,
+            ],
         },
         "id": {"type": "string", "description": "client-chosen job id (retries are harmless)"},
         "priority": {
@@ -133,8 +146,11 @@ def new_job(
             {"allowed": sorted(_FIELDS)},
         )
     if "workflow" not in body:
-        raise ApiError(422, "invalid_request", "'workflow' is required (an API-format graph)")
-    _check_size(body["workflow"], max_nodes)
+        raise ApiError(
+            422, "invalid_request", "'workflow' is required (an API-format or UI-format graph)"
+        )
+    if isinstance(body["workflow"], dict):
+        check_size(len(body["workflow"]), max_nodes)
     chosen = body.get("id") or job_id
     job = chosen or uuid.uuid4().hex
     if not isinstance(job, str) or not JOB_ID.fullmatch(job):
@@ -162,12 +178,13 @@ def new_job(
     )
 
 
-def _check_size(workflow: Any, max_nodes: int) -> None:
-    if isinstance(workflow, dict) and len(workflow) > max_nodes:
+def check_size(nodes: int, max_nodes: int) -> None:
+    """413 for a workflow of more than `max_nodes` nodes (`serve.max_graph_nodes`)."""
+    if nodes > max_nodes:
         raise ApiError(
             413,
             "too_many_nodes",
-            f"the workflow has {len(workflow)} nodes; this server takes at most {max_nodes}",
+            f"the workflow has {nodes} nodes; this server takes at most {max_nodes}",
             {"limit": max_nodes, "setting": "serve.max_graph_nodes"},
         )
 

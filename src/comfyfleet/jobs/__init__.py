@@ -29,6 +29,7 @@ from comfyfleet.jobs._limits import JobLimits
 from comfyfleet.jobs._memory import MemoryJobStore
 from comfyfleet.jobs._model import (
     TERMINAL,
+    FinishedJob,
     InvalidCursor,
     Job,
     JobConflict,
@@ -61,6 +62,7 @@ __all__ = [
     "AgentRecord",
     "Dispatcher",
     "DispatcherSettings",
+    "FinishedJob",
     "Fleet",
     "FreeText",
     "GraphError",

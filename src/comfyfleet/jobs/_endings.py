@@ -52,17 +52,19 @@ class Endings:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         """By job id: outputs being stored, or an end waiting for the store to answer."""
 
-    async def fail(self, job_id: str, error: JobError) -> None:
+    async def fail(self, job: Job, error: JobError) -> None:
         """Report a failed attempt (its slot is already free)."""
         if error.code == "internal_error":
-            log.warning("job %s on instance %s: %s", job_id, self.instance, error.message)
+            log.warning("job %s on instance %s: %s", job.id, self.instance, error.message)
         retry = "may be retried" if error.retryable else "final"
-        log.info("job %s: attempt failed (%s, %s): %s", job_id, error.code, retry, error.message)
+        log.info("job %s: attempt failed (%s, %s): %s", job.id, error.code, retry, error.message)
         failed = error.to_dict()
         await self._end(
-            job_id,
+            job.id,
             "failed attempt",
-            lambda: self.store.fail(job_id, self.worker, failed, retryable=error.retryable),
+            lambda: self.store.fail(
+                job.id, self.worker, failed, retryable=error.retryable, attempt=job.attempts
+            ),
         )
         self.wake.set()
 
@@ -75,7 +77,9 @@ class Endings:
             await self._end(
                 job.id,
                 "result",
-                lambda: self.store.complete(job.id, self.worker, outputs, details=details),
+                lambda: self.store.complete(
+                    job.id, self.worker, outputs, details=details, attempt=job.attempts
+                ),
             )
             log.info("job %s succeeded", job.id)
             return
@@ -133,13 +137,17 @@ class Endings:
             return
 
         async def complete() -> Job | None:
-            return await self.store.complete(job.id, self.worker, published, details=details)
+            return await self.store.complete(
+                job.id, self.worker, published, details=details, attempt=job.attempts
+            )
 
         if await until_answered(complete, job_id=job.id, what="result") is not None:
             log.info("job %s succeeded (%d outputs)", job.id, len(published))
 
     async def _fail_finishing(self, job: Job, error: dict[str, Any], *, retryable: bool) -> None:
         async def fail() -> Job | None:
-            return await self.store.fail(job.id, self.worker, error, retryable=retryable)
+            return await self.store.fail(
+                job.id, self.worker, error, retryable=retryable, attempt=job.attempts
+            )
 
         await until_answered(fail, job_id=job.id, what="failed attempt")

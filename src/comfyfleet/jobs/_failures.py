@@ -23,6 +23,9 @@ _NOT_SENDABLE = (ValueError, TypeError, UnicodeError, OverflowError, RecursionEr
 """What encoding a job's graph for ComfyUI raises when the graph holds something JSON or HTTP
 cannot carry (a non-finite number, a lone surrogate): the same job fails the same way again."""
 
+_TRACEBACK_LINES = 50
+"""The most traceback entries a job's error keeps (the innermost ones)."""
+
 _NAME_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ})
 """File errors caused by a name the job chose, not by the machine."""
 
@@ -57,19 +60,25 @@ def scrub_paths(text: str) -> str:
 
 
 def node_error(data: dict[str, Any]) -> JobError:
+    """A node that raised. ComfyUI's traceback is kept (its lines with the server's paths
+    scrubbed, the last `_TRACEBACK_LINES`): it is what the node's author needs to see."""
     node_id, node_type = data.get("node_id"), data.get("node_type")
     exc_type = data.get("exception_type") or "Error"
     message = scrub_paths(str(data.get("exception_message") or "").strip())
+    details: dict[str, Any] = {
+        "node_id": node_id,
+        "node_type": node_type,
+        "exception_type": exc_type,
+        "exception_message": message,
+    }
+    trace = data.get("traceback")
+    if isinstance(trace, list) and trace:
+        details["traceback"] = [scrub_paths(str(line)) for line in trace[-_TRACEBACK_LINES:]]
     return JobError(
         "node_error",
         f"node {node_id} ({node_type}): {exc_type}: {message}",
         retryable=False,
-        details={
-            "node_id": node_id,
-            "node_type": node_type,
-            "exception_type": exc_type,
-            "exception_message": message,
-        },
+        details=details,
     )
 
 

@@ -214,6 +214,13 @@ class Registry(Protocol):
         names; returns the agents removed."""
         ...
 
+    async def prune_previews(
+        self, before: float, *, keep: Collection[str] = (), dry_run: bool = False
+    ) -> tuple[int, int]:
+        """Remove the preview frames stored before `before`, except those of the jobs in `keep`
+        (the live ones): (how many, their bytes). With `dry_run`, only count them."""
+        ...
+
     async def put_preview(self, frame: StoredFrame) -> None:
         """Keep `frame` as its job's newest one (replacing the one before)."""
         ...

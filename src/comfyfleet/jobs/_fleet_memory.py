@@ -67,6 +67,16 @@ class MemoryRegistry:
             del self._schemas[digest]
         return len(gone)
 
+    async def prune_previews(
+        self, before: float, *, keep: Collection[str] = (), dry_run: bool = False
+    ) -> tuple[int, int]:
+        kept = set(keep)
+        old = [f for f in self._frames.values() if f.at < before and f.job_id not in kept]
+        if not dry_run:
+            for frame in old:
+                del self._frames[frame.job_id]
+        return len(old), sum(len(frame.data) for frame in old)
+
     async def put_preview(self, frame: StoredFrame) -> None:
         self._frames[frame.job_id] = frame
 

@@ -131,6 +131,14 @@ class PostgresRegistry:
 
         return await self._db.run(prune)
 
+    async def prune_previews(
+        self, before: float, *, keep: Collection[str] = (), dry_run: bool = False
+    ) -> tuple[int, int]:
+        params = {"before": before, "keep": sorted(set(keep))}
+        query = "count_old_frames" if dry_run else "delete_old_frames"
+        (row,) = await self._script([self._q[query]], params)
+        return int(row["n"]), int(row["bytes"])
+
     async def put_preview(self, frame: StoredFrame) -> None:
         async def put(conn: Connection) -> None:
             await conn.execute(self._q["put_frame"], frame_row(frame))

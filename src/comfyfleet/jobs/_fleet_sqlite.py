@@ -101,6 +101,16 @@ class SqliteRegistry:
             conn.execute(self._q["prune_schemas"])
         return int(removed)
 
+    async def prune_previews(
+        self, before: float, *, keep: Collection[str] = (), dry_run: bool = False
+    ) -> tuple[int, int]:
+        params = {"before": before, "keep": json.dumps(sorted(set(keep)))}
+        with self._write() as conn:
+            row = conn.execute(self._q["count_old_frames"], params).fetchone()
+            if not dry_run:
+                conn.execute(self._q["delete_old_frames"], params)
+        return int(row["n"]), int(row["bytes"])
+
     async def put_preview(self, frame: StoredFrame) -> None:
         with self._write() as conn:
             conn.execute(self._q["put_frame"], frame_row(frame))

@@ -200,7 +200,7 @@ class Lane:
         job already left it (cancelled, timed out or lost meanwhile)."""
         flight = self.leave(prompt_id)
         if flight is not None:
-            await self.endings.fail(flight.job.id, error)
+            await self.endings.fail(flight.job, error)
 
     def leave(self, prompt_id: str) -> _InFlight | None:
         """Free `prompt_id`'s slot, telling the watch how long its last phase lasted."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -18,6 +19,8 @@ from typing import Any
 
 from comfyfleet.jobs import _rules as rules
 from comfyfleet.jobs._model import (
+    TERMINAL,
+    FinishedJob,
     Job,
     JobConflict,
     JobEvent,
@@ -28,6 +31,7 @@ from comfyfleet.jobs._model import (
     QueueFull,
 )
 from comfyfleet.jobs._routing import Affinity, best_claim, plain_order
+from comfyfleet.jobs._rows import stored_bytes
 from comfyfleet.jobs._store import EventWaiters, wait_for_any_events, wait_for_events
 
 
@@ -178,9 +182,10 @@ class MemoryJobStore:
         *,
         now: float | None = None,
         details: dict[str, Any] | None = None,
+        attempt: int | None = None,
     ) -> Job | None:
         rule = partial(rules.completed, outputs=_json_copy(outputs), details=_json_copy(details))
-        return await self._change_held(job_id, worker, now, rule)
+        return await self._change_held(job_id, worker, now, rule, attempt)
 
     async def fail(
         self,
@@ -190,9 +195,10 @@ class MemoryJobStore:
         *,
         retryable: bool,
         now: float | None = None,
+        attempt: int | None = None,
     ) -> Job | None:
         rule = partial(rules.failed, error=_json_copy(error), retryable=retryable)
-        return await self._change_held(job_id, worker, now, rule)
+        return await self._change_held(job_id, worker, now, rule, attempt)
 
     async def cancel(self, job_id: str, *, now: float | None = None) -> Job:
         async with self._locked():
@@ -256,8 +262,39 @@ class MemoryJobStore:
                 del self._ids[job.status][job_id]
                 del self._jobs[job_id]
                 self._events.pop(job_id, None)
+                if job.owner is not None:
+                    self._owned.get(job.owner, {}).pop(job_id, None)
                 gone += 1
             return gone
+
+    async def finished_jobs(
+        self, before: float, *, after: tuple[float, int] | None = None, limit: int = 500
+    ) -> list[FinishedJob]:
+        rules.check_limit(limit)
+        start = (-math.inf, 0) if after is None else after
+        async with self._locked():
+            ended = [
+                job
+                for status in TERMINAL
+                for job in self._with(status)
+                if job.finished_at is not None
+                and job.finished_at < before
+                and (job.finished_at, job.seq) > start
+            ]
+            ended.sort(key=lambda job: (job.finished_at, job.seq))
+            return [self._finished(job) for job in ended[:limit]]
+
+    async def live_jobs(self, *, after: int = 0, limit: int = 500) -> list[Job]:
+        rules.check_limit(limit)
+        async with self._locked():
+            live = [
+                job
+                for status in (JobStatus.QUEUED, JobStatus.RUNNING)
+                for job in self._with(status)
+                if job.seq > after
+            ]
+            live.sort(key=lambda job: job.seq)
+            return [_out(job) for job in live[:limit]]
 
     async def latest_event_seq(self) -> int:
         async with self._locked():
@@ -279,15 +316,35 @@ class MemoryJobStore:
 
     # --- helpers ----------------------------------------------------------------------------
     async def _change_held(
-        self, job_id: str, worker: str, now: float | None, rule: rules.Rule
+        self,
+        job_id: str,
+        worker: str,
+        now: float | None,
+        rule: rules.Rule,
+        attempt: int | None = None,
     ) -> Job | None:
-        """Apply `rule` if `worker` holds the job; None (and no change) if it does not."""
+        """Apply `rule` if `worker` holds the job (in `attempt`, where given); None (and no
+        change) if it does not."""
         async with self._locked():
             job = self._jobs.get(job_id)
-            if job is None or not rules.holds(job, worker):
+            if job is None or not rules.holds(job, worker, attempt):
                 return None
             at = _now(now)
             return self._apply(rule(job, now=at), at)
+
+    def _finished(self, job: Job) -> FinishedJob:
+        events = self._events.get(job.id, [])
+        assert job.finished_at is not None
+        return FinishedJob(
+            id=job.id,
+            seq=job.seq,
+            status=job.status,
+            finished_at=job.finished_at,
+            events=len(events),
+            bytes=stored_bytes(job.workflow, job.options, job.outputs, job.error, job.progress),
+            event_bytes=stored_bytes(*(event.data for event in events)),
+            last_event=events[-1].seq if events else 0,
+        )
 
     def _locked(self) -> asyncio.Lock:
         if self._closed:

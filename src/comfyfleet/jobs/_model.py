@@ -111,6 +111,31 @@ class JobEvent:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class FinishedJob:
+    """A finished job as retention sees it: when it ended and what removing it frees."""
+
+    id: str
+    seq: int
+    status: JobStatus
+    finished_at: float
+    events: int
+    """How many events it has (they go with it)."""
+    bytes: int
+    """The UTF-8 size of the JSON its row holds (workflow, options, outputs, error, progress):
+    the same figure on every backend."""
+    event_bytes: int
+    """The same for its events' data."""
+    last_event: int
+    """The seq of its newest event (0: none): a relay (webhooks) must be past it before the job
+    may go, or its last events would never be turned into deliveries."""
+
+    @property
+    def cursor(self) -> tuple[float, int]:
+        """Where a listing of finished jobs continues after this one."""
+        return (self.finished_at, self.seq)
+
+
 class JobStoreError(ComfyfleetError):
     """Base of the errors a job store raises on purpose."""
 

@@ -47,6 +47,7 @@ from comfyfleet.jobs._model import (
 )
 from comfyfleet.jobs._pglisten import Listener
 from comfyfleet.jobs._postgres_events import BEGIN, COMMIT, PostgresEventLog
+from comfyfleet.jobs._postgres_retention import PostgresRetention
 from comfyfleet.jobs._routing import Affinity, claim_params, under_limit
 from comfyfleet.jobs._rows import clock, dump, job_from_row, mutable_columns
 from comfyfleet.jobs._rows import load as _load
@@ -59,7 +60,7 @@ Decide = Callable[[Job], "rules.Change | None"]
 ROLLBACK = "ROLLBACK"
 
 
-class PostgresJobStore(PostgresEventLog):
+class PostgresJobStore(PostgresEventLog, PostgresRetention):
     """Open with :meth:`open`; `migrated` lists the schema versions that opening applied."""
 
     def __init__(self, url: str, queries: dict[str, str]) -> None:
@@ -197,9 +198,15 @@ class PostgresJobStore(PostgresEventLog):
     ) -> tuple[rules.Change | None, str | None]:
         """One claim transaction: (the change, None), or (None, the key) when the job found
         belongs to a key that is at its running limit once claimers of its jobs took turns
-        (`lock_owner_running`), or (None, None) when nothing is claimable."""
+        (`lock_owner_running`), or (None, None) when nothing is claimable.
+
+        A claim commits without waiting for the disk (`passing_commit`): were a server crash to
+        lose it, the job would be queued again and its first run could not end it (its worker
+        no longer holds it), so the cost is a run, never a second result. The next flushed
+        commit of any session (an enqueue, an attempt's end) flushes it too."""
         q = self._q
-        rows = await script(conn, [BEGIN, q["writing_events"], q["next_queued"]], params)
+        statements = [BEGIN, q["passing_commit"], q["writing_events"], q["next_queued"]]
+        rows = await script(conn, statements, params)
         job = job_from_row(rows[0]) if rows else None
         if job is None:
             await conn.execute(COMMIT)
@@ -220,7 +227,12 @@ class PostgresJobStore(PostgresEventLog):
         if not job_ids:
             return []
         params = {"ids": list(job_ids), "worker": worker, "lease_until": clock(now) + lease_s}
-        held = {row["id"] for row in await self._rows("extend_lease", params)}
+
+        async def renew(conn: Connection) -> list[dict[str, Any]]:
+            statements = [BEGIN, self._q["passing_commit"], self._q["extend_lease"], COMMIT]
+            return await script(conn, statements, params)
+
+        held = {row["id"] for row in await self._db.run(renew)}
         return [job_id for job_id in job_ids if job_id in held]
 
     async def set_running_info(
@@ -236,7 +248,8 @@ class PostgresJobStore(PostgresEventLog):
         params |= {"progress": None if progress is None else dump(progress)}
 
         async def update(conn: Connection) -> bool:
-            return (await conn.execute(self._q["set_running_info"], params)).rowcount > 0
+            statements = [BEGIN, self._q["passing_commit"], self._q["set_running_info"], COMMIT]
+            return bool(await script(conn, statements, params))
 
         return await self._db.run(update)
 
@@ -248,9 +261,10 @@ class PostgresJobStore(PostgresEventLog):
         *,
         now: float | None = None,
         details: dict[str, Any] | None = None,
+        attempt: int | None = None,
     ) -> Job | None:
         rule = partial(rules.completed, outputs=outputs, details=details)
-        return await self._change_held(job_id, worker, now, rule)
+        return await self._change_held(job_id, worker, now, rule, attempt)
 
     async def fail(
         self,
@@ -260,9 +274,10 @@ class PostgresJobStore(PostgresEventLog):
         *,
         retryable: bool,
         now: float | None = None,
+        attempt: int | None = None,
     ) -> Job | None:
         rule = partial(rules.failed, error=error, retryable=retryable)
-        return await self._change_held(job_id, worker, now, rule)
+        return await self._change_held(job_id, worker, now, rule, attempt)
 
     async def cancel(self, job_id: str, *, now: float | None = None) -> Job:
         at = clock(now)
@@ -302,16 +317,6 @@ class PostgresJobStore(PostgresEventLog):
 
         return await self._db.run(release)
 
-    async def forget(self, job_ids: Sequence[str]) -> int:
-        async def delete(conn: Connection) -> int:
-            gone = 0
-            for job_id in job_ids:
-                cursor = await conn.execute(self._q["forget_job"], {"id": job_id})
-                gone += cursor.rowcount
-            return gone
-
-        return await self._db.run(delete)
-
     async def close(self) -> None:
         self._waiters.close()
         await self._listener.close()
@@ -319,13 +324,19 @@ class PostgresJobStore(PostgresEventLog):
 
     # --- helpers ----------------------------------------------------------------------------
     async def _change_held(
-        self, job_id: str, worker: str, now: float | None, rule: rules.Rule
+        self,
+        job_id: str,
+        worker: str,
+        now: float | None,
+        rule: rules.Rule,
+        attempt: int | None = None,
     ) -> Job | None:
-        """Apply `rule` if `worker` holds the job; None (and no change) if it does not."""
+        """Apply `rule` if `worker` holds the job (in `attempt`, where given); None (and no
+        change) if it does not."""
         at = clock(now)
 
         def decide(job: Job) -> rules.Change | None:
-            return rule(job, now=at) if rules.holds(job, worker) else None
+            return rule(job, now=at) if rules.holds(job, worker, attempt) else None
 
         _, change = await self._change("lock_job", {"id": job_id}, decide, at)
         return None if change is None else change.job

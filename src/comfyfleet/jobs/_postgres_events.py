@@ -3,6 +3,12 @@
 Events are read below a horizon (see `writing_events` in `sql/postgres/queries.sql`): a reader
 that moves its cursor past what it got never skips an event committed later. Waits are woken by
 the notifications of every process (`_pglisten`) through `EventWaiters`.
+
+Published events record moments that pass (progress, the node running, outputs as ComfyUI
+announces them): their transactions commit without waiting for the disk (`passing_commit`),
+which on a busy disk is most of a write's time. A server crash may lose the last of them; a
+job's state changes (enqueue, claim, the end of an attempt) and their `status` events are still
+flushed before they are acknowledged.
 """
 
 from __future__ import annotations
@@ -35,7 +41,9 @@ class PostgresEventLog:
         params = {"job_id": job_id, "kind": kind, "data": encoded, "at": at}
 
         async def insert(conn: Connection) -> list[DictRow]:
-            statements = [BEGIN, self._q["writing_events"], self._q["insert_event"], COMMIT]
+            q = self._q
+            statements = [BEGIN, q["passing_commit"], q["writing_events"], q["insert_event"]]
+            statements.append(COMMIT)
             return await script(conn, statements, params)
 
         rows = await self._db.run(insert)

@@ -73,3 +73,10 @@ def load(text: str | bytes) -> Any:
 
 def clock(now: float | None) -> float:
     return time.time() if now is None else now
+
+
+def stored_bytes(*values: Any) -> int:
+    """What JSON values hold as stored text (UTF-8 bytes of their compact JSON; None is not
+    stored): the figure the SQL backends compute in their queries, for a backend that stores
+    objects."""
+    return sum(len(dump(value).encode()) for value in values if value is not None)

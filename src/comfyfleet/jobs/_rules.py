@@ -98,10 +98,13 @@ def claimed(
     return Change(job, "status", data)
 
 
-def holds(job: Job, worker: str) -> bool:
-    """Whether `worker` may finish the job. A lapsed lease that was not released yet still counts:
-    until `release_expired` runs, nobody else can have claimed the job."""
-    return job.status is JobStatus.RUNNING and job.worker == worker
+def holds(job: Job, worker: str, attempt: int | None = None) -> bool:
+    """Whether `worker` may finish the job (its attempt number `attempt`, where given). A lapsed
+    lease that was not released yet still counts: until `release_expired` runs, nobody else can
+    have claimed the job. The attempt tells a late end of an earlier attempt from the current
+    one when the same worker claimed the job again after its lease lapsed."""
+    held = job.status is JobStatus.RUNNING and job.worker == worker
+    return held and (attempt is None or job.attempts == attempt)
 
 
 def completed(

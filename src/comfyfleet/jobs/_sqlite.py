@@ -51,13 +51,14 @@ from comfyfleet.jobs._rows import event_from_row as _event
 from comfyfleet.jobs._rows import job_from_row as _job
 from comfyfleet.jobs._rows import load as _load
 from comfyfleet.jobs._rows import mutable_columns as _mutable_columns
+from comfyfleet.jobs._sqlite_retention import SqliteRetention
 from comfyfleet.jobs._store import EventWaiters, wait_for_any_events, wait_for_events
 
 JOBS_SQL = "comfyfleet.jobs"
 """The package whose `sql/` folders hold the job store's schema and queries."""
 
 
-class SqliteJobStore:
+class SqliteJobStore(SqliteRetention):
     """Open with :meth:`open`; `migrated` lists the schema versions that opening applied."""
 
     def __init__(self, conn: sqlite3.Connection, queries: dict[str, str], path: Path) -> None:
@@ -207,9 +208,10 @@ class SqliteJobStore:
         *,
         now: float | None = None,
         details: dict[str, Any] | None = None,
+        attempt: int | None = None,
     ) -> Job | None:
         rule = partial(rules.completed, outputs=outputs, details=details)
-        return self._change_held(job_id, worker, now, rule)
+        return self._change_held(job_id, worker, now, rule, attempt)
 
     async def fail(
         self,
@@ -219,9 +221,10 @@ class SqliteJobStore:
         *,
         retryable: bool,
         now: float | None = None,
+        attempt: int | None = None,
     ) -> Job | None:
         rule = partial(rules.failed, error=error, retryable=retryable)
-        return self._change_held(job_id, worker, now, rule)
+        return self._change_held(job_id, worker, now, rule, attempt)
 
     async def cancel(self, job_id: str, *, now: float | None = None) -> Job:
         with self._write():
@@ -277,13 +280,6 @@ class SqliteJobStore:
         rows = self._db().execute(self._q["events_since"], {"after": after, "limit": limit})
         return [_event(row) for row in rows.fetchall()]
 
-    async def forget(self, job_ids: Sequence[str]) -> int:
-        gone = 0
-        with self._write() as conn:
-            for job_id in job_ids:
-                gone += conn.execute(self._q["forget_job"], {"id": job_id}).rowcount
-        return gone
-
     async def latest_event_seq(self) -> int:
         row = self._db().execute(self._q["newest_event"]).fetchone()
         return int(row["seq"])
@@ -324,12 +320,18 @@ class SqliteJobStore:
             self._waiters.notify(job_id)
 
     def _change_held(
-        self, job_id: str, worker: str, now: float | None, rule: rules.Rule
+        self,
+        job_id: str,
+        worker: str,
+        now: float | None,
+        rule: rules.Rule,
+        attempt: int | None = None,
     ) -> Job | None:
-        """Apply `rule` if `worker` holds the job; None (and no change) if it does not."""
+        """Apply `rule` if `worker` holds the job (in `attempt`, where given); None (and no
+        change) if it does not."""
         with self._write():
             job = self._find(job_id)
-            if job is None or not rules.holds(job, worker):
+            if job is None or not rules.holds(job, worker, attempt):
                 return None
             at = _now(now)
             return self._record(rule(job, now=at), at)

@@ -69,7 +69,7 @@ class Starter:
                 lane.watch.phase("downloading", time.monotonic() - began)
         except NothingToRun as done:
             if lane.leave(prompt_id) is not None:
-                await lane.store.complete(job.id, lane.worker, done.outputs)
+                await lane.store.complete(job.id, lane.worker, done.outputs, attempt=job.attempts)
                 lane.fill_soon()
             return
         except PrepareFailed as exc:

@@ -55,7 +55,9 @@ class Stopper:
                     await self.store.mark_cancelled(job.id, self.worker)
                 else:
                     log.info("job %s: %s", job.id, timeout["message"])
-                    await self.store.fail(job.id, self.worker, timeout, retryable=False)
+                    await self.store.fail(
+                        job.id, self.worker, timeout, retryable=False, attempt=flight.job.attempts
+                    )
             stopped += 1
         return stopped
 

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
 
-from comfyfleet.jobs._model import Job, JobEvent, JobStatus, NewJob
+from comfyfleet.jobs._model import FinishedJob, Job, JobEvent, JobStatus, NewJob
 from comfyfleet.jobs._routing import Affinity
 
 
@@ -99,8 +99,11 @@ class JobStore(Protocol):
         *,
         now: float | None = None,
         details: dict[str, Any] | None = None,
+        attempt: int | None = None,
     ) -> Job | None:
-        """Finish a job `worker` holds; None (and no change) when it no longer holds it.
+        """Finish a job `worker` holds (in its attempt number `attempt`, where given: a late end
+        of an earlier attempt, after the same worker claimed the job again, is refused); None
+        (and no change) when it no longer holds it.
         `details` are added to the data of the `succeeded` event (instance, ComfyUI's time)."""
         ...
 
@@ -112,8 +115,10 @@ class JobStore(Protocol):
         *,
         retryable: bool,
         now: float | None = None,
+        attempt: int | None = None,
     ) -> Job | None:
-        """Requeue (retryable, attempts left) or fail a job `worker` holds; None if it does not."""
+        """Requeue (retryable, attempts left) or fail a job `worker` holds (in `attempt`, where
+        given, as for `complete`); None if it does not."""
         ...
 
     async def cancel(self, job_id: str, *, now: float | None = None) -> Job:
@@ -152,6 +157,19 @@ class JobStore(Protocol):
     async def forget(self, job_ids: Sequence[str]) -> int:
         """Remove these jobs and their events, where finished (a queued or running job stays);
         how many went. Ids that name no job are skipped."""
+        ...
+
+    async def finished_jobs(
+        self, before: float, *, after: tuple[float, int] | None = None, limit: int = 500
+    ) -> list[FinishedJob]:
+        """Finished jobs that ended before `before`, oldest end first (then by seq), after the
+        `cursor` of the last one a previous call returned: what retention may forget."""
+        ...
+
+    async def live_jobs(self, *, after: int = 0, limit: int = 500) -> list[Job]:
+        """Queued and running jobs with a seq above `after`, by seq: what retention must keep
+        the inputs, outputs and events of. A seq never changes, so paging on the last seq seen
+        finds every job that stays queued or running (in either) while the pages are read."""
         ...
 
     async def latest_event_seq(self) -> int:

@@ -8,6 +8,7 @@ webhook sender and the HTTP app from them, and hand each feature its own setting
 from __future__ import annotations
 
 from comfyfleet.roles._backends import Backends, open_backends
+from comfyfleet.roles._retention import run_gc
 from comfyfleet.roles._serve import run_agent, run_gateway, run_service
 
-__all__ = ["Backends", "open_backends", "run_agent", "run_gateway", "run_service"]
+__all__ = ["Backends", "open_backends", "run_agent", "run_gateway", "run_gc", "run_service"]

@@ -21,6 +21,7 @@ from comfyfleet.config import Settings
 from comfyfleet.facades.comfy_v2 import comfy_v2_router
 from comfyfleet.facades.comfyui import ComfyApi, Folders, SocketHub, comfyui_router
 from comfyfleet.facades.instances import InstanceProxy, home_proxy, instances_router
+from comfyfleet.facades.openai import openai_edge, openai_images, openai_router
 from comfyfleet.gateway import (
     NodeTypes,
     PreviewFeed,
@@ -29,6 +30,7 @@ from comfyfleet.gateway import (
     create_app,
     idempotency_secret,
     models_router,
+    templates_router,
     webhooks_router,
 )
 from comfyfleet.jobs import INSTALL_PRESET, JobStore, NewJob
@@ -37,6 +39,7 @@ from comfyfleet.models import LOADER_INPUTS
 from comfyfleet.roles._agent import AgentPart
 from comfyfleet.roles._backends import Backends
 from comfyfleet.roles._observe import watch_gateway
+from comfyfleet.templates import TemplateLibrary
 from comfyfleet.workspace import Workspace
 
 Detach = Callable[[], Awaitable[None]]
@@ -88,6 +91,14 @@ def build_service(
     return service
 
 
+def _secret(settings: Settings, ws: Workspace) -> bytes:
+    """The gateway's session secret (configured, else kept in the workspace)."""
+    configured = settings.auth.session_secret
+    return session_secret(
+        ws.state_dir, configured.get_secret_value().strip() if configured else None
+    )
+
+
 def _sessions(settings: Settings, ws: Workspace, backends: Backends) -> Sessions | None:
     """Browser sign-in, where keys are on and `auth.browser_login` is."""
     auth = settings.auth
@@ -115,13 +126,25 @@ async def start_gateway(
     """Serve the app on the configured address until the returned `detach` is awaited;
     with `metrics`, `/metrics` too (its owner closes them)."""
     serve = settings.serve
+    library = TemplateLibrary.for_workspace(ws.root, settings.templates.folders)
     routers: list[APIRouter] = [
         assets_router(backends.assets),
         webhooks_router(
             backends.outbox, wake=agent.webhooks.wake_sender if agent else lambda: None
         ),
         comfy_v2_router(service, backends.assets),
+        templates_router(service, library),
     ]
+    images = openai_images(
+        service,
+        library,
+        backends.assets,
+        settings.openai,
+        secret=_secret(settings, ws),
+        max_upload_bytes=settings.assets.max_upload_bytes,
+    )
+    if settings.openai.enabled:
+        routers.append(openai_router(images))
     if agent is not None:  # model files are an agent's disk: listed where one runs
         routers.append(
             models_router(agent.library, _installs(backends.store, agent.dispatcher.notify))
@@ -160,6 +183,8 @@ async def start_gateway(
         sessions=_sessions(settings, ws, backends),
         fallback=home_proxy(proxy),
     )
+    if settings.openai.enabled:
+        app = openai_edge(app, images, ws.output_dir)
     config = uvicorn.Config(
         app,
         host=serve.host,

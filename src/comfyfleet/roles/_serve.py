@@ -4,7 +4,8 @@
 part writes, as separate processes do. The gateway and the dispatcher are attached to the fleet
 before the instances start, and are stopped before the instances are: jobs still running then
 fail their attempt as retryable and run again after a restart (the store is durable; nothing is
-lost). Webhook deliveries left pending are sent after a restart too.
+lost). Webhook deliveries left pending are sent after a restart too. Every role prunes what is
+past its retention limit now and then (`_retention`).
 
 Where `comfyfleet up --detach` already runs the workspace's fleet, `serve` and `agent` follow
 that supervisor through its control socket (`FollowedSupervisor`) instead of starting instances:
@@ -25,6 +26,7 @@ from comfyfleet.roles._agent import build_agent
 from comfyfleet.roles._backends import open_backends
 from comfyfleet.roles._gateway import build_service, start_gateway
 from comfyfleet.roles._observe import new_metrics, serve_agent_metrics
+from comfyfleet.roles._retention import start_retention
 from comfyfleet.supervise import (
     ControlClient,
     FollowedSupervisor,
@@ -89,8 +91,11 @@ async def run_service(
                 on_listening=on_listening,
                 metrics=metrics,
             )
+            retention = start_retention(settings, ws, backends)
 
             async def detach() -> None:
+                if retention is not None:
+                    await retention.stop()
                 await detach_gateway()
                 await agent.stop()
                 if metrics is not None:
@@ -117,14 +122,17 @@ async def run_agent(
             metrics = new_metrics(settings, agent_alone=True)
             agent = build_agent(settings, ws, backends, supervisor, metrics=metrics)
             agent.start()
-            if metrics is None:
-                return agent.stop
-            stop_metrics = await serve_agent_metrics(settings, metrics)
+            retention = start_retention(settings, ws, backends)
+            stop_metrics = None if metrics is None else await serve_agent_metrics(settings, metrics)
 
             async def detach() -> None:
-                await stop_metrics()
+                if retention is not None:
+                    await retention.stop()
+                if stop_metrics is not None:
+                    await stop_metrics()
                 await agent.stop()
-                await metrics.close()
+                if metrics is not None:
+                    await metrics.close()
 
             return detach
 
@@ -194,9 +202,12 @@ async def run_gateway(
             detach = await start_gateway(
                 settings, ws, backends, service, on_listening=on_listening, metrics=metrics
             )
+            retention = start_retention(settings, ws, backends)
             try:
                 await stop.wait()
             finally:
+                if retention is not None:
+                    await retention.stop()
                 await detach()
                 if metrics is not None:
                     await metrics.close()

@@ -12,7 +12,7 @@ from typing import Any
 
 from comfyfleet.webhooks._errors import DeliveryNotFailed, DeliveryNotFound, OutboxError
 from comfyfleet.webhooks._model import Delivery, DeliveryState, NewDelivery
-from comfyfleet.webhooks._outbox import check_limit, cursor_seq, page
+from comfyfleet.webhooks._outbox import check_limit, cursor_seq, page, spent
 
 
 class MemoryOutbox:
@@ -147,6 +147,21 @@ class MemoryOutbox:
         )
         self._rows[delivery_id] = row
         return row
+
+    async def prune(
+        self, state: DeliveryState, before: float, *, dry_run: bool = False
+    ) -> tuple[int, int]:
+        field = f"{spent(state)}_at"
+        self._check_open()
+        old = [
+            row
+            for row in self._rows.values()
+            if row.state is state and getattr(row, field) < before
+        ]
+        if not dry_run:
+            for row in old:
+                del self._rows[row.id]
+        return len(old), sum(len(row.body.encode()) for row in old)
 
     async def close(self) -> None:
         self._closed = True

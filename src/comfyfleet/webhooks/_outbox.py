@@ -87,6 +87,14 @@ class Outbox(Protocol):
         Raises DeliveryNotFound, or DeliveryNotFailed when it is pending or delivered."""
         ...
 
+    async def prune(
+        self, state: DeliveryState, before: float, *, dry_run: bool = False
+    ) -> tuple[int, int]:
+        """Remove the deliveries that became `state` (delivered or failed) before `before`:
+        (how many, the UTF-8 bytes of their bodies). With `dry_run`, only count them. A pending
+        delivery is never removed (ValueError for that state)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -112,3 +120,10 @@ def page(rows: list[Delivery], limit: int) -> tuple[list[Delivery], str | None]:
     if len(rows) <= limit:
         return rows, None
     return rows[:limit], str(rows[limit - 1].seq)
+
+
+def spent(state: DeliveryState) -> str:
+    """The name of the state's queries (`delivered`, `failed`): the states retention prunes."""
+    if state is DeliveryState.PENDING:
+        raise ValueError("pending deliveries are never pruned: they have yet to be sent")
+    return str(state)

@@ -19,7 +19,7 @@ import psycopg
 from comfyfleet.db import NO_CURSOR, Connection, Database, connect, load_queries, redact
 from comfyfleet.webhooks._errors import DeliveryNotFailed, DeliveryNotFound, OutboxError
 from comfyfleet.webhooks._model import Delivery, DeliveryState, NewDelivery
-from comfyfleet.webhooks._outbox import check_limit, cursor_seq, page
+from comfyfleet.webhooks._outbox import check_limit, cursor_seq, page, spent
 
 
 class PostgresOutbox:
@@ -134,6 +134,13 @@ class PostgresOutbox:
             return _delivery(rows[0])
         found = await self.get(delivery_id)
         raise DeliveryNotFailed(delivery_id, str(found.state))
+
+    async def prune(
+        self, state: DeliveryState, before: float, *, dry_run: bool = False
+    ) -> tuple[int, int]:
+        query = f"{'count' if dry_run else 'delete'}_{spent(state)}"
+        (row,) = await self._rows(query, {"before": before})
+        return int(row["n"]), int(row["bytes"])
 
     async def close(self) -> None:
         await self._db.close()

@@ -73,6 +73,9 @@ class WebhookService:
         self._loops: list[asyncio.Task[None]] = []
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._cooling: dict[str, float] = {}  # job id -> when an unexpected error cools off
+        self._ended: dict[str, float] = {}
+        """Delivery id -> when its attempt ended (monotonic), kept while a read of the due
+        deliveries that began before then may still answer."""
 
     # --- life ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -167,10 +170,18 @@ class WebhookService:
         if free <= 0:
             return
         busy = len(self._in_flight) + len(self._cooling)
-        for delivery in await self.outbox.due(now, free + busy):
+        asked = time.monotonic()
+        due = await self.outbox.due(now, free + busy)
+        # The read shows the outbox as it was when it began (a store's snapshot): an attempt
+        # that ended meanwhile may still read as pending, and must not start again.
+        stale = {d for d, ended in self._ended.items() if ended >= asked}
+        self._ended = {d: self._ended[d] for d in stale}
+        for delivery in due:
             if free <= 0:
                 break
             if delivery.job_id in self._in_flight or delivery.job_id in self._cooling:
+                continue
+            if delivery.id in stale:
                 continue
             self._in_flight[delivery.job_id] = self._spawn(self._attempt(delivery))
             free -= 1
@@ -194,6 +205,7 @@ class WebhookService:
                     log.exception("webhook delivery %s failed unexpectedly", delivery.id)
                     self._cooling[delivery.job_id] = self._clock() + self.settings.poll_s
         finally:
+            self._ended[delivery.id] = time.monotonic()
             self._in_flight.pop(delivery.job_id, None)
             if self._loops:  # not stopping
                 self._send_wake.set()

@@ -20,7 +20,7 @@ from typing import Any
 from comfyfleet.db import NO_CURSOR, immediate, load_queries, opening
 from comfyfleet.webhooks._errors import DeliveryNotFailed, DeliveryNotFound, OutboxError
 from comfyfleet.webhooks._model import Delivery, DeliveryState, NewDelivery
-from comfyfleet.webhooks._outbox import check_limit, cursor_seq, page
+from comfyfleet.webhooks._outbox import check_limit, cursor_seq, page, spent
 
 
 class SqliteOutbox:
@@ -132,6 +132,16 @@ class SqliteOutbox:
             found = self._find(delivery_id)
         assert found is not None
         return found
+
+    async def prune(
+        self, state: DeliveryState, before: float, *, dry_run: bool = False
+    ) -> tuple[int, int]:
+        name = spent(state)
+        with self._write() as conn:
+            row = conn.execute(self._q[f"count_{name}"], {"before": before}).fetchone()
+            if not dry_run:
+                conn.execute(self._q[f"delete_{name}"], {"before": before})
+        return int(row["n"]), int(row["bytes"])
 
     async def close(self) -> None:
         if self._conn is not None:

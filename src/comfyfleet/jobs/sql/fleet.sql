@@ -97,3 +97,12 @@ SELECT holder FROM fleet_leases WHERE name = :name;
 
 -- name: resign_lease
 DELETE FROM fleet_leases WHERE name = :name AND holder = :holder;
+
+-- name: count_old_frames
+-- Retention: the frames stored before :before, but those of the jobs in :keep (a JSON array).
+SELECT count(*) AS n, coalesce(sum(length(data)), 0) AS bytes FROM preview_frames
+WHERE at < :before AND job_id NOT IN (SELECT value FROM json_each(:keep));
+
+-- name: delete_old_frames
+DELETE FROM preview_frames
+WHERE at < :before AND job_id NOT IN (SELECT value FROM json_each(:keep));

@@ -159,3 +159,32 @@ SELECT * FROM job_events WHERE seq > :after ORDER BY seq LIMIT :limit;
 -- name: forget_job
 -- A finished job and (cascading) its events; a job still queued or running is kept.
 DELETE FROM jobs WHERE id = :id AND status IN ('succeeded', 'failed', 'cancelled');
+
+-- name: finished_jobs
+-- Retention: finished jobs that ended before :before, oldest end first, after the cursor
+-- (:at, :seq), each with the size of what it and its events hold (UTF-8 bytes of their JSON),
+-- how many events it has and its newest one. Read through `jobs_finished`.
+SELECT
+    j.id, j.seq, j.status, j.finished_at,
+    j.size AS bytes,
+    coalesce(sum(length(CAST(e.data AS BLOB))), 0) AS event_bytes,
+    count(e.seq) AS events,
+    coalesce(max(e.seq), 0) AS last_event
+FROM (
+    SELECT id, seq, status, finished_at,
+        length(CAST(workflow AS BLOB)) + length(CAST(options AS BLOB))
+            + length(CAST(outputs AS BLOB)) + coalesce(length(CAST(error AS BLOB)), 0)
+            + coalesce(length(CAST(progress AS BLOB)), 0) AS size
+    FROM jobs
+    WHERE finished_at < :before AND (finished_at, seq) > (:at, :seq)
+        AND status IN ('succeeded', 'failed', 'cancelled')
+    ORDER BY finished_at, seq
+    LIMIT :limit
+) AS j LEFT JOIN job_events AS e ON e.job_id = j.id
+GROUP BY j.seq
+ORDER BY j.finished_at, j.seq;
+
+-- name: live_jobs
+-- Retention: the queued and running jobs after seq :after, whose files and events stay.
+SELECT * FROM jobs WHERE status IN ('queued', 'running') AND seq > :after ORDER BY seq
+LIMIT :limit;

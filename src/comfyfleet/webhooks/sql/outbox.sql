@@ -109,3 +109,19 @@ SELECT * FROM webhook_deliveries WHERE seq < :before ORDER BY seq DESC LIMIT :li
 -- name: list_deliveries_by_state
 SELECT * FROM webhook_deliveries WHERE state = :state AND seq < :before
 ORDER BY seq DESC LIMIT :limit;
+
+-- name: count_delivered
+-- Retention: what `delete_delivered` would remove (through `webhook_deliveries_delivered`).
+SELECT count(*) AS n, coalesce(sum(length(CAST(body AS BLOB))), 0) AS bytes
+FROM webhook_deliveries WHERE state = 'delivered' AND delivered_at < :before;
+
+-- name: delete_delivered
+DELETE FROM webhook_deliveries WHERE state = 'delivered' AND delivered_at < :before;
+
+-- name: count_failed
+-- Retention: what `delete_failed` would remove (through `webhook_deliveries_failed`).
+SELECT count(*) AS n, coalesce(sum(length(CAST(body AS BLOB))), 0) AS bytes
+FROM webhook_deliveries WHERE state = 'failed' AND failed_at < :before;
+
+-- name: delete_failed
+DELETE FROM webhook_deliveries WHERE state = 'failed' AND failed_at < :before;

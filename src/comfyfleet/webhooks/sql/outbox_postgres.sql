@@ -97,3 +97,27 @@ SELECT * FROM webhook_deliveries WHERE seq < %(before)s ORDER BY seq DESC LIMIT 
 -- name: list_deliveries_by_state
 SELECT * FROM webhook_deliveries WHERE state = %(state)s AND seq < %(before)s
 ORDER BY seq DESC LIMIT %(limit)s;
+
+-- name: count_delivered
+-- Retention: what `delete_delivered` would remove (through `webhook_deliveries_delivered`).
+SELECT count(*) AS n, coalesce(sum(octet_length(body)), 0) AS bytes
+FROM webhook_deliveries WHERE state = 'delivered' AND delivered_at < %(before)s;
+
+-- name: delete_delivered
+WITH gone AS (
+    DELETE FROM webhook_deliveries WHERE state = 'delivered' AND delivered_at < %(before)s
+    RETURNING octet_length(body) AS size
+)
+SELECT count(*) AS n, coalesce(sum(size), 0) AS bytes FROM gone;
+
+-- name: count_failed
+-- Retention: what `delete_failed` would remove (through `webhook_deliveries_failed`).
+SELECT count(*) AS n, coalesce(sum(octet_length(body)), 0) AS bytes
+FROM webhook_deliveries WHERE state = 'failed' AND failed_at < %(before)s;
+
+-- name: delete_failed
+WITH gone AS (
+    DELETE FROM webhook_deliveries WHERE state = 'failed' AND failed_at < %(before)s
+    RETURNING octet_length(body) AS size
+)
+SELECT count(*) AS n, coalesce(sum(size), 0) AS bytes FROM gone;

@@ -96,3 +96,15 @@ SELECT holder FROM fleet_leases WHERE name = %(name)s;
 
 -- name: resign_lease
 DELETE FROM fleet_leases WHERE name = %(name)s AND holder = %(holder)s;
+
+-- name: count_old_frames
+-- Retention: the frames stored before `before`, but those of the jobs in `keep`.
+SELECT count(*) AS n, coalesce(sum(octet_length(data)), 0) AS bytes FROM preview_frames
+WHERE at < %(before)s AND job_id <> ALL(%(keep)s::text[]);
+
+-- name: delete_old_frames
+WITH gone AS (
+    DELETE FROM preview_frames WHERE at < %(before)s AND job_id <> ALL(%(keep)s::text[])
+    RETURNING octet_length(data) AS size
+)
+SELECT count(*) AS n, coalesce(sum(size), 0) AS bytes FROM gone;

@@ -30,6 +30,12 @@ VALUES (%(version)s, %(name)s, %(applied_at)s);
 -- PostgreSQL may commit two transactions in another order than they drew their seqs.
 SELECT pg_advisory_xact_lock_shared(427071202917);
 
+-- name: passing_commit
+-- For writes that record a moment that passes (progress, the node running, a lease renewal):
+-- COMMIT returns without waiting for the disk. A server crash may lose the last few hundred
+-- milliseconds of them, never a job's state, which every other write still flushes first.
+SET LOCAL synchronous_commit = off;
+
 -- name: horizon_lock_timeout
 SET LOCAL lock_timeout = '5s';
 
@@ -197,7 +203,8 @@ UPDATE jobs SET
     instance = coalesce(%(instance)s, instance),
     prompt_id = coalesce(%(prompt_id)s, prompt_id),
     progress = coalesce(%(progress)s, progress)
-WHERE id = %(id)s AND status = 'running' AND worker = %(worker)s;
+WHERE id = %(id)s AND status = 'running' AND worker = %(worker)s
+RETURNING id;
 
 -- name: lapsed_leases
 -- Locked, skipping rows another store is changing now: a job being completed right as its
@@ -216,6 +223,36 @@ SELECT 1 FROM jobs WHERE id = %(id)s;
 SELECT * FROM job_events WHERE seq > %(after)s AND seq <= %(horizon)s ORDER BY seq
 LIMIT %(limit)s;
 
--- name: forget_job
--- A finished job and (cascading) its events; a job still queued or running is kept.
-DELETE FROM jobs WHERE id = %(id)s AND status IN ('succeeded', 'failed', 'cancelled');
+-- name: forget_jobs
+-- Finished jobs and (cascading) their events, in one statement (retention forgets thousands);
+-- a job still queued or running is kept.
+DELETE FROM jobs
+WHERE id = ANY(%(ids)s::text[]) AND status IN ('succeeded', 'failed', 'cancelled');
+
+-- name: finished_jobs
+-- Retention: finished jobs that ended before `before`, oldest end first, after the cursor
+-- (`at`, `seq`), each with the size of what it and its events hold (UTF-8 bytes of their JSON),
+-- how many events it has and its newest one. Read through `jobs_finished`.
+SELECT
+    j.id, j.seq, j.status, j.finished_at,
+    j.size AS bytes,
+    coalesce(sum(octet_length(e.data)), 0) AS event_bytes,
+    count(e.seq) AS events,
+    coalesce(max(e.seq), 0) AS last_event
+FROM (
+    SELECT id, seq, status, finished_at,
+        octet_length(workflow) + octet_length(options) + octet_length(outputs)
+            + coalesce(octet_length(error), 0) + coalesce(octet_length(progress), 0) AS size
+    FROM jobs
+    WHERE finished_at < %(before)s AND (finished_at, seq) > (%(at)s, %(seq)s)
+        AND status IN ('succeeded', 'failed', 'cancelled')
+    ORDER BY finished_at, seq
+    LIMIT %(limit)s
+) AS j LEFT JOIN job_events AS e ON e.job_id = j.id
+GROUP BY j.id, j.seq, j.status, j.finished_at, j.size
+ORDER BY j.finished_at, j.seq;
+
+-- name: live_jobs
+-- Retention: the queued and running jobs after seq `after`, whose files and events stay.
+SELECT * FROM jobs WHERE status IN ('queued', 'running') AND seq > %(after)s ORDER BY seq
+LIMIT %(limit)s;
