@@ -188,8 +188,7 @@ class Lane:
             if job is None:
                 break
             with log_context(job_id=job.id):
-                await self.starter.start(job, prompt_id)
-            submitted += 1
+                submitted += await self.starter.start(job, prompt_id)
         return submitted
 
     def _at(self, doing: str, *, from_job: bool = False) -> dict[str, Any]:
@@ -237,17 +236,18 @@ class Lane:
 
     async def _on_message_guarded(self, message: ComfyMessage) -> None:
         """One message that cannot be handled ends its prompt's attempt, not the follower."""
-        flight = self.in_flight.get(message.prompt_id or "")
-        try:
-            with log_context(job_id=flight.job.id if flight is not None else None):
+        concerned = self.in_flight.get(message.prompt_id or "")
+        with log_context(job_id=concerned.job.id if concerned is not None else None):
+            try:
                 await self._on_message(message)
-        except Exception as exc:
-            log.exception("instance %s: handling %s failed", self.index, message.type)
-            if flight is not None:
-                error = attempt_error(exc, **self._at(f"handling {message.type}"))
-                await self.fail_attempt(flight.prompt_id, error)
-                await self.stopper.in_comfy(flight.job.id, flight.prompt_id)
-                self.fill_soon()
+            except Exception as exc:
+                flight = self.in_flight.get(message.prompt_id or "")  # unless it left meanwhile
+                log.exception("instance %s: handling %s failed", self.index, message.type)
+                if flight is not None:
+                    error = attempt_error(exc, **self._at(f"handling {message.type}"))
+                    await self.fail_attempt(flight.prompt_id, error)
+                    await self.stopper.in_comfy(flight.job.id, flight.prompt_id)
+                    self.fill_soon()
 
     async def _on_message(self, message: ComfyMessage) -> None:
         flight = self.in_flight.get(message.prompt_id or "")

@@ -35,8 +35,9 @@ class Starter:
     def _at(self, doing: str) -> dict[str, Any]:
         return {"instance": self.lane.index, "doing": doing, "from_job": True}
 
-    async def start(self, job: Job, prompt_id: str) -> None:
-        """Prepare (in a task of its own) or submit a job just claimed for `prompt_id`."""
+    async def start(self, job: Job, prompt_id: str) -> bool:
+        """Prepare (in a task of its own) or submit a job just claimed for `prompt_id`; False
+        when its attempt ended before either could begin."""
         lane = self.lane
         queued_s = max(0.0, (job.started_at or time.time()) - job.queued_at)
         lane.watch.phase("queued", queued_s)
@@ -47,7 +48,7 @@ class Starter:
                 needs_preparing = needs_preparing and INSTALL_PRESET in job.options
         except Exception as exc:  # the job's graph broke the check: its attempt ends here
             await lane.fail_attempt(prompt_id, attempt_error(exc, **self._at("preparing")))
-            return
+            return False
         if needs_preparing:
             task = asyncio.create_task(self._prepare_then_submit(job, prompt_id))
             lane.in_flight[prompt_id].enter("preparing")
@@ -56,6 +57,7 @@ class Starter:
             task.add_done_callback(self.preparing.discard)
         else:
             await self.submit(job, prompt_id)
+        return True
 
     async def _prepare_then_submit(self, job: Job, prompt_id: str) -> None:
         """Model downloads can take minutes: they run beside the lane, holding the slot."""
