@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from playwright.sync_api import Page, sync_playwright  # noqa: E402
 from tests.comfyui_env import free_port_block, installed_workspace, workspace_sharing  # noqa: E402
+from tests.integration.browser import CHROMIUM, FLAGS  # noqa: E402
 
 from comfyfleet.config import load_settings  # noqa: E402
 from comfyfleet.gpus import detect_platform, plan_instances  # noqa: E402
@@ -49,17 +50,6 @@ from comfyfleet.supervise._command import comfy_argv, instance_specs  # noqa: E4
 from comfyfleet.workspace import Workspace, write_extra_model_paths  # noqa: E402
 
 OUT = ROOT / "tests" / "ui_workflows"
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 FRONTEND_ONLY = frozenset({"Note", "MarkdownNote", "Reroute", "PrimitiveNode"})
 """Node types the editor defines itself: they never reach the server."""
 
@@ -198,7 +188,7 @@ def main() -> None:
             info = _get(url + "/object_info")
             known = set(info) | FRONTEND_ONLY
             with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+                browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
                 page = browser.new_page(viewport={"width": 1400, "height": 900})
                 open_editor(page, url)
                 version = page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__")

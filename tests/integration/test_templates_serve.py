@@ -28,6 +28,7 @@ from tests.comfyui_env import workspace_sharing
 from tests.integration.fleet import cli
 from tests.integration.serve import Server, png_size, serve_config
 from tests.tiny_model import tiny_checkpoint, tiny_vae
+from tests.ui_workflows import references as ui_references
 
 pytestmark = pytest.mark.comfyui
 
@@ -279,6 +280,25 @@ def test_cli_new_from_a_graph_takes_bounds_and_choices_from_the_fleets_schemas(
     assert template.parameters["sampler"].choices == tuple(samplers)
     assert template.parameters["steps"].maximum == info["steps"][1]["max"]
     assert template.parameters["seed"].random is True
+
+
+def test_cli_new_from_a_workflow_saved_by_the_editor(server: Server, tmp_path: Path) -> None:
+    """The editor's default workflow, as its Save writes it, becomes a template whose graph is
+    what the editor's Run would send, with the prompt texts and sampler settings proposed."""
+    default = ui_references()["workflows"]["default_workflow"]
+    saved = tmp_path / "default.json"
+    saved.write_text(json.dumps(default["workflow"]))
+    target = tmp_path / "from-editor.yaml"
+    args = ("templates", "new", "editor", "--from", saved, "--yes", "--out", target)
+    cli(*args, "--server", server.url, "-w", server.ws)
+    template = load_template(target)
+    assert set(template.workflow) == set(default["output"])
+    for node_id, node in default["output"].items():
+        assert template.workflow[node_id]["class_type"] == node["class_type"]
+    assert {"seed", "steps", "cfg", "sampler", "width", "height"} <= set(template.parameters)
+    refused = cli("templates", "new", "x", "--from", saved, "-w", server.ws, check=False)
+    assert refused.returncode == 1
+    assert "saved by the editor" in refused.stderr and "--server" in refused.stderr
 
 
 def test_cli_run_names_a_bad_parameter_and_an_unknown_template(server: Server) -> None:

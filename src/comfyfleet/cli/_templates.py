@@ -168,7 +168,12 @@ def new_command(
     name: Annotated[str, typer.Argument(help="The new template's name.")],
     source: Annotated[
         Path | None,
-        typer.Option("--from", help="An API-format workflow to make it from.", show_default=False),
+        typer.Option(
+            "--from",
+            help="A saved workflow to make it from: API format, or the editor's own format "
+            "(converted with the node schemas of --server).",
+            show_default=False,
+        ),
     ] = None,
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="Keep every proposed parameter.")
@@ -247,7 +252,9 @@ def _from_graph(name: str, description: str, source: Path, *, yes: bool, server:
         raise ConfigError(f"cannot read workflow {source}: {exc}") from exc
     if not isinstance(workflow, dict):
         raise ConfigError(f"{source}: a workflow is a JSON object of nodes")
-    proposals = propose_parameters(workflow, _object_info(server))
+    info = _object_info(server)
+    workflow = _api_format(workflow, info, source)
+    proposals = propose_parameters(workflow, info)
     console = make_console()
     ask = _interactive() and not yes
     kept = []
@@ -264,6 +271,26 @@ def _from_graph(name: str, description: str, source: Path, *, yes: bool, server:
             f"{source}: {exc.problem}" if exc.key is None else f"{source}: {exc.key}: {exc.problem}"
         ) from exc
     return template_yaml(document, header=f"made by comfyfleet templates new from {source.name}")
+
+
+def _api_format(
+    workflow: dict[str, Any], info: dict[str, Any] | None, source: Path
+) -> dict[str, Any]:
+    """`workflow` in the API format: a file saved by the editor is converted as the editor's
+    Run button would, with the fleet's node definitions."""
+    from comfyfleet.workflows import ConversionError, convert_workflow, is_ui_workflow
+
+    if not is_ui_workflow(workflow):
+        return workflow
+    if info is None:
+        raise ConfigError(
+            f"{source} was saved by the editor: converting it needs the fleet's node definitions",
+            hint="pass --server URL of a running gateway (or save it with 'Export (API)')",
+        )
+    try:
+        return convert_workflow(workflow, info)
+    except ConversionError as exc:
+        raise ConfigError(f"{source}: {exc.message}", hint=exc.hint) from exc
 
 
 def _interactive() -> bool:
