@@ -145,7 +145,9 @@ def test_each_attempt_reports_its_phases_whatever_its_end(tmp_path: Path) -> Non
     assert watch.counts() == {"queued": 6, "waiting": 6, "running": 6, "storing": 4}
     assert all(seconds >= 0 for _, seconds in watch.phases)
     slow_run = max(seconds for phase, seconds in watch.phases if phase == "running")
-    assert 0.2 <= slow_run < 2.0  # the cancelled job ran until its cancel, not its 2 s
+    # The cancelled job ran until its cancel (0.2 s after its claim, its start a little after
+    # that), not for its 2 s.
+    assert 0.1 <= slow_run < 1.5
     assert watch.loads == [] and watch.storage == []
 
 
