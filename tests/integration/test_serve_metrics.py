@@ -110,7 +110,7 @@ def test_metrics_count_the_jobs_that_ran_and_logs_name_them(server: Server) -> N
     measured = phase(after, "queued", "sum") - phase(before, "queued", "sum")
     assert abs(measured - queued_s) < 0.001 * len(jobs)
     cancelled_run = phase(after, "running", "sum") - phase(before, "running", "sum")
-    assert 1.0 <= cancelled_run < 60  # the sleeper ran a second or so, not its 60 s
+    assert 0.8 <= cancelled_run < 60  # the sleeper ran a second or so, not its 60 s
 
     # The shared state, read from the store: nothing left waiting or running, both instances
     # serving, one agent, no webhook backlog; no restarts.
