@@ -35,8 +35,11 @@ def cache_root() -> Path:
 
 
 def _key() -> str:
-    digest = hashlib.sha256(f"{SOURCE}|{TORCH}|{sys.version_info[:2]}".encode())
-    return digest.hexdigest()[:12]
+    """What the cached install is built from: the ComfyUI source, torch, Python, and the test
+    nodes. Work trees with other test nodes get installs of their own instead of updating one
+    shared install under each other's running tests."""
+    built_from = f"{SOURCE}|{TORCH}|{sys.version_info[:2]}|{_fixture_digest()}"
+    return hashlib.sha256(built_from.encode()).hexdigest()[:12]
 
 
 @contextlib.contextmanager

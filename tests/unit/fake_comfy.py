@@ -1,7 +1,8 @@
 """An in-memory ComfyUI for the dispatcher's unit tests: HTTP through an httpx MockTransport,
 the WebSocket through ComfyEvents' `connect` seam. It runs prompts one at a time like the real
-worker thread: `FleetSleep` sleeps (interruptibly), `FleetFail` raises, anything else succeeds
-with one image output."""
+worker thread: `FleetSleep` sleeps (interruptibly), `FleetFail` raises, `FleetWedge` blocks
+without a word (deaf to interrupts, unless its `hears_interrupt` input is true) on the instance
+its `instance` input names (-1: all), anything else succeeds with one image output."""
 
 from __future__ import annotations
 
@@ -49,6 +50,12 @@ class FakeComfy:
     interrupted: bool = False
     submit_delay_s: float = 0.0
     """How long POST /prompt takes to answer (ComfyUI answers late while its worker runs)."""
+    index: int = 0
+    """The instance index it runs as (what `FleetWedge` compares its `instance` input with)."""
+    freed: list[dict[str, Any]] = field(default_factory=list)
+    """The bodies of the POST /free requests it got."""
+    interrupts: list[str | None] = field(default_factory=list)
+    """The prompt ids POST /interrupt named (None: whatever runs)."""
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
 
@@ -64,6 +71,12 @@ class FakeComfy:
             sock.frames.put_nowait(None)
         if self._task:
             self._task.cancel()
+
+    def restart(self) -> None:
+        """Like a process restart: what ran or waited is gone, then it answers again."""
+        self.kill()
+        self.alive, self.current, self.interrupted = True, None, False
+        self.start()
 
     # --- seams -----------------------------------------------------------------------------
     def client(self, url: str) -> ComfyClient:
@@ -111,8 +124,12 @@ class FakeComfy:
             return httpx.Response(200, json={pid: self.history[pid]} if pid in self.history else {})
         if path == "/interrupt":
             wanted = json.loads(request.content or b"{}").get("prompt_id")
+            self.interrupts.append(wanted)
             if wanted is None or wanted == self.current:
                 self.interrupted = True
+            return httpx.Response(200)
+        if path == "/free":
+            self.freed.append(json.loads(request.content or b"{}"))
             return httpx.Response(200)
         if path == "/queue":
             doomed = set(json.loads(request.content).get("delete", []))
@@ -155,6 +172,17 @@ class FakeComfy:
                     self._send(
                         "progress", {"prompt_id": pid, "node": node_id, "value": step, "max": 4}
                     )
+            if kind == "FleetWedge" and node["inputs"].get("instance", -1) in (-1, self.index):
+                self._send("executing", {"prompt_id": pid, "node": node_id})
+                hears = bool(node["inputs"].get("hears_interrupt"))
+                while not (hears and self.interrupted):
+                    await asyncio.sleep(0.01)
+                self._send(
+                    "execution_interrupted",
+                    {"prompt_id": pid, "node_id": node_id, "node_type": kind},
+                )
+                self.history[pid] = {"status": {"status_str": "error"}, "outputs": {}}
+                return
             if kind == "FleetFail":
                 error = {
                     "prompt_id": pid,

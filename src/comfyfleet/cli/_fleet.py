@@ -17,6 +17,7 @@ from comfyfleet.cli._options import ConfigOpt, WorkspaceOpt, settings_from
 from comfyfleet.cli._status_view import show_failure, status_table
 from comfyfleet.config import Settings
 from comfyfleet.errors import SupervisorError
+from comfyfleet.roles import fleet_warmup
 from comfyfleet.supervise import (
     SERVING,
     ControlClient,
@@ -24,6 +25,7 @@ from comfyfleet.supervise import (
     InstanceStatus,
     State,
     Supervisor,
+    Warmup,
     follow,
     run_fleet,
     spawn_daemon,
@@ -36,6 +38,8 @@ _STYLE = {
     "busy": "cyan",
     "fatal": "bold red",
     "backoff": "yellow",
+    "warming": "yellow",
+    "restarting": "yellow",
     "exited": "red",
 }
 
@@ -89,8 +93,9 @@ def up_command(
             f"a supervisor is already running for {ws.root}",
             hint="see `comfyfleet status`, or `comfyfleet down` first",
         )
+    warmup = fleet_warmup(settings, ws)
     if detach:
-        _up_detached(settings, ws, client, wait)
+        _up_detached(settings, ws, client, wait, warmup)
         return
     failed: list[InstanceStatus] = []
 
@@ -108,7 +113,9 @@ def up_command(
     background: set[asyncio.Task[None]] = set()
 
     console.print(f"Starting the fleet of [bold]{ws.root}[/] (Ctrl-C stops it)")
-    asyncio.run(run_fleet(settings.fleet, ws, on_event=on_event, on_started=on_started))
+    asyncio.run(
+        run_fleet(settings.fleet, ws, on_event=on_event, on_started=on_started, warmup=warmup)
+    )
     console.print("all instances stopped")
     if failed:
         raise typer.Exit(1)
@@ -137,10 +144,12 @@ async def _report_when_settled(
     stop()
 
 
-def _up_detached(settings: Settings, ws: Workspace, client: ControlClient, wait: float) -> None:
+def _up_detached(
+    settings: Settings, ws: Workspace, client: ControlClient, wait: float, warmup: Warmup | None
+) -> None:
     console = make_console()
     out_file = ws.logs_dir / "supervisor.out"
-    pid = spawn_daemon(settings.fleet, ws, out_file)
+    pid = spawn_daemon(settings.fleet, ws, out_file, warmup)
     deadline = time.monotonic() + 30
     while not client.is_running():
         finished, _ = os.waitpid(pid, os.WNOHANG)

@@ -16,6 +16,8 @@ _STATE_STYLE = {
     State.READY: "green",
     State.BUSY: "cyan",
     State.STARTING: "yellow",
+    State.WARMING: "yellow",
+    State.RESTARTING: "yellow",
     State.BACKOFF: "yellow",
     State.EXITED: "red",
     State.FATAL: "bold red",

@@ -24,6 +24,7 @@ from comfyfleet.retention import RetentionSettings
 from comfyfleet.storage import StorageSettings
 from comfyfleet.supervise import FleetSettings
 from comfyfleet.templates import TemplateSettings
+from comfyfleet.watchdog import WatchdogSettings
 from comfyfleet.webhooks import WebhookSettings
 
 
@@ -58,5 +59,6 @@ class Settings(BaseSettings):
     templates: TemplateSettings = Field(default_factory=TemplateSettings)
     openai: OpenAISettings = Field(default_factory=OpenAISettings)  # type: ignore[arg-type]
     retention: RetentionSettings = Field(default_factory=RetentionSettings)  # type: ignore[arg-type]
+    watchdog: WatchdogSettings = Field(default_factory=WatchdogSettings)  # type: ignore[arg-type]
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     log: LogSettings = Field(default_factory=LogSettings)

@@ -48,6 +48,7 @@ from comfyfleet.jobs._results import OutputPublisher
 from comfyfleet.jobs._routing import CLAIM_WINDOW, Affinity
 from comfyfleet.jobs._rules import LEASE_EXPIRED
 from comfyfleet.jobs._sqlite import SqliteJobStore
+from comfyfleet.jobs._stall import RestartInstance, StallSettings
 from comfyfleet.jobs._store import JobStore, QueueSignal
 from comfyfleet.jobs._watch import PHASES, JobWatch, NoWatch
 
@@ -93,8 +94,10 @@ __all__ = [
     "QueueSignal",
     "Registry",
     "RemoteFolders",
+    "RestartInstance",
     "SqliteJobStore",
     "SqliteRegistry",
+    "StallSettings",
     "StoredFrame",
     "check_workflow",
     "clean_prefix",

@@ -6,7 +6,9 @@ processes) or every `poll_s` (jobs enqueued by another process), heartbeats for 
 in-flight jobs, cancel requests, and releasing leases that expired because some worker died.
 Instance state comes from the supervisor's events: an instance leaving ready/busy fails its
 in-flight jobs as retryable, so they run elsewhere. An event with a URL is an attached server's:
-its lane talks to that URL and moves files to and from it (`_remote`).
+its lane talks to that URL and moves files to and from it (`_remote`). With `stall` set, jobs
+that make no progress are interrupted and their instance restarted (`_stall`); a lane a
+watchdog took out of service (`paused`) takes jobs again once its instance is ready.
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ from comfyfleet.jobs._prepare import Preparer
 from comfyfleet.jobs._remote import RemoteFolders, RemoteServer
 from comfyfleet.jobs._results import OutputPublisher
 from comfyfleet.jobs._routing import Affinity
+from comfyfleet.jobs._stall import RestartInstance, StallSettings, StallWatch
 from comfyfleet.jobs._store import JobStore, QueueSignal
 from comfyfleet.jobs._watch import JobWatch, NoWatch
 from comfyfleet.logs import log_context
-from comfyfleet.supervise import SERVING, InstanceEvent
+from comfyfleet.supervise import SERVING, InstanceEvent, State
 
 log = logging.getLogger("comfyfleet.jobs")
 
@@ -56,6 +59,8 @@ class DispatcherSettings:
     """How long model affinity may keep a job waiting (see `_routing`): an instance prefers jobs
     for the models it holds, but takes a job queued this long whatever it needs. None: no
     affinity at all, jobs go in plain order."""
+    stall: StallSettings | None = None
+    """The stall watchdog (see `_stall`); None: off."""
 
 
 class Dispatcher:
@@ -73,6 +78,7 @@ class Dispatcher:
         prepare: Preparer | None = None,
         remote: RemoteFolders | None = None,
         watch: JobWatch | None = None,
+        restart: RestartInstance | None = None,
     ) -> None:
         self.store = store
         self.watch: JobWatch = watch or NoWatch()
@@ -91,6 +97,8 @@ class Dispatcher:
         self.on_disk: frozenset[str] = frozenset()
         """The model files of this machine (`folder_type/name`), for affinity: the agent
         refreshes it from its model index."""
+        stall = self.settings.stall
+        self.stalls = None if stall is None else StallWatch(stall, restart, self.wake)
         self._tasks: list[asyncio.Task[None]] = []
         self._followers: dict[int, asyncio.Task[None]] = {}
         self._started = False
@@ -154,6 +162,11 @@ class Dispatcher:
             lane = self.add_instance(event.instance, event.port)
         if lane is None:
             return
+        if lane.paused is not None and serving:
+            if event.new == State.BUSY and event.old in SERVING:  # still the stuck process
+                return
+            log.warning("instance %s takes jobs again (%s)", lane.index, event.new)
+            lane.paused = None
         if lane.serving and not serving and lane.in_flight:
             self._spawn(lane.lose_all(event.reason or f"went {event.new}"))
         lane.serving = serving
@@ -201,6 +214,7 @@ class Dispatcher:
             self._heartbeat_loop(),
             self._cancel_loop(),
             self._expire_loop(),
+            *([] if self.stalls is None else [self._stall_loop()]),
         ]
         self._tasks += [asyncio.create_task(c) for c in loops]
         for lane in self.lanes.values():
@@ -289,6 +303,15 @@ class Dispatcher:
                     await lane.check_cancels()
                 except Exception:  # a store hiccup must not end cancelling for good
                     log.exception("checking instance %s for cancelled jobs failed", lane.index)
+
+    async def _stall_loop(self) -> None:
+        assert self.stalls is not None
+        while True:
+            await asyncio.sleep(self.stalls.settings.check_s)
+            try:
+                await self.stalls.check(self.lanes.values())
+            except Exception:  # an instance or store hiccup: the next round looks again
+                log.exception("checking for stalled jobs failed")
 
     async def _expire_loop(self) -> None:
         while True:

@@ -8,8 +8,39 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from comfyfleet.comfy import ComfyMessage
+from comfyfleet.jobs._failures import JobError
 from comfyfleet.jobs._limits import JobLimits, timeout_error
 from comfyfleet.jobs._model import Job
+
+
+@dataclass(frozen=True)
+class Stall:
+    """What the stall watchdog found: silent this long at this node, interrupted at `at`."""
+
+    silent_s: float
+    node: str | None
+    node_type: str | None
+    at: float
+    """Monotonic time of the interrupt."""
+
+    def error(self, instance: int, action: str, grace_s: float = 0.0) -> JobError:
+        """The attempt's error: `action` is what ended it (interrupted, restarted, abandoned)."""
+        where = f"node {self.node} ({self.node_type})" if self.node else "its start"
+        message = f"instance {instance}: no progress for {self.silent_s:.1f}s at {where}"
+        if action == "interrupted":
+            message += "; interrupted"
+        else:
+            message += f"; it ignored an interrupt for {grace_s:g}s"
+            message += ", so the instance was restarted" if action == "restarted" else ""
+        details: dict[str, Any] = {
+            "instance": instance,
+            "node_id": self.node,
+            "node_type": self.node_type,
+            "stalled_s": round(self.silent_s, 1),
+            "action": action,
+        }
+        return JobError("instance_stalled", message, retryable=True, details=details)
 
 
 @dataclass
@@ -32,6 +63,14 @@ class InFlight:
     """Monotonic time its submit began: its wait in ComfyUI's queue is counted from there."""
     finished: bool = False
     """ComfyUI said it ended (a message or its history), whether or not its start was heard."""
+    heard_at: float | None = None
+    """Monotonic time of the last message about it: the stall watchdog's clock."""
+    longest_gap: float = 0.0
+    """The longest silence between two of its messages so far (its own progress cadence)."""
+    node: str | None = None
+    """The node ComfyUI last said it executes."""
+    stall: Stall | None = None
+    """Set when the stall watchdog interrupted it."""
 
     @property
     def started(self) -> bool:
@@ -50,6 +89,15 @@ class InFlight:
         if self.sent_at is None:
             return None
         return ("running" if self.finished else "waiting"), time.monotonic() - self.sent_at
+
+    def heard(self, message: ComfyMessage, now: float | None = None) -> None:
+        """Any message about the prompt is a sign of life (progress, a node change, outputs)."""
+        now = time.monotonic() if now is None else now
+        if self.heard_at is not None:
+            self.longest_gap = max(self.longest_gap, now - self.heard_at)
+        self.heard_at = now
+        if message.type == "executing" and message.data.get("node") is not None:
+            self.node = str(message.data["node"])
 
     def enter(self, phase: str) -> None:
         self.phase, self.since = phase, time.monotonic()

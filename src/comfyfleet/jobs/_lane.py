@@ -91,6 +91,10 @@ class Lane:
         self.client_id = events.client_id
         self.wake = wake
         self.serving = False
+        self.paused: str | None = None
+        """Why a watchdog took the instance out of service (until it is ready again)."""
+        self.claims = 0
+        """Jobs claimed so far: a watchdog tells an idle instance from one between jobs."""
         self.in_flight: dict[str, _InFlight] = {}  # prompt id -> job
         self.completed = 0
         self._claiming = 0
@@ -182,6 +186,7 @@ class Lane:
                 )
                 if job is not None:
                     self.in_flight[prompt_id] = _InFlight(job, prompt_id)
+                    self.claims += 1
                 self.starved = job is None
             finally:
                 self._claiming -= 1
@@ -227,6 +232,8 @@ class Lane:
             elif isinstance(item, PreviewFrame):
                 self._forward_preview(item)
             elif isinstance(item, Connected):
+                for flight in self.in_flight.values():  # messages may be lost: not silence
+                    flight.heard_at = None if flight.heard_at is None else time.monotonic()
                 await self.reconcile()
             elif isinstance(item, Disconnected):
                 for flight in self.in_flight.values():
@@ -253,6 +260,7 @@ class Lane:
         flight = self.in_flight.get(message.prompt_id or "")
         if flight is None:
             return
+        flight.heard(message)
         data = message.data
         if message.type == "execution_start" and not flight.started:
             waited_s = flight.waited_s()
@@ -324,7 +332,10 @@ class Lane:
 
     async def _finish_interrupted(self, flight: _InFlight, data: dict[str, Any]) -> None:
         message = f"interrupted at node {data.get('node_id')}"
-        await self._finish(flight, JobError("interrupted", message, retryable=True))
+        error = JobError("interrupted", message, retryable=True)
+        await self._finish(
+            flight, error if flight.stall is None else flight.stall.error(self.index, "interrupted")
+        )
 
     async def _finish(self, flight: _InFlight, error: JobError) -> None:
         await self.fail_attempt(flight.prompt_id, error)

@@ -9,6 +9,14 @@ from __future__ import annotations
 
 from comfyfleet.roles._backends import Backends, open_backends
 from comfyfleet.roles._retention import run_gc
-from comfyfleet.roles._serve import run_agent, run_gateway, run_service
+from comfyfleet.roles._serve import fleet_warmup, run_agent, run_gateway, run_service
 
-__all__ = ["Backends", "open_backends", "run_agent", "run_gateway", "run_gc", "run_service"]
+__all__ = [
+    "Backends",
+    "fleet_warmup",
+    "open_backends",
+    "run_agent",
+    "run_gateway",
+    "run_gc",
+    "run_service",
+]

@@ -27,12 +27,14 @@ from comfyfleet.jobs import (
     OutputPublisher,
     PreviewWriter,
     RemoteFolders,
+    StallSettings,
 )
 from comfyfleet.metrics import Metrics, watch_machine
 from comfyfleet.models import ModelLibrary
 from comfyfleet.roles._backends import Backends
 from comfyfleet.roles._report import Reporter, new_agent
 from comfyfleet.supervise import FollowedSupervisor, Supervisor
+from comfyfleet.watchdog import IdleWatch, NvmlVram, WatchdogSettings, memory_reader
 from comfyfleet.webhooks import WebhookService
 from comfyfleet.workspace import Workspace
 
@@ -50,6 +52,7 @@ class AgentPart:
     webhooks: WebhookService
     backends: Backends
     library: ModelLibrary
+    idle: IdleWatch | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _sending: bool = False
 
@@ -64,6 +67,8 @@ class AgentPart:
             asyncio.create_task(self.reporter.run()),
             asyncio.create_task(self._lead_webhooks()),
         ]
+        if self.idle is not None:
+            self._tasks.append(asyncio.create_task(self.idle.run()))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -125,6 +130,7 @@ def build_agent(
         lease_s=serve.lease_s,
         limits=JobLimits(serve.queued_timeout_s, serve.running_timeout_s),
         affinity_max_delay_s=serve.affinity_max_delay_s,
+        stall=_stall(settings.watchdog),
     )
     dispatcher = Dispatcher(
         backends.store,
@@ -136,6 +142,7 @@ def build_agent(
         prepare=ModelFetch(library),
         remote=RemoteFolders(ws.input_dir, ws.output_dir, ASSETS_FOLDER),
         watch=work,
+        restart=supervisor.recycle,
     )
     library.downloader.watch = work
     if metrics is not None:
@@ -175,4 +182,15 @@ def build_agent(
         view=lambda job: job_view(job, storage=backends.storage),
         watch=None if work is None else work.webhook_attempt,
     )
-    return AgentPart(dispatcher, reporter, writer, webhooks, backends, library)
+    idle = None
+    if settings.watchdog.watches_idle:
+        vram = NvmlVram() if settings.watchdog.vram_mb is not None else None
+        memory = memory_reader(vram)
+        idle = IdleWatch(dispatcher, supervisor, settings.watchdog, memory=memory)
+    return AgentPart(dispatcher, reporter, writer, webhooks, backends, library, idle)
+
+
+def _stall(watchdog: WatchdogSettings) -> StallSettings | None:
+    if watchdog.stall_s is None:
+        return None
+    return StallSettings(watchdog.stall_s, watchdog.interrupt_grace_s)

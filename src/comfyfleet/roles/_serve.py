@@ -32,9 +32,12 @@ from comfyfleet.supervise import (
     FollowedSupervisor,
     InstanceEvent,
     Supervisor,
+    Warmup,
     port_is_free,
     run_fleet,
 )
+from comfyfleet.templates import TemplateLibrary
+from comfyfleet.watchdog import build_warmup
 from comfyfleet.workspace import Workspace
 
 log = logging.getLogger("comfyfleet.agent")
@@ -50,6 +53,17 @@ def _check_port(settings: Settings) -> None:
         raise PortInUseError(
             f"port {serve.port} on {serve.host} is in use", hint="choose another with --port"
         )
+
+
+def fleet_warmup(settings: Settings, ws: Workspace) -> Warmup | None:
+    """The warm-ups of the `watchdog` settings as graphs, read once before the fleet starts (an
+    unreadable one stops the start, naming the setting)."""
+    watchdog = settings.watchdog
+    if watchdog.warmup is None and not watchdog.warmup_instances:
+        return None
+    return build_warmup(
+        watchdog, TemplateLibrary.for_workspace(ws.root, settings.templates.folders)
+    )
 
 
 async def run_service(
@@ -154,7 +168,8 @@ async def _run_or_follow(
 ) -> None:
     """Run the fleet here, or follow the detached supervisor, until SIGINT or SIGTERM."""
     if detached is None:
-        await run_fleet(settings.fleet, ws, attach=attach, on_event=on_event)
+        warmup = fleet_warmup(settings, ws)
+        await run_fleet(settings.fleet, ws, attach=attach, on_event=on_event, warmup=warmup)
         return
     followed = FollowedSupervisor(detached, poll_s=settings.fleet.probe_interval_s)
     if on_event is not None:

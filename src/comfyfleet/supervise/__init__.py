@@ -16,15 +16,18 @@ from comfyfleet.supervise._settings import FleetSettings, attach_url
 from comfyfleet.supervise._states import SERVING, InstanceEvent, InvalidTransition, State
 from comfyfleet.supervise._status import InstanceStatus
 from comfyfleet.supervise._supervisor import Supervisor
+from comfyfleet.supervise._warmup import WARMUP_PREFIX, HttpWarmupRunner, Warmup, WarmupRunner
 
 __all__ = [
     "SERVING",
+    "WARMUP_PREFIX",
     "AttachedInstance",
     "AttachedSpec",
     "ControlClient",
     "FleetSettings",
     "FollowedSupervisor",
     "HttpProber",
+    "HttpWarmupRunner",
     "Instance",
     "InstanceEvent",
     "InstanceSpec",
@@ -39,6 +42,8 @@ __all__ = [
     "SubprocessLauncher",
     "Supervisor",
     "UrlProber",
+    "Warmup",
+    "WarmupRunner",
     "attach_url",
     "build_supervisor",
     "choose_port",

@@ -5,8 +5,10 @@ connection. A supervisor is found by answering here, never by a stored pid: a so
 refuses connections is a dead supervisor's, and is treated as "not running".
 
 Requests: `{"op": "ping"}`, `{"op": "status"}`, `{"op": "wait", "timeout": S}` (until every
-instance serves or one is fatal), `{"op": "restart", "instance": N|null}`, `{"op": "down"}`
-(answers once everything stopped), `{"op": "events"}` (recent events, then live ones, streamed).
+instance serves or one is fatal), `{"op": "restart", "instance": N|null}`, `{"op": "recycle",
+"instance": N, "reason": TEXT}` (restart a serving instance now: a watchdog in another process
+asks), `{"op": "down"}` (answers once everything stopped), `{"op": "events"}` (recent events,
+then live ones, streamed).
 """
 
 from __future__ import annotations
@@ -113,6 +115,12 @@ class ControlServer:
                 "ok": True,
                 "restarted": self._supervisor.restart(None if index is None else int(index)),
             }
+        if op == "recycle":
+            index = request.get("instance")
+            if not isinstance(index, int):
+                return {"ok": False, "error": "recycle needs an instance number ('instance')"}
+            reason = str(request.get("reason") or "restart requested")
+            return {"ok": True, "restarted": await self._supervisor.recycle(index, reason)}
         if op == "down":
             await self._shutdown()
             return {"ok": True, "stopped": [i.spec.index for i in self._supervisor.instances]}

@@ -17,6 +17,7 @@ from pathlib import Path
 from comfyfleet.errors import ComfyfleetError
 from comfyfleet.supervise._runner import run_fleet
 from comfyfleet.supervise._settings import FleetSettings
+from comfyfleet.supervise._warmup import Warmup
 from comfyfleet.workspace import Workspace
 
 
@@ -30,7 +31,9 @@ def _redirect_stdio(out_file: Path) -> None:
     os.close(out)
 
 
-def spawn_daemon(fleet: FleetSettings, ws: Workspace, out_file: Path) -> int:
+def spawn_daemon(
+    fleet: FleetSettings, ws: Workspace, out_file: Path, warmup: Warmup | None = None
+) -> int:
     """Fork a detached supervisor of workspace `ws`; returns its pid (in the parent only).
 
     Call it before starting any thread: a fork copies only the calling thread.
@@ -44,7 +47,7 @@ def spawn_daemon(fleet: FleetSettings, ws: Workspace, out_file: Path) -> int:
     try:  # pragma: no cover - runs in the forked child; the integration tests observe it
         os.setsid()
         _redirect_stdio(out_file)
-        asyncio.run(run_fleet(fleet, ws))
+        asyncio.run(run_fleet(fleet, ws, warmup=warmup))
         code = 0
     except ComfyfleetError as exc:  # pragma: no cover
         print(f"error: {exc}", file=sys.stderr)

@@ -42,6 +42,18 @@ class FollowedSupervisor:
     def status(self) -> list[InstanceStatus]:
         return [self._statuses[index] for index in sorted(self._statuses)]
 
+    async def recycle(self, index: int, reason: str) -> bool:
+        """Ask the supervisor to restart the serving instance `index` (see
+        :meth:`Supervisor.recycle`); False when it refuses or does not answer."""
+        try:
+            reply = await asyncio.to_thread(
+                self.client.request, "recycle", timeout=5.0, instance=index, reason=reason
+            )
+        except (NotRunningError, SupervisorError, OSError, ValueError) as exc:
+            log.warning("asking the supervisor to restart instance %s failed: %s", index, exc)
+            return False
+        return bool(reply.get("restarted"))
+
     async def run(self) -> None:
         """Poll until cancelled."""
         while True:

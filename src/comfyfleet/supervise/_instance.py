@@ -1,19 +1,23 @@
 """One supervised ComfyUI process, driven through the state model of `_states`.
 
-An instance's task loops: start (pre-start hook, spawn, probe until ready or exit or timeout),
-watch (probe every interval; a dead or silent process ends the watch), back off, start again.
-Failed starts in a row beyond `start_retries` end in FATAL, where it waits for `restart()`.
-Signals and stops only set events; the loop acts on them, so there is one place where state moves.
+An instance's task loops: start (pre-start hook, spawn, probe until ready or exit or timeout,
+warm-up), watch (probe every interval; a dead or silent process ends the watch), back off, start
+again. Failed starts in a row beyond `start_retries` end in FATAL, where it waits for `restart()`.
+`recycle()` restarts a serving instance at once, without backoff (a watchdog's request).
+Signals, stops and recycles only set events; the loop acts on them, so there is one place where
+state moves.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from comfyfleet.supervise._logs import RotatingLog
 from comfyfleet.supervise._probe import Prober
@@ -21,6 +25,8 @@ from comfyfleet.supervise._process import Launcher, ProcessHandle
 from comfyfleet.supervise._settings import FleetSettings
 from comfyfleet.supervise._states import SERVING, InstanceEvent, State, check_transition
 from comfyfleet.supervise._status import InstanceStatus, process_tree_rss
+from comfyfleet.supervise._waits import shown_host, wait_any, wait_event
+from comfyfleet.supervise._warmup import HttpWarmupRunner, Warmup, WarmupRunner
 
 PortPicker = Callable[[int, int], tuple[int, str | None]]
 """(instance index, wanted port) -> (port to use, note when it differs)."""
@@ -43,7 +49,7 @@ class InstanceSpec:
 
 @dataclass(frozen=True)
 class _Outcome:
-    kind: str  # "stopped" | "start_failed" | "crashed"
+    kind: str  # "stopped" | "start_failed" | "crashed" | "recycled"
     reason: str = ""
 
 
@@ -66,8 +72,12 @@ class Instance:
         prober: Prober,
         pick_port: PortPicker,
         emit: Callable[[InstanceEvent], None],
+        warmup: Warmup | None = None,
+        warmer: WarmupRunner | None = None,
     ) -> None:
         self.spec = spec
+        self._warmup = warmup
+        self._warmer = warmer or HttpWarmupRunner()
         self.settings = settings
         self._launcher = launcher
         self._prober = prober
@@ -85,6 +95,9 @@ class Instance:
         self.last_reason = ""
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
+        self._nudge = asyncio.Event()
+        """Set by stop() and recycle(): wakes the watch at once."""
+        self._recycle: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._proc: ProcessHandle | None = None
 
@@ -97,6 +110,7 @@ class Instance:
     async def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        self._nudge.set()
         if self._task is not None:
             await self._task
 
@@ -113,6 +127,16 @@ class Instance:
         self._streak = 0
         self._wake.set()
 
+    def recycle(self, reason: str) -> bool:
+        """Restart a serving instance now (RESTARTING: SIGTERM, grace, SIGKILL, then a fresh
+        start without backoff). False when it is not serving: starting, backing off or stopped,
+        it runs no job anyway."""
+        if self.state not in SERVING or self._stop.is_set():
+            return False
+        self._recycle = reason
+        self._nudge.set()
+        return True
+
     def status(self) -> InstanceStatus:
         return InstanceStatus(
             index=self.spec.index,
@@ -126,7 +150,7 @@ class Instance:
             rss_bytes=process_tree_rss(self.pid),
             version=self.version,
             reason=self.last_reason,
-            url=f"http://{_shown(self.spec.host)}:{self.port}",
+            url=f"http://{shown_host(self.spec.host)}:{self.port}",
         )
 
     # --- the loop --------------------------------------------------------------------------
@@ -147,6 +171,10 @@ class Instance:
                 outcome = await self._attempt(log)
                 if outcome.kind == "stopped" or self._stop.is_set():
                     break
+                if outcome.kind == "recycled":
+                    log.line(f"instance {self.spec.index}: restarting ({outcome.reason})")
+                    self.restarts += 1
+                    continue
                 if not await self._after_failure(outcome, log):
                     break
         finally:
@@ -181,7 +209,7 @@ class Instance:
         self._streak += 1
         self._set(State.BACKOFF, f"{outcome.reason}; restarting in {delay:.3g}s")
         self._wake.clear()
-        await _wait_event(self._wake, delay)
+        await wait_event(self._wake, delay)
         self.restarts += 1
         return not self._stop.is_set()
 
@@ -235,18 +263,61 @@ class Instance:
             result = await self._prober.probe(self.spec.host, self.port)
             if result.ok:
                 self.version = result.version or self.version
+                warmed = await self._warm_up(proc, exited)
+                if warmed is not None:
+                    return warmed
                 self.failures = 0
                 self.ready_since = time.time()
-                self._set(State.BUSY if result.busy else State.READY)
+                busy = result.busy and self.state == State.STARTING  # a warm-up waited it out
+                self._set(State.BUSY if busy else State.READY)
                 return None
-            await _wait_any(exited, self._stop, interval)
+            await wait_any(exited, (self._stop,), interval)
+
+    async def _warm_up(self, proc: ProcessHandle, exited: asyncio.Future[int]) -> _Outcome | None:
+        """Run the instance's warm-up workflow (WARMING), if it has one; None when it ran, else
+        the outcome of the start (a failed warm-up stops the process: a failed start)."""
+        graph = None if self._warmup is None else self._warmup.graph_for(self.spec.index)
+        if graph is None or self._warmup is None:
+            return None
+        self._set(State.WARMING, "running the warm-up workflow")
+        url = f"http://{shown_host(self.spec.host)}:{self.port}"
+        running = asyncio.ensure_future(self._warmer.run(url, graph, self._warmup.timeout_s))
+        stopping = asyncio.ensure_future(self._stop.wait())
+        waited: set[asyncio.Future[Any]] = {running, exited, stopping}
+        try:
+            await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not running.done():
+                running.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running
+        if self._stop.is_set():
+            return _Outcome("stopped")
+        if exited.done():
+            code = describe_exit(exited.result())
+            return _Outcome("start_failed", f"exited with {code} during the warm-up")
+        try:
+            error = running.result()
+        except Exception as exc:  # a bug in a runner must not end the instance's loop
+            error = f"warm-up failed: {type(exc).__name__}: {exc}"
+        if error is None:
+            return None
+        await self._terminate(proc)
+        return _Outcome("start_failed", error)
 
     async def _watch(self, proc: ProcessHandle, exited: asyncio.Future[int]) -> _Outcome:
         last_ok = time.monotonic()
         while True:
-            await _wait_any(exited, self._stop, self.settings.probe_interval_s)
+            await wait_any(exited, (self._stop, self._nudge), self.settings.probe_interval_s)
             if self._stop.is_set():
                 return _Outcome("stopped")
+            if self._recycle is not None:
+                reason, self._recycle = self._recycle, None
+                self._nudge.clear()
+                self._set(State.RESTARTING, reason)
+                await self._terminate(proc)
+                return _Outcome("recycled", reason)
             if self.ready_since and time.time() - self.ready_since >= self.settings.backoff_reset_s:
                 self._streak = 0
             if exited.done():
@@ -308,25 +379,3 @@ class Instance:
         self.pid = None
         log.line(f"instance {self.spec.index}: stopped")
         self._set(State.STOPPED)
-
-
-def _shown(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-async def _wait_event(event: asyncio.Event, timeout: float) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            await event.wait()
-    except TimeoutError:
-        pass
-
-
-async def _wait_any(future: asyncio.Future[int], event: asyncio.Event, timeout: float) -> None:
-    """Sleep until `future` completes, `event` is set, or `timeout` passes."""
-    waiter: asyncio.Future[object] = asyncio.ensure_future(event.wait())
-    pending: set[asyncio.Future[object]] = {waiter, future}  # type: ignore[arg-type]
-    try:
-        await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()

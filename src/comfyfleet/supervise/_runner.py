@@ -27,6 +27,7 @@ from comfyfleet.supervise._process import Launcher, SubprocessLauncher
 from comfyfleet.supervise._settings import FleetSettings
 from comfyfleet.supervise._states import InstanceEvent
 from comfyfleet.supervise._supervisor import Supervisor
+from comfyfleet.supervise._warmup import Warmup
 from comfyfleet.workspace import Workspace, write_extra_model_paths
 
 Attach = Callable[[Supervisor, Callable[[], None]], Awaitable[Callable[[], Awaitable[None]]]]
@@ -75,6 +76,7 @@ def build_supervisor(
     platform: Platform | None = None,
     launcher: Launcher | None = None,
     prober: Prober | None = None,
+    warmup: Warmup | None = None,
 ) -> Supervisor:
     if fleet.instances == 0:  # a gateway in front of attached servers only
         if not fleet.attach:
@@ -92,6 +94,7 @@ def build_supervisor(
         launcher=launcher or SubprocessLauncher(),
         prober=prober or HttpProber(timeout=fleet.probe_timeout_s),
         attached=attached_specs(fleet.attach, first_index=len(plans)),
+        warmup=warmup,
     )
 
 
@@ -103,10 +106,12 @@ async def run_fleet(
     on_started: Callable[[Supervisor, Callable[[], None]], None] | None = None,
     attach: Attach | None = None,
     platform: Platform | None = None,
+    warmup: Warmup | None = None,
 ) -> None:
     """Run the fleet until SIGINT/SIGTERM, a `down` request, or the `stop` callable handed to
     `on_started`/`attach` is called; return once every instance is stopped. With no supervised
-    instances (only attached servers) ComfyUI need not be installed here."""
+    instances (only attached servers) ComfyUI need not be installed here. `warmup`: what each
+    instance runs after every start before it is ready."""
     if fleet.instances != 0:
         ws.require_installed()
     ws.prepare()
@@ -117,7 +122,7 @@ async def run_fleet(
         write_extra_model_paths(
             ws.extra_model_paths, ws.models_dir, ws.custom_nodes_dir, ws.model_folders
         )
-        supervisor = build_supervisor(fleet, ws, platform=platform)
+        supervisor = build_supervisor(fleet, ws, platform=platform, warmup=warmup)
         await _serve(supervisor, ws, fleet, on_event, on_started, attach)
     finally:
         lock.release()

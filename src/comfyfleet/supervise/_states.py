@@ -4,9 +4,12 @@ Modelled on Supervisor's process states, plus READY/BUSY (answering, idle or wor
 RUNNING, since a ComfyUI process that runs but does not answer HTTP is not usable:
 
     STOPPED -> STARTING -> READY <-> BUSY
-    STARTING -> BACKOFF -> STARTING ...      (failed start: exited early, hook failed, timed out)
-    STARTING -> FATAL                        (more failed starts in a row than allowed)
+    STARTING -> WARMING -> READY             (answering; a warm-up workflow runs first, if any)
+    STARTING/WARMING -> BACKOFF -> STARTING  (failed start: exited early, hook failed, timed
+                                              out, warm-up failed)
+    STARTING/WARMING -> FATAL                (more failed starts in a row than allowed)
     READY/BUSY -> EXITED -> BACKOFF          (crashed or stopped answering)
+    READY/BUSY -> RESTARTING -> STARTING     (a restart asked for: a watchdog, an operator)
     any -> STOPPING -> STOPPED               (asked to stop)
 
 Attached servers (`_attached`), which comfyfleet watches but never runs, use READY/BUSY/STOPPED
@@ -25,11 +28,13 @@ from comfyfleet.errors import SupervisorError
 class State(StrEnum):
     STOPPED = "stopped"
     STARTING = "starting"
+    WARMING = "warming"
     READY = "ready"
     BUSY = "busy"
     BACKOFF = "backoff"
     STOPPING = "stopping"
     EXITED = "exited"
+    RESTARTING = "restarting"
     FATAL = "fatal"
     PROBING = "probing"
     UNREACHABLE = "unreachable"
@@ -39,11 +44,13 @@ class State(StrEnum):
 _ALLOWED: dict[State, frozenset[State]] = {
     State.STOPPED: frozenset({State.STARTING}),
     State.STARTING: frozenset(
-        {State.READY, State.BUSY, State.BACKOFF, State.FATAL, State.STOPPING}
+        {State.WARMING, State.READY, State.BUSY, State.BACKOFF, State.FATAL, State.STOPPING}
     ),
-    State.READY: frozenset({State.BUSY, State.EXITED, State.STOPPING}),
-    State.BUSY: frozenset({State.READY, State.EXITED, State.STOPPING}),
+    State.WARMING: frozenset({State.READY, State.BUSY, State.BACKOFF, State.FATAL, State.STOPPING}),
+    State.READY: frozenset({State.BUSY, State.EXITED, State.RESTARTING, State.STOPPING}),
+    State.BUSY: frozenset({State.READY, State.EXITED, State.RESTARTING, State.STOPPING}),
     State.EXITED: frozenset({State.BACKOFF, State.STOPPING}),
+    State.RESTARTING: frozenset({State.STARTING, State.STOPPING}),
     State.BACKOFF: frozenset({State.STARTING, State.STOPPING}),
     State.FATAL: frozenset({State.STARTING, State.STOPPING}),
     State.STOPPING: frozenset({State.STOPPED}),

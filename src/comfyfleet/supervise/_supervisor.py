@@ -20,6 +20,7 @@ from comfyfleet.supervise._process import Launcher
 from comfyfleet.supervise._settings import FleetSettings
 from comfyfleet.supervise._states import SERVING, InstanceEvent, State
 from comfyfleet.supervise._status import InstanceStatus
+from comfyfleet.supervise._warmup import Warmup, WarmupRunner
 
 EventSink = Callable[[InstanceEvent], None]
 
@@ -38,6 +39,8 @@ class Supervisor:
         history: int = 500,
         attached: Sequence[AttachedSpec] = (),
         url_prober: UrlProber | None = None,
+        warmup: Warmup | None = None,
+        warmer: WarmupRunner | None = None,
     ) -> None:
         self.settings = settings
         self._port_probe = port_probe
@@ -53,6 +56,8 @@ class Supervisor:
                 prober=prober,
                 pick_port=self._pick_port,
                 emit=self._publish,
+                warmup=warmup,
+                warmer=warmer,
             )
             for spec in specs
         ]
@@ -120,6 +125,14 @@ class Supervisor:
         for instance in chosen:
             instance.restart()
         return [i.spec.index for i in chosen]
+
+    async def recycle(self, index: int, reason: str) -> bool:
+        """Restart the serving instance `index` now, saying why (a watchdog's request); False
+        when there is no such supervised instance or it is not serving (attached servers are
+        never restarted). Async like :meth:`FollowedSupervisor.recycle`, which asks another
+        process."""
+        chosen = next((i for i in self.instances if i.spec.index == index), None)
+        return chosen is not None and chosen.recycle(reason)
 
     def status(self) -> list[InstanceStatus]:
         return [i.status() for i in self.instances] + [a.status() for a in self.attached]

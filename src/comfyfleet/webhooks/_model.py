@@ -42,6 +42,7 @@ KNOWN_EVENTS = frozenset(
         "job.executed",
         "job.downloading",
         "job.cancel_requested",
+        "job.stalled",
     }
 )
 """The webhook types a job can produce (see the module docstring); `events` may name only
