@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from comfyfleet.comfy import ComfyClient, ComfyEvents
+from comfyfleet.jobs._cancels import stop_cancelled
 from comfyfleet.jobs._failures import JobError
 from comfyfleet.jobs._lane import Lane, PreviewSink
 from comfyfleet.jobs._limits import JobLimits, timeout_error
@@ -300,7 +301,7 @@ class Dispatcher:
                 if not lane.in_flight:
                     continue
                 try:
-                    await lane.check_cancels()
+                    await stop_cancelled(lane)
                 except Exception:  # a store hiccup must not end cancelling for good
                     log.exception("checking instance %s for cancelled jobs failed", lane.index)
 

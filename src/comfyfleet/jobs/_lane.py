@@ -4,7 +4,7 @@ Every instance keeps two jobs: one running and one queued behind it inside Comfy
 never waits for its next job. The lane chooses each prompt id before submitting, so a message
 that arrives before the submit returns (fast graphs finish in milliseconds) is never lost.
 Taking a claimed job to ComfyUI is `_starting`'s; stopping one from outside (a cancel, a
-timeout) `_stopping`'s; reporting how an attempt ended `_endings`'.
+timeout) `_cancels`'; reporting how an attempt ended `_endings`'.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from comfyfleet.jobs._remote import RemoteServer
 from comfyfleet.jobs._results import OutputPublisher
 from comfyfleet.jobs._routing import Affinity
 from comfyfleet.jobs._starting import Starter
-from comfyfleet.jobs._stopping import Stopper
 from comfyfleet.jobs._store import JobStore
 from comfyfleet.jobs._watch import JobWatch, NoWatch
 from comfyfleet.logs import log_context
@@ -107,7 +106,6 @@ class Lane:
         self.prepare = prepare
         self.starter = Starter(self)
         self.progress = ProgressEvents(store, worker, index)
-        self.stopper = Stopper(store, worker, index, client, self.limits)
         self.endings = Endings(
             store, worker, index, publisher=publisher, remote=remote, wake=wake, watch=self.watch
         )
@@ -253,7 +251,7 @@ class Lane:
                 if flight is not None:
                     error = attempt_error(exc, **self._at(f"handling {message.type}"))
                     await self.fail_attempt(flight.prompt_id, error)
-                    await self.stopper.in_comfy(flight.job.id, flight.prompt_id)
+                    await self.stop_in_comfy(flight.job.id, flight.prompt_id)
                     self.fill_soon()
 
     async def _on_message(self, message: ComfyMessage) -> None:
@@ -369,7 +367,11 @@ class Lane:
                 )
                 await self._finish(flight, node_error(error))
 
-    async def check_cancels(self, now: float | None = None) -> None:
-        """Stop the jobs a client asked to cancel, and those past their timeout (`_stopping`)."""
-        if await self.stopper.check(self.in_flight, self.leave, now):
-            self.fill_soon()
+    async def stop_in_comfy(self, job_id: str, prompt_id: str) -> None:
+        """Take a prompt out of ComfyUI's queue and interrupt it if it is the one running (a
+        no-op otherwise), so an attempt that ended here does not go on there."""
+        try:
+            await self.client.delete_queued([prompt_id])
+            await self.client.interrupt(prompt_id)
+        except ComfyError as exc:
+            log.warning("stopping job %s on instance %s: %s", job_id, self.index, exc)
