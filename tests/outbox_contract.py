@@ -154,6 +154,23 @@ def test_listings_filter_by_state_and_page_newest_first(outbox: Outbox) -> None:
     run(scenario())
 
 
+def test_count_by_state_follows_each_delivery(outbox: Outbox) -> None:
+    async def scenario() -> None:
+        states = (DeliveryState.PENDING, DeliveryState.DELIVERED, DeliveryState.FAILED)
+        assert [await outbox.count(s) for s in states] == [0, 0, 0]
+        await outbox.relay(0, 5, [new(i, f"job{i}") for i in range(1, 6)], now=NOW)
+        assert [await outbox.count(s) for s in states] == [5, 0, 0]
+        await outbox.mark_delivered("msg_1", status=200, now=NOW)
+        await outbox.mark_failed("msg_2", status=410, error="gone", now=NOW)
+        await outbox.mark_failed("msg_3", status=500, error="x", now=NOW)
+        await outbox.mark_retry("msg_4", next_at=NOW + 5, status=500, error="x", now=NOW)
+        assert [await outbox.count(s) for s in states] == [2, 1, 2]
+        await outbox.redeliver("msg_2", now=NOW + 1)
+        assert [await outbox.count(s) for s in states] == [3, 1, 1]
+
+    run(scenario())
+
+
 def test_prune_removes_spent_deliveries_by_age_and_never_a_pending_one(outbox: Outbox) -> None:
     async def scenario() -> None:
         bodies = ["{}", '{"text":"café"}', '{"n":1}', '{"n":22}', '{"n":333}']

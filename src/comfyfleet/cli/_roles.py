@@ -6,13 +6,11 @@ other is in it.
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
-from comfyfleet.cli._console import make_console
+from comfyfleet.cli._logs import LogFormatOpt, LogLevelOpt, RoleOutput, log_flags
 from comfyfleet.cli._loop import run
 from comfyfleet.cli._options import (
     BasePortOpt,
@@ -22,7 +20,6 @@ from comfyfleet.cli._options import (
     WorkspaceOpt,
     settings_from,
 )
-from comfyfleet.supervise import InstanceEvent
 
 StoreOpt = Annotated[
     str | None,
@@ -41,19 +38,22 @@ def gateway_command(
     config: ConfigOpt = None,
     port: GatewayPortOpt = None,
     host: GatewayHostOpt = None,
+    log_format: LogFormatOpt = None,
+    log_level: LogLevelOpt = None,
 ) -> None:
     """Run the job API alone, in front of the agents registered in the store (stateless: run
     as many as you like behind a load balancer)."""
     from comfyfleet.roles import run_gateway
 
-    console = make_console()
-    settings = settings_from(workspace, config, serve={"host": host, "port": port, "store": store})
-
-    def on_listening(url: str) -> None:
-        console.print(f"gateway listening on [bold]{url}[/] (API docs at {url}/docs)")
-
-    run(run_gateway(settings, on_listening=on_listening))
-    console.print("stopped")
+    settings = settings_from(
+        workspace,
+        config,
+        serve={"host": host, "port": port, "store": store},
+        log=log_flags(log_format, log_level),
+    )
+    output = RoleOutput(settings)
+    run(run_gateway(settings, on_listening=output.on_listening))
+    output.stopped()
 
 
 def agent_command(
@@ -70,24 +70,30 @@ def agent_command(
         str | None, typer.Option("--gpus", help="GPU indexes, e.g. 0,1.", show_default=False)
     ] = None,
     base_port: BasePortOpt = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            help="Serve this machine's /metrics (GPUs, downloads, job phases) on this port "
+            "(address: metrics.agent_host, default 127.0.0.1).",
+            show_default=False,
+        ),
+    ] = None,
+    log_format: LogFormatOpt = None,
+    log_level: LogLevelOpt = None,
 ) -> None:
     """Run this machine's ComfyUI instances and take jobs for them from the store (Ctrl-C stops
     them; their running jobs run again elsewhere)."""
     from comfyfleet.roles import run_agent
 
-    console = make_console()
     settings = settings_from(
         workspace,
         config,
         fleet={"instances": instances, "gpus": gpus, "base_port": base_port},
         serve={"store": store},
+        metrics={"agent_port": metrics_port},
+        log=log_flags(log_format, log_level),
     )
-
-    def on_event(event: InstanceEvent) -> None:
-        console.print(
-            f"[dim]{time.strftime('%H:%M:%S')}[/] instance {event.instance} "
-            f"{event.new} [dim]{escape(event.reason)}[/]"
-        )
-
-    run(run_agent(settings, on_event=on_event))
-    console.print("stopped")
+    output = RoleOutput(settings)
+    run(run_agent(settings, on_event=output.on_event))
+    output.stopped()

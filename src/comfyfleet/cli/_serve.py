@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
-from comfyfleet.cli._console import make_console
+from comfyfleet.cli._logs import LogFormatOpt, LogLevelOpt, RoleOutput, log_flags
 from comfyfleet.cli._loop import run
 from comfyfleet.cli._options import (
     BasePortOpt,
@@ -18,7 +16,6 @@ from comfyfleet.cli._options import (
     WorkspaceOpt,
     settings_from,
 )
-from comfyfleet.supervise import InstanceEvent
 
 
 def serve_command(
@@ -63,11 +60,12 @@ def serve_command(
             "--max-queued", help="Queue depth before 429 (default 1000).", show_default=False
         ),
     ] = None,
+    log_format: LogFormatOpt = None,
+    log_level: LogLevelOpt = None,
 ) -> None:
     """Run the fleet with the job API in front of it (Ctrl-C stops everything)."""
     from comfyfleet.roles import run_service
 
-    console = make_console()
     serve = {"host": host, "port": port, "store": store, "max_queued": max_queued}
     settings = settings_from(
         workspace,
@@ -79,16 +77,8 @@ def serve_command(
             "attach": tuple(attach) if attach else None,
         },
         serve=serve,
+        log=log_flags(log_format, log_level),
     )
-
-    def on_event(event: InstanceEvent) -> None:
-        console.print(
-            f"[dim]{time.strftime('%H:%M:%S')}[/] instance {event.instance} "
-            f"{event.new} [dim]{escape(event.reason)}[/]"
-        )
-
-    def on_listening(url: str) -> None:
-        console.print(f"gateway listening on [bold]{url}[/] (API docs at {url}/docs)")
-
-    run(run_service(settings, on_event=on_event, on_listening=on_listening))
-    console.print("stopped")
+    output = RoleOutput(settings)
+    run(run_service(settings, on_event=output.on_event, on_listening=output.on_listening))
+    output.stopped()

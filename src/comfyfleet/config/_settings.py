@@ -17,6 +17,8 @@ from comfyfleet.auth import AuthSettings
 from comfyfleet.dashboard import DashboardSettings
 from comfyfleet.facades.openai import OpenAISettings
 from comfyfleet.gateway import ServeSettings
+from comfyfleet.logs import LogSettings
+from comfyfleet.metrics import MetricsSettings
 from comfyfleet.models import ModelSettings
 from comfyfleet.provision import InstallSettings
 from comfyfleet.retention import RetentionSettings
@@ -61,3 +63,6 @@ class Settings(BaseSettings):
     watchdog: WatchdogSettings = Field(default_factory=WatchdogSettings)  # type: ignore[arg-type]
 
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    log: LogSettings = Field(default_factory=LogSettings)

@@ -60,6 +60,7 @@ from comfyfleet.jobs._rules import LEASE_EXPIRED
 from comfyfleet.jobs._sqlite import SqliteJobStore
 from comfyfleet.jobs._stall import RestartInstance, StallSettings
 from comfyfleet.jobs._store import JobStore, QueueSignal
+from comfyfleet.jobs._watch import PHASES, JobWatch, NoWatch
 
 __all__ = [
     "CLAIM_WINDOW",
@@ -67,6 +68,7 @@ __all__ = [
     "INSTALL_MODEL",
     "INSTALL_PRESET",
     "LEASE_EXPIRED",
+    "PHASES",
     "SERVING_STATES",
     "TERMINAL",
     "Affinity",
@@ -89,11 +91,13 @@ __all__ = [
     "JobStatus",
     "JobStore",
     "JobStoreError",
+    "JobWatch",
     "LogTail",
     "MemoryJobStore",
     "MemoryRegistry",
     "ModelFetch",
     "NewJob",
+    "NoWatch",
     "NodeSchemas",
     "OutputPublisher",
     "PostgresJobStore",

@@ -3,11 +3,16 @@ that runs them: a round of the dispatcher's cancel loop over one lane."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING
 
+from comfyfleet.logs import log_context
+
 if TYPE_CHECKING:
     from comfyfleet.jobs._lane import Lane
+
+log = logging.getLogger("comfyfleet.jobs")
 
 
 async def stop_cancelled(lane: Lane, now: float | None = None) -> None:
@@ -21,12 +26,15 @@ async def stop_cancelled(lane: Lane, now: float | None = None) -> None:
         timeout = None if job.cancel_requested else flight.timed_out(lane.limits, now)
         if not job.cancel_requested and timeout is None:
             continue
-        lane.in_flight.pop(flight.prompt_id, None)
-        await lane.stop_in_comfy(job.id, flight.prompt_id)
-        if timeout is None:
-            await lane.store.mark_cancelled(job.id, lane.worker)
-        else:
-            await lane.store.fail(
-                job.id, lane.worker, timeout, retryable=False, attempt=flight.job.attempts
-            )
+        with log_context(job_id=job.id, instance=lane.index):
+            lane.leave(flight.prompt_id)
+            await lane.stop_in_comfy(job.id, flight.prompt_id)
+            if timeout is None:
+                log.info("job %s cancelled on its instance", job.id)
+                await lane.store.mark_cancelled(job.id, lane.worker)
+            else:
+                log.info("job %s: %s", job.id, timeout["message"])
+                await lane.store.fail(
+                    job.id, lane.worker, timeout, retryable=False, attempt=flight.job.attempts
+                )
         lane.fill_soon()

@@ -35,6 +35,8 @@ from comfyfleet.jobs._results import OutputPublisher
 from comfyfleet.jobs._routing import Affinity
 from comfyfleet.jobs._stall import RestartInstance, StallSettings, StallWatch
 from comfyfleet.jobs._store import JobStore, QueueSignal
+from comfyfleet.jobs._watch import JobWatch, NoWatch
+from comfyfleet.logs import log_context
 from comfyfleet.supervise import SERVING, InstanceEvent, State
 
 log = logging.getLogger("comfyfleet.jobs")
@@ -76,9 +78,12 @@ class Dispatcher:
         on_preview: PreviewSink | None = None,
         prepare: Preparer | None = None,
         remote: RemoteFolders | None = None,
+        watch: JobWatch | None = None,
         restart: RestartInstance | None = None,
     ) -> None:
         self.store = store
+        self.watch: JobWatch = watch or NoWatch()
+        """Told of the work the lanes do (metrics)."""
         self.remote = remote or RemoteFolders()
         self.prepare = prepare
         self.publisher = publisher
@@ -127,6 +132,7 @@ class Dispatcher:
             prepare=self.prepare,
             remote=RemoteServer(self.remote, client) if attached else None,
             routing=self._affinity,
+            watch=self.watch,
         )
         lane.peers = self.lanes.values
         if old is not None:
@@ -276,14 +282,16 @@ class Dispatcher:
                 await lane.lose_all("its event follower stopped")
                 self._follow(lane)
             for prompt_id in lane.stranded(self.settings.claim_grace_s, now):
-                ended.append(lane.in_flight[prompt_id].job.id)
+                job_id = lane.in_flight[prompt_id].job.id
+                ended.append(job_id)
                 error = JobError(
                     "internal_error",
                     f"instance {lane.index}: nothing was working on the job (watchdog)",
                     retryable=True,
                     details={"instance": lane.index},
                 )
-                await lane.fail_attempt(prompt_id, error)
+                with log_context(job_id=job_id, instance=lane.index):
+                    await lane.fail_attempt(prompt_id, error)
         return ended
 
     async def _cancel_loop(self) -> None:
@@ -347,6 +355,7 @@ class Dispatcher:
                 if queued_s is not None and now - job.queued_at > queued_s:
                     error = timeout_error("queued", queued_s)
                     if await self.store.fail_queued(job.id, error, now=now) is not None:
+                        log.info("job %s: %s", job.id, error["message"], extra={"job_id": job.id})
                         expired.append(job.id)
             if cursor is None:
                 return expired

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -21,6 +22,7 @@ from comfyfleet.jobs._remote import RemoteServer
 from comfyfleet.jobs._reports import Report, log_refused, unreachable, until_answered
 from comfyfleet.jobs._results import OutputPublisher, storage_error
 from comfyfleet.jobs._store import JobStore
+from comfyfleet.jobs._watch import JobWatch, NoWatch
 from comfyfleet.storage import StorageError
 
 log = logging.getLogger("comfyfleet.jobs")
@@ -38,7 +40,9 @@ class Endings:
         publisher: OutputPublisher | None,
         remote: RemoteServer | None,
         wake: asyncio.Event,
+        watch: JobWatch | None = None,
     ) -> None:
+        self.watch: JobWatch = watch or NoWatch()
         self.store = store
         self.worker = worker
         self.instance = instance
@@ -52,6 +56,8 @@ class Endings:
         """Report a failed attempt (its slot is already free)."""
         if error.code == "internal_error":
             log.warning("job %s on instance %s: %s", job.id, self.instance, error.message)
+        retry = "may be retried" if error.retryable else "final"
+        log.info("job %s: attempt failed (%s, %s): %s", job.id, error.code, retry, error.message)
         failed = error.to_dict()
         await self._end(
             job.id,
@@ -75,6 +81,7 @@ class Endings:
                     job.id, self.worker, outputs, details=details, attempt=job.attempts
                 ),
             )
+            log.info("job %s succeeded", job.id)
             return
         self._keep(job.id, self._store_outputs(job, outputs, details))
 
@@ -103,16 +110,21 @@ class Endings:
         self, job: Job, outputs: list[dict[str, Any]], details: dict[str, Any]
     ) -> None:
         assert self.publisher is not None
+        began = time.monotonic()
         try:
-            if self.remote is not None:
-                await self.remote.fetch_outputs(job.id, outputs)
-            published = await self.publisher.publish(job, outputs)
+            try:
+                if self.remote is not None:
+                    await self.remote.fetch_outputs(job.id, outputs)
+                published = await self.publisher.publish(job, outputs)
+            finally:
+                self.watch.phase("storing", time.monotonic() - began)
         except ComfyError as exc:  # the attached server went away before we had its files
             failed = attempt_error(exc, instance=self.instance, doing="downloading its outputs")
             await self._fail_finishing(job, failed.to_dict(), retryable=True)
             self.wake.set()
             return
         except StorageError as exc:
+            self.watch.storage_failed(exc)
             log.warning("job %s: %s", job.id, exc)
             error = storage_error(exc)
             await self._fail_finishing(job, error, retryable=error["retryable"])
@@ -129,7 +141,8 @@ class Endings:
                 job.id, self.worker, published, details=details, attempt=job.attempts
             )
 
-        await until_answered(complete, job_id=job.id, what="result")
+        if await until_answered(complete, job_id=job.id, what="result") is not None:
+            log.info("job %s succeeded (%d outputs)", job.id, len(published))
 
     async def _fail_finishing(self, job: Job, error: dict[str, Any], *, retryable: bool) -> None:
         async def fail() -> Job | None:

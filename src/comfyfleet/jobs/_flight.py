@@ -59,6 +59,10 @@ class InFlight:
     """When it entered its phase: the watchdog's measure of a claim nothing works on."""
     task: asyncio.Task[None] | None = None
     """The task preparing it, while it is preparing."""
+    sent_at: float | None = None
+    """Monotonic time its submit began: its wait in ComfyUI's queue is counted from there."""
+    finished: bool = False
+    """ComfyUI said it ended (a message or its history), whether or not its start was heard."""
     heard_at: float | None = None
     """Monotonic time of the last message about it: the stall watchdog's clock."""
     longest_gap: float = 0.0
@@ -71,6 +75,20 @@ class InFlight:
     @property
     def started(self) -> bool:
         return self.started_at is not None
+
+    def waited_s(self) -> float | None:
+        """How long it waited in ComfyUI's queue, when it starts now (None: never sent)."""
+        return None if self.sent_at is None else time.monotonic() - self.sent_at
+
+    def last_phase(self) -> tuple[str, float] | None:
+        """The phase its attempt ends in now, and how long it has been in it: running since
+        ComfyUI started it (since it was sent, when ComfyUI ended it unheard of starting:
+        a WebSocket gap); waiting, when it never left ComfyUI's queue. None: never sent."""
+        if self.started_at is not None:
+            return "running", max(0.0, time.time() - self.started_at)
+        if self.sent_at is None:
+            return None
+        return ("running" if self.finished else "waiting"), time.monotonic() - self.sent_at
 
     def heard(self, message: ComfyMessage, now: float | None = None) -> None:
         """Any message about the prompt is a sign of life (progress, a node change, outputs)."""

@@ -3,6 +3,8 @@
 Every instance keeps two jobs: one running and one queued behind it inside ComfyUI, so the GPU
 never waits for its next job. The lane chooses each prompt id before submitting, so a message
 that arrives before the submit returns (fast graphs finish in milliseconds) is never lost.
+Taking a claimed job to ComfyUI is `_starting`'s; stopping one from outside (a cancel, a
+timeout) `_cancels`'; reporting how an attempt ended `_endings`'.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from comfyfleet.comfy import (
-    LARGE_PROMPT_NODES,
     ComfyClient,
     ComfyError,
     ComfyEvents,
@@ -25,19 +26,20 @@ from comfyfleet.comfy import (
     Disconnected,
     PreviewFrame,
 )
-from comfyfleet.jobs._confine import namespace_outputs
 from comfyfleet.jobs._endings import Endings
 from comfyfleet.jobs._failures import JobError, attempt_error, node_error
 from comfyfleet.jobs._flight import InFlight as _InFlight
 from comfyfleet.jobs._limits import JobLimits
-from comfyfleet.jobs._model import Job
 from comfyfleet.jobs._outputs import outputs_from_history
-from comfyfleet.jobs._prepare import INSTALL_PRESET, NothingToRun, PrepareFailed, Preparer
+from comfyfleet.jobs._prepare import Preparer
 from comfyfleet.jobs._progress_events import ProgressEvents
 from comfyfleet.jobs._remote import RemoteServer
 from comfyfleet.jobs._results import OutputPublisher
 from comfyfleet.jobs._routing import Affinity
+from comfyfleet.jobs._starting import Starter
 from comfyfleet.jobs._store import JobStore
+from comfyfleet.jobs._watch import JobWatch, NoWatch
+from comfyfleet.logs import log_context
 
 PreviewSink = Callable[[str, str, bytes], object]
 """Called with (job id, image format, bytes) for each preview frame of a running job."""
@@ -46,6 +48,8 @@ Routing = Callable[[frozenset[str]], Affinity | None]
 """What a lane claims with, given the models its instance holds (see `_routing`)."""
 
 log = logging.getLogger("comfyfleet.jobs")
+
+_ENDS = frozenset({"execution_success", "execution_error", "execution_interrupted"})
 
 
 class Lane:
@@ -67,8 +71,10 @@ class Lane:
         prepare: Preparer | None = None,
         remote: RemoteServer | None = None,
         routing: Routing | None = None,
+        watch: JobWatch | None = None,
     ) -> None:
         self.index = index
+        self.watch: JobWatch = watch or NoWatch()
         self.routing = routing
         self.loaded: frozenset[str] = frozenset()
         """The models of the last job that succeeded here: what the instance holds in memory."""
@@ -98,14 +104,21 @@ class Lane:
         self.on_preview = on_preview
         self.limits = limits or JobLimits()
         self.prepare = prepare
-        self.preparing: set[asyncio.Task[None]] = set()
+        self.starter = Starter(self)
         self.progress = ProgressEvents(store, worker, index)
-        self.endings = Endings(store, worker, index, publisher=publisher, remote=remote, wake=wake)
+        self.endings = Endings(
+            store, worker, index, publisher=publisher, remote=remote, wake=wake, watch=self.watch
+        )
         self.filling: set[asyncio.Task[None]] = set()
         """Refills started when a slot came free."""
         self._fill_pending = False
 
     # --- claiming and submitting -----------------------------------------------------------
+    @property
+    def preparing(self) -> set[asyncio.Task[None]]:
+        """Jobs whose model files are being made ready, each in a task of its own."""
+        return self.starter.preparing
+
     def holds_nothing(self) -> bool:
         return not (self.in_flight or self._claiming or self.preparing or self.finishing)
 
@@ -147,6 +160,10 @@ class Lane:
 
         Safe to call from several tasks at once (the gateway fills on submit, the follower on
         completion, the dispatcher's loop on its poll): a slot is reserved before the claim."""
+        with log_context(instance=self.index):
+            return await self._fill()
+
+    async def _fill(self) -> int:
         submitted = 0
         while self.free_slots() > 0:
             emptier = self._emptier_peer()
@@ -173,24 +190,8 @@ class Lane:
                 self._claiming -= 1
             if job is None:
                 break
-            try:
-                needs_preparing = self.prepare is not None and self.prepare.needed(job)
-                if self.remote is not None:  # its models are its own; installs are ours
-                    needs_preparing = needs_preparing and INSTALL_PRESET in job.options
-            except Exception as exc:  # the job's graph broke the check: its attempt ends here
-                await self.fail_attempt(
-                    prompt_id, attempt_error(exc, **self._at("preparing", from_job=True))
-                )
-                continue
-            if needs_preparing:
-                task = asyncio.create_task(self._prepare_then_submit(job, prompt_id))
-                self.in_flight[prompt_id].enter("preparing")
-                self.in_flight[prompt_id].task = task
-                self.preparing.add(task)
-                task.add_done_callback(self.preparing.discard)
-            else:
-                await self._submit(job, prompt_id)
-            submitted += 1
+            with log_context(job_id=job.id):
+                submitted += await self.starter.start(job, prompt_id)
         return submitted
 
     def _at(self, doing: str, *, from_job: bool = False) -> dict[str, Any]:
@@ -199,70 +200,30 @@ class Lane:
     async def fail_attempt(self, prompt_id: str, error: JobError) -> None:
         """End the attempt of the job in `prompt_id`'s slot and free the slot; a no-op when the
         job already left it (cancelled, timed out or lost meanwhile)."""
-        flight = self.in_flight.pop(prompt_id, None)
+        flight = self.leave(prompt_id)
         if flight is not None:
             await self.endings.fail(flight.job, error)
+
+    def leave(self, prompt_id: str) -> _InFlight | None:
+        """Free `prompt_id`'s slot, telling the watch how long its last phase lasted."""
+        flight = self.in_flight.pop(prompt_id, None)
+        ending = None if flight is None else flight.last_phase()
+        if ending is not None:
+            self.watch.phase(*ending)
+        return flight
 
     def stranded(self, claim_grace_s: float, now: float | None = None) -> list[str]:
         """The prompt ids of jobs this lane holds that nothing works on (see InFlight)."""
         now = time.monotonic() if now is None else now
         return [p for p, flight in self.in_flight.items() if flight.stranded(claim_grace_s, now)]
 
-    async def _prepare_then_submit(self, job: Job, prompt_id: str) -> None:
-        """Model downloads can take minutes: they run beside the lane, holding the slot."""
-        assert self.prepare is not None
-        try:
-            workflow = await self.prepare(job, self.store)
-        except NothingToRun as done:
-            if self.in_flight.pop(prompt_id, None) is not None:
-                await self.store.complete(job.id, self.worker, done.outputs, attempt=job.attempts)
-                self.fill_soon()
-            return
-        except PrepareFailed as exc:
-            await self.fail_attempt(prompt_id, JobError.from_dict(exc.error, exc.retryable))
-            self.fill_soon()
-            return
-        except Exception as exc:
-            await self.fail_attempt(
-                prompt_id, attempt_error(exc, **self._at("preparing", from_job=True))
-            )
-            self.fill_soon()
-            return
-        if prompt_id in self.in_flight:  # not cancelled or lost meanwhile
-            await self._submit(job, prompt_id, workflow)
-
-    async def _submit(
-        self, job: Job, prompt_id: str, workflow: dict[str, Any] | None = None
-    ) -> None:
-        """Send the job to ComfyUI. Whatever goes wrong ends this attempt, never the lane."""
-        try:
-            graph = job.workflow if workflow is None else workflow
-            if self.remote is None and len(graph) > LARGE_PROMPT_NODES:
-                graph = await asyncio.to_thread(namespace_outputs, graph, job.id)
-            elif self.remote is None:
-                graph = namespace_outputs(graph, job.id)
-            else:
-                graph = await self.remote.graph_for(graph, job.id)
-            extra = job.options.get("extra_data")
-            await self.client.submit(
-                graph,
-                client_id=self.client_id,
-                prompt_id=prompt_id,
-                extra_data=extra if isinstance(extra, dict) else None,
-            )
-        except Exception as exc:
-            await self.fail_attempt(
-                prompt_id, attempt_error(exc, **self._at("submitting", from_job=True))
-            )
-            return
-        flight = self.in_flight.get(prompt_id)
-        if flight is not None:
-            flight.enter("submitted")
-            flight.task = None
-
     # --- following ComfyUI ---------------------------------------------------------------
     async def follow(self) -> None:
         """Consume the instance's WebSocket for as long as the lane lives."""
+        with log_context(instance=self.index):
+            await self._follow()
+
+    async def _follow(self) -> None:
         async for item in self.events:
             if isinstance(item, ComfyMessage):
                 await self._on_message_guarded(item)
@@ -280,16 +241,18 @@ class Lane:
 
     async def _on_message_guarded(self, message: ComfyMessage) -> None:
         """One message that cannot be handled ends its prompt's attempt, not the follower."""
-        try:
-            await self._on_message(message)
-        except Exception as exc:
-            flight = self.in_flight.get(message.prompt_id or "")
-            log.exception("instance %s: handling %s failed", self.index, message.type)
-            if flight is not None:
-                error = attempt_error(exc, **self._at(f"handling {message.type}"))
-                await self.fail_attempt(flight.prompt_id, error)
-                await self.stop_in_comfy(flight.job.id, flight.prompt_id)
-                self.fill_soon()
+        concerned = self.in_flight.get(message.prompt_id or "")
+        with log_context(job_id=concerned.job.id if concerned is not None else None):
+            try:
+                await self._on_message(message)
+            except Exception as exc:
+                flight = self.in_flight.get(message.prompt_id or "")  # unless it left meanwhile
+                log.exception("instance %s: handling %s failed", self.index, message.type)
+                if flight is not None:
+                    error = attempt_error(exc, **self._at(f"handling {message.type}"))
+                    await self.fail_attempt(flight.prompt_id, error)
+                    await self.stop_in_comfy(flight.job.id, flight.prompt_id)
+                    self.fill_soon()
 
     async def _on_message(self, message: ComfyMessage) -> None:
         flight = self.in_flight.get(message.prompt_id or "")
@@ -297,8 +260,14 @@ class Lane:
             return
         flight.heard(message)
         data = message.data
+        if message.type == "execution_start" and not flight.started:
+            waited_s = flight.waited_s()
+            if waited_s is not None:
+                self.watch.phase("waiting", waited_s)
         if await self.progress.tell(flight, message):
             return
+        if message.type in _ENDS:
+            flight.finished = True
         if message.type == "execution_success":
             await self._finish_success(flight, comfy_ts=data.get("timestamp"))
         elif message.type == "execution_error":
@@ -321,8 +290,9 @@ class Lane:
             await self._finish(flight, attempt_error(exc, **self._at("reading its history")))
             return
         outputs = outputs_from_history(flight.job.id, entry)
-        self.in_flight.pop(flight.prompt_id, None)
+        self.leave(flight.prompt_id)
         if flight.job.models:  # a job without loaders leaves ComfyUI's loaded models as they were
+            self.watch.model_loads(frozenset(flight.job.models) - self.loaded)
             self.loaded = frozenset(flight.job.models)
         details = {"instance": self.index, "comfy_ts": comfy_ts}
         await self.endings.succeed(flight.job, outputs, details)
@@ -376,7 +346,8 @@ class Lane:
         for flight in list(self.in_flight.values()):
             message = f"instance {self.index}: {reason}"
             where = {"instance": self.index}
-            await self._finish(flight, JobError("instance_lost", message, True, where))
+            with log_context(job_id=flight.job.id, instance=self.index):
+                await self._finish(flight, JobError("instance_lost", message, True, where))
 
     async def reconcile(self) -> None:
         """After a WebSocket gap: ask /history about every in-flight prompt."""
@@ -386,6 +357,7 @@ class Lane:
             except ComfyUnavailable:
                 return
             status = ((entry or {}).get("status") or {}).get("status_str")
+            flight.finished = status in ("success", "error")
             if status == "success":
                 await self._finish_success(flight, entry=entry)
             elif status == "error":

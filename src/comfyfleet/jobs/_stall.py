@@ -115,9 +115,10 @@ class StallWatch:
         # Out of service and out of the lane before any await: nothing more is claimed here,
         # and the follower, which sees the process go, finds no job of ours to end otherwise.
         lane.serving, lane.paused = False, reason
-        lane.in_flight.pop(flight.prompt_id, None)
+        lane.leave(flight.prompt_id)
         behind = list(lane.in_flight.values())  # queued behind it in ComfyUI: never to start
-        lane.in_flight.clear()
+        for other in behind:
+            lane.leave(other.prompt_id)
         await _drop_queued(lane, [other.prompt_id for other in behind])
         restarted = self.restart is not None and await self.restart(lane.index, reason)
         if restarted:

@@ -7,7 +7,12 @@ workflows, :class:`Catalog` for manifests.
 
 from __future__ import annotations
 
-from comfyfleet.models._downloader import Downloader, DownloadItem, DownloadResult
+from comfyfleet.models._downloader import (
+    Downloader,
+    DownloadItem,
+    DownloadResult,
+    DownloadWatch,
+)
 from comfyfleet.models._ensure import ensure_models, plan_downloads
 from comfyfleet.models._errors import (
     ChecksumMismatch,
@@ -50,6 +55,7 @@ __all__ = [
     "DownloadItem",
     "DownloadProgress",
     "DownloadResult",
+    "DownloadWatch",
     "Downloader",
     "FileStatus",
     "InsufficientSpace",

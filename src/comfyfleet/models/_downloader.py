@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from comfyfleet.models._errors import DownloadError, ModelError
 from comfyfleet.models._expected import Expected
@@ -95,6 +95,16 @@ Verified = Callable[[Path, str], None]
 """Told of every file the downloader verified (path, sha256): the index records the hash."""
 
 
+class DownloadWatch(Protocol):
+    """Told of every transfer's end (metrics); a file already there is no transfer."""
+
+    def downloaded(self, result: DownloadResult) -> None: ...
+
+    def download_failed(self, item: DownloadItem, error: Exception, fetched_bytes: int) -> None:
+        """The transfer of `item` failed with `error` after fetching `fetched_bytes`."""
+        ...
+
+
 class Downloader:
     """Fetches :class:`DownloadItem`s; at most `settings.concurrency` files at once."""
 
@@ -106,7 +116,9 @@ class Downloader:
         streamers: Mapping[str, Streamer | ObjectReader] | None = None,
         lock_dir: Path | None = None,
         on_verified: Verified | None = None,
+        watch: DownloadWatch | None = None,
     ) -> None:
+        self.watch = watch
         self.settings = settings or ModelSettings()
         self.env = dict(os.environ if env is None else env)
         self.readers: dict[str, ObjectReader] = {
@@ -152,15 +164,22 @@ class Downloader:
             if existing is not None:
                 await report(on_progress, _final(item, existing.size, "skipped"))
                 return existing
-            transfer = self._transfer(item)
-            started = time.monotonic()
-            await report(on_progress, _final(item, 0, "starting", item.size))
-            result = await self._follow(item, transfer, on_progress)
+            transfer: Transfer | None = None
+            try:
+                transfer = self._transfer(item)
+                started = time.monotonic()
+                await report(on_progress, _final(item, 0, "starting", item.size))
+                result = await self._follow(item, transfer, on_progress)
+            except Exception as exc:
+                if self.watch is not None:
+                    fetched = 0 if transfer is None else transfer.stats.fetched_bytes
+                    self.watch.download_failed(item, exc, fetched)
+                raise
         if self.on_verified is not None:
             self.on_verified(result.path, result.sha256)
         await report(on_progress, _final(item, result.size, "done"))
         stats = result.stats
-        return DownloadResult(
+        done = DownloadResult(
             item,
             result.path,
             result.size,
@@ -174,6 +193,9 @@ class Downloader:
             connections=stats.connections,
             notes=tuple(stats.notes),
         )
+        if self.watch is not None:
+            self.watch.downloaded(done)
+        return done
 
     def _transfer(self, item: DownloadItem) -> Transfer:
         source = resolve_source(item.source, self.settings, self.env)

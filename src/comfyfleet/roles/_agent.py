@@ -29,6 +29,7 @@ from comfyfleet.jobs import (
     RemoteFolders,
     StallSettings,
 )
+from comfyfleet.metrics import Metrics, watch_machine
 from comfyfleet.models import ModelLibrary
 from comfyfleet.roles._backends import Backends
 from comfyfleet.roles._commands import CommandRunner
@@ -114,9 +115,12 @@ def build_agent(
     supervisor: Supervisor | FollowedSupervisor,
     *,
     also_preview: Callable[[str, str, bytes], object] | None = None,
+    metrics: Metrics | None = None,
 ) -> AgentPart:
     """The agent part for `supervisor`'s instances; `also_preview` gets every frame too (the
-    hub of a gateway in this process, which then needs no round trip through the store)."""
+    hub of a gateway in this process, which then needs no round trip through the store).
+    `metrics` counts the work it does and reads its machine (GPUs, instances)."""
+    work = metrics.work if metrics is not None else None
     serve = settings.serve
     agent = new_agent()
     writer = PreviewWriter(backends.registry, agent.id)
@@ -143,8 +147,12 @@ def build_agent(
         on_preview=on_preview,
         prepare=ModelFetch(library),
         remote=RemoteFolders(ws.input_dir, ws.output_dir, ASSETS_FOLDER),
+        watch=work,
         restart=supervisor.recycle,
     )
+    library.downloader.watch = work
+    if metrics is not None:
+        watch_machine(metrics, supervisor.status)
     supervisor.add_listener(dispatcher.on_instance_event)
     host = settings.fleet.host
     shown = f"[{host}]" if ":" in host else host
@@ -182,6 +190,7 @@ def build_agent(
         backends.outbox,
         backends.webhooks,
         view=lambda job: job_view(job, storage=backends.storage),
+        watch=None if work is None else work.webhook_attempt,
     )
     commands = CommandRunner(
         backends.registry, agent.id, control=supervisor.control, log_path=ws.instance_log

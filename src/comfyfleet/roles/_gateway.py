@@ -38,9 +38,11 @@ from comfyfleet.gateway import (
     webhooks_router,
 )
 from comfyfleet.jobs import INSTALL_MODEL, INSTALL_PRESET, JobStore, NewJob
+from comfyfleet.metrics import Metrics, metrics_router
 from comfyfleet.models import LOADER_INPUTS
 from comfyfleet.roles._agent import AgentPart
 from comfyfleet.roles._backends import Backends
+from comfyfleet.roles._observe import watch_gateway
 from comfyfleet.templates import TemplateLibrary
 from comfyfleet.workspace import Workspace
 
@@ -131,8 +133,10 @@ async def start_gateway(
     *,
     agent: AgentPart | None = None,
     on_listening: Callable[[str], None] | None = None,
+    metrics: Metrics | None = None,
 ) -> Detach:
-    """Serve the app on the configured address until the returned `detach` is awaited."""
+    """Serve the app on the configured address until the returned `detach` is awaited;
+    with `metrics`, `/metrics` too (its owner closes them)."""
     serve = settings.serve
     library = TemplateLibrary.for_workspace(ws.root, settings.templates.folders)
     routers: list[APIRouter] = [
@@ -200,6 +204,9 @@ async def start_gateway(
     # home instance (the stock editor at / asks for much the gateway does not implement).
     proxy = InstanceProxy(service.fleet, ui_scope=settings.auth.ui_scope)
     routers.append(instances_router(proxy))
+    if metrics is not None:
+        await watch_gateway(settings, backends, metrics)
+        routers.append(metrics_router(metrics))
     app = create_app(
         service,
         routers=tuple(routers),
@@ -211,7 +218,13 @@ async def start_gateway(
     if settings.openai.enabled:
         app = openai_edge(app, images, ws.output_dir)
     config = uvicorn.Config(
-        app, host=serve.host, port=serve.port, log_level="warning", lifespan="off", access_log=False
+        app,
+        host=serve.host,
+        port=serve.port,
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
+        log_config=None,  # its records go where the process's go (`comfyfleet.logs`)
     )
     server = _EmbeddedServer(config)
     task = asyncio.create_task(server.serve())

@@ -25,6 +25,7 @@ from comfyfleet.errors import PortInUseError
 from comfyfleet.roles._agent import build_agent
 from comfyfleet.roles._backends import open_backends
 from comfyfleet.roles._gateway import build_service, start_gateway
+from comfyfleet.roles._observe import new_metrics, serve_agent_metrics
 from comfyfleet.roles._retention import start_retention
 from comfyfleet.supervise import (
     ControlClient,
@@ -83,15 +84,27 @@ async def run_service(
             supervisor: Fleet, stop: Callable[[], None]
         ) -> Callable[[], Awaitable[None]]:
             service = build_service(settings, ws, backends, None)
+            metrics = new_metrics(settings)
             agent = build_agent(
-                settings, ws, backends, supervisor, also_preview=service.previews.publish
+                settings,
+                ws,
+                backends,
+                supervisor,
+                also_preview=service.previews.publish,
+                metrics=metrics,
             )
             service.notify = agent.dispatcher.notify
             service.dispatch = agent.dispatcher.dispatch
             service.wake_commands = agent.commands.wake
             agent.start()
             detach_gateway = await start_gateway(
-                settings, ws, backends, service, agent=agent, on_listening=on_listening
+                settings,
+                ws,
+                backends,
+                service,
+                agent=agent,
+                on_listening=on_listening,
+                metrics=metrics,
             )
             retention = start_retention(settings, ws, backends)
 
@@ -100,6 +113,8 @@ async def run_service(
                     await retention.stop()
                 await detach_gateway()
                 await agent.stop()
+                if metrics is not None:
+                    await metrics.close()
 
             return detach
 
@@ -119,14 +134,20 @@ async def run_agent(
         async def attach(
             supervisor: Fleet, stop: Callable[[], None]
         ) -> Callable[[], Awaitable[None]]:
-            agent = build_agent(settings, ws, backends, supervisor)
+            metrics = new_metrics(settings, agent_alone=True)
+            agent = build_agent(settings, ws, backends, supervisor, metrics=metrics)
             agent.start()
             retention = start_retention(settings, ws, backends)
+            stop_metrics = None if metrics is None else await serve_agent_metrics(settings, metrics)
 
             async def detach() -> None:
                 if retention is not None:
                     await retention.stop()
+                if stop_metrics is not None:
+                    await stop_metrics()
                 await agent.stop()
+                if metrics is not None:
+                    await metrics.close()
 
             return detach
 
@@ -193,7 +214,10 @@ async def run_gateway(
     try:
         async with open_backends(settings, ws) as backends:
             service = build_service(settings, ws, backends, None)
-            detach = await start_gateway(settings, ws, backends, service, on_listening=on_listening)
+            metrics = new_metrics(settings)
+            detach = await start_gateway(
+                settings, ws, backends, service, on_listening=on_listening, metrics=metrics
+            )
             retention = start_retention(settings, ws, backends)
             try:
                 await stop.wait()
@@ -201,6 +225,8 @@ async def run_gateway(
                 if retention is not None:
                     await retention.stop()
                 await detach()
+                if metrics is not None:
+                    await metrics.close()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

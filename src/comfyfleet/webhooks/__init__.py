@@ -34,7 +34,7 @@ from comfyfleet.webhooks._model import (
 from comfyfleet.webhooks._outbox import Outbox
 from comfyfleet.webhooks._postgres import PostgresOutbox
 from comfyfleet.webhooks._relay import EventSource, JobView, Relay, default_view
-from comfyfleet.webhooks._sender import Outcome, Sender, backoff_delay
+from comfyfleet.webhooks._sender import AttemptWatch, Outcome, Sender, backoff_delay
 from comfyfleet.webhooks._service import WebhookService
 from comfyfleet.webhooks._settings import DEFAULT_EVENTS, WebhookSettings
 from comfyfleet.webhooks._signing import generate_secret, sign, signed_headers, verify
@@ -44,6 +44,7 @@ __all__ = [
     "ALL_EVENTS",
     "DEFAULT_EVENTS",
     "KNOWN_EVENTS",
+    "AttemptWatch",
     "Delivery",
     "DeliveryNotFailed",
     "DeliveryNotFound",

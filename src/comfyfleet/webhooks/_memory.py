@@ -122,6 +122,10 @@ class MemoryOutbox:
         ]
         return page(rows[: limit + 1], limit)
 
+    async def count(self, state: DeliveryState) -> int:
+        self._check_open()
+        return sum(1 for row in self._rows.values() if row.state == state)
+
     async def get(self, delivery_id: str) -> Delivery:
         self._check_open()
         row = self._rows.get(delivery_id)

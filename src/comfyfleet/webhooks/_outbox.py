@@ -73,6 +73,10 @@ class Outbox(Protocol):
         """Newest first; pass the returned cursor for the next page (None after the last)."""
         ...
 
+    async def count(self, state: DeliveryState) -> int:
+        """How many deliveries are in `state` (for pending and failed ones: the few)."""
+        ...
+
     async def get(self, delivery_id: str) -> Delivery:
         """Raises DeliveryNotFound."""
         ...

@@ -118,6 +118,10 @@ class PostgresOutbox:
         query = "list_deliveries" if state is None else "list_deliveries_by_state"
         return page([_delivery(row) for row in await self._rows(query, params)], limit)
 
+    async def count(self, state: DeliveryState) -> int:
+        (row,) = await self._rows("count_by_state", {"state": str(state)})
+        return int(row["n"])
+
     async def get(self, delivery_id: str) -> Delivery:
         rows = await self._rows("get_delivery", {"id": delivery_id})
         if not rows:

@@ -63,6 +63,10 @@ class Outcome:
     next_at: float | None = None
 
 
+AttemptWatch = Callable[[Outcome, float], None]
+"""Told of every attempt: its outcome and how long the receiver took (metrics)."""
+
+
 class Sender:
     """Attempts deliveries through `http` (its resolver and transport are the seams tests
     swap)."""
@@ -76,7 +80,9 @@ class Sender:
         settings: WebhookSettings,
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
+        watch: AttemptWatch | None = None,
     ) -> None:
+        self.watch = watch
         self.outbox = outbox
         self.http = http
         self._secret = secret
@@ -86,6 +92,13 @@ class Sender:
 
     async def attempt(self, delivery: Delivery) -> Outcome:
         """Try `delivery` once and record the outcome in the outbox."""
+        began = time.monotonic()
+        outcome = await self._attempt(delivery)
+        if self.watch is not None:
+            self.watch(outcome, time.monotonic() - began)
+        return outcome
+
+    async def _attempt(self, delivery: Delivery) -> Outcome:
         started = self.clock()
         status, error, final = await self._post(delivery, started)
         if _delivered(status):

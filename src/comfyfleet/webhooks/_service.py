@@ -24,11 +24,12 @@ from typing import Any
 
 import httpx
 
+from comfyfleet.logs import log_context
 from comfyfleet.netguard import GuardedClient, NetPolicy, Resolver, system_resolve
 from comfyfleet.webhooks._model import Delivery
 from comfyfleet.webhooks._outbox import Outbox
 from comfyfleet.webhooks._relay import EventSource, JobView, Relay, default_view
-from comfyfleet.webhooks._sender import Sender
+from comfyfleet.webhooks._sender import AttemptWatch, Sender
 from comfyfleet.webhooks._settings import WebhookSettings
 
 log = logging.getLogger("comfyfleet.webhooks")
@@ -48,7 +49,10 @@ class WebhookService:
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
+        watch: AttemptWatch | None = None,
     ) -> None:
+        self.watch = watch
+        """Told of every delivery attempt (metrics); set before `start`."""
         self.settings = settings
         self.outbox = outbox
         self._secret = settings.signing_secret()
@@ -93,6 +97,7 @@ class WebhookService:
             settings=self.settings,
             clock=self._clock,
             rand=self._rand,
+            watch=self.watch,
         )
         self._loops = [self._spawn(self._relay_loop()), self._spawn(self._send_loop())]
 
@@ -193,10 +198,12 @@ class WebhookService:
     async def _attempt(self, delivery: Delivery) -> None:
         assert self._sender is not None
         try:
-            await self._sender.attempt(delivery)
-        except Exception:
-            log.exception("webhook delivery %s failed unexpectedly", delivery.id)
-            self._cooling[delivery.job_id] = self._clock() + self.settings.poll_s
+            with log_context(job_id=delivery.job_id):
+                try:
+                    await self._sender.attempt(delivery)
+                except Exception:
+                    log.exception("webhook delivery %s failed unexpectedly", delivery.id)
+                    self._cooling[delivery.job_id] = self._clock() + self.settings.poll_s
         finally:
             self._ended[delivery.id] = time.monotonic()
             self._in_flight.pop(delivery.job_id, None)

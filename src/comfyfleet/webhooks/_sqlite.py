@@ -112,6 +112,10 @@ class SqliteOutbox:
         rows = self._db().execute(query, params).fetchall()
         return page([_delivery(row) for row in rows], limit)
 
+    async def count(self, state: DeliveryState) -> int:
+        row = self._db().execute(self._q["count_by_state"], {"state": str(state)}).fetchone()
+        return int(row[0])
+
     async def get(self, delivery_id: str) -> Delivery:
         found = self._find(delivery_id)
         if found is None:

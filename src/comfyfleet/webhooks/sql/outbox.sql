@@ -99,6 +99,10 @@ UPDATE webhook_deliveries SET
     failed_at = NULL
 WHERE id = :id AND state = 'failed';
 
+-- name: count_by_state
+-- Through the (state, seq) index: counting the pending or failed ones skips the delivered.
+SELECT count(*) FROM webhook_deliveries WHERE state = :state;
+
 -- name: list_deliveries
 SELECT * FROM webhook_deliveries WHERE seq < :before ORDER BY seq DESC LIMIT :limit;
 

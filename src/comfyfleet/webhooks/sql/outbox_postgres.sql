@@ -87,6 +87,10 @@ UPDATE webhook_deliveries SET
 WHERE id = %(id)s AND state = 'failed'
 RETURNING *;
 
+-- name: count_by_state
+-- Through the (state, seq) index: counting the pending or failed ones skips the delivered.
+SELECT count(*) AS n FROM webhook_deliveries WHERE state = %(state)s;
+
 -- name: list_deliveries
 SELECT * FROM webhook_deliveries WHERE seq < %(before)s ORDER BY seq DESC LIMIT %(limit)s;
 
