@@ -28,11 +28,19 @@ def comfyfleet(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+HAND_KEPT = ("grafana",)
+"""Folders of deploy/ that no export writes: the Grafana dashboard is kept by hand (its names are
+checked against the exported metrics by tests/unit/test_grafana_dashboard.py)."""
+
+
 def tree(root: Path) -> dict[str, str]:
     return {
         str(path.relative_to(root)): path.read_text(encoding="utf-8")
         for path in sorted(root.rglob("*"))
-        if path.is_file() and path.parent != root  # deploy/README.md is written by hand
+        # deploy/README.md is written by hand too
+        if path.is_file()
+        and path.parent != root
+        and path.relative_to(root).parts[0] not in HAND_KEPT
     }
 
 
