@@ -279,12 +279,12 @@ def _control_through_the_store(fleet: Fleet) -> None:
     assert page.status_code == 200
     for each in gateway.get("/v1/instances").json()["agents"]:
         assert f'data-instance="{each["id"]}:0"' in page.text
-    fleet.wait_serving(2)
+    fleet.wait_serving(2 * len(fleet.agents))
 
 
-def _instance(gateway: httpx.Client, agent_id: str) -> dict[str, Any]:
+def _instance(gateway: httpx.Client, agent_id: str, index: int = 0) -> dict[str, Any]:
     listed = gateway.get("/v1/instances").json()["instances"]
-    (found,) = [i for i in listed if i["agent"]["id"] == agent_id]
+    (found,) = [i for i in listed if i["agent"]["id"] == agent_id and i["index"] == index]
     return dict(found)
 
 
