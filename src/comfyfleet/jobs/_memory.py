@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -18,9 +17,9 @@ from functools import partial
 from typing import Any
 
 from comfyfleet.jobs import _rules as rules
+from comfyfleet.jobs._memory_retention import MemoryRetention
 from comfyfleet.jobs._model import (
     TERMINAL,
-    FinishedJob,
     Job,
     JobConflict,
     JobEnding,
@@ -32,12 +31,12 @@ from comfyfleet.jobs._model import (
     QueueFull,
 )
 from comfyfleet.jobs._routing import Affinity, best_claim, plain_order
-from comfyfleet.jobs._rows import stored_bytes
 from comfyfleet.jobs._store import EventWaiters, wait_for_any_events, wait_for_events
 
 
-class MemoryJobStore:
+class MemoryJobStore(MemoryRetention):
     """Every method takes one asyncio.Lock, which makes each change atomic within the loop."""
+
 
     def __init__(self) -> None:
         self._jobs: dict[str, Job] = {}  # insertion order is seq order
@@ -263,50 +262,6 @@ class MemoryJobStore:
             found = [event for event in self._events[job_id] if event.seq > after][:limit]
             return [replace(event, data=_json_copy(event.data)) for event in found]
 
-    async def forget(self, job_ids: Sequence[str]) -> int:
-        async with self._locked():
-            gone = 0
-            for job_id in job_ids:
-                job = self._jobs.get(job_id)
-                if job is None or not job.terminal:
-                    continue
-                del self._ids[job.status][job_id]
-                del self._jobs[job_id]
-                self._events.pop(job_id, None)
-                if job.owner is not None:
-                    self._owned.get(job.owner, {}).pop(job_id, None)
-                gone += 1
-            return gone
-
-    async def finished_jobs(
-        self, before: float, *, after: tuple[float, int] | None = None, limit: int = 500
-    ) -> list[FinishedJob]:
-        rules.check_limit(limit)
-        start = (-math.inf, 0) if after is None else after
-        async with self._locked():
-            ended = [
-                job
-                for status in TERMINAL
-                for job in self._with(status)
-                if job.finished_at is not None
-                and job.finished_at < before
-                and (job.finished_at, job.seq) > start
-            ]
-            ended.sort(key=lambda job: (job.finished_at, job.seq))
-            return [self._finished(job) for job in ended[:limit]]
-
-    async def live_jobs(self, *, after: int = 0, limit: int = 500) -> list[Job]:
-        rules.check_limit(limit)
-        async with self._locked():
-            live = [
-                job
-                for status in (JobStatus.QUEUED, JobStatus.RUNNING)
-                for job in self._with(status)
-                if job.seq > after
-            ]
-            live.sort(key=lambda job: job.seq)
-            return [_out(job) for job in live[:limit]]
-
     async def latest_event_seq(self) -> int:
         async with self._locked():
             return self._event_seq
@@ -326,6 +281,10 @@ class MemoryJobStore:
         self._waiters.close()
 
     # --- helpers ----------------------------------------------------------------------------
+    def _out(self, job: Job) -> Job:
+        """A job as every method hands it out: a JSON copy (the retention half's way to it)."""
+        return _out(job)
+
     async def _change_held(
         self,
         job_id: str,
@@ -342,20 +301,6 @@ class MemoryJobStore:
                 return None
             at = _now(now)
             return self._apply(rule(job, now=at), at)
-
-    def _finished(self, job: Job) -> FinishedJob:
-        events = self._events.get(job.id, [])
-        assert job.finished_at is not None
-        return FinishedJob(
-            id=job.id,
-            seq=job.seq,
-            status=job.status,
-            finished_at=job.finished_at,
-            events=len(events),
-            bytes=stored_bytes(job.workflow, job.options, job.outputs, job.error, job.progress),
-            event_bytes=stored_bytes(*(event.data for event in events)),
-            last_event=events[-1].seq if events else 0,
-        )
 
     def _locked(self) -> asyncio.Lock:
         if self._closed:
