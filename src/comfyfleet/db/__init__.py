@@ -18,7 +18,7 @@ from comfyfleet.db._postgres import (
     redact,
     script,
 )
-from comfyfleet.db._sqlite import NO_CURSOR, immediate, opening
+from comfyfleet.db._sqlite import NO_CURSOR, immediate, migrate_file, opening
 
 __all__ = [
     "NO_CURSOR",
@@ -30,6 +30,7 @@ __all__ = [
     "load_migrations",
     "load_queries",
     "migrate",
+    "migrate_file",
     "one_line",
     "opening",
     "redact",

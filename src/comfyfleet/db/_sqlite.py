@@ -10,11 +10,13 @@ themselves stay in each store's `.sql` file; these helpers take them by name.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from comfyfleet.db._files import split_statements
+from comfyfleet.db._files import load_migrations, split_statements
+from comfyfleet.errors import ComfyfleetError
 
 NO_CURSOR = 2**63 - 1
 """Above every seq SQLite hands out: a listing's `before` when it starts from the newest."""
@@ -51,3 +53,37 @@ def immediate(conn: sqlite3.Connection, queries: Mapping[str, str]) -> Iterator[
         if conn.in_transaction:
             conn.execute(queries["rollback"])
         raise
+
+
+def migrate_file(
+    conn: sqlite3.Connection,
+    queries: Mapping[str, str],
+    package: str,
+    *,
+    where: str,
+    error: type[ComfyfleetError],
+) -> list[int]:
+    """Run the migrations of `package`'s `sql/` folder that the file has not had yet, each in its
+    own `BEGIN IMMEDIATE` transaction; return their versions. A file migrated by a newer
+    comfyfleet is refused, naming both versions (`where` names the file in the message)."""
+    conn.execute(queries["create_migrations_table"])
+    known = load_migrations(package)
+    applied: list[int] = []
+    for version, name, script in known:
+        with immediate(conn, queries):
+            done = {row[0] for row in conn.execute(queries["applied_migrations"])}
+            if version in done:
+                continue
+            for statement in split_statements(script):
+                conn.execute(statement)
+            record = {"version": version, "name": name, "applied_at": time.time()}
+            conn.execute(queries["record_migration"], record)
+            applied.append(version)
+    newest = max((row[0] for row in conn.execute(queries["applied_migrations"])), default=0)
+    if known and newest > known[-1][0]:
+        raise error(
+            f"{where} has schema version {newest}, newer than this comfyfleet knows "
+            f"({known[-1][0]})",
+            hint="upgrade comfyfleet, or point it at another store",
+        )
+    return applied

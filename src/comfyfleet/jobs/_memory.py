@@ -37,7 +37,6 @@ from comfyfleet.jobs._store import EventWaiters, wait_for_any_events, wait_for_e
 class MemoryJobStore(MemoryRetention):
     """Every method takes one asyncio.Lock, which makes each change atomic within the loop."""
 
-
     def __init__(self) -> None:
         self._jobs: dict[str, Job] = {}  # insertion order is seq order
         # Ids by status (dicts keep order), so that claims do not scan every finished job.

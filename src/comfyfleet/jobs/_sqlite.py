@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -25,14 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from comfyfleet.db import (
-    NO_CURSOR,
-    immediate,
-    load_migrations,
-    load_queries,
-    opening,
-    split_statements,
-)
+from comfyfleet.db import NO_CURSOR, immediate, load_queries, migrate_file, opening
 from comfyfleet.jobs import _rules as rules
 from comfyfleet.jobs._model import (
     Job,
@@ -85,7 +77,10 @@ class SqliteJobStore(SqliteRetention):
         try:
             with opening(path, queries["pragmas"]) as conn:
                 store = cls(conn, queries, path)
-                store.migrated = store._migrate()
+                where = f"the job store {path}"
+                store.migrated = migrate_file(
+                    conn, queries, JOBS_SQL, where=where, error=JobStoreError
+                )
         except sqlite3.Error as exc:
             raise _open_error(path, exc) from exc
         return store
@@ -364,31 +359,6 @@ class SqliteJobStore(SqliteRetention):
         assert seq is not None
         self._changed.append(job_id)
         return JobEvent(seq=seq, job_id=job_id, kind=kind, data=_load(encoded), at=at)
-
-    def _migrate(self) -> list[int]:
-        """Run the migrations this file has not had yet, each in its own transaction."""
-        conn = self._db()
-        conn.execute(self._q["create_migrations_table"])
-        known = load_migrations(JOBS_SQL)
-        applied: list[int] = []
-        for version, name, script in known:
-            with self._write():
-                done = {row[0] for row in conn.execute(self._q["applied_migrations"])}
-                if version in done:
-                    continue
-                for statement in split_statements(script):
-                    conn.execute(statement)
-                record = {"version": version, "name": name, "applied_at": time.time()}
-                conn.execute(self._q["record_migration"], record)
-                applied.append(version)
-        newest = max((row[0] for row in conn.execute(self._q["applied_migrations"])), default=0)
-        if known and newest > known[-1][0]:
-            raise JobStoreError(
-                f"the job store {self.path} has schema version {newest}, newer than this "
-                f"comfyfleet knows ({known[-1][0]})",
-                hint="upgrade comfyfleet, or point it at another store",
-            )
-        return applied
 
 
 _LARGE_GRAPH = 2000
