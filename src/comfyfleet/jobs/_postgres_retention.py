@@ -12,8 +12,8 @@ from typing import Any
 
 from comfyfleet.db import Connection, Database
 from comfyfleet.jobs import _rules as rules
-from comfyfleet.jobs._model import FinishedJob, Job, JobStatus
-from comfyfleet.jobs._rows import job_from_row
+from comfyfleet.jobs._model import FinishedJob, Job
+from comfyfleet.jobs._rows import finished_from_row, job_from_row
 
 
 class PostgresRetention:
@@ -38,7 +38,7 @@ class PostgresRetention:
         rules.check_limit(limit)
         at, seq = (-math.inf, 0) if after is None else after
         params: dict[str, Any] = {"before": before, "at": at, "seq": seq, "limit": limit}
-        return [_finished(row) for row in await self._read("finished_jobs", params)]
+        return [finished_from_row(row) for row in await self._read("finished_jobs", params)]
 
     async def live_jobs(self, *, after: int = 0, limit: int = 500) -> list[Job]:
         rules.check_limit(limit)
@@ -50,16 +50,3 @@ class PostgresRetention:
             return await (await conn.execute(self._q[query], params)).fetchall()
 
         return await self._db.run(read)
-
-
-def _finished(row: dict[str, Any]) -> FinishedJob:
-    return FinishedJob(
-        id=row["id"],
-        seq=int(row["seq"]),
-        status=JobStatus(row["status"]),
-        finished_at=float(row["finished_at"]),
-        events=int(row["events"]),
-        bytes=int(row["bytes"]),
-        event_bytes=int(row["event_bytes"]),
-        last_event=int(row["last_event"]),
-    )

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from comfyfleet.jobs._model import Job, JobEnding, JobEvent, JobStatus
+from comfyfleet.jobs._model import FinishedJob, Job, JobEnding, JobEvent, JobStatus
 
 JSON_FIELDS = ("workflow", "progress", "outputs", "error", "options")
 
@@ -90,4 +90,18 @@ def ending_from_row(row: Mapping[str, Any]) -> JobEnding:
         created_at=float(row["created_at"]),
         started_at=None if started is None else float(started),
         finished_at=float(row["finished_at"]),
+    )
+
+
+def finished_from_row(row: Mapping[str, Any]) -> FinishedJob:
+    """A finished job as retention's `finished_jobs` query of either SQL store describes it."""
+    return FinishedJob(
+        id=row["id"],
+        seq=int(row["seq"]),
+        status=JobStatus(row["status"]),
+        finished_at=float(row["finished_at"]),
+        events=int(row["events"]),
+        bytes=int(row["bytes"]),
+        event_bytes=int(row["event_bytes"]),
+        last_event=int(row["last_event"]),
     )

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 from comfyfleet.jobs import _rules as rules
-from comfyfleet.jobs._model import FinishedJob, Job, JobStatus
-from comfyfleet.jobs._rows import job_from_row
+from comfyfleet.jobs._model import FinishedJob, Job
+from comfyfleet.jobs._rows import finished_from_row, job_from_row
 
 
 class SqliteRetention:
@@ -38,24 +38,10 @@ class SqliteRetention:
         at, seq = (-math.inf, 0) if after is None else after
         params: dict[str, Any] = {"before": before, "at": at, "seq": seq, "limit": limit}
         rows = self._db().execute(self._q["finished_jobs"], params).fetchall()
-        return list(_finished(rows))
+        return [finished_from_row(row) for row in rows]
 
     async def live_jobs(self, *, after: int = 0, limit: int = 500) -> list[Job]:
         rules.check_limit(limit)
         params = {"after": after, "limit": limit}
         rows = self._db().execute(self._q["live_jobs"], params).fetchall()
         return [job_from_row(row) for row in rows]
-
-
-def _finished(rows: Sequence[sqlite3.Row]) -> Iterator[FinishedJob]:
-    for row in rows:
-        yield FinishedJob(
-            id=row["id"],
-            seq=int(row["seq"]),
-            status=JobStatus(row["status"]),
-            finished_at=float(row["finished_at"]),
-            events=int(row["events"]),
-            bytes=int(row["bytes"]),
-            event_bytes=int(row["event_bytes"]),
-            last_event=int(row["last_event"]),
-        )
