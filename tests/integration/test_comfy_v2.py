@@ -160,3 +160,40 @@ def test_an_asset_is_uploaded_once_found_by_hash_read_by_range_and_used(
     job = client.run(workflow, timeout=120)
     [saved] = job.get_outputs("2")
     assert png_size(saved.to_bytes()) == (24, 16)
+
+
+def test_a_file_written_into_the_input_folder_is_registered_and_used_by_path(
+    server: Server,
+) -> None:
+    """A pipeline that already wrote an image into the fleet's input folder hands it to a job
+    without uploading it (`from-path`), reads the graph the job ran, and the health route
+    answers as the contract's clients probe it."""
+    data = _png(20, 12)
+    written = server.ws / "input" / "renders" / f"frame-{_seed()}.png"
+    written.parent.mkdir(parents=True, exist_ok=True)
+    written.write_bytes(data)
+    registered = server.http.post("/api/v2/assets/from-path", json={"path": str(written)})
+    assert registered.status_code == 201, registered.text
+    asset = registered.json()
+    assert asset["created_new"] is True
+    assert server.http.head(f"/api/v2/assets/by-hash/{asset['hash']}").status_code == 200
+
+    reference = {"__type": "core/ASSET", "info": {"id": asset["id"]}}
+    graph = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": reference}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "fp"}},
+    }
+    submitted = server.http.post("/api/v2/jobs", json={"workflow": graph})
+    assert submitted.status_code == 201, submitted.text
+    job_id = submitted.json()["id"]
+    finished = server.wait_all([job_id], timeout=120)[0]
+    assert finished["status"] == "succeeded", finished
+    [output] = server.http.get(f"/api/v2/jobs/{job_id}").json()["outputs"]
+    with httpx.Client(trust_env=False) as plain:
+        assert png_size(plain.get(output["url"]).content) == (20, 12)
+
+    ran = server.http.get(f"/api/v2/jobs/{job_id}/workflow").json()
+    assert ran["format"] == "api"
+    assert ran["workflow"]["1"]["class_type"] == "LoadImage"
+    assert isinstance(ran["workflow"]["1"]["inputs"]["image"], str)  # resolved to a file
+    assert server.http.get("/api/v2/health").json() == {"status": "healthy"}

@@ -236,4 +236,4 @@ def test_the_gateway_is_probed_on_health_and_ready_and_the_agents_run_on_gpu_nod
         assert pod["securityContext"]["runAsNonRoot"] is True
     configmap = yaml.safe_load(by_kind["ConfigMap"]["data"]["comfyfleet.yaml"])
     public = (configmap or {}).get("auth", {}).get("public_paths")
-    assert public == (["/health", "/ready"] if case.name == "custom" else None)
+    assert public == (["/health", "/api/v2/health", "/ready"] if case.name == "custom" else None)

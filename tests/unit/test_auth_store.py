@@ -297,7 +297,7 @@ def test_unknown_ids_take_the_same_comparison_as_known_ones(
 
 def test_defaults_keep_auth_off_and_health_public(tmp_path: Path) -> None:
     settings = AuthSettings()
-    assert not settings.enabled and settings.public_paths == ("/health",)
+    assert not settings.enabled and settings.public_paths == ("/health", "/api/v2/health")
     assert keys_file_path(settings, tmp_path) == tmp_path / "api_keys.json"
     other = AuthSettings(keys_file=tmp_path / "k.json")
     assert keys_file_path(other, tmp_path / "state") == tmp_path / "k.json"

@@ -126,7 +126,7 @@ def test_containers_carry_the_settings_without_secrets_paths_or_defaults(
     assert carried == {
         "install": {"torch": "cu126", "torch_index_url": "https://mirror@m.test/whl"},
         "fleet": {"gpus": [0, 1], "startup_timeout_s": 240.0, "stop_grace_s": 40.0},
-        "auth": {"enabled": True, "public_paths": ["/health", "/ready"]},
+        "auth": {"enabled": True, "public_paths": ["/health", "/api/v2/health", "/ready"]},
         "serve": {
             "host": "0.0.0.0",
             "port": 9090,

@@ -22,7 +22,6 @@ from comfyfleet.auth._keys import (
 )
 from comfyfleet.auth._login import LOGIN_PATH, LOGOUT_PATH, safe_next
 from comfyfleet.auth._middleware import (
-    DEFAULT_PUBLIC_PATHS,
     SCOPE_KEY,
     STATE_KEY,
     ApiKeyMiddleware,
@@ -39,7 +38,7 @@ from comfyfleet.auth._session import (
     session_secret,
     without_session_cookie,
 )
-from comfyfleet.auth._settings import AuthSettings
+from comfyfleet.auth._settings import DEFAULT_PUBLIC_PATHS, AuthSettings
 from comfyfleet.auth._store import (
     KEYS_FILE_NAME,
     STATIC_KEY_ID,

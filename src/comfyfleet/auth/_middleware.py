@@ -60,6 +60,7 @@ from comfyfleet.auth._session import (
     session_cookie,
     without_session_cookie,
 )
+from comfyfleet.auth._settings import DEFAULT_PUBLIC_PATHS
 from comfyfleet.errors import ComfyfleetError
 
 Scope = MutableMapping[str, Any]
@@ -76,7 +77,6 @@ BASIC = "basic"
 COOKIE = "cookie"
 _HEADER = "header"
 _SUBPROTOCOL = "subprotocol"
-DEFAULT_PUBLIC_PATHS = ("/health",)
 
 _CLOSE_POLICY_VIOLATION = 1008
 _CLOSE_INTERNAL_ERROR = 1011

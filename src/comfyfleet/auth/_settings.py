@@ -12,6 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from comfyfleet.auth._keys import ADMIN, SCOPES
 
+DEFAULT_PUBLIC_PATHS = ("/health", "/api/v2/health")
+"""Answered without a key: the process probe, and Comfy API v2's health (its contract leaves
+that route open, so load balancers and SDK health checks need no key)."""
+
 MIN_STATIC_KEY_LENGTH = 32
 """A static key is chosen by a person; this many characters keeps guessing it out of reach."""
 
@@ -38,7 +42,7 @@ class AuthSettings(BaseModel):
         default=False, description="ask every request for `Authorization: Bearer KEY`"
     )
     public_paths: tuple[str, ...] = Field(
-        default=("/health",), description="exact paths answered without a key"
+        default=DEFAULT_PUBLIC_PATHS, description="exact paths answered without a key"
     )
     keys_file: Path | None = Field(
         default=None, description="the key file (default: WORKSPACE/state/api_keys.json)"

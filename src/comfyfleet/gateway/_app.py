@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
 from comfyfleet import __version__
-from comfyfleet.auth import ApiKeyMiddleware, KeyVerifier, Sessions
+from comfyfleet.auth import DEFAULT_PUBLIC_PATHS, ApiKeyMiddleware, KeyVerifier, Sessions
 from comfyfleet.gateway._control_api import control_router
 from comfyfleet.gateway._errors import (
     ApiError,
@@ -43,7 +43,7 @@ def create_app(
     *,
     routers: tuple[APIRouter, ...] = (),
     keys: KeyVerifier | None = None,
-    public_paths: tuple[str, ...] = ("/health",),
+    public_paths: tuple[str, ...] = DEFAULT_PUBLIC_PATHS,
     sessions: Sessions | None = None,
     fallback: ASGIApp | None = None,
 ) -> ASGIApp:

@@ -6,9 +6,11 @@ on the whole fleet: every v2 job is an ordinary fleet job (listed by `/v1/jobs`,
 the configured webhooks and output storage), taken through the gateway's intake steps, behind
 the gateway's API keys like every route. The modules:
 
-    _jobs       submit (single-use Idempotency-Key), read, list (cursor), cancel
+    _jobs       submit (single-use Idempotency-Key), read, list (cursor), cancel, workflow,
+                health
     _events     the job's live events as the contract's SSE catalog
     _assets     uploads over the content-addressed asset store; outputs as assets
+    _from_path  a file already in the fleet's input or output folder, as an asset
     _intake     the v2 body into the gateway's (core/ASSET references, labels, refusals)
     _views      a fleet job as the contract's Job / Output
     _progress   the contract's progress snapshot, folded from the job's events
@@ -27,6 +29,7 @@ from comfyfleet.assets import AssetStore
 from comfyfleet.facades.comfy_v2._assets import assets_routes
 from comfyfleet.facades.comfy_v2._context import V2
 from comfyfleet.facades.comfy_v2._events import events_routes
+from comfyfleet.facades.comfy_v2._from_path import from_path_route
 from comfyfleet.facades.comfy_v2._hashes import HashIndex
 from comfyfleet.facades.comfy_v2._jobs import jobs_routes
 from comfyfleet.gateway import Service
@@ -44,7 +47,7 @@ def comfy_v2_router(
     router = APIRouter(tags=["comfy-api-v2"])
     jobs_routes(router, v2)
     events_routes(router, v2)
-    assets_routes(router, v2, assets)
+    from_path_route(router, assets_routes(router, v2, assets))
     for route in router.routes:  # its contract is comfy-api-proxy's, not our document's
         if isinstance(route, APIRoute):
             route.include_in_schema = False

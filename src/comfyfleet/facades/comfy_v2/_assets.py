@@ -2,6 +2,7 @@
 
     POST   /api/v2/assets                 multipart upload (201 new, 200 already had: dedup)
     POST   /api/v2/assets/from-hash       `{"hash"}`: the caller's asset with those bytes, or 404
+    POST   /api/v2/assets/from-path       `{"path"}`: a file on the server's disk (see `_from_path`)
     HEAD   /api/v2/assets/by-hash/{hash}  200 when the caller has those bytes, else 404
     GET    /api/v2/assets/{id}            an upload's or a job output's `Asset`
     GET    /api/v2/assets/{id}/content    the bytes, Range-capable (206)
@@ -58,8 +59,9 @@ _SLACK = 64 * 1024
 _NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 
 
-def assets_routes(router: APIRouter, v2: V2, store: AssetStore) -> None:
-    routes = _Assets(v2, store)
+def assets_routes(router: APIRouter, v2: V2, store: AssetStore) -> AssetRoutes:
+    """Adds the routes to `router`; returns their handler, which `_from_path` builds on."""
+    routes = AssetRoutes(v2, store)
     table: list[tuple[str, Callable[..., Awaitable[Any]], str, int, str]] = [
         ("/api/v2/assets", routes.upload, "POST", 201, "Upload an asset (Comfy API v2)"),
         (
@@ -90,9 +92,10 @@ def assets_routes(router: APIRouter, v2: V2, store: AssetStore) -> None:
         router.add_api_route(
             path, translated(handler), methods=[method], status_code=status, summary=summary
         )
+    return routes
 
 
-class _Assets:
+class AssetRoutes:
     def __init__(self, v2: V2, store: AssetStore) -> None:
         self.v2 = v2
         self.store = store
@@ -143,7 +146,7 @@ class _Assets:
                 "the declared expected_hash does not match the received bytes",
                 {"expected_hash": expected[:80]},
             )
-        body = self._asset_json(asset, base_url(request), blake3_hex, created_new=created)
+        body = self.asset_json(asset, base_url(request), blake3_hex, created_new=created)
         return JSONResponse(body, status_code=201 if created else 200)
 
     def _give_up(self, asset: Asset, caller: Caller) -> None:
@@ -165,7 +168,7 @@ class _Assets:
         asset = self._by_hash(digest, caller)
         if asset is None:  # a miss and "not yours" are the same answer
             raise ApiError(404, "blob_not_found", "no stored bytes the caller may use")
-        answer = self._asset_json(asset, base_url(request), await self._blake3(asset))
+        answer = self.asset_json(asset, base_url(request), await self.blake3(asset))
         return JSONResponse(answer | {"created_new": False}, status_code=200)
 
     async def by_hash(
@@ -196,7 +199,7 @@ class _Assets:
         if output is not None:
             return output[1]
         asset = self._upload(asset_id, caller)
-        return self._asset_json(asset, base, await self._blake3(asset))
+        return self.asset_json(asset, base, await self.blake3(asset))
 
     async def content(
         self, asset_id: str, request: Request, caller: Annotated[Caller, Depends(needs(READ))]
@@ -279,7 +282,7 @@ class _Assets:
         file = self.v2.service.output_dir / parts[0] / Path(*pieces)
         return file if file.is_file() else None
 
-    async def _blake3(self, asset: Asset) -> str | None:
+    async def blake3(self, asset: Asset) -> str | None:
         """The asset's BLAKE3, from the index, else hashed now (once) from its file."""
         known = self.v2.hashes.blake3_of(asset.id)
         if known is not None:
@@ -289,7 +292,7 @@ class _Assets:
             await asyncio.to_thread(self.v2.hashes.add, computed, asset.id)
         return computed
 
-    def _asset_json(
+    def asset_json(
         self, asset: Asset, base: str, blake3_hex: str | None, *, created_new: bool | None = None
     ) -> dict[str, Any]:
         body: dict[str, Any] = {

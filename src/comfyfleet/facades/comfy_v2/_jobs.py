@@ -1,4 +1,4 @@
-"""The job routes of Comfy API v2: submit, read, list, cancel.
+"""The job routes of Comfy API v2: submit, read, list, cancel, the graph a job ran, and health.
 
 A v2 job is an ordinary fleet job: it goes through the gateway's intake (`parse_job`,
 `submit_job`: the same body limits, graph checks, media resolution, queue bound and dispatch as
@@ -147,6 +147,27 @@ def jobs_routes(router: APIRouter, v2: V2) -> None:
         its instance has stopped it."""
         await v2.job(job_id, caller)
         return await v2.view(await store.cancel(job_id), base_url(request))
+
+    _graph_and_health_routes(router, v2)
+
+
+def _graph_and_health_routes(router: APIRouter, v2: V2) -> None:
+    @router.get("/api/v2/jobs/{job_id}/workflow", summary="The API-format graph a job ran")
+    @translated
+    async def workflow(
+        job_id: str, caller: Annotated[Caller, Depends(needs(READ))]
+    ) -> dict[str, Any]:
+        """The graph as the fleet ran it (media references already resolved to input files).
+        `format` tells an authoring (UI) graph from an executed one; the fleet keeps only the
+        executed graph, so it is always `api`."""
+        job = await v2.job(job_id, caller)
+        return {"workflow": job.workflow, "format": "api"}
+
+    @router.get("/api/v2/health", summary="The gateway process answers (no key needed)")
+    async def health() -> dict[str, str]:
+        """Reachability of this process only, as the contract defines it: whether instances
+        serve is `/ready`'s question."""
+        return {"status": "healthy"}
 
 
 def _limit(text: str | None) -> int:
