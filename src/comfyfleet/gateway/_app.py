@@ -69,6 +69,7 @@ def create_app(
             previews=service.previews,
             heartbeat_s=service.settings.sse_heartbeat_s,
             closing=service.closing,
+            streams=service.streams,
         )
     )
     for router in routers:

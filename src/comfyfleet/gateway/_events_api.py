@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -38,6 +38,7 @@ from comfyfleet.gateway._body import JsonLimits, parse_json, safe_text
 from comfyfleet.gateway._errors import ApiError
 from comfyfleet.gateway._live import ClientEvent, JobFeed, JobView
 from comfyfleet.gateway._previews import PreviewHub
+from comfyfleet.gateway._stream_slots import StreamSlots
 from comfyfleet.gateway._tenancy import Caller, needs, socket_caller, visible_job
 from comfyfleet.jobs import Job, JobNotFound, JobStore, JobStoreError
 
@@ -73,13 +74,23 @@ class EventStreamResponse(Response):
         messages: AsyncGenerator[bytes, None],
         status_code: int = 200,
         headers: Mapping[str, str] | None = None,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         self.messages = messages
+        self.on_close = on_close
+        """Called once the response is over, however it ended (a stream slot's release)."""
         self.status_code = status_code
         self.background = None
         self.init_headers({**STREAM_HEADERS, **(headers or {})})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._respond(receive, send)
+        finally:
+            if self.on_close is not None:
+                self.on_close()
+
+    async def _respond(self, receive: Receive, send: Send) -> None:
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
@@ -190,13 +201,15 @@ def events_router(
     poll_s: float = 1.0,
     closing: asyncio.Event | None = None,
     max_subscriptions: int = 100,
+    streams: StreamSlots | None = None,
 ) -> APIRouter:
     """The live routes over `store`. `view` builds a job's API view (its outputs' URLs go into
     `output` events); `previews` is the hub the dispatcher publishes preview frames to.
 
     `heartbeat_s`: SSE keep-alive comments and WebSocket pings when idle. `poll_s`: how soon
     events written by another process to a shared store show up. `closing`: set it when the
-    server starts shutting down to end every stream. `max_subscriptions`: jobs per socket."""
+    server starts shutting down to end every stream. `max_subscriptions`: jobs per socket.
+    `streams`: the bound on open SSE streams (none: unbounded, as in unit tests of one route)."""
     live = _Live(store, view, previews, heartbeat_s, poll_s, closing, max_subscriptions)
     router = APIRouter(tags=["events"])
 
@@ -229,7 +242,11 @@ def events_router(
         job = await find(job_id, caller)
         if job.terminal and not await store.events(job_id, after=start.after, limit=1):
             return Response(status_code=204)
-        return EventStreamResponse(_sse_body(live.feed(job_id, start.after, previews), start))
+        slot = streams.take(caller.owner) if streams is not None else None
+        return EventStreamResponse(
+            _sse_body(live.feed(job_id, start.after, previews), start),
+            on_close=None if slot is None else slot.release,
+        )
 
     @router.websocket("/v1/ws")
     async def socket(websocket: WebSocket) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from comfyfleet.assets import MediaResolver
 from comfyfleet.gateway._previews import PreviewHub
 from comfyfleet.gateway._settings import ServeSettings
+from comfyfleet.gateway._stream_slots import StreamSlots
 from comfyfleet.jobs import Fleet, JobStore, MemoryRegistry, NodeSchemas, Registry
 from comfyfleet.models import LOADER_INPUTS
 from comfyfleet.netguard import NetPolicy
@@ -138,6 +139,16 @@ class Service:
     idempotency_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     """Keys the HMAC that turns an Idempotency-Key into a job id; `serve` passes the one kept
     in the workspace so that retries map to the same job across restarts."""
+
+    streams: StreamSlots = field(init=False)
+    """The open event streams, bounded by `settings.max_event_streams` (in all, and per key)."""
+
+    def __post_init__(self) -> None:
+        self.streams = StreamSlots(
+            self.settings.max_event_streams,
+            self.settings.max_event_streams_per_key,
+            self.settings.retry_after_s,
+        )
 
     async def fleet(self) -> Fleet:
         return await self.registry.fleet(timeout_s=self.settings.agent_timeout_s)

@@ -42,6 +42,12 @@ class ServeSettings(_Frozen):
         86400.0, gt=0, description="how long an Idempotency-Key replays its first answer"
     )
     sse_heartbeat_s: float = Field(15.0, gt=0, description="comment lines on idle event streams")
+    max_event_streams: int = Field(
+        1000, ge=1, description="event streams (SSE) open at once on this gateway (then 429)"
+    )
+    max_event_streams_per_key: int = Field(
+        100, ge=1, description="event streams one API key may hold open at once (then 429)"
+    )
     slots_per_instance: int = Field(2, ge=1, le=8, description="jobs submitted to one instance")
     lease_s: float = Field(15.0, gt=0, description="a worker silent this long loses its jobs")
     affinity_max_delay_s: float | None = Field(

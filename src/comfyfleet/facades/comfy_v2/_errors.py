@@ -3,11 +3,11 @@
 Comfy API v2 answers errors as `{"error": {"code", "message", "details"}}` (the gateway's shape
 too) but with its own small set of codes: `invalid_workflow` (422), `workflow_format_ui` (422),
 `missing_asset` (422), `hash_mismatch` (409), `blob_not_found` (404), `idempotency_key_reuse`
-(422), `invalid_request` (400), `queue_full` (429 + Retry-After), `not_found` (404),
-`unauthorized` (401), `forbidden` (403). SDKs map those codes to exception types, so every v2
-route raises through `translated`: a gateway code the contract does not know becomes the
-contract code of the same meaning, and the gateway's code is kept in `details.reason` so nothing
-an operator would grep for is lost.
+(422), `invalid_request` (400), `queue_full` and `too_many_streams` (429 + Retry-After),
+`not_found` (404), `unauthorized` (401), `forbidden` (403). SDKs map those codes to exception
+types, so every v2 route raises through `translated`: a gateway code the contract does not know
+becomes the contract code of the same meaning, and the gateway's code is kept in
+`details.reason` so nothing an operator would grep for is lost.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ _KEPT = frozenset(
         "metadata_invalid",
         "payload_too_large",
         "output_unavailable",
+        "too_many_streams",
     }
 )
 """Codes passed through as they are: the contract's, and the ones the SDK names itself."""

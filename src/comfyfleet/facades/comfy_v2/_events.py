@@ -60,7 +60,10 @@ def events_routes(router: APIRouter, v2: V2) -> None:
         job_id: str, request: Request, caller: Annotated[Caller, Depends(needs(READ))]
     ) -> Response:
         job = await v2.job(job_id, caller)
-        return EventStreamResponse(_Stream(v2, job, base_url(request)).messages())
+        slot = v2.service.streams.take(caller.owner)
+        return EventStreamResponse(
+            _Stream(v2, job, base_url(request)).messages(), on_close=slot.release
+        )
 
 
 class _Stream:
