@@ -198,3 +198,16 @@ def test_list_shows_sets_drift_and_unlisted_folders(tmp_path: Path, ws: Workspac
     assert (vhs.origin, vhs.state, vhs.installed) == ("set video", "not installed", None)
     stray = rows["hand-copied"]
     assert (stray.origin, stray.state) == ("not listed", "the next install moves it aside")
+
+
+def test_a_path_node_whose_folder_changed_says_so(tmp_path: Path, ws: Workspace) -> None:
+    source = tmp_path / "local-nodes"
+    source.mkdir()
+    (source / "__init__.py").write_text("NODE_CLASS_MAPPINGS = {}\n", encoding="utf-8")
+    spec, node, _ = add_node(InstallSettings(), ws, str(source), reporter=RecordingReporter())
+    assert (spec.kind, node.commit) == ("path", None)
+    (row,) = node_rows(InstallSettings(), ws)
+    assert (row.state, row.installed) == ("installed", node.sha256[:12])
+    (source / "more.py").write_text("X = 2\n", encoding="utf-8")
+    (row,) = node_rows(InstallSettings(), ws)
+    assert row.state == "source folder changed since the install"

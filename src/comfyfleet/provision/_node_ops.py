@@ -32,6 +32,7 @@ from comfyfleet.provision._nodes import (
 )
 from comfyfleet.provision._report import InstallLog, Reporter
 from comfyfleet.provision._settings import InstallSettings
+from comfyfleet.provision._tree import tree_signature
 from comfyfleet.provision._venv import Pip
 from comfyfleet.workspace import Workspace
 
@@ -202,7 +203,13 @@ def _state(spec: NodeSpec, node: InstalledNode | None) -> str:
         return "not installed"
     if node.source != spec.location:
         return f"installed from another source ({node.source})"
-    if spec.kind == "git" and spec.ref is not None and FULL_COMMIT.match(spec.ref):
+    if spec.kind == "path":
+        folder = Path(spec.location)
+        if not folder.is_dir():
+            return "installed (its source folder is gone)"
+        same = node.signature == tree_signature(folder)
+        return "installed" if same else "source folder changed since the install"
+    if spec.ref is not None and FULL_COMMIT.match(spec.ref):
         return "installed" if node.commit == spec.ref else "differs from the pin"
     return "installed" if node.ref == spec.ref else "differs from the list"
 

@@ -96,7 +96,7 @@ async def storage_check(name: str, settings: StorageSettings, ws: Workspace) -> 
     try:
         await asyncio.wait_for(storage.check(), TIMEOUT_S)
     except StorageError as exc:
-        return Check(what, "fail", f"{settings.url}: {exc.message}")
+        return Check(what, "fail", f"{settings.url}: {exc}")
     except TimeoutError:
         return Check(what, "fail", f"{settings.url} did not answer within {TIMEOUT_S:.0f}s")
     finally:
