@@ -20,6 +20,8 @@ pytestmark = pytest.mark.comfyui
 def ws(comfyui_install: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     workspace = workspace_sharing(comfyui_install, tmp_path_factory.mktemp("doctor"))
     (workspace / "models" / "checkpoints").mkdir(parents=True)
+    for folder in ("output", "input", "instances", "logs"):  # as the first start leaves them
+        (workspace / folder).mkdir(exist_ok=True)
     return workspace
 
 

@@ -4,6 +4,7 @@ shown by `nodes check` from the instance's own log after a real start."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,10 +65,29 @@ def test_add_list_check_remove_with_a_real_instance(ws: Path, tmp_path: Path) ->
         ("shout-nodes", good),
         ("broken-nodes", broken),
     ]
-    listing = cli("nodes", "list", "-w", ws).stdout
-    assert f"shout-nodes   file://{tmp_path}/repos/shout-nodes" in listing
-    assert listing.count(f"{good[:12]}  {good[:12]}  installed") == 1
-    assert listing.count(f"{broken[:12]}  {broken[:12]}  installed") == 1
+    rows = {r["name"]: r for r in json.loads(cli("nodes", "list", "-w", ws, "--json").stdout)}
+    assert rows["shout-nodes"] == {
+        "name": "shout-nodes",
+        "source": f"file://{tmp_path}/repos/shout-nodes",
+        "origin": "list",
+        "pinned": good,
+        "installed": good,
+        "state": "installed",
+    }
+    assert (rows["broken-nodes"]["installed"], rows["broken-nodes"]["state"]) == (
+        broken,
+        "installed",
+    )
+    table = cli("nodes", "list", "-w", ws).stdout.splitlines()
+    (line,) = [line.split() for line in table if line.startswith("shout-nodes ")]
+    assert line == [
+        "shout-nodes",
+        rows["shout-nodes"]["source"],
+        "list",
+        good[:12],
+        good[:12],
+        "installed",
+    ]
 
     early = cli("nodes", "check", "-w", ws, check=False)
     assert early.returncode == 1 and "reports custom-node imports yet" in early.stdout
