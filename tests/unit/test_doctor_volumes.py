@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
 import sqlite3
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -68,18 +72,39 @@ def test_too_little_free_space_fails_naming_the_folders(tmp_path: Path) -> None:
     ws = workspace(tmp_path / "ws")
     (free,) = [c for c in volume_checks(ws, min_free_bytes=1 << 60) if c.name == "free space"]
     assert free.level == "fail"
-    assert str(ws.output_dir) in free.detail and "below the" in free.detail
+    assert free.detail.endswith(
+        "(output, input, instance temp, logs, state, models): below the 1073741824.0 GiB asked for"
+    )
 
 
-@pytest.mark.skipif(as_root, reason="root writes into read-only folders")
-def test_an_unwritable_output_folder_fails(tmp_path: Path) -> None:
-    ws = workspace(tmp_path / "ws")
-    ws.output_dir.chmod(0o500)
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """`folder` refuses new files, even to root (immutable flag), where the machine allows."""
+    if not as_root:
+        folder.chmod(0o500)
+        try:
+            yield
+        finally:
+            folder.chmod(0o700)
+        return
+    chattr = shutil.which("chattr")
+    if chattr is None or subprocess.run([chattr, "+i", str(folder)], check=False).returncode:
+        pytest.skip("root, and no immutable flag here: nothing makes a folder unwritable")
     try:
-        check = by_name(volume_checks(ws))["output"]
+        yield
     finally:
-        ws.output_dir.chmod(0o700)
-    assert check.level == "fail" and "is not writable" in check.detail
+        subprocess.run([chattr, "-i", str(folder)], check=True)
+
+
+def test_an_unwritable_output_folder_fails_and_models_only_warn(tmp_path: Path) -> None:
+    ws = workspace(tmp_path / "ws")
+    with read_only(ws.output_dir), read_only(ws.models_dir):
+        checks = by_name(volume_checks(ws))
+    assert checks["output"].level == "fail"
+    assert checks["output"].detail.startswith(f"{ws.output_dir} is not writable (")
+    assert checks["models writable"].level == "warn"
+    assert "model downloads will fail" in checks["models writable"].detail
+    assert checks["input"].level == "ok"
 
 
 def test_sqlite_store_lines(tmp_path: Path) -> None:

@@ -22,7 +22,10 @@ def doctor_command(
     min_free_gb: Annotated[
         float,
         typer.Option(
-            "--min-free-gb", min=0, help="Free space every written volume must have, in GiB."
+            "--min-free-gb",
+            min=0,
+            metavar="GIB",
+            help="Free space every written volume must have, in GiB.",
         ),
     ] = 2.0,
     models_mount: Annotated[

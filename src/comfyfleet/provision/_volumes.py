@@ -107,18 +107,17 @@ def _writable_checks(ws: Workspace) -> list[Check]:
     return checks
 
 
-def _free_space_checks(folders: list[Path], min_free_bytes: int) -> list[Check]:
+def _free_space_checks(folders: list[tuple[str, Path]], min_free_bytes: int) -> list[Check]:
     """One line per filesystem among `folders` (a workspace usually sits on one or two)."""
-    by_mount: dict[Path, list[Path]] = {}
-    for folder in folders:
+    by_mount: dict[Path, list[str]] = {}
+    for what, folder in folders:
         existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
         if existing is not None:
-            by_mount.setdefault(_mount_point(existing), []).append(folder)
+            by_mount.setdefault(_mount_point(existing), []).append(what)
     checks = []
     for mount, on_it in by_mount.items():
         free = shutil.disk_usage(mount).free
-        names = ", ".join(str(p) for p in on_it)
-        detail = f"{free / GIB:.1f} GiB free on {mount} ({names})"
+        detail = f"{free / GIB:.1f} GiB free on {mount} ({', '.join(on_it)})"
         if free < min_free_bytes:
             need = f"below the {min_free_bytes / GIB:.1f} GiB asked for"
             checks.append(Check("free space", "fail", f"{detail}: {need}"))
@@ -136,8 +135,8 @@ def volume_checks(
     """The models root, the folders written at run time, and free space, one line each."""
     checks = _models_checks(ws, require_models_mount)
     checks.extend(_writable_checks(ws))
-    folders = [folder for _, folder in _runtime_folders(ws)]
+    folders = _runtime_folders(ws)
     if ws.models_dir.is_dir() and write_error(ws.models_dir) is None:
-        folders.append(ws.models_dir)
+        folders.append(("models", ws.models_dir))
     checks.extend(_free_space_checks(folders, min_free_bytes))
     return checks
