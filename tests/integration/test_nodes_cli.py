@@ -12,7 +12,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.comfyui_env import free_port_block, workspace_sharing
+from tests.comfyui_env import SOURCE, TORCH, free_port_block, workspace_sharing
 from tests.integration.fleet import cli, write_config
 from tests.unit.gitrepo import git
 
@@ -126,3 +126,31 @@ def test_an_unknown_node_set_is_refused_naming_the_known_ones(tmp_path: Path) ->
     assert "unknown node set 'everything'" in out.stderr
     assert "known sets: complete, popular, video" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_install_with_a_node_set_and_an_own_list_that_overrides_it(
+    ws: Path, tmp_path: Path
+) -> None:
+    """The set's nodes cannot be fetched here (no git host), so the own list replaces every one
+    of them with a local repository: the install must still be the set's names, in its order,
+    each from the user's source, plus the user's extra node."""
+    from comfyfleet.provision import node_set
+
+    names = [spec.name for spec in node_set("video").nodes]
+    entries = []
+    for name in [*names, "extra-nodes"]:
+        commit = repo(tmp_path / "repos" / name, "NODE_CLASS_MAPPINGS = {}\n", "v1")
+        entries.append({"git": f"file://{tmp_path}/repos/{name}", "ref": commit})
+    own = tmp_path / "mine.yaml"
+    own.write_text(yaml.safe_dump({"nodes": entries}), encoding="utf-8")
+    out = cli(
+        "install", "-w", ws, "--source", SOURCE, "--torch", TORCH, "--nodes", own,
+        "--nodes-set", "video",
+    )  # fmt: skip
+    assert f"{len(names) + 1} custom nodes" in out.stdout
+    locked = json.loads((ws / "comfyfleet.lock").read_text())["custom_nodes"]
+    assert [n["name"] for n in locked] == [*names, "extra-nodes"]
+    assert all(n["source"].startswith(f"file://{tmp_path}/repos/") for n in locked)
+    assert sorted(p.name for p in (ws / "custom_nodes").iterdir()) == sorted(
+        [*names, "extra-nodes"]
+    )
