@@ -181,6 +181,28 @@ def test_a_node_of_a_configured_set_cannot_be_removed_alone(ws: Workspace) -> No
         remove_node(settings, ws, "ComfyUI-VideoHelperSuite", reporter=RecordingReporter())
 
 
+def test_removing_an_own_entry_that_shadows_a_set_says_the_set_comes_back(
+    tmp_path: Path, ws: Workspace
+) -> None:
+    make_repo(tmp_path / "ComfyUI-KJNodes")
+    settings = InstallSettings(node_sets=("popular",))
+    add_node(settings, ws, f"file://{tmp_path / 'ComfyUI-KJNodes'}", reporter=RecordingReporter())
+    rows = {row.name: row for row in node_rows(settings, ws)}
+    assert (rows["ComfyUI-KJNodes"].origin, rows["ComfyUI-KJNodes"].state) == ("list", "installed")
+    reporter = RecordingReporter()
+    listed, _ = remove_node(settings, ws, "ComfyUI-KJNodes", reporter=reporter)
+    assert listed
+    assert reporter.warnings == [
+        "the node set 'popular' carries 'ComfyUI-KJNodes' too: the next install puts the set's "
+        "pin back"
+    ]
+    rows = {row.name: row for row in node_rows(settings, ws)}
+    assert (rows["ComfyUI-KJNodes"].origin, rows["ComfyUI-KJNodes"].state) == (
+        "set popular",
+        "not installed",
+    )
+
+
 def test_list_shows_sets_drift_and_unlisted_folders(tmp_path: Path, ws: Workspace) -> None:
     first, later = make_repo(tmp_path / "drift-nodes")
     url = f"file://{tmp_path / 'drift-nodes'}"

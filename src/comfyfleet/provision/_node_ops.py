@@ -189,6 +189,12 @@ def remove_node(
             raise CustomNodeError(f"no custom node '{name}' (listed: {known})")
     if listed:
         write_list(path, [s for s in specs if s.name != name])
+        for set_name in settings.node_sets:
+            if any(s.name == name for s in node_set(set_name).nodes):
+                reporter.warn(
+                    f"the node set '{set_name}' carries '{name}' too: the next install "
+                    "puts the set's pin back"
+                )
     moved = park(folder, ws.state_dir / "removed-nodes") if folder.exists() else None
     if moved is not None:
         reporter.info(f"moved {folder} to {moved}")
