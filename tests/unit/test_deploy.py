@@ -176,6 +176,21 @@ def test_the_image_installs_the_chosen_cuda_torch_and_the_git_nodes(
     assert nodes == {"nodes": [{"git": "https://example.test/org/some-nodes", "ref": "v1.4.0"}]}
 
 
+def test_the_image_installs_the_node_sets_with_the_own_list_winning(tmp_path: Path) -> None:
+    own = tmp_path / "nodes.yaml"
+    own.write_text(
+        "nodes:\n  - git: https://example.test/me/ComfyUI-KJNodes\n    ref: mine\n", "utf-8"
+    )
+    install = {"nodes_file": str(own), "node_sets": ["video"], "torch": "cu126"}
+    rendered = render("docker", Deployment(settings(install=install)))
+    entries = yaml.safe_load(rendered.files["nodes.yaml"])["nodes"]
+    kj = [e for e in entries if e["git"].endswith("/ComfyUI-KJNodes")]
+    assert kj == [{"git": "https://example.test/me/ComfyUI-KJNodes", "ref": "mine"}]
+    frame = next(e for e in entries if e["git"].endswith("/ComfyUI-Frame-Interpolation"))
+    assert frame["requirements"] == "requirements-no-cupy.txt" and len(frame["ref"]) == 40
+    assert len(entries) == 7  # the video set's seven, one of them replaced
+
+
 def test_auto_torch_becomes_the_default_cuda_build_with_a_note() -> None:
     rendered = render("docker", Deployment(settings()))
     assert "FROM nvidia/cuda:12.8.1-base-ubuntu24.04 AS minimal\n" in rendered.files["Dockerfile"]

@@ -15,6 +15,7 @@ from comfyfleet.cli._gc import gc_command
 from comfyfleet.cli._install import install_command
 from comfyfleet.cli._keys import keys_app
 from comfyfleet.cli._models import models_app
+from comfyfleet.cli._nodes import nodes_app
 from comfyfleet.cli._roles import agent_command, gateway_command
 from comfyfleet.cli._run import run_command
 from comfyfleet.cli._serve import serve_command
@@ -65,6 +66,7 @@ app.command("export")(export_command)
 app.command("gc")(gc_command)
 app.add_typer(keys_app, name="keys")
 app.add_typer(models_app, name="models")
+app.add_typer(nodes_app, name="nodes")
 app.add_typer(templates_app, name="templates")
 
 

@@ -40,7 +40,23 @@ def install_command(
     ] = None,
     nodes: Annotated[
         Path | None,
-        typer.Option("--nodes", help="YAML list of custom nodes to install.", show_default=False),
+        typer.Option(
+            "--nodes",
+            help="YAML list of custom nodes to install (default: WORKSPACE/nodes.yaml when it "
+            "exists, the list `comfyfleet nodes add` keeps).",
+            show_default=False,
+        ),
+    ] = None,
+    nodes_set: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--nodes-set",
+            metavar="NAME",
+            help="A shipped custom-node set to install too, pinned to commits: popular, video "
+            "or complete (repeatable; `comfyfleet nodes sets` lists them). Entries of your own "
+            "list win over a set's on a name clash.",
+            show_default=False,
+        ),
     ] = None,
     python: Annotated[
         str | None,
@@ -63,6 +79,7 @@ def install_command(
             "comfyui_version": comfyui_version,
             "torch": torch,
             "nodes_file": nodes,
+            "node_sets": tuple(nodes_set) if nodes_set else None,
             "python": python,
         },
     )

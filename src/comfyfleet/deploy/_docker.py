@@ -18,7 +18,7 @@ from comfyfleet.deploy._carried import strip_password
 from comfyfleet.deploy._errors import DeployError
 from comfyfleet.deploy._model import Deployment, Rendered
 from comfyfleet.deploy._templates import header, render_template
-from comfyfleet.provision import DEFAULT_TORCH_INDEX_URL, InstallSettings
+from comfyfleet.provision import DEFAULT_TORCH_INDEX_URL, InstallSettings, node_set
 
 CUDA_IMAGES = {
     "cu126": "nvidia/cuda:12.6.3-base-ubuntu24.04",
@@ -71,7 +71,9 @@ def docker_files(dep: Deployment) -> Rendered:
             "Dockerfile.dockerignore", header=header("docker")
         ),
         "nodes.yaml": render_template(
-            "nodes.yaml", header=header("docker"), nodes=_nodes_yaml(install.nodes_file)
+            "nodes.yaml",
+            header=header("docker"),
+            nodes=_nodes_yaml(install.nodes_file, install.node_sets),
         ),
     }
     return Rendered(files, (*notes, *env_notes))
@@ -128,18 +130,40 @@ def _install_env(install: InstallSettings) -> tuple[str, tuple[str, ...]]:
     return f"COMFYFLEET_INSTALL__TORCH_INDEX_URL={shlex.quote(bare)} ", ()
 
 
-def _nodes_yaml(nodes_file: Path | None) -> str:
-    """The custom nodes list for the image, from `install.nodes_file`: git nodes only, since
-    a node folder of this machine is not in the image's build context."""
-    if nodes_file is None:
+def _nodes_yaml(nodes_file: Path | None, node_sets: tuple[str, ...] = ()) -> str:
+    """The custom nodes list for the image: the entries of `install.node_sets` (pinned git
+    nodes), then those of `install.nodes_file`, which win on a name clash as they do in an
+    install; git nodes only, since a node folder of this machine is not in the image's build
+    context."""
+    from_sets: dict[str, dict[str, str]] = {}
+    for name in node_sets:
+        for spec in node_set(name).nodes:
+            from_sets.setdefault(spec.name, spec.entry())
+    own = _own_entries(nodes_file)
+    names = {_entry_name(entry) for entry in own}
+    entries = [entry for name, entry in from_sets.items() if name not in names] + own
+    if not entries:
         return "nodes: []"
+    return yaml.safe_dump({"nodes": entries}, sort_keys=False).rstrip("\n")
+
+
+def _entry_name(entry: Any) -> str:
+    if not isinstance(entry, dict):
+        return ""
+    default = str(entry.get("git", "")).rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
+    return str(entry.get("name") or default)
+
+
+def _own_entries(nodes_file: Path | None) -> list[Any]:
+    if nodes_file is None:
+        return []
     try:
         data: Any = yaml.safe_load(nodes_file.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise DeployError(f"cannot read the nodes list {nodes_file}: {exc}") from exc
     entries = data.get("nodes") if isinstance(data, dict) else data
     if entries is None:
-        return "nodes: []"
+        return []
     if not isinstance(entries, list):
         raise DeployError(f"nodes list {nodes_file}: expected a list under 'nodes:'")
     for number, entry in enumerate(entries, 1):
@@ -149,4 +173,4 @@ def _nodes_yaml(nodes_file: Path | None) -> str:
                 "machine, which an image build cannot see",
                 hint="publish the node in a git repository and list it with git: and ref:",
             )
-    return yaml.safe_dump({"nodes": entries}, sort_keys=False).rstrip("\n")
+    return entries

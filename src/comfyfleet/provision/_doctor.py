@@ -1,4 +1,5 @@
-"""`comfyfleet doctor`: what is installed, and whether it can work on this machine.
+"""`comfyfleet doctor`: what is installed, and whether it can work on this machine (the
+volumes are `_volumes`' part, the job store and output storage the composition root's).
 
 Checks run inside the workspace venv (a separate interpreter), never by importing torch here.
 """
@@ -109,8 +110,4 @@ def diagnose(ws: Workspace, platform: Platform) -> list[Check]:
     lock = read_lock(ws.lock_file)
     checks.append(Check("comfyui", "ok", f"{lock.comfyui.version} from {lock.comfyui.source}"))
     checks.extend(_torch_checks(ws, platform))
-    if not ws.models_dir.is_dir():
-        checks.append(Check("models", "fail", f"models root {ws.models_dir} does not exist"))
-    else:
-        checks.append(Check("models", "ok", str(ws.models_dir)))
-    return checks
+    return checks  # the models root is among the volumes (`_volumes`)

@@ -30,7 +30,9 @@ from comfyfleet.provision._lock import (
     read_lock,
     write_lock,
 )
-from comfyfleet.provision._nodes import InstalledNode, NodeSpec, install_nodes, load_nodes_file
+from comfyfleet.provision._node_list import own_nodes_file
+from comfyfleet.provision._node_sets import nodes_to_install
+from comfyfleet.provision._nodes import InstalledNode, NodeSpec, install_nodes
 from comfyfleet.provision._python_env import check_torchvision, comfy_requirements, install_torch
 from comfyfleet.provision._report import InstallLog, Reporter
 from comfyfleet.provision._settings import InstallSettings
@@ -79,7 +81,11 @@ def _fingerprint(settings: InstallSettings, inputs: _Inputs, ws: Workspace) -> s
         "python": [settings.python, inputs.python_version],
         "pip_args": list(settings.pip_args),
         "repair": settings.repair_torchvision,
-        "nodes": [[n.name, n.kind, n.location, n.ref] for n in inputs.nodes],
+        # a requirements file only when named, so that lists without one keep their fingerprint
+        "nodes": [
+            [n.name, n.kind, n.location, n.ref, *([n.requirements] if n.requirements else [])]
+            for n in inputs.nodes
+        ],
         "locked": inputs.locked.to_json() if inputs.locked else None,
         "models": [str(ws.models_dir), sorted(ws.model_folders.items())],
     }
@@ -99,8 +105,7 @@ def _resolve_inputs(
     reporter: Reporter,
 ) -> _Inputs:
     python_version = interpreter_version(settings.python or sys.executable)
-    nodes_file = settings.nodes_file
-    nodes = load_nodes_file(nodes_file) if nodes_file else []
+    nodes = nodes_to_install(own_nodes_file(settings.nodes_file, ws), settings.node_sets)
     if locked:
         lock = read_lock(ws.lock_file)
         if lock.python.rsplit(".", 1)[0] != python_version.rsplit(".", 1)[0]:

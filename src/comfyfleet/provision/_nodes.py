@@ -7,7 +7,11 @@ nodes:
     ref: v1.4.0            # tag, branch or commit; the lock file records the commit
   - path: ./my-nodes       # relative to the list file
     name: my-nodes         # optional; defaults to the repository or folder name
+    requirements: requirements-no-cupy.txt   # optional; default requirements.txt (if present)
 ```
+
+The same format is used by the node sets shipped with comfyfleet (`_node_sets`) and by the
+workspace's own list that `comfyfleet nodes add|remove` edits.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
@@ -46,6 +50,20 @@ class NodeSpec:
     kind: str  # "git" | "path"
     location: str
     ref: str | None = None
+    requirements: str | None = None
+    """The requirements file inside the node, when it is not `requirements.txt`."""
+
+    def entry(self) -> dict[str, str]:
+        """The node as a list entry (what `load_nodes_file` reads back as this spec)."""
+        out = {self.kind: self.location}
+        if self.ref is not None:
+            out["ref"] = self.ref
+        default = self.location.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
+        if self.name != default:
+            out["name"] = self.name
+        if self.requirements is not None:
+            out["requirements"] = self.requirements
+        return out
 
 
 @dataclass(frozen=True)
@@ -63,7 +81,7 @@ class InstalledNode:
 def _spec_from(entry: Any, base: Path, where: str) -> NodeSpec:
     if not isinstance(entry, dict):
         raise CustomNodeError(f"{where}: each entry needs 'git:' or 'path:'")
-    unknown = set(entry) - {"git", "path", "ref", "name"}
+    unknown = set(entry) - {"git", "path", "ref", "name", "requirements"}
     if unknown:
         raise CustomNodeError(f"{where}: unknown keys {sorted(unknown)}")
     if ("git" in entry) == ("path" in entry):
@@ -82,7 +100,15 @@ def _spec_from(entry: Any, base: Path, where: str) -> NodeSpec:
     name = str(entry.get("name") or default)
     if not _NAME.match(name):
         raise CustomNodeError(f"{where}: '{name}' is not a usable folder name")
-    return NodeSpec(name, kind, location, None if ref is None else str(ref))
+    requirements = entry.get("requirements")
+    if requirements is not None:
+        parts = PurePosixPath(str(requirements)).parts
+        if not parts or str(requirements).startswith("/") or ".." in parts:
+            raise CustomNodeError(
+                f"{where}: requirements '{requirements}' must be a file inside the node"
+            )
+        requirements = str(requirements)
+    return NodeSpec(name, kind, location, None if ref is None else str(ref), requirements)
 
 
 def load_nodes_file(path: Path) -> list[NodeSpec]:
@@ -91,6 +117,12 @@ def load_nodes_file(path: Path) -> list[NodeSpec]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise CustomNodeError(f"cannot read nodes list {path}: {exc}") from exc
+    return parse_nodes(data, path)
+
+
+def parse_nodes(data: Any, path: Path) -> list[NodeSpec]:
+    """Check the parsed YAML of the nodes list `path` (relative paths are taken from its
+    folder)."""
     if isinstance(data, dict):
         if set(data) != {"nodes"}:
             raise CustomNodeError(
@@ -168,6 +200,14 @@ def _place(
     return node
 
 
+def park(entry: Path, parking: Path) -> Path:
+    """Move `entry` out of `custom_nodes/` into `parking`, under a dated name; returns where."""
+    parking.mkdir(parents=True, exist_ok=True)
+    target = parking / f"{entry.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    entry.rename(target)
+    return target
+
+
 def _clear_unlisted(custom_nodes: Path, keep: set[str], parking: Path, reporter: Reporter) -> None:
     """Nothing the list does not name may stay where ComfyUI loads nodes from."""
     for entry in sorted(custom_nodes.iterdir()):
@@ -177,12 +217,51 @@ def _clear_unlisted(custom_nodes: Path, keep: set[str], parking: Path, reporter:
             shutil.rmtree(entry)
             reporter.info(f"removed custom node '{entry.name}' (no longer in the list)")
             continue
-        parking.mkdir(parents=True, exist_ok=True)
-        target = parking / f"{entry.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        entry.rename(target)
+        target = park(entry, parking)
         reporter.warn(
             f"moved '{entry.name}' out of custom_nodes/ to {target}: it is not in the nodes list"
         )
+
+
+def installed_node(folder: Path) -> InstalledNode | None:
+    """What comfyfleet installed in `folder` (its marker), None for a folder it did not."""
+    marker = _read_marker(folder)
+    if marker is None:
+        return None
+    try:
+        return InstalledNode(**marker)
+    except TypeError:
+        return None
+
+
+def install_node(
+    spec: NodeSpec,
+    custom_nodes: Path,
+    *,
+    pip: Pip,
+    constraints: Mapping[str, str],
+    log: InstallLog,
+    reporter: Reporter,
+    locked_commit: str | None = None,
+) -> InstalledNode:
+    """Place one node in `custom_nodes/` (unless it is there already) and install its
+    requirements under `constraints`."""
+    node = _place(spec, custom_nodes / spec.name, locked_commit, log, reporter)
+    requirements = custom_nodes / spec.name / (spec.requirements or "requirements.txt")
+    if spec.requirements is not None and not requirements.is_file():
+        raise CustomNodeError(
+            f"custom node '{spec.name}': it has no requirements file '{spec.requirements}'"
+        )
+    if requirements.is_file():
+        try:
+            pip.install(
+                requirement_files=[requirements],
+                constraints=constraints,
+                what=f"requirements of custom node '{spec.name}'",
+            )
+        except CommandFailed as exc:
+            raise CustomNodeError(exc.message, hint=exc.hint) from exc
+    return node
 
 
 def install_nodes(
@@ -199,19 +278,15 @@ def install_nodes(
     """Install every listed node and its requirements; remove what the list does not name."""
     custom_nodes.mkdir(parents=True, exist_ok=True)
     _clear_unlisted(custom_nodes, {spec.name for spec in specs}, parking, reporter)
-    installed: list[InstalledNode] = []
-    for spec in specs:
-        locked = (locked_commits or {}).get(spec.name)
-        node = _place(spec, custom_nodes / spec.name, locked, log, reporter)
-        requirements = custom_nodes / spec.name / "requirements.txt"
-        if requirements.is_file():
-            try:
-                pip.install(
-                    requirement_files=[requirements],
-                    constraints=constraints,
-                    what=f"requirements of custom node '{spec.name}'",
-                )
-            except CommandFailed as exc:
-                raise CustomNodeError(exc.message, hint=exc.hint) from exc
-        installed.append(node)
-    return installed
+    return [
+        install_node(
+            spec,
+            custom_nodes,
+            pip=pip,
+            constraints=constraints,
+            log=log,
+            reporter=reporter,
+            locked_commit=(locked_commits or {}).get(spec.name),
+        )
+        for spec in specs
+    ]

@@ -29,7 +29,14 @@ class InstallSettings(_Frozen):
         "auto", description="auto | existing | cpu | cu126 | cu128 | cu130 | rocm | a pip spec"
     )
     torch_index_url: str = Field(DEFAULT_TORCH_INDEX_URL, description="base of the wheel indexes")
-    nodes_file: Path | None = Field(None, description="YAML list of custom nodes to install")
+    nodes_file: Path | None = Field(
+        None,
+        description="YAML list of custom nodes to install (default: WORKSPACE/nodes.yaml when "
+        "it exists, the list `comfyfleet nodes add` writes)",
+    )
+    node_sets: tuple[str, ...] = Field(
+        (), description="shipped custom-node sets to install too (popular, video, complete)"
+    )
     python: str | None = Field(None, description="interpreter for the venv (default: this one)")
     pip_args: tuple[str, ...] = Field((), description="extra arguments for every pip install")
     repair_torchvision: bool = Field(

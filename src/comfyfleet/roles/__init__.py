@@ -8,6 +8,7 @@ webhook sender and the HTTP app from them, and hand each feature its own setting
 from __future__ import annotations
 
 from comfyfleet.roles._backends import Backends, open_backends
+from comfyfleet.roles._reach import reachability_checks
 from comfyfleet.roles._retention import run_gc
 from comfyfleet.roles._serve import fleet_warmup, run_agent, run_gateway, run_service
 
@@ -15,6 +16,7 @@ __all__ = [
     "Backends",
     "fleet_warmup",
     "open_backends",
+    "reachability_checks",
     "run_agent",
     "run_gateway",
     "run_gc",
