@@ -32,6 +32,7 @@ from comfyfleet.provision._lock import (
 )
 from comfyfleet.provision._nodes import InstalledNode, NodeSpec, install_nodes, load_nodes_file
 from comfyfleet.provision._python_env import check_torchvision, comfy_requirements, install_torch
+from comfyfleet.provision._releases import pin_release
 from comfyfleet.provision._report import InstallLog, Reporter
 from comfyfleet.provision._settings import InstallSettings
 from comfyfleet.provision._sources import SourceSpec, parse_source
@@ -128,6 +129,9 @@ def _resolve_inputs(
     for warning in plan.warnings:
         reporter.warn(warning)
     source = parse_source(settings.source, version=settings.comfyui_version)
+    if source.kind == "git" and source.ref is None:
+        source = pin_release(source)
+        reporter.info(f"the latest ComfyUI release of {source.location} is {source.ref}")
     return _Inputs(source, plan, nodes, python_version, None)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-DEFAULT_COMFYUI_VERSION = "0.3.75"
+DEFAULT_COMFYUI_VERSION = "0.33.0"
 """The ComfyUI release comfyfleet pins and tests against."""
 
 DEFAULT_TORCH_INDEX_URL = "https://download.pytorch.org/whl"
