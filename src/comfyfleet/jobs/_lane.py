@@ -371,7 +371,6 @@ class Lane:
         """Take a prompt out of ComfyUI's queue and interrupt it if it is the one running (a
         no-op otherwise), so an attempt that ended here does not go on there."""
         try:
-            await self.client.delete_queued([prompt_id])
-            await self.client.interrupt(prompt_id)
+            await self.client.cancel(prompt_id)
         except ComfyError as exc:
             log.warning("stopping job %s on instance %s: %s", job_id, self.index, exc)

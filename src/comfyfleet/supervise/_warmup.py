@@ -76,7 +76,6 @@ class HttpWarmupRunner:
 async def _interrupt(client: ComfyClient, prompt_id: str) -> None:
     """Best effort: the process is stopped right after, which ends the prompt anyway."""
     try:
-        await client.delete_queued([prompt_id])
-        await client.interrupt(prompt_id)
+        await client.cancel(prompt_id)
     except ComfyError:
         pass
