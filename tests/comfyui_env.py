@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -43,8 +44,18 @@ def _tree_from_environment() -> Path | None:
     return tree
 
 
+def _version_of(tree: Path) -> str:
+    text = (tree / "comfyui_version.py").read_text(encoding="utf-8")
+    match = re.search(r"__version__\s*=\s*['\"]([^'\"]+)['\"]", text)
+    if match is None:
+        raise RuntimeError(f"{tree}/comfyui_version.py names no __version__")
+    return match.group(1)
+
+
 TREE = _tree_from_environment()
 SOURCE = f"path:{TREE}" if TREE else INDEX_SOURCE
+VERSION = _version_of(TREE) if TREE else "0.3.75"
+"""The ComfyUI release the suite runs on (what instances and the lock report)."""
 
 
 def _tree_identity(tree: Path) -> str:
