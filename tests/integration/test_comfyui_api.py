@@ -377,12 +377,33 @@ def test_the_jobs_api_lists_reads_and_cancels_idempotently(server: Server) -> No
     assert running["pagination"]["total"] >= 1
     assert server.http.get(f"/api/jobs/{prompt_id}").json()["status"] == "in_progress"
     first = server.http.post(f"/api/jobs/{prompt_id}/cancel")
-    assert first.status_code == 200
+    assert (first.status_code, first.json()) == (200, {"cancelled": True})
     server.wait_all([prompt_id], 60)
+    assert server.http.get(f"/api/jobs/{prompt_id}").json()["status"] == "cancelled"
     again = server.http.post(f"/api/jobs/{prompt_id}/cancel")
-    assert again.status_code == 200 and again.json()["status"] == "cancelled"
+    assert (again.status_code, again.json()) == (200, {"cancelled": False})
+    unknown = server.http.post("/api/jobs/no-such-job/cancel")
+    assert (unknown.status_code, unknown.json()) == (200, {"cancelled": False})
     bad = server.http.get("/api/jobs", params={"status": "nope"})
     assert bad.status_code == 400
+
+
+def test_the_jobs_api_cancels_a_batch(server: Server) -> None:
+    running = server.http.post("/prompt", json={"prompt": sleep_graph(5.0, _seed())}).json()
+    waiting = server.http.post("/prompt", json={"prompt": sleep_graph(5.0, _seed())}).json()
+    ids = [running["prompt_id"], waiting["prompt_id"], "no-such-job"]
+    answer = server.http.post("/api/jobs/cancel", json={"job_ids": ids})
+    assert (answer.status_code, answer.json()) == (200, {"cancelled": True})
+    server.wait_all(ids[:2], 60)
+    assert [server.http.get(f"/api/jobs/{i}").json()["status"] for i in ids[:2]] == [
+        "cancelled",
+        "cancelled",
+    ]
+    again = server.http.post("/api/jobs/cancel", json={"job_ids": ids})
+    assert again.json() == {"cancelled": False}
+    for body in ({"job_ids": "x"}, {"job_ids": [1]}, {}):
+        refused = server.http.post("/api/jobs/cancel", json=body)
+        assert refused.status_code == 400, body
 
 
 def test_a_mask_upload_puts_the_mask_into_the_original_image(server: Server) -> None:

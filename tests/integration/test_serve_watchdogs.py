@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from comfyfleet.supervise import WARMUP_CLIENT_ID
 from tests.comfyui_env import workspace_sharing
 from tests.integration.serve import Server, model_free_graph, serve_config, sleep_graph
 
@@ -60,7 +61,7 @@ def instances(server: Server) -> dict[int, dict[str, Any]]:
 def warm_ups(port: int) -> dict[str, dict[str, Any]]:
     """The warm-ups in the history of the ComfyUI process now on `port`."""
     history = httpx.get(f"http://127.0.0.1:{port}/history", trust_env=False).json()
-    return {k: v for k, v in history.items() if k.startswith("comfyfleet-warmup-")}
+    return {k: v for k, v in history.items() if v["prompt"][3].get("client_id") == WARMUP_CLIENT_ID}
 
 
 def supervisor_log(server: Server) -> str:

@@ -375,6 +375,45 @@ async def test_delete_queued() -> None:
     assert rec.body() == {"delete": ["a", "b"]}
 
 
+async def test_cancel_uses_the_jobs_api_where_the_instance_has_it() -> None:
+    rec = Recorder(httpx.Response(200, json={"cancelled": True}))
+    async with client(rec) as c:
+        await c.cancel("5d1c0a4e-7f0b-4a57-9d6e-0c6f1b1f7e11")
+        await c.cancel("0b7f0c52-3f57-4d8e-b1f4-8a0c3c0e6f21")
+    assert [r.url.path for r in rec.requests] == [
+        "/api/jobs/5d1c0a4e-7f0b-4a57-9d6e-0c6f1b1f7e11/cancel",
+        "/api/jobs/0b7f0c52-3f57-4d8e-b1f4-8a0c3c0e6f21/cancel",
+    ]
+
+
+async def test_cancel_without_a_jobs_api_deletes_and_interrupts_and_asks_once() -> None:
+    asked: list[tuple[str, Any]] = []
+
+    def older_comfyui(request: httpx.Request) -> httpx.Response:
+        asked.append((request.url.path, json.loads(request.content or b"null")))
+        if request.url.path.startswith("/api/jobs/"):
+            return httpx.Response(404, text="404: Not Found")
+        return httpx.Response(200)
+
+    async with client(older_comfyui) as c:
+        await c.cancel("p1")
+        await c.cancel("p2")
+    assert asked == [
+        ("/api/jobs/p1/cancel", {}),
+        ("/queue", {"delete": ["p1"]}),
+        ("/interrupt", {"prompt_id": "p1"}),
+        ("/queue", {"delete": ["p2"]}),
+        ("/interrupt", {"prompt_id": "p2"}),
+    ]
+
+
+async def test_cancel_refused_by_the_jobs_api_is_an_error() -> None:
+    rec = Recorder(httpx.Response(400, json={"error": "job_id is required"}))
+    async with client(rec) as c:
+        with pytest.raises(ComfyProtocolError, match="HTTP 400"):
+            await c.cancel("p1")
+
+
 async def test_free() -> None:
     rec = Recorder(httpx.Response(200))
     async with client(rec) as c:

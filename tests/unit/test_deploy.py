@@ -169,7 +169,7 @@ def test_the_image_installs_the_chosen_cuda_torch_and_the_git_nodes(
 ) -> None:
     dockerfile = custom["docker"]["Dockerfile"]
     assert "FROM nvidia/cuda:12.6.3-base-ubuntu24.04 AS minimal\n" in dockerfile
-    assert "--source git --torch cu126 --comfyui-version 0.3.75" in dockerfile
+    assert "--source git --torch cu126 --comfyui-version 0.33.0" in dockerfile
     assert "urlopen('http://127.0.0.1:9090/ready'" in dockerfile
     assert "--start-period=300s" in dockerfile
     nodes = yaml.safe_load(custom["docker"]["nodes.yaml"])

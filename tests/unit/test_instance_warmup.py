@@ -7,6 +7,7 @@ import asyncio
 import signal
 import tempfile
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -251,7 +252,7 @@ def test_the_warm_up_runner_runs_the_graph_and_says_what_went_wrong() -> None:
         try:
             assert await runner.run(url, GRAPH, 5) is None
             [prompt_id] = fake.ran
-            assert prompt_id.startswith("comfyfleet-warmup-")
+            assert str(uuid.UUID(prompt_id)) == prompt_id
             fail = {"1": {"class_type": "FleetFail", "inputs": {"message": "no model"}}}
             assert await runner.run(url, fail, 5) == (
                 "warm-up failed: node 1 (FleetFail): RuntimeError: no model"
@@ -264,9 +265,8 @@ def test_the_warm_up_runner_runs_the_graph_and_says_what_went_wrong() -> None:
             assert await runner.run(url, wedge, 0.2) == (
                 "warm-up did not finish within 0.2s (watchdog.warmup_timeout_s)"
             )
-            assert fake.interrupts[-1] is not None and fake.interrupts[-1].startswith(
-                "comfyfleet-warmup-"
-            )
+            assert fake.interrupts[-1] is not None
+            assert str(uuid.UUID(fake.interrupts[-1])) == fake.interrupts[-1]
         finally:
             fake.kill()
 

@@ -26,7 +26,9 @@ def install_command(
     comfyui_version: Annotated[
         str | None,
         typer.Option(
-            "--comfyui-version", help="ComfyUI release for git sources.", show_default=False
+            "--comfyui-version",
+            help="ComfyUI release for git sources (X.Y.Z), or latest (the newest tag).",
+            show_default=False,
         ),
     ] = None,
     torch: Annotated[

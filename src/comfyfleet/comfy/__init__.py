@@ -13,6 +13,7 @@ from comfyfleet.comfy._errors import (
     PromptTimeout,
 )
 from comfyfleet.comfy._graphs import sample_graph
+from comfyfleet.comfy._ids import new_prompt_id
 from comfyfleet.comfy._ws import (
     ComfyEvents,
     ComfyMessage,
@@ -42,5 +43,6 @@ __all__ = [
     "PromptTimeout",
     "StreamItem",
     "WebSocketLike",
+    "new_prompt_id",
     "sample_graph",
 ]

@@ -101,6 +101,7 @@ class ComfyClient:
         self._http = httpx.AsyncClient(
             base_url=self.base_url, transport=transport, timeout=timeout, trust_env=False
         )
+        self._has_jobs_api: bool | None = None  # unknown until the first cancel
 
     async def __aenter__(self) -> ComfyClient:
         return self
@@ -231,6 +232,26 @@ class ComfyClient:
         """Stop the running prompt; with a prompt id, only if that prompt is the one running."""
         body = {} if prompt_id is None else {"prompt_id": prompt_id}
         self._ok(await self._send("POST", "/interrupt", body=body))
+
+    async def cancel(self, prompt_id: str) -> None:
+        """Take a prompt out of the queue, or interrupt it if it is the one running; a no-op for
+        one that ended or that the instance does not know.
+
+        Newer ComfyUI has a jobs API whose `POST /api/jobs/{id}/cancel` does both in one call,
+        checked against the running prompt under ComfyUI's own lock; it is used where the
+        instance has it. An instance without it (0.3.x answers 404) gets the two older calls,
+        a queue delete and an interrupt that names the prompt, and is not asked again.
+        """
+        if self._has_jobs_api is not False:
+            path = f"/api/jobs/{quote(prompt_id, safe='')}/cancel"
+            response = await self._send("POST", path, body={})
+            if response.status_code not in (404, 405):
+                self._ok(response)
+                self._has_jobs_api = True
+                return
+            self._has_jobs_api = False
+        await self.delete_queued([prompt_id])
+        await self.interrupt(prompt_id)
 
     async def delete_queued(self, prompt_ids: list[str]) -> None:
         """Drop prompts that have not started yet; running or unknown ids are ignored."""

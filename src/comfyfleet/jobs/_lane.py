@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -25,6 +24,7 @@ from comfyfleet.comfy import (
     Connected,
     Disconnected,
     PreviewFrame,
+    new_prompt_id,
 )
 from comfyfleet.jobs._endings import Endings
 from comfyfleet.jobs._failures import JobError, attempt_error, node_error
@@ -172,7 +172,7 @@ class Lane:
                 # tries first, and its fill wakes the dispatcher, whose next round comes back.
                 emptier.fill_soon()
                 break
-            prompt_id = uuid.uuid4().hex
+            prompt_id = new_prompt_id()
             self._claiming += 1
             try:
                 job = await self.store.claim(
@@ -371,7 +371,6 @@ class Lane:
         """Take a prompt out of ComfyUI's queue and interrupt it if it is the one running (a
         no-op otherwise), so an attempt that ended here does not go on there."""
         try:
-            await self.client.delete_queued([prompt_id])
-            await self.client.interrupt(prompt_id)
+            await self.client.cancel(prompt_id)
         except ComfyError as exc:
             log.warning("stopping job %s on instance %s: %s", job_id, self.index, exc)

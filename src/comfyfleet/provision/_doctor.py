@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from comfyfleet.gpus import Platform
+from comfyfleet.provision._audio_repair import audio_repair_installed
 from comfyfleet.provision._lock import read_lock
 from comfyfleet.provision._repair import repair_installed, torchvision_import_error
 from comfyfleet.workspace import Workspace
@@ -91,11 +92,21 @@ def _torch_checks(ws: Workspace, platform: Platform) -> list[Check]:
     else:
         checks.append(Check("torchvision", "ok", str(info.get("torchvision"))))
     audio = info.get("torchaudio")
-    checks.append(
-        Check("torchaudio", "ok", str(audio))
-        if audio
-        else Check("torchaudio", "warn", "not installed: ComfyUI's audio nodes will not load")
-    )
+    if not audio:
+        checks.append(
+            Check("torchaudio", "warn", "not installed: ComfyUI's audio nodes will not load")
+        )
+    elif audio_repair_installed(ws.python):
+        checks.append(
+            Check(
+                "torchaudio",
+                "warn",
+                f"{audio} was built for an older torch and imports through comfyfleet's repair: "
+                "its compiled functions are unavailable",
+            )
+        )
+    else:
+        checks.append(Check("torchaudio", "ok", str(audio)))
     return checks
 
 

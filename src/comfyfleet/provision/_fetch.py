@@ -114,9 +114,11 @@ def _fill(
 
 
 def _clone(spec: SourceSpec, work: Path, *, log: InstallLog, reporter: Reporter) -> str:
+    if spec.ref is None:
+        raise SourceError(f"git source {spec.location} names no release or ref")
     where = f"git source {spec.location}@{spec.ref}"
     try:
-        return fetch_ref(spec.location, str(spec.ref), work, log=log, reporter=reporter, what=where)
+        return fetch_ref(spec.location, spec.ref, work, log=log, reporter=reporter, what=where)
     except CommandFailed as exc:
         raise SourceError(exc.message, hint=f"check the URL and ref; {_OFFLINE_HINT}") from exc
 

@@ -34,6 +34,7 @@ from comfyfleet.provision._node_list import own_nodes_file
 from comfyfleet.provision._node_sets import nodes_to_install
 from comfyfleet.provision._nodes import InstalledNode, NodeSpec, install_nodes
 from comfyfleet.provision._python_env import check_torchvision, comfy_requirements, install_torch
+from comfyfleet.provision._releases import pin_release
 from comfyfleet.provision._report import InstallLog, Reporter
 from comfyfleet.provision._settings import InstallSettings
 from comfyfleet.provision._sources import SourceSpec, parse_source
@@ -133,6 +134,9 @@ def _resolve_inputs(
     for warning in plan.warnings:
         reporter.warn(warning)
     source = parse_source(settings.source, version=settings.comfyui_version)
+    if source.kind == "git" and source.ref is None:
+        source = pin_release(source)
+        reporter.info(f"the latest ComfyUI release of {source.location} is {source.ref}")
     return _Inputs(source, plan, nodes, python_version, None)
 
 

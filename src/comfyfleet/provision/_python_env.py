@@ -12,8 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.version import Version
 
 from comfyfleet.errors import InstallError, TorchError
+from comfyfleet.provision._audio_repair import (
+    AUDIO_REPAIR_NAME,
+    apply_audio_repair,
+    audio_repair_installed,
+    needs_audio_repair,
+    remove_audio_repair,
+    torchaudio_import_error,
+)
 from comfyfleet.provision._repair import (
     REPAIR_NAME,
     apply_repair,
@@ -94,11 +103,46 @@ def install_torch(
                     f"no torchvision {wanted_version} for torch {version} on {where}",
                     hint=_TORCH_HINT,
                 ) from exc
-            reporter.warn(
-                f"no {name} {wanted_version} for torch {version} on {where}: ComfyUI starts "
-                "without it, but its audio nodes will not load"
-            )
+            older = _older_torchaudio(pip, plan, version, reporter)
+            if older is None:
+                reporter.warn(
+                    f"no {name} {wanted_version} for torch {version} on {where}: ComfyUI 0.3 "
+                    "starts without it (its audio nodes do not load); newer releases do not start"
+                )
     return version, pins
+
+
+def _older_torchaudio(
+    pip: Pip, plan: TorchPlan, torch_version: str, reporter: Reporter
+) -> str | None:
+    """The newest torchaudio not newer than torch, installed without its dependencies (it
+    would pull its own torch), with the repair when its compiled extension cannot load; None
+    (and nothing left installed) when there is none or it does not import even so."""
+    ceiling = Version(torch_version).base_version
+    try:
+        pip.install(
+            [f"torchaudio<={ceiling}"],
+            index_url=plan.index_url,
+            no_deps=True,
+            what="installing an older torchaudio",
+        )
+    except CommandFailed:
+        return None
+    error = torchaudio_import_error(pip.python)
+    if needs_audio_repair(error):
+        apply_audio_repair(pip.python)
+        error = torchaudio_import_error(pip.python)
+    installed = pip.version_of("torchaudio")
+    if error is None and installed is not None:
+        reporter.warn(
+            f"the index has no torchaudio for torch {torch_version}: installed torchaudio "
+            f"{installed} (built for an older torch) so that ComfyUI starts; its compiled "
+            "functions are unavailable. `comfyfleet doctor` reports it."
+        )
+        return installed
+    remove_audio_repair(pip.python)
+    pip.uninstall(["torchaudio"], what="removing a torchaudio that does not import")
+    return None
 
 
 def comfy_requirements(comfy_dir: Path, dest: Path) -> Path:
@@ -127,9 +171,10 @@ def _requirement_name(line: str) -> str | None:
 
 def check_torchvision(pip: Pip, reporter: Reporter, *, allow_repair: bool) -> tuple[str, ...]:
     """Make sure `import torchvision` works; repair the known mismatch if allowed."""
+    audio = (AUDIO_REPAIR_NAME,) if audio_repair_installed(pip.python) else ()
     error = torchvision_import_error(pip.python)
     if error is None:
-        return (REPAIR_NAME,) if repair_installed(pip.python) else ()
+        return ((REPAIR_NAME,) if repair_installed(pip.python) else ()) + audio
     if needs_repair(error) and allow_repair:
         apply_repair(pip.python)
         reporter.warn(
@@ -139,7 +184,7 @@ def check_torchvision(pip: Pip, reporter: Reporter, *, allow_repair: bool) -> tu
         )
         error = torchvision_import_error(pip.python)
         if error is None:
-            return (REPAIR_NAME,)
+            return (REPAIR_NAME, *audio)
     raise InstallError(
         f"torchvision does not import against the installed torch: {error}",
         hint="choose a torch build whose torchvision is on your index (--torch), "

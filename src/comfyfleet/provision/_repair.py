@@ -72,7 +72,7 @@ if not any(type(f).__name__ == "_FirstImport" for f in sys.meta_path):
 '''
 
 
-def _site_packages(python: Path) -> Path:
+def site_packages(python: Path) -> Path:
     out = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         capture_output=True,
@@ -100,7 +100,7 @@ def needs_repair(error: str | None) -> bool:
 
 def apply_repair(python: Path) -> Path:
     """Install the repair module and its `.pth` into the venv; returns the module's path."""
-    site = _site_packages(python)
+    site = site_packages(python)
     module = site / f"{_MODULE}.py"
     module.write_text(_MODULE_SOURCE, encoding="utf-8")
     (site / f"{_MODULE}.pth").write_text(f"import {_MODULE}\n", encoding="utf-8")
@@ -108,4 +108,4 @@ def apply_repair(python: Path) -> Path:
 
 
 def repair_installed(python: Path) -> bool:
-    return (_site_packages(python) / f"{_MODULE}.pth").is_file()
+    return (site_packages(python) / f"{_MODULE}.pth").is_file()

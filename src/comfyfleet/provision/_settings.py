@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-DEFAULT_COMFYUI_VERSION = "0.3.75"
+DEFAULT_COMFYUI_VERSION = "0.33.0"
 """The ComfyUI release comfyfleet pins and tests against."""
 
 DEFAULT_TORCH_INDEX_URL = "https://download.pytorch.org/whl"
@@ -24,7 +24,10 @@ class InstallSettings(_Frozen):
         "git",
         description="git[:URL] | index:PKG==VER[#SUBDIR] | path:DIR | archive:FILE_OR_URL[#SUBDIR]",
     )
-    comfyui_version: str = Field(DEFAULT_COMFYUI_VERSION, description="release tag for git sources")
+    comfyui_version: str = Field(
+        DEFAULT_COMFYUI_VERSION,
+        description="release for git sources (X.Y.Z), or latest: the newest vX.Y.Z tag",
+    )
     torch: str = Field(
         "auto", description="auto | existing | cpu | cu126 | cu128 | cu130 | rocm | a pip spec"
     )

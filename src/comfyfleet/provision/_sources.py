@@ -55,11 +55,17 @@ def _split_subdir(text: str) -> tuple[str, str | None]:
 
 
 def _parse_git(rest: str, version: str) -> SourceSpec:
+    """A git source at its own `@REF`, else at the release `version`; `latest` leaves the ref
+    open (None) for the installer to resolve from the remote's tags."""
     url, ref = rest or UPSTREAM_GIT_URL, None
     tail = url.rsplit("/", 1)[-1]
     if "@" in tail:
         url, ref = url.rsplit("@", 1)
-    return SourceSpec("git", url, ref=ref or f"v{version.removeprefix('v')}")
+    if ref:
+        return SourceSpec("git", url, ref=ref)
+    if version.strip().lower() == "latest":
+        return SourceSpec("git", url, ref=None)
+    return SourceSpec("git", url, ref=f"v{version.removeprefix('v')}")
 
 
 def _parse_index(rest: str) -> SourceSpec:

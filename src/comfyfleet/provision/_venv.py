@@ -123,6 +123,10 @@ class Pip:
         argv += list(requirements)
         return run_logged(argv, log=self.log, reporter=self.reporter, what=what)
 
+    def uninstall(self, names: Iterable[str], *, what: str) -> list[str]:
+        argv: list[str | Path] = [self.python, "-m", "pip", "uninstall", "-y", *names]
+        return run_logged(argv, log=self.log, reporter=self.reporter, what=what)
+
     def installed(self) -> dict[str, str]:
         """Every distribution in the venv (its own site-packages only) with its version."""
         out = subprocess.run(

@@ -16,11 +16,11 @@ from comfyfleet.supervise._settings import FleetSettings, attach_url
 from comfyfleet.supervise._states import SERVING, InstanceEvent, InvalidTransition, State
 from comfyfleet.supervise._status import InstanceStatus
 from comfyfleet.supervise._supervisor import Supervisor
-from comfyfleet.supervise._warmup import WARMUP_PREFIX, HttpWarmupRunner, Warmup, WarmupRunner
+from comfyfleet.supervise._warmup import WARMUP_CLIENT_ID, HttpWarmupRunner, Warmup, WarmupRunner
 
 __all__ = [
     "SERVING",
-    "WARMUP_PREFIX",
+    "WARMUP_CLIENT_ID",
     "AttachedInstance",
     "AttachedSpec",
     "ControlClient",

@@ -4,23 +4,29 @@ A fresh ComfyUI holds no model in memory, so the first job sent to it pays for l
 (seconds, minutes for large checkpoints on slow disks). A warm-up workflow that loads the same
 models, run while the instance is WARMING, moves that cost off the users' jobs: the dispatcher
 sends nothing to an instance before it is READY. The warm-up runs like any prompt, over HTTP:
-submitted with a prompt id of its own (`comfyfleet-warmup-...`, easy to find in ComfyUI's
-history), then its history entry awaited. One that fails (a node error, a graph the instance
+submitted with the client id `comfyfleet-warmup` (easy to find in ComfyUI's history: newer
+ComfyUI takes only UUIDs as prompt ids, so the prompt id cannot say it), then its history entry
+awaited. One that fails (a node error, a graph the instance
 rejects, no end within its timeout) is a failed start: the instance backs off and starts again,
 and its state's reason says what went wrong.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from comfyfleet.comfy import ComfyClient, ComfyError, PromptRejected, PromptTimeout
+from comfyfleet.comfy import (
+    ComfyClient,
+    ComfyError,
+    PromptRejected,
+    PromptTimeout,
+    new_prompt_id,
+)
 
-WARMUP_PREFIX = "comfyfleet-warmup-"
-"""The prompt ids of warm-ups start with this."""
+WARMUP_CLIENT_ID = "comfyfleet-warmup"
+"""The client id warm-ups are submitted with (their history entries carry it)."""
 
 
 @dataclass(frozen=True)
@@ -52,10 +58,10 @@ class HttpWarmupRunner:
         self._make_client = make_client or (lambda url: ComfyClient(url, timeout=30))
 
     async def run(self, url: str, graph: Mapping[str, Any], timeout_s: float) -> str | None:
-        prompt_id = f"{WARMUP_PREFIX}{uuid.uuid4().hex}"
+        prompt_id = new_prompt_id()
         async with self._make_client(url) as client:
             try:
-                await client.submit(dict(graph), client_id="comfyfleet-warmup", prompt_id=prompt_id)
+                await client.submit(dict(graph), client_id=WARMUP_CLIENT_ID, prompt_id=prompt_id)
                 await client.wait(prompt_id, timeout=timeout_s, poll=0.05)
             except PromptRejected as exc:
                 return f"warm-up workflow rejected: {exc.message}"
@@ -70,7 +76,6 @@ class HttpWarmupRunner:
 async def _interrupt(client: ComfyClient, prompt_id: str) -> None:
     """Best effort: the process is stopped right after, which ends the prompt anyway."""
     try:
-        await client.delete_queued([prompt_id])
-        await client.interrupt(prompt_id)
+        await client.cancel(prompt_id)
     except ComfyError:
         pass

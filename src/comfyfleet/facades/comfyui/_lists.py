@@ -174,6 +174,18 @@ async def delete_history(store: JobStore, caller: Caller, body: dict[str, Any]) 
         await store.forget(ids)
 
 
+async def cancel_jobs(store: JobStore, caller: Caller, job_ids: list[str]) -> bool:
+    """The jobs API's cancel: each named job the caller may see that waits or runs is
+    cancelled; whether any was."""
+    cancelled = False
+    for job_id in job_ids:
+        job = await find(store, job_id, caller)
+        if job is not None and not job.terminal:
+            await store.cancel(job.id)
+            cancelled = True
+    return cancelled
+
+
 async def interrupt(store: JobStore, caller: Caller, body: dict[str, Any]) -> None:
     """`POST /interrupt`: the named prompt, wherever it runs; without a name, every running
     prompt of the caller (ComfyUI stops the one it runs; the fleet runs several)."""

@@ -265,13 +265,19 @@ def _jobs_routes(router: APIRouter, api: ComfyApi) -> None:
         return _lists.job_summary(job, full=True, outputs=await outputs())
 
     @router.post("/api/jobs/{job_id}/cancel", tags=["ComfyUI API"], summary="Cancel (idempotent)")
-    async def cancel_job(job_id: str, caller: Submitter) -> dict[str, Any]:
-        job = await _lists.find(store, job_id, caller)
-        if job is None:
-            raise ApiError(404, "job_not_found", "Job not found")
-        if not job.terminal:
-            job = await store.cancel(job_id)
-        return _lists.job_summary(job, full=False, outputs=await outputs())
+    async def cancel_job(job_id: str, caller: Submitter) -> dict[str, bool]:
+        """As current ComfyUI answers: `cancelled` says whether a waiting or running job was
+        cancelled; a finished or unknown id is a no-op, not an error."""
+        return {"cancelled": await _lists.cancel_jobs(store, caller, [job_id])}
+
+    @router.post("/api/jobs/cancel", tags=["ComfyUI API"], summary="Cancel several (idempotent)")
+    async def cancel_jobs(request: Request, caller: Submitter) -> dict[str, bool]:
+        """`{"job_ids": [...]}`; every id that waits or runs is cancelled, the others are
+        no-ops. Ids are any strings (fleet job ids are not all UUIDs, as ComfyUI's are)."""
+        ids = (await _small_body(request)).get("job_ids")
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise ApiError(400, "invalid_request", "job_ids must be a list of job id strings")
+        return {"cancelled": await _lists.cancel_jobs(store, caller, ids)}
 
 
 async def _small_body(request: Request) -> dict[str, Any]:
