@@ -44,6 +44,15 @@ class FleetSettings(_Frozen):
     unhealthy_after_s: float = Field(
         60.0, gt=0, description="a ready instance that stops answering this long is restarted"
     )
+    fork_server: bool = Field(
+        True,
+        description="start instances by forking a process that has imported ComfyUI's "
+        "libraries already (Linux): a restart then takes about a second; off: each start "
+        "is ComfyUI's own",
+    )
+    fork_server_preload: tuple[str, ...] = Field(
+        (), description="more modules for the fork server to import (`module` or `module:name`)"
+    )
     database: Literal["memory", "per-instance"] = "memory"
     log_max_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     log_backups: int = Field(5, ge=0)
