@@ -62,8 +62,10 @@ DEFAULT_PRELOAD = (
     "comfyui_frontend_package",
     "comfyui_workflow_templates",
     "comfyui_embedded_docs",
-    "comfy_api_nodes.apis",
+    "comfy_api_nodes.apis.*",
+    "comfy_api.internal",
     "comfy_config.config_parser",
+    "app.database.models",
 )
 """What ComfyUI imports at start that needs neither its arguments nor a device (measured with
 `python -X importtime main.py` on 0.3.75: about three quarters of its import time). Modules a

@@ -29,8 +29,10 @@ import gc
 import importlib
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import json
 import os
+import pkgutil
 import runpy
 import selectors
 import signal
@@ -38,7 +40,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import CodeType, ModuleType
 from typing import Any, NoReturn
 
@@ -100,17 +102,28 @@ def _inside(module: ModuleType, root: str) -> bool:
     return (getattr(module, "__file__", None) or "").startswith(root + os.sep)
 
 
+def _submodules(name: str) -> list[str]:
+    """`package.*` -> the package's modules (not imported yet); anything else -> itself."""
+    if not name.endswith(".*"):
+        return [name]
+    package = name[:-2]
+    spec = importlib.util.find_spec(package)
+    folders = list(spec.submodule_search_locations or ()) if spec is not None else []
+    return [package] + [f"{package}.{m.name}" for m in pkgutil.iter_modules(folders)]
+
+
 def preload(names: Sequence[str], comfyui_dir: str) -> tuple[list[str], list[str]]:
-    """Import each `module` or `module:attribute` (the attribute is read: lazy packages such as
-    transformers load it then). A ComfyUI module whose import reached a forbidden one is taken
-    out again, with every ComfyUI module that came in with it, so no child ever sees one that
-    was imported half-way. Returns (loaded, skipped with the reason)."""
+    """Import each `module`, `module:attribute` (the attribute is read: lazy packages such as
+    transformers load it then) or `package.*` (every module of it). A ComfyUI module whose
+    import reached a forbidden one is taken out again, with every ComfyUI module that came in
+    with it, so no child ever sees one that was imported half-way. Returns (loaded, skipped
+    with the reason)."""
     guard = _Guard()
     sys.meta_path.insert(0, guard)
     loaded: list[str] = []
     skipped: list[str] = []
     try:
-        for name in names:
+        for name in (one for pattern in names for one in _guarded(_submodules, pattern)):
             module_name, _, attribute = name.partition(":")
             before = set(sys.modules)
             guard.refused.clear()
@@ -190,6 +203,13 @@ def warm_module_index(comfyui_dir: str) -> None:
     inspect = sys.modules.get("inspect")
     if inspect is not None:
         inspect.getmodule(None, os.path.join(comfyui_dir, "<index>"))
+
+
+def _guarded(expand: Callable[[str], list[str]], pattern: str) -> list[str]:
+    try:
+        return expand(pattern)
+    except (ImportError, ValueError):  # the package itself is refused or missing
+        return [pattern[:-2]]
 
 
 def unsafe_to_fork() -> str | None:
