@@ -251,7 +251,8 @@ def test_when_the_server_dies_its_instances_end_and_the_next_start_is_plain(
 
 def test_a_server_that_started_a_thread_while_preloading_is_not_used(tmp_path: Path) -> None:
     (tmp_path / "fz_threads.py").write_text(
-        "import threading, time\nthreading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
+        "import threading, time\n"
+        "threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
     )
 
     log = RotatingLog(tmp_path / "fork-server.log", max_bytes=1 << 20, backups=1)
