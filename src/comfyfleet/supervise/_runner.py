@@ -124,14 +124,10 @@ async def run_fleet(
             ws.extra_model_paths, ws.models_dir, ws.custom_nodes_dir, ws.model_folders
         )
         launcher = fork_launcher(fleet, ws)
-        try:
-            supervisor = build_supervisor(
-                fleet, ws, platform=platform, warmup=warmup, launcher=launcher
-            )
-            await _serve(supervisor, ws, fleet, on_event, on_started, attach)
-        finally:
-            if launcher is not None:
-                await launcher.aclose()
+        supervisor = build_supervisor(
+            fleet, ws, platform=platform, warmup=warmup, launcher=launcher
+        )
+        await _serve(supervisor, ws, fleet, on_event, on_started, attach, launcher)
     finally:
         lock.release()
 
@@ -157,6 +153,7 @@ async def _serve(
     on_event: Callable[[InstanceEvent], None] | None,
     on_started: Callable[[Supervisor, Callable[[], None]], None] | None,
     attach: Attach | None,
+    launcher: ForkLauncher | None,
 ) -> None:
     events_log = RotatingLog(
         ws.supervisor_log,
@@ -201,6 +198,8 @@ async def _serve(
         events_log.line("stopping all instances")
         await supervisor.stop()
     finally:
+        if launcher is not None:  # after the instances, which die with the fork server
+            await launcher.aclose()
         stopped.set()
         await asyncio.sleep(0.05)  # let a pending `down` reply go out
         await control.close()

@@ -436,7 +436,8 @@ def main(argv: Sequence[str]) -> int:
     )
     socket.send_fds(channel, [encode({READY_KEY: ready})], [])
     _Server(channel, comfyui_dir, compiled).serve()
-    return 0
+    sys.stdout.flush()
+    os._exit(0)  # nothing to clean up; tearing down torch & co. would only delay `down`
 
 
 if __name__ == "__main__":  # pragma: no cover - started by the supervisor
