@@ -13,6 +13,7 @@ import pytest
 
 from tests.comfyui_env import free_port_block, workspace_sharing
 from tests.integration.fleet import cli, comfyui_processes, status, wait_for, write_config
+from tests.integration.serve import Server, serve_config, sleep_graph
 from tests.integration.test_fleet import _run_graphs
 
 pytestmark = pytest.mark.comfyui
@@ -104,3 +105,25 @@ def test_with_the_fork_server_off_every_start_is_plain(ws: Path) -> None:
     assert fork_servers(ws) == []
     assert FORKED not in _instance_log(ws)
     _down_leaves_nothing(ws)
+
+
+def test_under_serve_a_job_whose_instance_is_killed_is_retried_on_its_forked_successor(
+    ws: Path,
+) -> None:
+    serve_config(ws)
+    server = Server(ws, instances=1).start()
+    try:
+        seed = time.time_ns() % 1_000_000_007
+        job_id = server.submit(sleep_graph(5.0, seed)).json()["id"]
+        wait_for(lambda: server.job(job_id)["status"] == "running", 60, "the job to run")
+        time.sleep(1.0)  # inside ComfyUI now, sleeping
+        (instance,) = server.http.get("/v1/instances").json()["instances"]
+        os.kill(instance["pid"], signal.SIGKILL)
+        (job,) = server.wait_all([job_id], 120)
+        assert (job["status"], job["attempts"]) == ("succeeded", 2)
+        assert _instance_log(ws).count(FORKED) == 2
+        assert "plain start" not in _instance_log(ws)
+    finally:
+        server.close()
+    assert comfyui_processes(ws) == []
+    assert fork_servers(ws) == []
