@@ -21,14 +21,8 @@ from comfyfleet.supervise._forklaunch import (
 )
 from comfyfleet.supervise._forkserver import ForkServer
 from comfyfleet.supervise._logs import RotatingLog
-from comfyfleet.supervise._zygote import (
-    check_request,
-    compile_tree,
-    decode,
-    encode,
-    preload,
-    use_compiled,
-)
+from comfyfleet.supervise._zygote import check_request, decode, encode
+from comfyfleet.supervise._zygote_prep import compile_tree, preload, use_compiled
 
 
 # --- messages --------------------------------------------------------------------------------

@@ -38,6 +38,12 @@ class FleetSettings(_Frozen):
     backoff_max_s: float = Field(60.0, ge=0)
     backoff_factor: float = Field(2.0, ge=1)
     backoff_reset_s: float = Field(60.0, ge=0, description="ready this long resets the backoff")
+    crash_restart_s: float = Field(
+        0.0,
+        ge=0,
+        description="wait before restarting an instance that crashed after a good run "
+        "(crashes again before backoff_reset_s back off as failed starts do)",
+    )
     stop_grace_s: float = Field(15.0, ge=0, description="SIGTERM -> SIGKILL")
     probe_interval_s: float = Field(1.0, gt=0)
     probe_timeout_s: float = Field(5.0, gt=0)
