@@ -1,11 +1,19 @@
-"""Time from `comfyfleet up` to every instance ready, against ComfyUI's own start.
+"""Time from `comfyfleet up` to every instance ready, against ComfyUI's own start; and time
+from a kill -9 of an instance to ready again, with the fork server against plain starts.
 
 Both are measured in the same run, interleaved, on the same installed workspace:
   direct:  `python main.py <the same flags>` until GET /system_stats answers (1 process)
   fleet:   `comfyfleet up --detach -n N` until it returns with every instance ready
 Goal: the fleet's start is within 1 s of ComfyUI's own (for N=1; N>1 shares the CPU).
 
+Recovery (`--recovery`, or `--only-recovery`): two fleets of one instance each run side by side
+in workspaces that share the install, one with the fork server (the default) and one with
+`fork_server: false`; each round kills the instance of one, then of the other, and times the
+kill to ready: GET /system_stats answers on the new process and the supervisor says `ready`.
+Goal: back within 1.5 s with the fork server (ComfyUI's own start: 6-11 s here).
+
 Usage: python bench/startup.py [--workspace WS] [--rounds 3] [--instances 1]
+                               [--recovery | --only-recovery]
 (default workspace: the test suite's cached install, built on first use)
 """
 
@@ -13,19 +21,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
+import psutil
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.comfyui_env import free_port_block, installed_workspace
+from tests.comfyui_env import free_port_block, installed_workspace, workspace_sharing
 
 from comfyfleet.config import load_settings
 from comfyfleet.gpus import detect_platform, plan_instances
+from comfyfleet.supervise import ControlClient
 from comfyfleet.supervise._command import comfy_argv, instance_specs
 from comfyfleet.workspace import Workspace
 
@@ -73,13 +88,90 @@ def fleet_start(ws: Path, instances: int) -> tuple[float, float]:
     return elapsed, comfy
 
 
+CF = [sys.executable, "-m", "comfyfleet"]
+
+
+def _answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/system_stats", timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _instance(control: ControlClient) -> dict[str, object]:
+    found: dict[str, object] = control.request("status")["instances"][0]
+    return found
+
+
+def kill_to_ready(ws: Path) -> tuple[float, float]:
+    """kill -9 of instance 0, to its successor answering and the supervisor calling it ready;
+    and the CPU seconds the successor spent until then (its start's own work, whatever else
+    the machine's cores were doing)."""
+    control = ControlClient(ws / "state" / "supervisor.sock")
+    old = _instance(control)
+    port = int(str(old["port"]))
+    killed = time.time()
+    os.kill(int(str(old["pid"])), signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        now = _instance(control)
+        if now["pid"] not in (None, old["pid"]) and now["state"] == "ready" and _answers(port):
+            answered = time.time()
+            cpu = psutil.Process(int(str(now["pid"]))).cpu_times()
+            return max(answered, float(str(now["ready_since"]))) - killed, cpu.user + cpu.system
+        time.sleep(0.01)
+    raise SystemExit(f"instance of {ws} not ready again after 120 s")
+
+
+def recovery(installed: Path, rounds: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="startup-bench-") as scratch:
+        fleets = {}
+        for name, fork in (("fork server", True), ("plain start", False)):
+            ws = workspace_sharing(installed, Path(scratch) / name.replace(" ", "-"))
+            fleet = {"fork_server": fork, "probe_interval_s": 0.2}
+            (ws / "comfyfleet.yaml").write_text(yaml.safe_dump({"fleet": fleet}))
+            base = str(free_port_block(1))
+            up = [*CF, "up", "-w", str(ws), "--detach", "-n", "1", "--base-port", base]
+            subprocess.run(up, check=True, capture_output=True)
+            fleets[name] = ws
+        times: dict[str, list[float]] = {name: [] for name in fleets}
+        cpus: dict[str, list[float]] = {name: [] for name in fleets}
+        try:
+            for n in range(rounds):
+                for name, ws in fleets.items():
+                    time.sleep(2.0)  # let the last start's leftovers (gc, caches) settle
+                    wall, cpu = kill_to_ready(ws)
+                    times[name].append(wall)
+                    cpus[name].append(cpu)
+                line = "  ".join(
+                    f"{name} {times[name][-1]:.2f}s (CPU {cpus[name][-1]:.2f}s)" for name in fleets
+                )
+                print(f"recovery round {n + 1}: kill -9 to ready: {line}", flush=True)
+        finally:
+            for ws in fleets.values():
+                subprocess.run([*CF, "down", "-w", str(ws)], capture_output=True)
+        fork, plain = (statistics.median(t) for t in times.values())
+        fork_cpu, plain_cpu = (statistics.median(c) for c in cpus.values())
+        print(f"median kill -9 to ready: fork server {fork:.2f}s, plain start {plain:.2f}s")
+        print(f"median CPU time of the start: fork server {fork_cpu:.2f}s, plain {plain_cpu:.2f}s")
+        print(f"ratio fork/plain: {fork / plain:.2f} (goal: fork server within 1.5 s)")
+        print(f"load average now: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workspace", type=Path)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--instances", type=int, default=1)
+    parser.add_argument("--recovery", action="store_true", help="also time kill -9 to ready")
+    parser.add_argument("--only-recovery", action="store_true", help="only time kill -9 to ready")
     args = parser.parse_args()
     ws = args.workspace or installed_workspace()
+    if args.recovery or args.only_recovery:
+        recovery(ws, args.rounds)
+    if args.only_recovery:
+        return
     direct, fleet, inner = [], [], []
     for n in range(args.rounds):
         direct.append(direct_start(ws))

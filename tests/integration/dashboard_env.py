@@ -80,6 +80,7 @@ def dashboard_env(installed: Path, root: Path) -> Iterator[DashboardEnv]:
             "extra_args": ["--preview-method", "latent2rgb"],
             "backoff_initial_s": BACKOFF_S,
             "backoff_max_s": BACKOFF_S,
+            "crash_restart_s": BACKOFF_S,
         }
         config = yaml.safe_load((ws / "comfyfleet.yaml").read_text()) | {"fleet": fleet}
         (ws / "comfyfleet.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")

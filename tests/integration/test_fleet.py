@@ -60,11 +60,9 @@ def test_two_instances_work_survive_a_kill_and_leave_nothing_behind(ws: Path) ->
         assert (ws / "output" / "it" / files[0]).is_file()
 
     os.kill(before[0]["pid"], signal.SIGKILL)
-    seen: set[str] = set()
 
     def back_ready() -> bool:
         now = status(ws)["instances"][0]
-        seen.add(now["state"])
         return now["state"] == "ready" and now["pid"] != before[0]["pid"]
 
     wait_for(back_ready, 120, "instance 0 to come back")
@@ -75,10 +73,12 @@ def test_two_instances_work_survive_a_kill_and_leave_nothing_behind(ws: Path) ->
         0,
         "ready",
     )
-    assert seen & {"backoff", "starting"}
+    # The way back, from the events: a restart through the fork server is over too soon for
+    # `status` polls to catch it in between.
     events = cli("logs", "-w", ws).stdout
     assert "instance 0: ready -> exited (exited with signal SIGKILL)" in events
     assert "instance 0: exited -> backoff" in events
+    assert "instance 0: backoff -> starting (restart 1)" in events
     _run_graphs(after[0]["port"], seed=99 + int(time.time()))
 
     pids = [i["pid"] for i in after]

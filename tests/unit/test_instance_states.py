@@ -121,6 +121,21 @@ def test_a_crash_goes_through_backoff_and_comes_back_ready(tmp_path: Path) -> No
     assert crash.reason == "exited with signal SIGKILL"
 
 
+def test_the_first_crash_restarts_at_once_and_a_second_one_backs_off(tmp_path: Path) -> None:
+    launcher = FakeLauncher(Behaviour())
+
+    async def body(sup: Supervisor, events: list[InstanceEvent]) -> None:
+        await sup.wait_settled(5)
+        launcher.processes[0].exit(-9)
+        await until(lambda: len(launcher.processes) == 2 and sup.instances[0].state == State.READY)
+        launcher.processes[1].exit(-9)
+        await until(lambda: len(launcher.processes) == 3 and sup.instances[0].state == State.READY)
+
+    events = run(tmp_path, launcher, body, backoff_initial_s=0.02, backoff_reset_s=60)
+    delays = [e.reason.rsplit("restarting in ", 1)[1] for e in events if e.new == State.BACKOFF]
+    assert delays == ["0s", "0.02s"]
+
+
 def test_a_start_that_always_fails_ends_fatal_after_the_retries(tmp_path: Path) -> None:
     launcher = FakeLauncher(Behaviour(exit_at_start=3))
 

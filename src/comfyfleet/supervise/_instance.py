@@ -214,7 +214,14 @@ class Instance:
                 self.restarts += 1
                 return not self._stop.is_set()
         s = self.settings
-        delay = min(s.backoff_max_s, s.backoff_initial_s * s.backoff_factor**self._streak)
+        # The first crash after a good run restarts at once (crash_restart_s); later ones wait
+        # as failed starts do.
+        step = self._streak - 1 if outcome.kind == "crashed" else self._streak
+        delay = (
+            s.crash_restart_s
+            if step < 0
+            else min(s.backoff_max_s, s.backoff_initial_s * s.backoff_factor**step)
+        )
         self._streak += 1
         self._set(State.BACKOFF, f"{outcome.reason}; restarting in {delay:.3g}s")
         self._wake.clear()

@@ -71,7 +71,7 @@ class _Child:
             pass
 
 
-async def _pump_output(stream: asyncio.StreamReader, log: RotatingLog) -> None:
+async def pump_output(stream: asyncio.StreamReader, log: RotatingLog) -> None:
     while True:
         try:
             line = await stream.readline()
@@ -85,8 +85,14 @@ async def _pump_output(stream: asyncio.StreamReader, log: RotatingLog) -> None:
 class SubprocessLauncher:
     """Launches real processes."""
 
-    def __init__(self, preexec: Callable[[], None] | None = _die_with_parent) -> None:
+    def __init__(
+        self,
+        preexec: Callable[[], None] | None = _die_with_parent,
+        *,
+        pass_fds: Sequence[int] = (),
+    ) -> None:
         self._preexec = preexec
+        self._pass_fds = tuple(pass_fds)
 
     async def spawn(
         self, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, log: RotatingLog
@@ -100,8 +106,9 @@ class SubprocessLauncher:
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
             preexec_fn=self._preexec,
+            pass_fds=self._pass_fds,
             limit=1 << 20,
         )
         assert proc.stdout is not None
-        pump = asyncio.create_task(_pump_output(proc.stdout, log), name=f"log-pump-{proc.pid}")
+        pump = asyncio.create_task(pump_output(proc.stdout, log), name=f"log-pump-{proc.pid}")
         return _Child(proc, pump)

@@ -21,6 +21,7 @@ from comfyfleet.gpus import InstancePlan, Platform, detect_platform, plan_instan
 from comfyfleet.supervise._attached import attached_specs
 from comfyfleet.supervise._command import instance_specs
 from comfyfleet.supervise._control import ControlServer, check_socket_path
+from comfyfleet.supervise._forklaunch import DEFAULT_PRELOAD, ForkLauncher
 from comfyfleet.supervise._logs import RotatingLog
 from comfyfleet.supervise._probe import HttpProber, Prober
 from comfyfleet.supervise._process import Launcher, SubprocessLauncher
@@ -122,10 +123,27 @@ async def run_fleet(
         write_extra_model_paths(
             ws.extra_model_paths, ws.models_dir, ws.custom_nodes_dir, ws.model_folders
         )
-        supervisor = build_supervisor(fleet, ws, platform=platform, warmup=warmup)
-        await _serve(supervisor, ws, fleet, on_event, on_started, attach)
+        launcher = fork_launcher(fleet, ws)
+        supervisor = build_supervisor(
+            fleet, ws, platform=platform, warmup=warmup, launcher=launcher
+        )
+        await _serve(supervisor, ws, fleet, on_event, on_started, attach, launcher)
     finally:
         lock.release()
+
+
+def fork_launcher(fleet: FleetSettings, ws: Workspace) -> ForkLauncher | None:
+    """The launcher that forks instances from a fork server, unless `fleet.fork_server` is off
+    (its log: `logs/fork-server.log`)."""
+    if not fleet.fork_server:
+        return None
+    return ForkLauncher(
+        log_path=ws.logs_dir / "fork-server.log",
+        log_max_bytes=fleet.log_max_bytes,
+        log_backups=fleet.log_backups,
+        preload=(*DEFAULT_PRELOAD, *fleet.fork_server_preload),
+        ready_timeout_s=fleet.startup_timeout_s,
+    )
 
 
 async def _serve(
@@ -135,6 +153,7 @@ async def _serve(
     on_event: Callable[[InstanceEvent], None] | None,
     on_started: Callable[[Supervisor, Callable[[], None]], None] | None,
     attach: Attach | None,
+    launcher: ForkLauncher | None,
 ) -> None:
     events_log = RotatingLog(
         ws.supervisor_log,
@@ -179,6 +198,8 @@ async def _serve(
         events_log.line("stopping all instances")
         await supervisor.stop()
     finally:
+        if launcher is not None:  # after the instances, which die with the fork server
+            await launcher.aclose()
         stopped.set()
         await asyncio.sleep(0.05)  # let a pending `down` reply go out
         await control.close()

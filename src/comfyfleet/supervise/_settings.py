@@ -38,11 +38,26 @@ class FleetSettings(_Frozen):
     backoff_max_s: float = Field(60.0, ge=0)
     backoff_factor: float = Field(2.0, ge=1)
     backoff_reset_s: float = Field(60.0, ge=0, description="ready this long resets the backoff")
+    crash_restart_s: float = Field(
+        0.0,
+        ge=0,
+        description="wait before restarting an instance that crashed after a good run "
+        "(crashes again before backoff_reset_s back off as failed starts do)",
+    )
     stop_grace_s: float = Field(15.0, ge=0, description="SIGTERM -> SIGKILL")
     probe_interval_s: float = Field(1.0, gt=0)
     probe_timeout_s: float = Field(5.0, gt=0)
     unhealthy_after_s: float = Field(
         60.0, gt=0, description="a ready instance that stops answering this long is restarted"
+    )
+    fork_server: bool = Field(
+        True,
+        description="start instances by forking a process that has imported ComfyUI's "
+        "libraries already (Linux): a restart then takes about a second; off: each start "
+        "is ComfyUI's own",
+    )
+    fork_server_preload: tuple[str, ...] = Field(
+        (), description="more modules for the fork server to import (`module` or `module:name`)"
     )
     database: Literal["memory", "per-instance"] = "memory"
     log_max_bytes: int = Field(10 * 1024 * 1024, ge=1024)
