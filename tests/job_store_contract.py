@@ -20,6 +20,7 @@ from comfyfleet.jobs import (
     Job,
     JobConflict,
     JobNotFound,
+    JobOptions,
     JobStatus,
     JobStore,
     JobStoreError,
@@ -648,14 +649,14 @@ def test_options_travel_with_the_job(store: JobStore) -> None:
     options = {"webhook": {"url": "https://example.com/hook", "events": None}, "timeout_s": 30}
 
     async def go() -> tuple[Job, Job]:
-        stored, _ = await store.enqueue(new("opt", options=options))
+        stored, _ = await store.enqueue(new("opt", options=JobOptions.from_json(options)))
         claimed = await store.claim("w", lease_s=10)
         assert claimed is not None
         return stored, claimed
 
     stored, claimed = run(go())
-    assert stored.options == options == claimed.options
-    assert run(store.get("opt")).options == options
+    assert stored.options.to_json() == options == claimed.options.to_json()
+    assert run(store.get("opt")).options.to_json() == options
 
 
 def test_a_claim_records_where_the_job_runs_in_the_same_write(store: JobStore) -> None:
@@ -747,7 +748,9 @@ async def _ended(store: JobStore) -> dict[str, Job]:
     while queued; d: queued; e: running. Names with non-ASCII text, so bytes are not characters."""
     graph = {"1": {"class_type": "CLIPTextEncode", "inputs": {"text": "un café à Zürich"}}}
     for i, job_id in enumerate("abcde"):
-        await store.enqueue(NewJob(id=job_id, workflow=graph, options={"n": i}), now=10.0 + i)
+        await store.enqueue(
+            NewJob(id=job_id, workflow=graph, options=JobOptions.from_json({"n": i})), now=10.0 + i
+        )
     a = await store.claim("w", lease_s=1e6, now=20.0)
     b = await store.claim("w", lease_s=1e6, now=21.0)
     assert a is not None and b is not None and (a.id, b.id) == ("a", "b")
@@ -774,7 +777,7 @@ def test_finished_jobs_are_listed_by_end_with_what_they_hold(store: JobStore) ->
             job, events = await store.get(item.id), await store.events(item.id)
             assert item.seq == job.seq
             assert item.events == len(events) and item.last_event == events[-1].seq
-            stored = (job.workflow, job.options, job.outputs, job.error, job.progress)
+            stored = (job.workflow, job.options.to_json(), job.outputs, job.error, job.progress)
             assert item.bytes == _stored_size(*stored)
             assert item.event_bytes == _stored_size(*(e.data for e in events))
         assert (found[2].events, found[1].events) == (4, 3)  # queued, running, progress, done

@@ -9,9 +9,11 @@ from typing import Any
 from comfyfleet.jobs import (
     Dispatcher,
     DispatcherSettings,
+    JobOptions,
     JobStatus,
     MemoryJobStore,
     NewJob,
+    Timeouts,
 )
 from comfyfleet.supervise import InstanceEvent, State
 from tests.unit.fake_comfy import FakeComfy
@@ -218,7 +220,9 @@ def test_queued_jobs_past_their_queue_timeout_fail_with_timeout() -> None:
         dispatcher = Dispatcher(store, DispatcherSettings(limits=limits))
         await store.enqueue(NewJob(id="old", workflow=graph(sleep())), now=1000.0)
         await store.enqueue(
-            NewJob(id="own", workflow=graph(sleep()), options={"timeouts": {"queued_s": 5}}),
+            NewJob(
+                id="own", workflow=graph(sleep()), options=JobOptions(timeouts=Timeouts(queued_s=5))
+            ),
             now=1090.0,
         )
         await store.enqueue(NewJob(id="fresh", workflow=graph(sleep())), now=1090.0)

@@ -7,7 +7,7 @@ import mimetypes
 from pathlib import Path
 from typing import Any
 
-from comfyfleet.jobs import Job
+from comfyfleet.jobs import Job, JobOptions
 from comfyfleet.storage import Storage
 
 
@@ -35,7 +35,7 @@ def job_view(
         if job.finished_at is not None:
             timings["running_s"] = round(job.finished_at - job.started_at, 4)
     outputs = [dict(o) for o in job.outputs]
-    if storage is not None and job.options.get("storage", "default") == "default":
+    if storage is not None and (job.options.storage or "default") == "default":
         for output in outputs:
             if isinstance(output.get("key"), str):
                 output["url"] = storage.url_for(output["key"])
@@ -71,8 +71,10 @@ def _inline(output: dict[str, Any], job_dir: Path) -> None:
         output["base64"] = base64.b64encode(path.read_bytes()).decode()
 
 
-def _shown_options(options: dict[str, Any]) -> dict[str, Any]:
-    shown = {name: value for name, value in options.items() if name != "webhook"}
-    if isinstance(options.get("webhook"), dict):
-        shown["webhook"] = {"events": options["webhook"].get("events")}
+def _shown_options(options: JobOptions) -> dict[str, Any]:
+    """The options less the webhook's URL (it may hold a secret): only its events show."""
+    shown = options.to_json()
+    shown.pop("webhook", None)
+    if options.webhook is not None:
+        shown["webhook"] = {"events": options.webhook.to_json()["events"]}
     return shown

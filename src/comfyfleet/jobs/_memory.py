@@ -30,6 +30,7 @@ from comfyfleet.jobs._model import (
     NewJob,
     QueueFull,
 )
+from comfyfleet.jobs._options import JobOptions
 from comfyfleet.jobs._routing import Affinity, best_claim, plain_order
 from comfyfleet.jobs._store import EventWaiters, wait_for_any_events, wait_for_events
 
@@ -61,7 +62,11 @@ class MemoryJobStore(MemoryRetention):
                 return _out(existing), False
             if max_queued is not None and self._count(JobStatus.QUEUED) >= max_queued:
                 raise QueueFull(max_queued)
-            new = replace(job, workflow=_json_copy(job.workflow), options=_json_copy(job.options))
+            new = replace(
+                job,
+                workflow=_json_copy(job.workflow),
+                options=JobOptions.from_json(_json_copy(job.options.to_json())),
+            )
             self._job_seq += 1
             change = rules.created(new, seq=self._job_seq, now=_now(now))
             if new.owner is not None:

@@ -79,7 +79,9 @@ class MemoryRetention:
             status=job.status,
             finished_at=job.finished_at,
             events=len(events),
-            bytes=stored_bytes(job.workflow, job.options, job.outputs, job.error, job.progress),
+            bytes=stored_bytes(
+                job.workflow, job.options.to_json(), job.outputs, job.error, job.progress
+            ),
             event_bytes=stored_bytes(*(event.data for event in events)),
             last_event=events[-1].seq if events else 0,
         )

@@ -46,6 +46,7 @@ from comfyfleet.jobs._model import (
     NewJob,
     QueueFull,
 )
+from comfyfleet.jobs._options import JobOptions
 from comfyfleet.jobs._pglisten import Listener
 from comfyfleet.jobs._postgres_events import BEGIN, COMMIT, PostgresEventLog
 from comfyfleet.jobs._postgres_retention import PostgresRetention
@@ -105,7 +106,7 @@ class PostgresJobStore(PostgresEventLog, PostgresRetention):
         self, job: NewJob, *, max_queued: int | None = None, now: float | None = None
     ) -> tuple[Job, bool]:
         change = rules.created(job, seq=0, now=clock(now))
-        workflow, options = dump(job.workflow), dump(job.options)
+        workflow, options = dump(job.workflow), dump(job.options.to_json())
         row = {"id": job.id, "workflow": workflow, "priority": job.priority, "owner": job.owner}
         row |= {"max_attempts": job.max_attempts, "created_at": change.job.created_at}
         row |= {"request_hash": job.request_hash, "options": options, "max_queued": max_queued}
@@ -121,7 +122,9 @@ class PostgresJobStore(PostgresEventLog, PostgresRetention):
 
         inserted, existing = await self._db.run(insert)
         if inserted is not None:
-            stored = replace(change.job, workflow=_load(workflow), options=_load(options))
+            stored = replace(
+                change.job, workflow=_load(workflow), options=JobOptions.from_json(_load(options))
+            )
             return replace(stored, seq=inserted["job_seq"]), True
         if existing is None:
             assert max_queued is not None

@@ -23,12 +23,6 @@ from comfyfleet.models import (
     required_models,
 )
 
-INSTALL_PRESET = "install_preset"
-"""The option of a job that installs a model preset instead of running a graph."""
-INSTALL_MODEL = "install_model"
-"""The option of a job that downloads one model file (`{source, type, filename?, size?,
-sha256?}`, checked when the job was made) instead of running a graph."""
-
 
 def _public(result: DownloadResult) -> dict[str, Any]:
     """What a client may see of a finished download (not its source: it may carry a token)."""
@@ -94,8 +88,7 @@ class ModelFetch:
     _last: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def needed(self, job: Job) -> bool:
-        installs = INSTALL_PRESET in job.options or INSTALL_MODEL in job.options
-        return installs or bool(required_models(job.workflow))
+        return job.options.installs or bool(required_models(job.workflow))
 
     async def __call__(self, job: Job, store: JobStore) -> dict[str, Any]:
         async def on_progress(progress: DownloadProgress) -> None:
@@ -127,11 +120,11 @@ class ModelFetch:
 
     async def _install(self, job: Job, on_progress: Any) -> list[DownloadResult] | None:
         """The files a model install job downloaded; None for a job that runs a graph."""
-        preset = job.options.get(INSTALL_PRESET)
-        if isinstance(preset, str):
+        preset = job.options.install_preset
+        if preset is not None:
             return await self.library.install_preset(preset, on_progress=on_progress)
-        model = job.options.get(INSTALL_MODEL)
-        if not isinstance(model, dict):
+        model = job.options.install_model
+        if model is None:
             return None
         return await self.library.install_source(
             str(model["source"]),

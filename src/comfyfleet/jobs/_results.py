@@ -15,12 +15,13 @@ import hashlib
 import logging
 import mimetypes
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, cast
 
 from comfyfleet.jobs._model import Job
+from comfyfleet.jobs._options import JobOptions
 from comfyfleet.storage import (
     ImageFormat,
     LocalStorage,
@@ -33,7 +34,7 @@ from comfyfleet.storage import (
 
 log = logging.getLogger("comfyfleet.jobs")
 
-StorageChooser = Callable[[Mapping[str, Any]], Storage]
+StorageChooser = Callable[[JobOptions], Storage]
 """The backend for a job, from its options: the default one, or one the job names."""
 
 
@@ -128,11 +129,11 @@ def _describe_in_place(
     return StoredObject(key, storage.url_for(key), content_type, size, digest.hexdigest())
 
 
-def _conversion(options: Mapping[str, Any]) -> tuple[ImageFormat, int] | None:
-    convert = options.get("convert")
-    if not isinstance(convert, Mapping):
+def _conversion(options: JobOptions) -> tuple[ImageFormat, int] | None:
+    convert = options.convert
+    if convert is None:
         return None
-    return cast(ImageFormat, convert["format"]), int(convert.get("quality", 85))
+    return cast(ImageFormat, convert.format), convert.quality
 
 
 def storage_error(exc: StorageError) -> dict[str, Any]:

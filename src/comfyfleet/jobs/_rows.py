@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from comfyfleet.jobs._model import FinishedJob, Job, JobEnding, JobEvent, JobStatus
+from comfyfleet.jobs._options import JobOptions
 
 JSON_FIELDS = ("workflow", "progress", "outputs", "error", "options")
 
@@ -44,6 +45,7 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
             fields[name] = load(fields[name])
     models = fields.get("models") or ()
     fields["models"] = tuple(load(models) if isinstance(models, str) else models)
+    fields["options"] = JobOptions.from_json(fields["options"])
     fields["status"] = JobStatus(fields["status"])
     fields["cancel_requested"] = bool(fields["cancel_requested"])
     return Job(**fields)

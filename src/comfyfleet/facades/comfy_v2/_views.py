@@ -178,9 +178,9 @@ def v2_job(
         "create_time": iso(job.created_at),
         "update_time": iso(job.finished_at or job.started_at or job.queued_at),
     }
-    labels = job.options.get("metadata")
-    if isinstance(labels, dict):
-        view["metadata"] = labels
+    labels = job.options.metadata
+    if labels is not None:
+        view["metadata"] = dict(labels)
     if job.priority:
         view["priority"] = job.priority
     return view
