@@ -21,6 +21,7 @@ from comfyfleet.jobs import (
     JobConflict,
     JobNotFound,
     JobOptions,
+    JobOutput,
     JobStatus,
     JobStore,
     JobStoreError,
@@ -175,7 +176,7 @@ def test_only_the_owner_completes_and_a_stranger_changes_nothing(store: JobStore
         await fill(store, 1)
         job = await store.claim("owner", lease_s=30)
         assert job is not None
-        outputs = [{"node": "9", "filename": "a.png"}]
+        outputs = [JobOutput(node_id="9", filename="a.png", others={"extra": [1]})]
         assert await store.complete(job.id, "stranger", outputs) is None
         assert await store.fail(job.id, "stranger", BOOM, retryable=False) is None
         assert await store.mark_cancelled(job.id, "stranger") is None
@@ -389,7 +390,7 @@ def test_a_late_end_of_an_earlier_attempt_by_the_same_worker_is_refused(store: J
         second = await store.claim("agent", lease_s=10, now=3012.0)
         assert second is not None and second.id == first.id and second.attempts == 2
         old = {"code": "instance_lost", "message": "late", "retryable": True}
-        late = [{"node": "9", "filename": "late.png"}]
+        late = [JobOutput(node_id="9", filename="late.png")]
         assert await store.fail(first.id, "agent", old, retryable=True, attempt=1) is None
         assert await store.complete(first.id, "agent", late, attempt=1) is None
         assert (await store.get(first.id)).status is JobStatus.RUNNING
@@ -755,7 +756,7 @@ async def _ended(store: JobStore) -> dict[str, Job]:
     b = await store.claim("w", lease_s=1e6, now=21.0)
     assert a is not None and b is not None and (a.id, b.id) == ("a", "b")
     await store.publish("a", "progress", {"value": 1, "max": 2, "node": "é"}, now=30.0)
-    await store.complete("a", "w", [{"filename": "a.png", "path": "a.png"}], now=100.0)
+    await store.complete("a", "w", [JobOutput(filename="a.png", path="a.png")], now=100.0)
     await store.fail("b", "w", BOOM, retryable=False, now=50.0)
     await store.cancel("c", now=200.0)
     assert (await store.claim("w", lease_s=1e6, now=22.0) or new("x")).id == "d"
@@ -777,7 +778,8 @@ def test_finished_jobs_are_listed_by_end_with_what_they_hold(store: JobStore) ->
             job, events = await store.get(item.id), await store.events(item.id)
             assert item.seq == job.seq
             assert item.events == len(events) and item.last_event == events[-1].seq
-            stored = (job.workflow, job.options.to_json(), job.outputs, job.error, job.progress)
+            outputs = [o.to_json() for o in job.outputs]
+            stored = (job.workflow, job.options.to_json(), outputs, job.error, job.progress)
             assert item.bytes == _stored_size(*stored)
             assert item.event_bytes == _stored_size(*(e.data for e in events))
         assert (found[2].events, found[1].events) == (4, 3)  # queued, running, progress, done

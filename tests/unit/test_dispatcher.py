@@ -99,8 +99,8 @@ def test_jobs_spread_over_both_instances_and_complete_once() -> None:
         assert all(j.attempts == 1 for j in jobs)
         assert sum(len(f.ran) for f in fakes) == 20  # none ran twice
         first = jobs[0].outputs[0]
-        assert first["url"] == "/v1/outputs/j0/cat_00001_.png"
-        assert first["kind"] == "images"
+        assert first.url == "/v1/outputs/j0/cat_00001_.png"
+        assert first.kind == "images"
 
     run(body)
 

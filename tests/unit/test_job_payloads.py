@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from comfyfleet.jobs import Conversion, JobOptions, Timeouts, WebhookOption
+from comfyfleet.jobs import Conversion, JobOptions, JobOutput, Timeouts, WebhookOption
 
 EVERY_OPTION: dict[str, Any] = {
     "webhook": {"url": "https://hooks.example/x", "events": ["job.failed", "job.succeeded"]},
@@ -105,3 +105,58 @@ def test_a_facade_adds_its_fields_after_the_gateways() -> None:
     facade = gateway.but(comfyui={"client_id": None, "number": 1}, extra_data={"k": 1})
     assert gateway == JobOptions(storage="archive")
     assert list(facade.to_json()) == ["storage", "comfyui", "extra_data"]
+
+
+PUBLISHED: dict[str, Any] = {
+    "node_id": "9",
+    "kind": "images",
+    "filename": "cat_00001_.webp",
+    "subfolder": "j1",
+    "type": "output",
+    "path": "cat_00001_.webp",
+    "url": "/v1/outputs/j1/cat_00001_.webp",
+    "store_s": 0.000412,
+    "key": "j1/cat_00001_.webp",
+    "content_type": "image/webp",
+    "size": 1234,
+    "sha256": "ab" * 32,
+}
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        PUBLISHED,
+        {"node_id": "12", "kind": "text", "text": "a cat"},
+        {"kind": "model", "file": "v1.safetensors", "size": 9, "sha256": None, "skipped": True},
+        {"node_id": "9", "kind": "images", "filename": "x.png", "subfolder": "", "type": "temp"},
+    ],
+)
+def test_an_output_reads_and_writes_back_byte_for_byte(stored: dict[str, Any]) -> None:
+    text = json.dumps(stored, separators=(",", ":"))
+    output = JobOutput.from_json(json.loads(text))
+    assert json.dumps(output.to_json(), separators=(",", ":")) == text
+    assert JobOutput.from_json(output.to_json()) == output
+
+
+def test_a_published_output_is_read_by_attribute() -> None:
+    output = JobOutput.from_json(PUBLISHED)
+    assert (output.key, output.size, output.content_type) == (
+        "j1/cat_00001_.webp",
+        1234,
+        "image/webp",
+    )
+    assert output.others == {}
+
+
+def test_output_fields_of_another_version_or_type_are_kept_aside() -> None:
+    stored = {"filename": "a.png", "size": "12", "skipped": 1, "blurhash": "LEHV6n"}
+    output = JobOutput.from_json(stored)
+    assert output.filename == "a.png" and output.size is None and output.skipped is None
+    assert output.others == {"size": "12", "skipped": 1, "blurhash": "LEHV6n"}
+    assert output.to_json() == stored
+
+
+def test_a_size_is_a_number_not_a_flag() -> None:
+    assert JobOutput.from_json({"size": True}).size is None
+    assert JobOutput.from_json({"skipped": False}).skipped is False

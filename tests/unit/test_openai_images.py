@@ -29,7 +29,7 @@ from comfyfleet.facades.openai import (
     openai_router,
 )
 from comfyfleet.gateway import ServeSettings, Service, create_app
-from comfyfleet.jobs import Job, JobStatus, MemoryJobStore, MemoryRegistry, NewJob
+from comfyfleet.jobs import Job, JobOutput, JobStatus, MemoryJobStore, MemoryRegistry, NewJob
 from comfyfleet.templates import TemplateFileError, TemplateLibrary, parse_text
 
 PREFIX = "/openai/v1"
@@ -167,7 +167,7 @@ class Gateway:
         if isinstance(result, dict):
             await store.fail(job.id, "w1", result, retryable=False)
         else:
-            await store.complete(job.id, "w1", result)
+            await store.complete(job.id, "w1", [JobOutput.from_json(o) for o in result])
 
     def _images(self, job: Job) -> list[dict[str, Any]]:
         node = job.workflow["1"]["inputs"]

@@ -34,7 +34,7 @@ def job_view(
         timings["queued_s"] = round(job.started_at - job.queued_at, 4)
         if job.finished_at is not None:
             timings["running_s"] = round(job.finished_at - job.started_at, 4)
-    outputs = [dict(o) for o in job.outputs]
+    outputs = [o.to_json() for o in job.outputs]
     if storage is not None and (job.options.storage or "default") == "default":
         for output in outputs:
             if isinstance(output.get("key"), str):

@@ -46,6 +46,7 @@ from comfyfleet.jobs._model import (
 )
 from comfyfleet.jobs._open import open_registry, open_store
 from comfyfleet.jobs._options import Conversion, JobOptions, Timeouts, WebhookOption
+from comfyfleet.jobs._outputs import JobOutput
 from comfyfleet.jobs._postgres import PostgresJobStore
 from comfyfleet.jobs._prepare import ModelFetch, PrepareFailed, Preparer
 from comfyfleet.jobs._remote import RemoteFolders
@@ -83,6 +84,7 @@ __all__ = [
     "JobLimits",
     "JobNotFound",
     "JobOptions",
+    "JobOutput",
     "JobStatus",
     "JobStore",
     "JobStoreError",

@@ -31,6 +31,7 @@ from comfyfleet.jobs._model import (
     QueueFull,
 )
 from comfyfleet.jobs._options import JobOptions
+from comfyfleet.jobs._outputs import JobOutput, outputs_from_json, outputs_to_json
 from comfyfleet.jobs._routing import Affinity, best_claim, plain_order
 from comfyfleet.jobs._store import EventWaiters, wait_for_any_events, wait_for_events
 
@@ -192,13 +193,13 @@ class MemoryJobStore(MemoryRetention):
         self,
         job_id: str,
         worker: str,
-        outputs: list[dict[str, Any]],
+        outputs: list[JobOutput],
         *,
         now: float | None = None,
         details: dict[str, Any] | None = None,
         attempt: int | None = None,
     ) -> Job | None:
-        rule = partial(rules.completed, outputs=_json_copy(outputs), details=_json_copy(details))
+        rule = partial(rules.completed, outputs=_outputs_copy(outputs), details=_json_copy(details))
         return await self._change_held(job_id, worker, now, rule, attempt)
 
     async def fail(
@@ -351,11 +352,15 @@ def _json_copy(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
+def _outputs_copy(outputs: list[JobOutput]) -> list[JobOutput]:
+    return outputs_from_json(_json_copy(outputs_to_json(outputs)))
+
+
 def _out(job: Job) -> Job:
     return replace(
         job,
         workflow=_json_copy(job.workflow),
         progress=_json_copy(job.progress),
-        outputs=_json_copy(job.outputs),
+        outputs=_outputs_copy(job.outputs),
         error=_json_copy(job.error),
     )

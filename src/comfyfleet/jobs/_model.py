@@ -20,6 +20,7 @@ from typing import Any
 
 from comfyfleet.errors import ComfyfleetError
 from comfyfleet.jobs._options import JobOptions
+from comfyfleet.jobs._outputs import JobOutput, outputs_to_json
 
 
 class JobStatus(StrEnum):
@@ -75,7 +76,7 @@ class Job:
     instance: int | None
     prompt_id: str | None
     progress: dict[str, Any] | None
-    outputs: list[dict[str, Any]]
+    outputs: list[JobOutput]
     error: dict[str, Any] | None
     cancel_requested: bool
     request_hash: str
@@ -96,6 +97,7 @@ class Job:
         data["status"] = str(self.status)
         data["models"] = list(self.models)
         data["options"] = self.options.to_json()
+        data["outputs"] = outputs_to_json(self.outputs)
         return data
 
 

@@ -111,6 +111,8 @@ class JobOptions:
             value = getattr(self, name)
             if value is not None:
                 out[name] = value.to_json() if hasattr(value, "to_json") else _plain(value)
+            elif name in self.others:
+                out[name] = self.others[name]  # kept as stored, in its place
         for name, value in self.others.items():
             if name != "retry_of":
                 out.setdefault(name, value)

@@ -47,6 +47,7 @@ from comfyfleet.jobs._model import (
     QueueFull,
 )
 from comfyfleet.jobs._options import JobOptions
+from comfyfleet.jobs._outputs import JobOutput
 from comfyfleet.jobs._pglisten import Listener
 from comfyfleet.jobs._postgres_events import BEGIN, COMMIT, PostgresEventLog
 from comfyfleet.jobs._postgres_retention import PostgresRetention
@@ -265,7 +266,7 @@ class PostgresJobStore(PostgresEventLog, PostgresRetention):
         self,
         job_id: str,
         worker: str,
-        outputs: list[dict[str, Any]],
+        outputs: list[JobOutput],
         *,
         now: float | None = None,
         details: dict[str, Any] | None = None,

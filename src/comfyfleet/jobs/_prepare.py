@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from comfyfleet.jobs._model import Job
+from comfyfleet.jobs._outputs import JobOutput
 from comfyfleet.jobs._store import JobStore
 from comfyfleet.models import (
     DownloadError,
@@ -24,14 +25,16 @@ from comfyfleet.models import (
 )
 
 
-def _public(result: DownloadResult) -> dict[str, Any]:
+def _public(result: DownloadResult) -> JobOutput:
     """What a client may see of a finished download (not its source: it may carry a token)."""
-    return {
-        "file": result.path.name,
-        "size": result.size,
-        "sha256": result.sha256,
-        "skipped": result.skipped,
-    }
+    return JobOutput(
+        kind="model",
+        file=result.path.name,
+        size=result.size,
+        sha256=result.sha256,
+        skipped=result.skipped,
+        others={} if result.sha256 is not None else {"sha256": None},  # shown as null
+    )
 
 
 class PrepareFailed(Exception):
@@ -46,7 +49,7 @@ class PrepareFailed(Exception):
 class NothingToRun(Exception):
     """The job was all preparation (a preset install): it is done without ComfyUI."""
 
-    def __init__(self, outputs: list[dict[str, Any]]) -> None:
+    def __init__(self, outputs: list[JobOutput]) -> None:
         super().__init__("nothing to run")
         self.outputs = outputs
 
@@ -103,7 +106,7 @@ class ModelFetch:
         try:
             results = await self._install(job, on_progress)
             if results is not None:
-                raise NothingToRun([{"kind": "model"} | _public(result) for result in results])
+                raise NothingToRun([_public(result) for result in results])
             return await self.library.ensure(job.workflow, on_progress=on_progress)
         except ModelMissing as exc:
             error = {"code": "model_missing", "retryable": False, "message": exc.message}

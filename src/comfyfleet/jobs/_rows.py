@@ -15,6 +15,7 @@ import orjson
 
 from comfyfleet.jobs._model import FinishedJob, Job, JobEnding, JobEvent, JobStatus
 from comfyfleet.jobs._options import JobOptions
+from comfyfleet.jobs._outputs import outputs_from_json, outputs_to_json
 
 JSON_FIELDS = ("workflow", "progress", "outputs", "error", "options")
 
@@ -32,7 +33,7 @@ def mutable_columns(job: Job) -> dict[str, Any]:
         "instance": job.instance,
         "prompt_id": job.prompt_id,
         "progress": None if job.progress is None else dump(job.progress),
-        "outputs": dump(job.outputs),
+        "outputs": dump(outputs_to_json(job.outputs)),
         "error": None if job.error is None else dump(job.error),
         "cancel_requested": int(job.cancel_requested),
     }
@@ -46,6 +47,7 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
     models = fields.get("models") or ()
     fields["models"] = tuple(load(models) if isinstance(models, str) else models)
     fields["options"] = JobOptions.from_json(fields["options"])
+    fields["outputs"] = outputs_from_json(fields["outputs"])
     fields["status"] = JobStatus(fields["status"])
     fields["cancel_requested"] = bool(fields["cancel_requested"])
     return Job(**fields)

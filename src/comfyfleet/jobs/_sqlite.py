@@ -38,6 +38,7 @@ from comfyfleet.jobs._model import (
     QueueFull,
 )
 from comfyfleet.jobs._options import JobOptions
+from comfyfleet.jobs._outputs import JobOutput
 from comfyfleet.jobs._routing import Affinity, claim_params
 from comfyfleet.jobs._rows import clock as _now
 from comfyfleet.jobs._rows import dump as _dump
@@ -208,7 +209,7 @@ class SqliteJobStore(SqliteRetention):
         self,
         job_id: str,
         worker: str,
-        outputs: list[dict[str, Any]],
+        outputs: list[JobOutput],
         *,
         now: float | None = None,
         details: dict[str, Any] | None = None,

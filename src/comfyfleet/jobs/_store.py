@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
 
 from comfyfleet.jobs._model import FinishedJob, Job, JobEnding, JobEvent, JobStatus, NewJob
+from comfyfleet.jobs._outputs import JobOutput
 from comfyfleet.jobs._routing import Affinity
 
 
@@ -100,7 +101,7 @@ class JobStore(Protocol):
         self,
         job_id: str,
         worker: str,
-        outputs: list[dict[str, Any]],
+        outputs: list[JobOutput],
         *,
         now: float | None = None,
         details: dict[str, Any] | None = None,

@@ -13,7 +13,6 @@ from typing import Any
 
 from comfyfleet.jobs import Job, JobStatus
 
-_OUTPUT_KEYS = ("filename", "subfolder", "type")
 _FAILED_STATUS = {
     JobStatus.SUCCEEDED: "success",
     JobStatus.FAILED: "error",
@@ -70,12 +69,16 @@ def node_outputs(job: Job) -> dict[str, dict[str, list[Any]]]:
     """The job's outputs grouped as ComfyUI's history has them: node id -> kind -> items."""
     grouped: dict[str, dict[str, list[Any]]] = {}
     for output in job.outputs:
-        node = str(output.get("node_id"))
-        kind = str(output.get("kind") or "images")
+        node = str(output.node_id)
+        kind = output.kind or "images"
         if kind == "text":
-            item: Any = output.get("text")
+            item: Any = output.text
         else:
-            item = {key: output.get(key, "") for key in _OUTPUT_KEYS}
+            item = {
+                "filename": output.filename or "",
+                "subfolder": output.subfolder or "",
+                "type": output.type or "",
+            }
         grouped.setdefault(node, {}).setdefault(kind, []).append(item)
     return grouped
 
