@@ -22,6 +22,7 @@ from comfyfleet.jobs import (
     JobNotFound,
     JobOptions,
     JobOutput,
+    JobProgress,
     JobStatus,
     JobStore,
     JobStoreError,
@@ -205,13 +206,10 @@ def test_set_running_info_updates_only_what_is_given(store: JobStore) -> None:
         job = await store.claim("w", lease_s=30)
         assert job is not None
         assert await store.set_running_info(job.id, "w", instance=2, prompt_id="p1")
-        assert await store.set_running_info(job.id, "w", progress={"value": 3, "max": 10})
+        progress = JobProgress.of("4", 3, 10)
+        assert await store.set_running_info(job.id, "w", progress=progress)
         stored = await store.get(job.id)
-        assert (stored.instance, stored.prompt_id, stored.progress) == (
-            2,
-            "p1",
-            {"value": 3, "max": 10},
-        )
+        assert (stored.instance, stored.prompt_id, stored.progress) == (2, "p1", progress)
         assert not await store.set_running_info("nope", "w", instance=1)
 
     run(scenario())
@@ -222,7 +220,9 @@ def test_a_retryable_failure_requeues_until_attempts_run_out(store: JobStore) ->
         await store.enqueue(new("a", max_attempts=2), now=1.0)
         job = await store.claim("w", lease_s=30, now=2.0)
         assert job is not None
-        await store.set_running_info("a", "w", instance=1, prompt_id="p", progress={"value": 1})
+        await store.set_running_info(
+            "a", "w", instance=1, prompt_id="p", progress=JobProgress.of(None, 1, 1)
+        )
         retried = await store.fail("a", "w", BOOM, retryable=True, now=3.0)
         assert retried is not None
         assert (retried.status, retried.attempts, retried.queued_at, retried.error) == (
@@ -779,7 +779,8 @@ def test_finished_jobs_are_listed_by_end_with_what_they_hold(store: JobStore) ->
             assert item.seq == job.seq
             assert item.events == len(events) and item.last_event == events[-1].seq
             outputs = [o.to_json() for o in job.outputs]
-            stored = (job.workflow, job.options.to_json(), outputs, job.error, job.progress)
+            progress = None if job.progress is None else job.progress.to_json()
+            stored = (job.workflow, job.options.to_json(), outputs, job.error, progress)
             assert item.bytes == _stored_size(*stored)
             assert item.event_bytes == _stored_size(*(e.data for e in events))
         assert (found[2].events, found[1].events) == (4, 3)  # queued, running, progress, done

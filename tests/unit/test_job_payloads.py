@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from comfyfleet.jobs import Conversion, JobOptions, JobOutput, Timeouts, WebhookOption
+from comfyfleet.jobs import (
+    Conversion,
+    JobOptions,
+    JobOutput,
+    JobProgress,
+    Timeouts,
+    WebhookOption,
+)
 
 EVERY_OPTION: dict[str, Any] = {
     "webhook": {"url": "https://hooks.example/x", "events": ["job.failed", "job.succeeded"]},
@@ -160,3 +167,32 @@ def test_output_fields_of_another_version_or_type_are_kept_aside() -> None:
 def test_a_size_is_a_number_not_a_flag() -> None:
     assert JobOutput.from_json({"size": True}).size is None
     assert JobOutput.from_json({"skipped": False}).skipped is False
+
+
+def test_progress_is_made_from_comfyuis_numbers() -> None:
+    assert JobProgress.of("3", 5, 20) == JobProgress("3", 5, 20, 0.25)
+    assert JobProgress.of(None, 0, 0) == JobProgress(None, 0, 1, 0.0)  # no steps: one step
+    assert JobProgress.of(7, 2.0, 3) == JobProgress("7", 2, 3, 0.6667)
+    with pytest.raises(ValueError):
+        JobProgress.of("3", "x", 1)  # a broken message ends its attempt (see the lane's tests)
+
+
+def test_progress_reads_and_writes_its_stored_form_byte_for_byte() -> None:
+    progress = JobProgress.of("3", 5, 20)
+    text = json.dumps(progress.to_json(), separators=(",", ":"))
+    assert text == '{"node":"3","value":5,"max":20,"fraction":0.25}'
+    assert JobProgress.from_json(json.loads(text)) == progress
+
+
+def test_the_client_form_names_the_same_numbers_step_and_steps() -> None:
+    progress = JobProgress.of("3", 5, 20)
+    client = progress.to_client()
+    assert client == {"node": "3", "step": 5, "steps": 20, "value": 0.25}
+    assert JobProgress.from_client(client) == progress
+
+
+def test_progress_missing_numbers_reads_as_nothing_done() -> None:
+    assert JobProgress.from_json({"value": 1, "max": 4}) == JobProgress(None, 1, 4, 0.25)
+    assert JobProgress.from_json({}) == JobProgress(None, 0, 0, 0.0)
+    assert JobProgress.from_json({"value": True, "fraction": "x"}).fraction == 0.0
+    assert JobProgress("n", 3, 2, 1.5).to_client()["value"] == 1.0  # clamped for clients

@@ -51,7 +51,7 @@ def job_view(
         "queue_position": queue_position,
         "instance": job.instance,
         "agent": job.worker,
-        "progress": job.progress,
+        "progress": None if job.progress is None else job.progress.to_json(),
         "timings": timings,
         "outputs": outputs,
         "error": job.error,

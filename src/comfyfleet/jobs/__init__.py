@@ -49,6 +49,7 @@ from comfyfleet.jobs._options import Conversion, JobOptions, Timeouts, WebhookOp
 from comfyfleet.jobs._outputs import JobOutput
 from comfyfleet.jobs._postgres import PostgresJobStore
 from comfyfleet.jobs._prepare import ModelFetch, PrepareFailed, Preparer
+from comfyfleet.jobs._progress import JobProgress
 from comfyfleet.jobs._remote import RemoteFolders
 from comfyfleet.jobs._results import OutputPublisher
 from comfyfleet.jobs._routing import CLAIM_WINDOW, Affinity
@@ -85,6 +86,7 @@ __all__ = [
     "JobNotFound",
     "JobOptions",
     "JobOutput",
+    "JobProgress",
     "JobStatus",
     "JobStore",
     "JobStoreError",

@@ -32,6 +32,7 @@ from comfyfleet.jobs._model import (
 )
 from comfyfleet.jobs._options import JobOptions
 from comfyfleet.jobs._outputs import JobOutput, outputs_from_json, outputs_to_json
+from comfyfleet.jobs._progress import JobProgress
 from comfyfleet.jobs._routing import Affinity, best_claim, plain_order
 from comfyfleet.jobs._store import EventWaiters, wait_for_any_events, wait_for_events
 
@@ -175,7 +176,7 @@ class MemoryJobStore(MemoryRetention):
         *,
         instance: int | None = None,
         prompt_id: str | None = None,
-        progress: dict[str, Any] | None = None,
+        progress: JobProgress | None = None,
     ) -> bool:
         async with self._locked():
             job = self._jobs.get(job_id)
@@ -185,7 +186,7 @@ class MemoryJobStore(MemoryRetention):
                 job,
                 instance=job.instance if instance is None else instance,
                 prompt_id=job.prompt_id if prompt_id is None else prompt_id,
-                progress=job.progress if progress is None else _json_copy(progress),
+                progress=job.progress if progress is None else progress,
             )
             return True
 
@@ -360,7 +361,6 @@ def _out(job: Job) -> Job:
     return replace(
         job,
         workflow=_json_copy(job.workflow),
-        progress=_json_copy(job.progress),
         outputs=_outputs_copy(job.outputs),
         error=_json_copy(job.error),
     )

@@ -85,7 +85,7 @@ class MemoryRetention:
                 job.options.to_json(),
                 outputs_to_json(job.outputs),
                 job.error,
-                job.progress,
+                None if job.progress is None else job.progress.to_json(),
             ),
             event_bytes=stored_bytes(*(event.data for event in events)),
             last_event=events[-1].seq if events else 0,

@@ -21,6 +21,7 @@ from typing import Any
 from comfyfleet.errors import ComfyfleetError
 from comfyfleet.jobs._options import JobOptions
 from comfyfleet.jobs._outputs import JobOutput, outputs_to_json
+from comfyfleet.jobs._progress import JobProgress
 
 
 class JobStatus(StrEnum):
@@ -75,7 +76,7 @@ class Job:
     lease_until: float | None
     instance: int | None
     prompt_id: str | None
-    progress: dict[str, Any] | None
+    progress: JobProgress | None
     outputs: list[JobOutput]
     error: dict[str, Any] | None
     cancel_requested: bool
@@ -98,6 +99,7 @@ class Job:
         data["models"] = list(self.models)
         data["options"] = self.options.to_json()
         data["outputs"] = outputs_to_json(self.outputs)
+        data["progress"] = None if self.progress is None else self.progress.to_json()
         return data
 
 

@@ -51,6 +51,7 @@ from comfyfleet.jobs._outputs import JobOutput
 from comfyfleet.jobs._pglisten import Listener
 from comfyfleet.jobs._postgres_events import BEGIN, COMMIT, PostgresEventLog
 from comfyfleet.jobs._postgres_retention import PostgresRetention
+from comfyfleet.jobs._progress import JobProgress
 from comfyfleet.jobs._routing import Affinity, claim_params, under_limit
 from comfyfleet.jobs._rows import clock, dump, ending_from_row, job_from_row, mutable_columns
 from comfyfleet.jobs._rows import load as _load
@@ -251,10 +252,10 @@ class PostgresJobStore(PostgresEventLog, PostgresRetention):
         *,
         instance: int | None = None,
         prompt_id: str | None = None,
-        progress: dict[str, Any] | None = None,
+        progress: JobProgress | None = None,
     ) -> bool:
         params = {"id": job_id, "worker": worker, "instance": instance, "prompt_id": prompt_id}
-        params |= {"progress": None if progress is None else dump(progress)}
+        params |= {"progress": None if progress is None else dump(progress.to_json())}
 
         async def update(conn: Connection) -> bool:
             statements = [BEGIN, self._q["passing_commit"], self._q["set_running_info"], COMMIT]

@@ -16,6 +16,7 @@ import orjson
 from comfyfleet.jobs._model import FinishedJob, Job, JobEnding, JobEvent, JobStatus
 from comfyfleet.jobs._options import JobOptions
 from comfyfleet.jobs._outputs import outputs_from_json, outputs_to_json
+from comfyfleet.jobs._progress import JobProgress
 
 JSON_FIELDS = ("workflow", "progress", "outputs", "error", "options")
 
@@ -32,7 +33,7 @@ def mutable_columns(job: Job) -> dict[str, Any]:
         "lease_until": job.lease_until,
         "instance": job.instance,
         "prompt_id": job.prompt_id,
-        "progress": None if job.progress is None else dump(job.progress),
+        "progress": None if job.progress is None else dump(job.progress.to_json()),
         "outputs": dump(outputs_to_json(job.outputs)),
         "error": None if job.error is None else dump(job.error),
         "cancel_requested": int(job.cancel_requested),
@@ -48,6 +49,8 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
     fields["models"] = tuple(load(models) if isinstance(models, str) else models)
     fields["options"] = JobOptions.from_json(fields["options"])
     fields["outputs"] = outputs_from_json(fields["outputs"])
+    if fields["progress"] is not None:
+        fields["progress"] = JobProgress.from_json(fields["progress"])
     fields["status"] = JobStatus(fields["status"])
     fields["cancel_requested"] = bool(fields["cancel_requested"])
     return Job(**fields)

@@ -39,6 +39,7 @@ from comfyfleet.jobs._model import (
 )
 from comfyfleet.jobs._options import JobOptions
 from comfyfleet.jobs._outputs import JobOutput
+from comfyfleet.jobs._progress import JobProgress
 from comfyfleet.jobs._routing import Affinity, claim_params
 from comfyfleet.jobs._rows import clock as _now
 from comfyfleet.jobs._rows import dump as _dump
@@ -198,10 +199,10 @@ class SqliteJobStore(SqliteRetention):
         *,
         instance: int | None = None,
         prompt_id: str | None = None,
-        progress: dict[str, Any] | None = None,
+        progress: JobProgress | None = None,
     ) -> bool:
         params = {"id": job_id, "worker": worker, "instance": instance, "prompt_id": prompt_id}
-        params |= {"progress": None if progress is None else _dump(progress)}
+        params |= {"progress": None if progress is None else _dump(progress.to_json())}
         with self._write() as conn:
             return conn.execute(self._q["set_running_info"], params).rowcount > 0
 

@@ -115,7 +115,7 @@ def end_messages(job: Job) -> list[tuple[str, dict[str, Any]]]:
             {"prompt_id": job.id, "timestamp": at},
         )
     elif job.status == JobStatus.CANCELLED:
-        node = (job.progress or {}).get("node")
+        node = None if job.progress is None else job.progress.node
         outcome = (
             "execution_interrupted",
             {
