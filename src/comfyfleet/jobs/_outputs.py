@@ -50,15 +50,11 @@ class JobOutput:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> JobOutput:
-        known: dict[str, Any] = {}
-        others: dict[str, Any] = {}
-        for name, value in data.items():
-            expected = _TYPES.get(name)
-            usable = expected is not None and isinstance(value, expected)
-            if usable and (expected is bool or not isinstance(value, bool)):
-                known[name] = value
-            else:
-                others[name] = value
+        # Exact types (a JSON true is no size): what the stores read back on every row.
+        known = {k: v for k, v in data.items() if type(v) in _TYPES.get(k, ())}
+        if len(known) == len(data):
+            return cls(**known)
+        others = {k: v for k, v in data.items() if k not in known}
         return cls(**known, others=others)
 
     def to_json(self) -> dict[str, Any]:
@@ -76,12 +72,14 @@ class JobOutput:
         return out
 
 
-_SPECIAL: dict[str, type | tuple[type, ...]] = {
-    "store_s": (int, float),
-    "size": int,
-    "skipped": bool,
+_SPECIAL: dict[str, frozenset[type]] = {
+    "store_s": frozenset({int, float}),
+    "size": frozenset({int}),
+    "skipped": frozenset({bool}),
 }
-_TYPES = {f.name: _SPECIAL.get(f.name, str) for f in fields(JobOutput) if f.name != "others"}
+_TYPES = {
+    f.name: _SPECIAL.get(f.name, frozenset({str})) for f in fields(JobOutput) if f.name != "others"
+}
 """The fields in the order `to_json` writes them (the order the lane, then the publisher, add
 them), and the JSON type each takes."""
 

@@ -39,10 +39,11 @@ class JobProgress:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> JobProgress:
         """The stored form. Numbers it lacks read as 0, a missing fraction from the steps."""
-        step, steps = _count(data.get("value")), _count(data.get("max"))
-        return cls(
-            _node(data.get("node")), step, steps, _fraction(data.get("fraction"), step, steps)
-        )
+        step, steps, fraction = data.get("value"), data.get("max"), data.get("fraction")
+        if type(step) is int and type(steps) is int and type(fraction) is float:
+            return cls(_node(data.get("node")), step, steps, fraction)  # as the lane writes it
+        step, steps = _count(step), _count(steps)
+        return cls(_node(data.get("node")), step, steps, _fraction(fraction, step, steps))
 
     @classmethod
     def from_client(cls, data: Mapping[str, Any]) -> JobProgress:
