@@ -20,6 +20,9 @@ from comfyfleet.jobs import (
     Job,
     JobConflict,
     JobNotFound,
+    JobOptions,
+    JobOutput,
+    JobProgress,
     JobStatus,
     JobStore,
     JobStoreError,
@@ -174,7 +177,7 @@ def test_only_the_owner_completes_and_a_stranger_changes_nothing(store: JobStore
         await fill(store, 1)
         job = await store.claim("owner", lease_s=30)
         assert job is not None
-        outputs = [{"node": "9", "filename": "a.png"}]
+        outputs = [JobOutput(node_id="9", filename="a.png", others={"extra": [1]})]
         assert await store.complete(job.id, "stranger", outputs) is None
         assert await store.fail(job.id, "stranger", BOOM, retryable=False) is None
         assert await store.mark_cancelled(job.id, "stranger") is None
@@ -203,13 +206,10 @@ def test_set_running_info_updates_only_what_is_given(store: JobStore) -> None:
         job = await store.claim("w", lease_s=30)
         assert job is not None
         assert await store.set_running_info(job.id, "w", instance=2, prompt_id="p1")
-        assert await store.set_running_info(job.id, "w", progress={"value": 3, "max": 10})
+        progress = JobProgress.of("4", 3, 10)
+        assert await store.set_running_info(job.id, "w", progress=progress)
         stored = await store.get(job.id)
-        assert (stored.instance, stored.prompt_id, stored.progress) == (
-            2,
-            "p1",
-            {"value": 3, "max": 10},
-        )
+        assert (stored.instance, stored.prompt_id, stored.progress) == (2, "p1", progress)
         assert not await store.set_running_info("nope", "w", instance=1)
 
     run(scenario())
@@ -220,7 +220,9 @@ def test_a_retryable_failure_requeues_until_attempts_run_out(store: JobStore) ->
         await store.enqueue(new("a", max_attempts=2), now=1.0)
         job = await store.claim("w", lease_s=30, now=2.0)
         assert job is not None
-        await store.set_running_info("a", "w", instance=1, prompt_id="p", progress={"value": 1})
+        await store.set_running_info(
+            "a", "w", instance=1, prompt_id="p", progress=JobProgress.of(None, 1, 1)
+        )
         retried = await store.fail("a", "w", BOOM, retryable=True, now=3.0)
         assert retried is not None
         assert (retried.status, retried.attempts, retried.queued_at, retried.error) == (
@@ -388,7 +390,7 @@ def test_a_late_end_of_an_earlier_attempt_by_the_same_worker_is_refused(store: J
         second = await store.claim("agent", lease_s=10, now=3012.0)
         assert second is not None and second.id == first.id and second.attempts == 2
         old = {"code": "instance_lost", "message": "late", "retryable": True}
-        late = [{"node": "9", "filename": "late.png"}]
+        late = [JobOutput(node_id="9", filename="late.png")]
         assert await store.fail(first.id, "agent", old, retryable=True, attempt=1) is None
         assert await store.complete(first.id, "agent", late, attempt=1) is None
         assert (await store.get(first.id)).status is JobStatus.RUNNING
@@ -648,14 +650,14 @@ def test_options_travel_with_the_job(store: JobStore) -> None:
     options = {"webhook": {"url": "https://example.com/hook", "events": None}, "timeout_s": 30}
 
     async def go() -> tuple[Job, Job]:
-        stored, _ = await store.enqueue(new("opt", options=options))
+        stored, _ = await store.enqueue(new("opt", options=JobOptions.from_json(options)))
         claimed = await store.claim("w", lease_s=10)
         assert claimed is not None
         return stored, claimed
 
     stored, claimed = run(go())
-    assert stored.options == options == claimed.options
-    assert run(store.get("opt")).options == options
+    assert stored.options.to_json() == options == claimed.options.to_json()
+    assert run(store.get("opt")).options.to_json() == options
 
 
 def test_a_claim_records_where_the_job_runs_in_the_same_write(store: JobStore) -> None:
@@ -747,12 +749,14 @@ async def _ended(store: JobStore) -> dict[str, Job]:
     while queued; d: queued; e: running. Names with non-ASCII text, so bytes are not characters."""
     graph = {"1": {"class_type": "CLIPTextEncode", "inputs": {"text": "un café à Zürich"}}}
     for i, job_id in enumerate("abcde"):
-        await store.enqueue(NewJob(id=job_id, workflow=graph, options={"n": i}), now=10.0 + i)
+        await store.enqueue(
+            NewJob(id=job_id, workflow=graph, options=JobOptions.from_json({"n": i})), now=10.0 + i
+        )
     a = await store.claim("w", lease_s=1e6, now=20.0)
     b = await store.claim("w", lease_s=1e6, now=21.0)
     assert a is not None and b is not None and (a.id, b.id) == ("a", "b")
     await store.publish("a", "progress", {"value": 1, "max": 2, "node": "é"}, now=30.0)
-    await store.complete("a", "w", [{"filename": "a.png", "path": "a.png"}], now=100.0)
+    await store.complete("a", "w", [JobOutput(filename="a.png", path="a.png")], now=100.0)
     await store.fail("b", "w", BOOM, retryable=False, now=50.0)
     await store.cancel("c", now=200.0)
     assert (await store.claim("w", lease_s=1e6, now=22.0) or new("x")).id == "d"
@@ -774,7 +778,9 @@ def test_finished_jobs_are_listed_by_end_with_what_they_hold(store: JobStore) ->
             job, events = await store.get(item.id), await store.events(item.id)
             assert item.seq == job.seq
             assert item.events == len(events) and item.last_event == events[-1].seq
-            stored = (job.workflow, job.options, job.outputs, job.error, job.progress)
+            outputs = [o.to_json() for o in job.outputs]
+            progress = None if job.progress is None else job.progress.to_json()
+            stored = (job.workflow, job.options.to_json(), outputs, job.error, progress)
             assert item.bytes == _stored_size(*stored)
             assert item.event_bytes == _stored_size(*(e.data for e in events))
         assert (found[2].events, found[1].events) == (4, 3)  # queued, running, progress, done

@@ -16,6 +16,7 @@ import pytest
 
 from comfyfleet.config import load_settings
 from comfyfleet.jobs import (
+    JobOutput,
     JobStatus,
     JobStore,
     JobStoreError,
@@ -138,11 +139,11 @@ def test_a_lapsed_lease_goes_to_another_worker_and_the_late_result_is_refused(
         second = await new.claim("new", lease_s=10, now=113.0)
         assert second is not None and (second.worker, second.attempts) == ("new", 2)
         assert await old.heartbeat("old", ["a"], lease_s=10) == []
-        assert await old.complete("a", "old", [{"late": True}]) is None
+        assert await old.complete("a", "old", [JobOutput(others={"late": True})]) is None
         assert await old.fail("a", "old", {"code": "x"}, retryable=False) is None
         assert await old.get("a") == second
-        done = await new.complete("a", "new", [{"node": "9"}])
-        assert done is not None and done.outputs == [{"node": "9"}]
+        done = await new.complete("a", "new", [JobOutput(node_id="9")])
+        assert done is not None and done.outputs == [JobOutput(node_id="9")]
         statuses = [e.data["status"] for e in await old.events("a") if e.kind == "status"]
         assert statuses == ["queued", "running", "queued", "running", "succeeded"]
 

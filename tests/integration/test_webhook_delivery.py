@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from comfyfleet.gateway._views import job_view
-from comfyfleet.jobs import NewJob, SqliteJobStore
+from comfyfleet.jobs import JobOptions, NewJob, SqliteJobStore
 from comfyfleet.webhooks import (
     SqliteOutbox,
     WebhookService,
@@ -117,7 +117,8 @@ async def run_jobs(
     for job_id in outcomes:
         options = {"webhook": hooks[job_id]} if job_id in hooks else {}
         workflow = {"1": {"class_type": "X", "inputs": {}}}
-        await store.enqueue(NewJob(id=job_id, workflow=workflow, options=options))
+        new = NewJob(id=job_id, workflow=workflow, options=JobOptions.from_json(options))
+        await store.enqueue(new)
     while (job := await store.claim("worker", lease_s=60)) is not None:
         for step in (1, 2):
             await store.publish(job.id, "progress", {"value": step, "max": 2})

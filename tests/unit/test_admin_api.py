@@ -16,7 +16,7 @@ from comfyfleet.auth import AuthSettings, KeyStore
 from comfyfleet.config import Settings, redacted_settings
 from comfyfleet.gateway import Service, config_router, create_app, keys_router
 from comfyfleet.gateway._models_api import models_router
-from comfyfleet.jobs import JobStatus, NewJob
+from comfyfleet.jobs import JobOptions, JobStatus, NewJob
 from comfyfleet.models import ModelFolders, ModelLibrary, ModelSettings
 from comfyfleet.netguard import NetPolicy
 from comfyfleet.storage import StorageSettings
@@ -150,7 +150,9 @@ def _finished(service: Service, job_id: str, status: JobStatus) -> None:
     async def finish() -> None:
         store = service.store
         await store.enqueue(
-            NewJob(id=job_id, workflow=GRAPH, priority=3, options={"template": {"name": "t"}})
+            NewJob(
+                id=job_id, workflow=GRAPH, priority=3, options=JobOptions(template={"name": "t"})
+            )
         )
         if status is JobStatus.QUEUED:
             return

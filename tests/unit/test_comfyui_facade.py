@@ -10,7 +10,7 @@ import pytest
 
 from comfyfleet.facades.comfyui import PromptInvalid, SocketHub, validate_prompt
 from comfyfleet.gateway import Caller, PreviewHub
-from comfyfleet.jobs import MemoryJobStore, NewJob
+from comfyfleet.jobs import JobOptions, MemoryJobStore, NewJob
 
 INFO: dict[str, Any] = {
     "EmptyImage": {
@@ -126,7 +126,7 @@ def test_a_client_that_stops_reading_is_dropped_and_the_others_keep_their_messag
 
             reading = asyncio.create_task(reader())
             for n in range(6):
-                options = {"comfyui": {"client_id": None, "number": n}}
+                options = JobOptions(comfyui={"client_id": None, "number": n})
                 await store.enqueue(NewJob(id=f"job-{n}", workflow={}, options=options))
                 job = await store.claim("w", lease_s=30)
                 assert job is not None
@@ -154,7 +154,7 @@ def test_a_prompt_reaches_only_the_socket_of_its_client_id() -> None:
         try:
             mine = hub.connect("mine", Caller(None))
             other = hub.connect("other", Caller(None))
-            options = {"comfyui": {"client_id": "mine", "number": None}}
+            options = JobOptions(comfyui={"client_id": "mine", "number": None})
             await store.enqueue(NewJob(id="p1", workflow={}, options=options))
             job = await store.claim("w", lease_s=30)
             assert job is not None

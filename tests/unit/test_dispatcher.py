@@ -9,9 +9,11 @@ from typing import Any
 from comfyfleet.jobs import (
     Dispatcher,
     DispatcherSettings,
+    JobOptions,
     JobStatus,
     MemoryJobStore,
     NewJob,
+    Timeouts,
 )
 from comfyfleet.supervise import InstanceEvent, State
 from tests.unit.fake_comfy import FakeComfy
@@ -97,8 +99,8 @@ def test_jobs_spread_over_both_instances_and_complete_once() -> None:
         assert all(j.attempts == 1 for j in jobs)
         assert sum(len(f.ran) for f in fakes) == 20  # none ran twice
         first = jobs[0].outputs[0]
-        assert first["url"] == "/v1/outputs/j0/cat_00001_.png"
-        assert first["kind"] == "images"
+        assert first.url == "/v1/outputs/j0/cat_00001_.png"
+        assert first.kind == "images"
 
     run(body)
 
@@ -218,7 +220,9 @@ def test_queued_jobs_past_their_queue_timeout_fail_with_timeout() -> None:
         dispatcher = Dispatcher(store, DispatcherSettings(limits=limits))
         await store.enqueue(NewJob(id="old", workflow=graph(sleep())), now=1000.0)
         await store.enqueue(
-            NewJob(id="own", workflow=graph(sleep()), options={"timeouts": {"queued_s": 5}}),
+            NewJob(
+                id="own", workflow=graph(sleep()), options=JobOptions(timeouts=Timeouts(queued_s=5))
+            ),
             now=1090.0,
         )
         await store.enqueue(NewJob(id="fresh", workflow=graph(sleep())), now=1090.0)

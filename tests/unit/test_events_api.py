@@ -30,7 +30,7 @@ from comfyfleet.gateway._errors import (
 from comfyfleet.gateway._events_api import EventStreamResponse, events_router
 from comfyfleet.gateway._previews import PreviewHub
 from comfyfleet.gateway._views import job_view
-from comfyfleet.jobs import MemoryJobStore, NewJob
+from comfyfleet.jobs import JobOutput, MemoryJobStore, NewJob
 
 T = TypeVar("T")
 WORKER = "agent-1"
@@ -114,18 +114,18 @@ class Served:
         return self.call(publish())
 
 
-def outputs_of(job_id: str) -> list[dict[str, Any]]:
+def outputs_of(job_id: str) -> list[JobOutput]:
     return [
-        {
-            "node_id": "9",
-            "kind": "images",
-            "filename": "cat_00001_.png",
-            "subfolder": job_id,
-            "type": "output",
-            "path": "cat_00001_.png",
-            "url": f"/v1/outputs/{job_id}/cat_00001_.png",
-        },
-        {"node_id": "12", "kind": "text", "text": "a cat"},
+        JobOutput(
+            node_id="9",
+            kind="images",
+            filename="cat_00001_.png",
+            subfolder=job_id,
+            type="output",
+            path="cat_00001_.png",
+            url=f"/v1/outputs/{job_id}/cat_00001_.png",
+        ),
+        JobOutput(node_id="12", kind="text", text="a cat"),
     ]
 
 

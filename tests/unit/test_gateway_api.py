@@ -17,7 +17,7 @@ import pytest
 
 from comfyfleet.auth import KeyStore
 from comfyfleet.gateway import ServeSettings, Service, create_app
-from comfyfleet.jobs import JobStatus, MemoryJobStore
+from comfyfleet.jobs import JobStatus, MemoryJobStore, Timeouts
 
 T = TypeVar("T")
 GRAPH = {
@@ -83,8 +83,9 @@ def test_a_submission_is_queued_with_its_options(service: Service) -> None:
     assert job["options"]["storage"] == "archive"
     assert "token=secret" not in answer.text  # a webhook URL may carry a credential
     stored = run(service.store.get(job["id"]))
-    assert stored.options["webhook"]["url"] == "https://hooks.example/x?token=secret"
-    assert stored.options["timeouts"] == {"queued_s": 60.0}
+    assert stored.options.webhook is not None
+    assert stored.options.webhook.url == "https://hooks.example/x?token=secret"
+    assert stored.options.timeouts == Timeouts(queued_s=60.0)
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ import pytest
 from comfyfleet.jobs import (
     Dispatcher,
     DispatcherSettings,
+    JobOutput,
     JobStatus,
     JobStoreError,
     MemoryJobStore,
@@ -116,9 +117,9 @@ def test_a_late_result_is_refused_once_the_job_went_on_elsewhere(
         while "j" in d.lanes[0].finishing:
             await asyncio.sleep(0.01)
         assert (await store.get("j")).status == JobStatus.RUNNING  # still w2's
-        assert await store.complete("j", "w2", [{"type": "text", "text": "w2's"}])
+        assert await store.complete("j", "w2", [JobOutput(type="text", text="w2's")])
         job = await store.get("j")
-        assert job.status == JobStatus.SUCCEEDED and job.outputs[0]["text"] == "w2's"
+        assert job.status == JobStatus.SUCCEEDED and job.outputs[0].text == "w2's"
 
     _run(body)
     said = caplog.text

@@ -13,7 +13,7 @@ import pytest
 from comfyfleet.gateway._live import ClientEvent, JobFeed, translate
 from comfyfleet.gateway._previews import PreviewError, PreviewHub
 from comfyfleet.gateway._views import job_view
-from comfyfleet.jobs import JobEvent, JobStore, MemoryJobStore, NewJob, SqliteJobStore
+from comfyfleet.jobs import JobEvent, JobOutput, JobStore, MemoryJobStore, NewJob, SqliteJobStore
 
 T = TypeVar("T")
 WORKER = "agent-1"
@@ -24,18 +24,18 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
-def outputs_of(job_id: str) -> list[dict[str, Any]]:
+def outputs_of(job_id: str) -> list[JobOutput]:
     return [
-        {
-            "node_id": "9",
-            "kind": "images",
-            "filename": "cat_00001_.png",
-            "subfolder": job_id,
-            "type": "output",
-            "path": "cat_00001_.png",
-            "url": f"/v1/outputs/{job_id}/cat_00001_.png",
-        },
-        {"node_id": "12", "kind": "text", "text": "a cat"},
+        JobOutput(
+            node_id="9",
+            kind="images",
+            filename="cat_00001_.png",
+            subfolder=job_id,
+            type="output",
+            path="cat_00001_.png",
+            url=f"/v1/outputs/{job_id}/cat_00001_.png",
+        ),
+        JobOutput(node_id="12", kind="text", text="a cat"),
     ]
 
 

@@ -22,15 +22,14 @@ import yaml
 from comfyfleet.assets import AssetStore
 from comfyfleet.auth import KeyStore
 from comfyfleet.facades.openai import (
-    OPENAI_OPTION,
     OpenAIImages,
     OpenAISettings,
     openai_edge,
     openai_images,
     openai_router,
 )
-from comfyfleet.gateway import TEMPLATE_OPTION, ServeSettings, Service, create_app
-from comfyfleet.jobs import Job, JobStatus, MemoryJobStore, MemoryRegistry, NewJob
+from comfyfleet.gateway import ServeSettings, Service, create_app
+from comfyfleet.jobs import Job, JobOutput, JobStatus, MemoryJobStore, MemoryRegistry, NewJob
 from comfyfleet.templates import TemplateFileError, TemplateLibrary, parse_text
 
 PREFIX = "/openai/v1"
@@ -168,7 +167,7 @@ class Gateway:
         if isinstance(result, dict):
             await store.fail(job.id, "w1", result, retryable=False)
         else:
-            await store.complete(job.id, "w1", result)
+            await store.complete(job.id, "w1", [JobOutput.from_json(o) for o in result])
 
     def _images(self, job: Job) -> list[dict[str, Any]]:
         node = job.workflow["1"]["inputs"]
@@ -275,9 +274,9 @@ def test_b64_json_gives_n_pngs_of_the_size_from_one_batch_job(gw: Gateway) -> No
         "color": 0,
     }
     assert job.workflow["2"]["inputs"]["string"] == "a red fox"
-    record = job.options[TEMPLATE_OPTION]
+    record = job.options.template
     assert record["name"] == "draw" and record["params"]["batch"] == 3
-    assert job.options[OPENAI_OPTION] == {"endpoint": "images/generations"}
+    assert job.options.openai == {"endpoint": "images/generations"}
 
 
 def test_a_template_without_n_runs_n_jobs_each_with_its_own_seed(gw: Gateway) -> None:
@@ -287,7 +286,7 @@ def test_a_template_without_n_runs_n_jobs_each_with_its_own_seed(gw: Gateway) ->
     jobs = gw.jobs()
     assert len(jobs) == 3
     assert len({j.workflow["1"]["inputs"]["color"] for j in jobs}) == 3
-    assert all(j.options[OPENAI_OPTION]["user"] == "u-42" for j in jobs)
+    assert all(j.options.openai["user"] == "u-42" for j in jobs)
     too_many = gw.generate(model="alone", prompt="a cat", n=4)
     assert too_many.status_code == 400
     assert _error(too_many)["param"] == "n"
@@ -299,7 +298,7 @@ def test_a_mapped_quality_sets_its_parameter_and_an_unmapped_one_changes_nothing
 ) -> None:
     assert gw.generate(model="draw", prompt="x", quality="hd").status_code == 200
     assert gw.generate(model="alone", prompt="x", quality="hd", style="vivid").status_code == 200
-    drawn, alone = sorted(gw.jobs(), key=lambda j: j.options[TEMPLATE_OPTION]["name"])[::-1]
+    drawn, alone = sorted(gw.jobs(), key=lambda j: j.options.template["name"])[::-1]
     assert drawn.workflow["9"]["inputs"]["filename_prefix"] == "hd"
     assert alone.workflow["9"]["inputs"]["filename_prefix"] == "t"
     refused = gw.generate(model="draw", prompt="x", quality="standard")
@@ -463,7 +462,7 @@ def test_a_default_model_serves_requests_without_one(tmp_path: Path) -> None:
         create_app(gw.service, routers=(openai_router(gw.images),)), gw.images, tmp_path
     )
     assert gw.generate(prompt="x").status_code == 200
-    assert gw.jobs()[0].options[TEMPLATE_OPTION]["name"] == "draw"
+    assert gw.jobs()[0].options.template["name"] == "draw"
 
 
 def test_a_full_queue_is_a_429_with_retry_after(tmp_path: Path) -> None:
@@ -529,8 +528,8 @@ def test_an_edit_stores_the_image_and_mask_and_sets_their_parameters(gw: Gateway
     for job in gw.jobs():
         inputs = {k: job.workflow[k]["inputs"]["image"] for k in ("3", "4")}
         assert inputs == {"3": f"asset:{_sha(image)}", "4": f"asset:{_sha(mask)}"}
-        assert "image" not in job.options[TEMPLATE_OPTION]["params"]
-        assert job.options[OPENAI_OPTION] == {"endpoint": "images/edits"}
+        assert "image" not in job.options.template["params"]
+        assert job.options.openai == {"endpoint": "images/edits"}
     assert gw.assets.path(_sha(image)).read_bytes() == image
 
 

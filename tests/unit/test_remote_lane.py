@@ -110,7 +110,7 @@ def test_a_job_on_an_attached_server_moves_its_files(tmp_path: Path) -> None:
         job = await store.get("j1")
         assert job.status == JobStatus.SUCCEEDED, job.error
         assert job.instance == 3
-        assert job.outputs[0]["key"] == "j1/9_00001_.png" and job.outputs[0]["size"] == len(PNG)
+        assert job.outputs[0].key == "j1/9_00001_.png" and job.outputs[0].size == len(PNG)
 
     asyncio.run(main())
     (graph,) = fake.submitted

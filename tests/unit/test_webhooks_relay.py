@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from comfyfleet.jobs import JobEvent, JobNotFound, MemoryJobStore, NewJob
+from comfyfleet.jobs import JobEvent, JobNotFound, JobOptions, MemoryJobStore, NewJob, WebhookOption
 from comfyfleet.webhooks import (
     DEFAULT_EVENTS,
     Delivery,
@@ -34,7 +34,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 @dataclass
 class FakeJob:
     id: str
-    options: dict[str, Any]
+    options: JobOptions
     status: str = "queued"
 
     def to_dict(self) -> dict[str, Any]:
@@ -49,7 +49,9 @@ class FakeSource:
     log: list[JobEvent] = field(default_factory=list)
 
     def add(self, job_id: str, webhook: dict[str, Any] | None = None) -> FakeJob:
-        job = FakeJob(job_id, {} if webhook is None else {"webhook": webhook})
+        job = FakeJob(
+            job_id, JobOptions.from_json(None if webhook is None else {"webhook": webhook})
+        )
         self.jobs[job_id] = job
         self.emit(job_id, "status", {"status": "queued"})
         return job
@@ -269,8 +271,8 @@ def test_the_relay_reads_a_real_job_store() -> None:
 
     async def scenario() -> None:
         store = MemoryJobStore()
-        webhook = {"url": "https://hooks.test/a", "events": None}
-        await store.enqueue(NewJob(id="a", workflow={}, options={"webhook": webhook}))
+        webhook = WebhookOption("https://hooks.test/a", None)
+        await store.enqueue(NewJob(id="a", workflow={}, options=JobOptions(webhook=webhook)))
         await store.enqueue(NewJob(id="b", workflow={}))
         for _ in range(2):
             job = await store.claim("w", lease_s=30)

@@ -14,7 +14,7 @@ from comfyfleet.assets import AssetResolver, AssetStore
 from comfyfleet.auth import KeyStore
 from comfyfleet.facades.comfy_v2 import comfy_v2_router
 from comfyfleet.gateway import ServeSettings, Service, create_app
-from comfyfleet.jobs import MemoryJobStore
+from comfyfleet.jobs import JobOutput, MemoryJobStore
 
 T = TypeVar("T")
 GRAPH = {
@@ -69,6 +69,6 @@ class Gateway:
             store = self.service.store
             claimed = await store.claim("w1", instance=0, lease_s=30)
             assert claimed is not None and claimed.id == job_id
-            await store.complete(job_id, "w1", outputs)
+            await store.complete(job_id, "w1", [JobOutput.from_json(o) for o in outputs])
 
         run(go())

@@ -27,7 +27,7 @@ from comfyfleet.gateway._previews import PreviewHub
 from comfyfleet.gateway._service import NodeTypes, Service
 from comfyfleet.gateway._settings import ServeSettings
 from comfyfleet.gateway._submit import JOB_ID, idempotent_id, json_limits
-from comfyfleet.gateway._templates_api import TEMPLATE_OPTION, templates_router
+from comfyfleet.gateway._templates_api import templates_router
 from comfyfleet.gateway._tenancy import (
     Caller,
     idempotency_secret,
@@ -43,7 +43,6 @@ from comfyfleet.gateway._webhooks_api import webhooks_router
 
 __all__ = [
     "JOB_ID",
-    "TEMPLATE_OPTION",
     "ApiError",
     "Caller",
     "ClientEvent",

@@ -30,9 +30,6 @@ from comfyfleet.gateway._service import Service
 from comfyfleet.gateway._tenancy import Caller, needs
 from comfyfleet.jobs import NewJob
 
-RETRY_OF = "retry_of"
-"""The option of a retried job that names the job it retries."""
-
 
 def job_actions_router(service: Service) -> APIRouter:
     router = APIRouter(tags=["jobs"])
@@ -58,7 +55,7 @@ def job_actions_router(service: Service) -> APIRouter:
             workflow=old.workflow,
             priority=old.priority,
             max_attempts=old.max_attempts,
-            options={**old.options, RETRY_OF: old.id},
+            options=old.options.but(retry_of=old.id),
             owner=caller.owner,
         )
         if old.workflow:

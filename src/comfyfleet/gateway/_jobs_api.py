@@ -96,7 +96,7 @@ def _submit_routes(router: APIRouter, service: Service) -> None:
         body = await read_json_body(request, json_limits(settings))
         new = await parse_job(service, body, None)
         await check_graph(service, new.workflow)
-        return {"valid": True, "nodes": len(new.workflow), "options": new.options}
+        return {"valid": True, "nodes": len(new.workflow), "options": new.options.to_json()}
 
 
 def _read_routes(router: APIRouter, service: Service) -> None:

@@ -33,7 +33,7 @@ from types import TracebackType
 from typing import Any
 
 from comfyfleet.gateway._previews import PreviewFrame, PreviewHub, PreviewSubscription
-from comfyfleet.jobs import TERMINAL, Job, JobEvent, JobStore
+from comfyfleet.jobs import TERMINAL, Job, JobEvent, JobProgress, JobStore
 
 JobView = Callable[[Job], dict[str, Any] | Awaitable[dict[str, Any]]]
 """How a job looks in API answers (sync or async); its `outputs` carry the URLs."""
@@ -123,21 +123,8 @@ def _status(event: JobEvent, view: dict[str, Any] | None) -> list[ClientEvent]:
     return group
 
 
-def _progress(data: dict[str, Any]) -> dict[str, Any]:
-    step, steps = _number(data.get("value")), _number(data.get("max"))
-    fraction = data.get("fraction")
-    if not isinstance(fraction, int | float) or isinstance(fraction, bool):
-        fraction = step / steps if steps else 0.0
-    value = min(1.0, max(0.0, float(fraction)))
-    return {"node": data.get("node"), "step": step, "steps": steps, "value": value}
-
-
-def _number(value: Any) -> int:
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
-
-
 _TRANSLATIONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "progress": _progress,
+    "progress": lambda data: JobProgress.from_json(data).to_client(),
     "executing": lambda data: {"node": data.get("node")},
     "executed": lambda data: {"node": data.get("node")},
     "started": lambda data: {"instance": data.get("instance"), "comfy_ts": data.get("comfy_ts")},

@@ -26,7 +26,7 @@ from typing import Any
 from comfyfleet.gateway._body import JsonLimits, safe_text
 from comfyfleet.gateway._errors import ApiError
 from comfyfleet.gateway._settings import ServeSettings
-from comfyfleet.jobs import NewJob
+from comfyfleet.jobs import Conversion, JobOptions, NewJob, Timeouts, WebhookOption
 from comfyfleet.webhooks import ALL_EVENTS, KNOWN_EVENTS, WebhookConfigError, parse_webhook
 
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -173,7 +173,7 @@ def new_job(
         workflow=body["workflow"],
         priority=priority,
         max_attempts=attempts,
-        request_hash="" if chosen is None else _request_hash(request | {"options": options}),
+        request_hash="" if chosen is None else _request_hash(request, options),
         options=options,
     )
 
@@ -189,15 +189,16 @@ def check_size(nodes: int, max_nodes: int) -> None:
         )
 
 
-def _request_hash(request: dict[str, Any]) -> str:
+def _request_hash(request: dict[str, Any], options: JobOptions) -> str:
+    request = request | {"options": options.to_json()}
     canonical = json.dumps(request, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _options(
     body: dict[str, Any], default_events: Iterable[str], storage_names: Collection[str]
-) -> dict[str, Any]:
-    options: dict[str, Any] = {}
+) -> JobOptions:
+    options = JobOptions()
     if body.get("webhook") is not None:
         try:
             target = parse_webhook(body["webhook"], default_events=default_events)
@@ -205,7 +206,7 @@ def _options(
             known = [*sorted(KNOWN_EVENTS), ALL_EVENTS]
             details = {"hint": exc.hint, "known_events": known}
             raise ApiError(422, "invalid_webhook", exc.message, details) from exc
-        options["webhook"] = {"url": target.url, "events": sorted(target.events)}
+        options = options.but(webhook=WebhookOption(target.url, tuple(sorted(target.events))))
     if body.get("storage") is not None:
         name = body["storage"]
         if not isinstance(name, str) or name not in storage_names:
@@ -216,15 +217,15 @@ def _options(
                 f"'storage' must name a configured storage target, not {shown!r}",
                 {"targets": sorted(storage_names)},
             )
-        options["storage"] = name
+        options = options.but(storage=name)
     if body.get("convert") is not None:
-        options["convert"] = _convert(body["convert"])
+        options = options.but(convert=_convert(body["convert"]))
     if body.get("timeouts") is not None:
-        options["timeouts"] = _timeouts(body["timeouts"])
+        options = options.but(timeouts=_timeouts(body["timeouts"]))
     return options
 
 
-def _convert(value: Any) -> dict[str, Any]:
+def _convert(value: Any) -> Conversion:
     if not isinstance(value, dict) or value.get("format") not in _IMAGE_FORMATS:
         raise ApiError(
             422,
@@ -234,10 +235,10 @@ def _convert(value: Any) -> dict[str, Any]:
     quality = value.get("quality", 85)
     if not _is_int(quality) or not 1 <= quality <= 100 or set(value) - {"format", "quality"}:
         raise ApiError(422, "invalid_convert", "'convert.quality' must be an integer from 1 to 100")
-    return {"format": value["format"], "quality": quality}
+    return Conversion(value["format"], quality)
 
 
-def _timeouts(value: Any) -> dict[str, float]:
+def _timeouts(value: Any) -> Timeouts:
     if not isinstance(value, dict) or set(value) - {"queued_s", "running_s"}:
         raise ApiError(
             422, "invalid_timeouts", "'timeouts' takes 'queued_s' and 'running_s' (seconds)"
@@ -258,7 +259,7 @@ def _timeouts(value: Any) -> dict[str, float]:
                 {"field": f"timeouts.{name}", "maximum": MAX_TIMEOUT_S},
             )
         out[name] = float(seconds)
-    return out
+    return Timeouts(out.get("queued_s"), out.get("running_s"))
 
 
 def _is_int(value: Any) -> bool:

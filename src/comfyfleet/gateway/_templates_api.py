@@ -37,8 +37,6 @@ from comfyfleet.templates import (
     TemplateNotFound,
 )
 
-TEMPLATE_OPTION = "template"
-"""The job option that records the template and the values a job was made with."""
 _ALLOWED = sorted((_FIELDS - {"workflow"}) | {"params"})
 
 
@@ -123,7 +121,7 @@ def templates_router(service: Service, library: TemplateLibrary) -> APIRouter:
         new = replace(
             new,
             owner=caller.owner,
-            options={**new.options, TEMPLATE_OPTION: record},
+            options=new.options.but(template=record),
             # A repeat is the same template request, whatever seed it would draw this time.
             request_hash=_request_hash(template.name, body) if chosen else "",
         )

@@ -7,7 +7,7 @@ import mimetypes
 from pathlib import Path
 from typing import Any
 
-from comfyfleet.jobs import Job
+from comfyfleet.jobs import Job, JobOptions
 from comfyfleet.storage import Storage
 
 
@@ -34,8 +34,8 @@ def job_view(
         timings["queued_s"] = round(job.started_at - job.queued_at, 4)
         if job.finished_at is not None:
             timings["running_s"] = round(job.finished_at - job.started_at, 4)
-    outputs = [dict(o) for o in job.outputs]
-    if storage is not None and job.options.get("storage", "default") == "default":
+    outputs = [o.to_json() for o in job.outputs]
+    if storage is not None and (job.options.storage or "default") == "default":
         for output in outputs:
             if isinstance(output.get("key"), str):
                 output["url"] = storage.url_for(output["key"])
@@ -51,7 +51,7 @@ def job_view(
         "queue_position": queue_position,
         "instance": job.instance,
         "agent": job.worker,
-        "progress": job.progress,
+        "progress": None if job.progress is None else job.progress.to_json(),
         "timings": timings,
         "outputs": outputs,
         "error": job.error,
@@ -71,8 +71,10 @@ def _inline(output: dict[str, Any], job_dir: Path) -> None:
         output["base64"] = base64.b64encode(path.read_bytes()).decode()
 
 
-def _shown_options(options: dict[str, Any]) -> dict[str, Any]:
-    shown = {name: value for name, value in options.items() if name != "webhook"}
-    if isinstance(options.get("webhook"), dict):
-        shown["webhook"] = {"events": options["webhook"].get("events")}
+def _shown_options(options: JobOptions) -> dict[str, Any]:
+    """The options less the webhook's URL (it may hold a secret): only its events show."""
+    shown = options.to_json()
+    shown.pop("webhook", None)
+    if options.webhook is not None:
+        shown["webhook"] = {"events": options.webhook.to_json()["events"]}
     return shown

@@ -45,14 +45,11 @@ from comfyfleet.jobs._model import (
     QueueFull,
 )
 from comfyfleet.jobs._open import open_registry, open_store
+from comfyfleet.jobs._options import Conversion, JobOptions, Timeouts, WebhookOption
+from comfyfleet.jobs._outputs import JobOutput
 from comfyfleet.jobs._postgres import PostgresJobStore
-from comfyfleet.jobs._prepare import (
-    INSTALL_MODEL,
-    INSTALL_PRESET,
-    ModelFetch,
-    PrepareFailed,
-    Preparer,
-)
+from comfyfleet.jobs._prepare import ModelFetch, PrepareFailed, Preparer
+from comfyfleet.jobs._progress import JobProgress
 from comfyfleet.jobs._remote import RemoteFolders
 from comfyfleet.jobs._results import OutputPublisher
 from comfyfleet.jobs._routing import CLAIM_WINDOW, Affinity
@@ -65,14 +62,13 @@ from comfyfleet.jobs._watch import PHASES, JobWatch, NoWatch
 __all__ = [
     "CLAIM_WINDOW",
     "COMMANDS",
-    "INSTALL_MODEL",
-    "INSTALL_PRESET",
     "LEASE_EXPIRED",
     "PHASES",
     "SERVING_STATES",
     "TERMINAL",
     "Affinity",
     "AgentRecord",
+    "Conversion",
     "Dispatcher",
     "DispatcherSettings",
     "FinishedJob",
@@ -88,6 +84,9 @@ __all__ = [
     "JobEvent",
     "JobLimits",
     "JobNotFound",
+    "JobOptions",
+    "JobOutput",
+    "JobProgress",
     "JobStatus",
     "JobStore",
     "JobStoreError",
@@ -114,6 +113,8 @@ __all__ = [
     "SqliteRegistry",
     "StallSettings",
     "StoredFrame",
+    "Timeouts",
+    "WebhookOption",
     "check_workflow",
     "clean_prefix",
     "digest_of",

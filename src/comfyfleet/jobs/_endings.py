@@ -18,6 +18,7 @@ from typing import Any
 from comfyfleet.comfy import ComfyError
 from comfyfleet.jobs._failures import JobError, attempt_error
 from comfyfleet.jobs._model import Job
+from comfyfleet.jobs._outputs import JobOutput
 from comfyfleet.jobs._remote import RemoteServer
 from comfyfleet.jobs._reports import Report, log_refused, unreachable, until_answered
 from comfyfleet.jobs._results import OutputPublisher, storage_error
@@ -68,9 +69,7 @@ class Endings:
         )
         self.wake.set()
 
-    async def succeed(
-        self, job: Job, outputs: list[dict[str, Any]], details: dict[str, Any]
-    ) -> None:
+    async def succeed(self, job: Job, outputs: list[JobOutput], details: dict[str, Any]) -> None:
         """Complete a job ComfyUI finished. Storing its files can take a while (an upload):
         that runs in a task of its own, the slot being free already."""
         if self.publisher is None:
@@ -107,7 +106,7 @@ class Endings:
         task.add_done_callback(lambda _: self.tasks.pop(job_id, None))
 
     async def _store_outputs(
-        self, job: Job, outputs: list[dict[str, Any]], details: dict[str, Any]
+        self, job: Job, outputs: list[JobOutput], details: dict[str, Any]
     ) -> None:
         assert self.publisher is not None
         began = time.monotonic()

@@ -7,9 +7,10 @@ retry would most likely time out again. The instance running it is interrupted.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from comfyfleet.jobs._options import JobOptions, Timeouts
 
 
 @dataclass(frozen=True)
@@ -17,16 +18,12 @@ class JobLimits:
     queued_timeout_s: float | None = None
     running_timeout_s: float | None = None
 
-    def for_job(self, options: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    def for_job(self, options: JobOptions) -> tuple[float | None, float | None]:
         """(queued, running) timeouts of a job: its own `timeouts` option, else the defaults."""
-        own = options.get("timeouts")
-        own = own if isinstance(own, Mapping) else {}
-        queued = own.get("queued_s", self.queued_timeout_s)
-        running = own.get("running_s", self.running_timeout_s)
-        return (
-            None if queued is None else float(queued),
-            None if running is None else float(running),
-        )
+        own = options.timeouts or Timeouts()
+        queued = self.queued_timeout_s if own.queued_s is None else own.queued_s
+        running = self.running_timeout_s if own.running_s is None else own.running_s
+        return queued, running
 
 
 def timeout_error(phase: str, limit_s: float) -> dict[str, Any]:

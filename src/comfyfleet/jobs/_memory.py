@@ -30,6 +30,9 @@ from comfyfleet.jobs._model import (
     NewJob,
     QueueFull,
 )
+from comfyfleet.jobs._options import JobOptions
+from comfyfleet.jobs._outputs import JobOutput, outputs_from_json, outputs_to_json
+from comfyfleet.jobs._progress import JobProgress
 from comfyfleet.jobs._routing import Affinity, best_claim, plain_order
 from comfyfleet.jobs._store import EventWaiters, wait_for_any_events, wait_for_events
 
@@ -61,7 +64,11 @@ class MemoryJobStore(MemoryRetention):
                 return _out(existing), False
             if max_queued is not None and self._count(JobStatus.QUEUED) >= max_queued:
                 raise QueueFull(max_queued)
-            new = replace(job, workflow=_json_copy(job.workflow), options=_json_copy(job.options))
+            new = replace(
+                job,
+                workflow=_json_copy(job.workflow),
+                options=JobOptions.from_json(_json_copy(job.options.to_json())),
+            )
             self._job_seq += 1
             change = rules.created(new, seq=self._job_seq, now=_now(now))
             if new.owner is not None:
@@ -169,7 +176,7 @@ class MemoryJobStore(MemoryRetention):
         *,
         instance: int | None = None,
         prompt_id: str | None = None,
-        progress: dict[str, Any] | None = None,
+        progress: JobProgress | None = None,
     ) -> bool:
         async with self._locked():
             job = self._jobs.get(job_id)
@@ -179,7 +186,7 @@ class MemoryJobStore(MemoryRetention):
                 job,
                 instance=job.instance if instance is None else instance,
                 prompt_id=job.prompt_id if prompt_id is None else prompt_id,
-                progress=job.progress if progress is None else _json_copy(progress),
+                progress=job.progress if progress is None else progress,
             )
             return True
 
@@ -187,13 +194,13 @@ class MemoryJobStore(MemoryRetention):
         self,
         job_id: str,
         worker: str,
-        outputs: list[dict[str, Any]],
+        outputs: list[JobOutput],
         *,
         now: float | None = None,
         details: dict[str, Any] | None = None,
         attempt: int | None = None,
     ) -> Job | None:
-        rule = partial(rules.completed, outputs=_json_copy(outputs), details=_json_copy(details))
+        rule = partial(rules.completed, outputs=_outputs_copy(outputs), details=_json_copy(details))
         return await self._change_held(job_id, worker, now, rule, attempt)
 
     async def fail(
@@ -346,11 +353,14 @@ def _json_copy(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
+def _outputs_copy(outputs: list[JobOutput]) -> list[JobOutput]:
+    return outputs_from_json(_json_copy(outputs_to_json(outputs)))
+
+
 def _out(job: Job) -> Job:
     return replace(
         job,
         workflow=_json_copy(job.workflow),
-        progress=_json_copy(job.progress),
-        outputs=_json_copy(job.outputs),
+        outputs=_outputs_copy(job.outputs),
         error=_json_copy(job.error),
     )

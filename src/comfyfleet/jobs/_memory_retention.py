@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from comfyfleet.jobs import _rules as rules
 from comfyfleet.jobs._model import TERMINAL, FinishedJob, Job, JobEvent, JobStatus
+from comfyfleet.jobs._outputs import outputs_to_json
 from comfyfleet.jobs._rows import stored_bytes
 
 
@@ -79,7 +80,13 @@ class MemoryRetention:
             status=job.status,
             finished_at=job.finished_at,
             events=len(events),
-            bytes=stored_bytes(job.workflow, job.options, job.outputs, job.error, job.progress),
+            bytes=stored_bytes(
+                job.workflow,
+                job.options.to_json(),
+                outputs_to_json(job.outputs),
+                job.error,
+                None if job.progress is None else job.progress.to_json(),
+            ),
             event_bytes=stored_bytes(*(event.data for event in events)),
             last_event=events[-1].seq if events else 0,
         )

@@ -19,6 +19,9 @@ from enum import StrEnum
 from typing import Any
 
 from comfyfleet.errors import ComfyfleetError
+from comfyfleet.jobs._options import JobOptions
+from comfyfleet.jobs._outputs import JobOutput, outputs_to_json
+from comfyfleet.jobs._progress import JobProgress
 
 
 class JobStatus(StrEnum):
@@ -43,8 +46,8 @@ class NewJob:
     max_attempts: int = 3
     request_hash: str = ""
     """Hash of the submitted body: the same id with another body is a conflict, not a retry."""
-    options: dict[str, Any] = field(default_factory=dict)
-    """Settings that travel with the job (webhook, output storage, timeouts); JSON values."""
+    options: JobOptions = field(default_factory=JobOptions)
+    """Settings that travel with the job (webhook, output storage, timeouts)."""
     owner: str | None = None
     """The id of the API key that submitted it; None when keys were off (anonymous)."""
     models: tuple[str, ...] = ()
@@ -73,14 +76,14 @@ class Job:
     lease_until: float | None
     instance: int | None
     prompt_id: str | None
-    progress: dict[str, Any] | None
-    outputs: list[dict[str, Any]]
+    progress: JobProgress | None
+    outputs: list[JobOutput]
     error: dict[str, Any] | None
     cancel_requested: bool
     request_hash: str
     seq: int
     """Insertion order, unique per store: the tie-break for claims and the key of list cursors."""
-    options: dict[str, Any] = field(default_factory=dict)
+    options: JobOptions = field(default_factory=JobOptions)
     owner: str | None = None
     """The API key id that submitted it (None: anonymous, or stored before jobs had owners)."""
     models: tuple[str, ...] = ()
@@ -94,6 +97,9 @@ class Job:
         data = asdict(self)
         data["status"] = str(self.status)
         data["models"] = list(self.models)
+        data["options"] = self.options.to_json()
+        data["outputs"] = outputs_to_json(self.outputs)
+        data["progress"] = None if self.progress is None else self.progress.to_json()
         return data
 
 

@@ -46,9 +46,12 @@ from comfyfleet.jobs._model import (
     NewJob,
     QueueFull,
 )
+from comfyfleet.jobs._options import JobOptions
+from comfyfleet.jobs._outputs import JobOutput
 from comfyfleet.jobs._pglisten import Listener
 from comfyfleet.jobs._postgres_events import BEGIN, COMMIT, PostgresEventLog
 from comfyfleet.jobs._postgres_retention import PostgresRetention
+from comfyfleet.jobs._progress import JobProgress
 from comfyfleet.jobs._routing import Affinity, claim_params, under_limit
 from comfyfleet.jobs._rows import clock, dump, ending_from_row, job_from_row, mutable_columns
 from comfyfleet.jobs._rows import load as _load
@@ -105,7 +108,7 @@ class PostgresJobStore(PostgresEventLog, PostgresRetention):
         self, job: NewJob, *, max_queued: int | None = None, now: float | None = None
     ) -> tuple[Job, bool]:
         change = rules.created(job, seq=0, now=clock(now))
-        workflow, options = dump(job.workflow), dump(job.options)
+        workflow, options = dump(job.workflow), dump(job.options.to_json())
         row = {"id": job.id, "workflow": workflow, "priority": job.priority, "owner": job.owner}
         row |= {"max_attempts": job.max_attempts, "created_at": change.job.created_at}
         row |= {"request_hash": job.request_hash, "options": options, "max_queued": max_queued}
@@ -121,7 +124,9 @@ class PostgresJobStore(PostgresEventLog, PostgresRetention):
 
         inserted, existing = await self._db.run(insert)
         if inserted is not None:
-            stored = replace(change.job, workflow=_load(workflow), options=_load(options))
+            stored = replace(
+                change.job, workflow=_load(workflow), options=JobOptions.from_json(_load(options))
+            )
             return replace(stored, seq=inserted["job_seq"]), True
         if existing is None:
             assert max_queued is not None
@@ -247,10 +252,10 @@ class PostgresJobStore(PostgresEventLog, PostgresRetention):
         *,
         instance: int | None = None,
         prompt_id: str | None = None,
-        progress: dict[str, Any] | None = None,
+        progress: JobProgress | None = None,
     ) -> bool:
         params = {"id": job_id, "worker": worker, "instance": instance, "prompt_id": prompt_id}
-        params |= {"progress": None if progress is None else dump(progress)}
+        params |= {"progress": None if progress is None else dump(progress.to_json())}
 
         async def update(conn: Connection) -> bool:
             statements = [BEGIN, self._q["passing_commit"], self._q["set_running_info"], COMMIT]
@@ -262,7 +267,7 @@ class PostgresJobStore(PostgresEventLog, PostgresRetention):
         self,
         job_id: str,
         worker: str,
-        outputs: list[dict[str, Any]],
+        outputs: list[JobOutput],
         *,
         now: float | None = None,
         details: dict[str, Any] | None = None,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from comfyfleet.jobs._model import Job
+from comfyfleet.jobs._outputs import JobOutput
 from comfyfleet.jobs._store import JobStore
 from comfyfleet.models import (
     DownloadError,
@@ -23,21 +24,17 @@ from comfyfleet.models import (
     required_models,
 )
 
-INSTALL_PRESET = "install_preset"
-"""The option of a job that installs a model preset instead of running a graph."""
-INSTALL_MODEL = "install_model"
-"""The option of a job that downloads one model file (`{source, type, filename?, size?,
-sha256?}`, checked when the job was made) instead of running a graph."""
 
-
-def _public(result: DownloadResult) -> dict[str, Any]:
+def _public(result: DownloadResult) -> JobOutput:
     """What a client may see of a finished download (not its source: it may carry a token)."""
-    return {
-        "file": result.path.name,
-        "size": result.size,
-        "sha256": result.sha256,
-        "skipped": result.skipped,
-    }
+    return JobOutput(
+        kind="model",
+        file=result.path.name,
+        size=result.size,
+        sha256=result.sha256,
+        skipped=result.skipped,
+        others={} if result.sha256 is not None else {"sha256": None},  # shown as null
+    )
 
 
 class PrepareFailed(Exception):
@@ -52,7 +49,7 @@ class PrepareFailed(Exception):
 class NothingToRun(Exception):
     """The job was all preparation (a preset install): it is done without ComfyUI."""
 
-    def __init__(self, outputs: list[dict[str, Any]]) -> None:
+    def __init__(self, outputs: list[JobOutput]) -> None:
         super().__init__("nothing to run")
         self.outputs = outputs
 
@@ -94,8 +91,7 @@ class ModelFetch:
     _last: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def needed(self, job: Job) -> bool:
-        installs = INSTALL_PRESET in job.options or INSTALL_MODEL in job.options
-        return installs or bool(required_models(job.workflow))
+        return job.options.installs or bool(required_models(job.workflow))
 
     async def __call__(self, job: Job, store: JobStore) -> dict[str, Any]:
         async def on_progress(progress: DownloadProgress) -> None:
@@ -110,7 +106,7 @@ class ModelFetch:
         try:
             results = await self._install(job, on_progress)
             if results is not None:
-                raise NothingToRun([{"kind": "model"} | _public(result) for result in results])
+                raise NothingToRun([_public(result) for result in results])
             return await self.library.ensure(job.workflow, on_progress=on_progress)
         except ModelMissing as exc:
             error = {"code": "model_missing", "retryable": False, "message": exc.message}
@@ -127,11 +123,11 @@ class ModelFetch:
 
     async def _install(self, job: Job, on_progress: Any) -> list[DownloadResult] | None:
         """The files a model install job downloaded; None for a job that runs a graph."""
-        preset = job.options.get(INSTALL_PRESET)
-        if isinstance(preset, str):
+        preset = job.options.install_preset
+        if preset is not None:
             return await self.library.install_preset(preset, on_progress=on_progress)
-        model = job.options.get(INSTALL_MODEL)
-        if not isinstance(model, dict):
+        model = job.options.install_model
+        if model is None:
             return None
         return await self.library.install_source(
             str(model["source"]),

@@ -15,6 +15,7 @@ from typing import Any
 
 from comfyfleet.comfy import ComfyMessage
 from comfyfleet.jobs._flight import InFlight
+from comfyfleet.jobs._progress import JobProgress
 from comfyfleet.jobs._reports import unreachable
 from comfyfleet.jobs._store import JobStore
 
@@ -62,17 +63,12 @@ class ProgressEvents:
         return True
 
     async def _progress(self, job_id: str, data: dict[str, Any]) -> None:
-        value, maximum = int(data.get("value", 0)), int(data.get("max", 0)) or 1
-        progress = {
-            "node": data.get("node"),
-            "value": value,
-            "max": maximum,
-            "fraction": round(value / maximum, 4),
-        }
+        progress = JobProgress.of(data.get("node"), data.get("value", 0), data.get("max", 0))
         await self._inform(
             job_id, lambda: self.store.set_running_info(job_id, self.worker, progress=progress)
         )
-        await self._inform(job_id, lambda: self.store.publish(job_id, "progress", progress))
+        stored = progress.to_json()
+        await self._inform(job_id, lambda: self.store.publish(job_id, "progress", stored))
 
     async def _inform(self, job_id: str, telling: Callable[[], Awaitable[object]]) -> None:
         if time.monotonic() < self._quiet_until:

@@ -27,6 +27,7 @@ from comfyfleet.jobs._confine import (
     has_linked_prefix,
     namespace_outputs,
 )
+from comfyfleet.jobs._outputs import JobOutput
 
 
 @dataclass(frozen=True)
@@ -87,17 +88,17 @@ class RemoteServer:
             folder, _, name = value.rpartition("/")
             await self.client.upload_input(name, data, subfolder=folder)
 
-    async def fetch_outputs(self, job_id: str, outputs: list[dict[str, Any]]) -> None:
+    async def fetch_outputs(self, job_id: str, outputs: list[JobOutput]) -> None:
         """Download each output file under the job's folder to where a supervised instance
         would have written it. Raises ComfyError when the server cannot give it."""
         if self.folders.output_dir is None:
             return
         for output in outputs:
-            relative = output.get("path")
-            if not isinstance(relative, str) or escaping_path(relative) is not None:
+            relative = output.path
+            if relative is None or escaping_path(relative) is not None:
                 continue
             data = await self.client.view(
-                str(output["filename"]), str(output.get("subfolder", "")), str(output["type"])
+                str(output.filename), output.subfolder or "", str(output.type)
             )
             target = self.folders.output_dir / job_id / Path(*PurePosixPath(relative).parts)
             await asyncio.to_thread(_write_atomically, target, data)

@@ -15,12 +15,14 @@ import hashlib
 import logging
 import mimetypes
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, cast
 
 from comfyfleet.jobs._model import Job
+from comfyfleet.jobs._options import JobOptions
+from comfyfleet.jobs._outputs import JobOutput
 from comfyfleet.storage import (
     ImageFormat,
     LocalStorage,
@@ -33,7 +35,7 @@ from comfyfleet.storage import (
 
 log = logging.getLogger("comfyfleet.jobs")
 
-StorageChooser = Callable[[Mapping[str, Any]], Storage]
+StorageChooser = Callable[[JobOptions], Storage]
 """The backend for a job, from its options: the default one, or one the job names."""
 
 
@@ -52,15 +54,15 @@ class OutputPublisher:
             self.default.root.resolve() == self.output_dir.resolve()
         )
 
-    async def publish(self, job: Job, outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def publish(self, job: Job, outputs: list[JobOutput]) -> list[JobOutput]:
         """The outputs with their stored URL and digest. Raises StorageUnavailable when the
         store cannot be reached after a few tries, StorageError when it refuses for good."""
         storage = self.default if self.choose is None else self.choose(job.options)
         convert = _conversion(job.options)
         published = []
         for output in outputs:
-            relative = output.get("path")
-            if not isinstance(relative, str):
+            relative = output.path
+            if relative is None:
                 published.append(output)  # texts, and files outside the job's folder
                 continue
             published.append(await self._publish_file(job.id, relative, output, storage, convert))
@@ -70,10 +72,10 @@ class OutputPublisher:
         self,
         job_id: str,
         relative: str,
-        output: dict[str, Any],
+        output: JobOutput,
         storage: Storage,
         convert: tuple[ImageFormat, int] | None,
-    ) -> dict[str, Any]:
+    ) -> JobOutput:
         file = self.output_dir / job_id / Path(*PurePosixPath(relative).parts)
         key = f"{job_id}/{relative}"
         source: bytes | Path = file
@@ -88,9 +90,9 @@ class OutputPublisher:
             stored = _describe_in_place(cast(LocalStorage, storage), key, file, content_type)
         else:
             stored = await self._put(storage, key, source, content_type)
-        result = dict(output)
-        result["store_s"] = round(time.perf_counter() - started, 6)
-        result.update(
+        result = replace(
+            output,
+            store_s=round(time.perf_counter() - started, 6),
             url=stored.url,
             key=stored.key,
             content_type=stored.content_type,
@@ -98,8 +100,7 @@ class OutputPublisher:
             sha256=stored.sha256,
         )
         if key != f"{job_id}/{relative}":
-            result["path"] = key.split("/", 1)[1]
-            result["filename"] = PurePosixPath(key).name
+            result = replace(result, path=key.split("/", 1)[1], filename=PurePosixPath(key).name)
         return result
 
     async def _put(
@@ -128,11 +129,11 @@ def _describe_in_place(
     return StoredObject(key, storage.url_for(key), content_type, size, digest.hexdigest())
 
 
-def _conversion(options: Mapping[str, Any]) -> tuple[ImageFormat, int] | None:
-    convert = options.get("convert")
-    if not isinstance(convert, Mapping):
+def _conversion(options: JobOptions) -> tuple[ImageFormat, int] | None:
+    convert = options.convert
+    if convert is None:
         return None
-    return cast(ImageFormat, convert["format"]), int(convert.get("quality", 85))
+    return cast(ImageFormat, convert.format), convert.quality
 
 
 def storage_error(exc: StorageError) -> dict[str, Any]:

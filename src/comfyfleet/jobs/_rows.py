@@ -14,6 +14,9 @@ from typing import Any
 import orjson
 
 from comfyfleet.jobs._model import FinishedJob, Job, JobEnding, JobEvent, JobStatus
+from comfyfleet.jobs._options import JobOptions
+from comfyfleet.jobs._outputs import outputs_from_json, outputs_to_json
+from comfyfleet.jobs._progress import JobProgress
 
 JSON_FIELDS = ("workflow", "progress", "outputs", "error", "options")
 
@@ -30,8 +33,8 @@ def mutable_columns(job: Job) -> dict[str, Any]:
         "lease_until": job.lease_until,
         "instance": job.instance,
         "prompt_id": job.prompt_id,
-        "progress": None if job.progress is None else dump(job.progress),
-        "outputs": dump(job.outputs),
+        "progress": None if job.progress is None else dump(job.progress.to_json()),
+        "outputs": dump(outputs_to_json(job.outputs)),
         "error": None if job.error is None else dump(job.error),
         "cancel_requested": int(job.cancel_requested),
     }
@@ -44,6 +47,10 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
             fields[name] = load(fields[name])
     models = fields.get("models") or ()
     fields["models"] = tuple(load(models) if isinstance(models, str) else models)
+    fields["options"] = JobOptions.from_json(fields["options"])
+    fields["outputs"] = outputs_from_json(fields["outputs"])
+    if fields["progress"] is not None:
+        fields["progress"] = JobProgress.from_json(fields["progress"])
     fields["status"] = JobStatus(fields["status"])
     fields["cancel_requested"] = bool(fields["cancel_requested"])
     return Job(**fields)

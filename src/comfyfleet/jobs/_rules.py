@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from comfyfleet.jobs._model import InvalidCursor, Job, JobStatus, NewJob
+from comfyfleet.jobs._outputs import JobOutput
 
 LEASE_EXPIRED: dict[str, Any] = {
     "code": "lease_expired",
@@ -109,7 +110,7 @@ def holds(job: Job, worker: str, attempt: int | None = None) -> bool:
 
 def completed(
     job: Job,
-    outputs: list[dict[str, Any]],
+    outputs: list[JobOutput],
     *,
     now: float,
     details: dict[str, Any] | None = None,

@@ -37,6 +37,9 @@ from comfyfleet.jobs._model import (
     NewJob,
     QueueFull,
 )
+from comfyfleet.jobs._options import JobOptions
+from comfyfleet.jobs._outputs import JobOutput
+from comfyfleet.jobs._progress import JobProgress
 from comfyfleet.jobs._routing import Affinity, claim_params
 from comfyfleet.jobs._rows import clock as _now
 from comfyfleet.jobs._rows import dump as _dump
@@ -103,7 +106,7 @@ class SqliteJobStore(SqliteRetention):
             change = rules.created(job, seq=0, now=_now(now))
             row = {"id": job.id, "workflow": workflow, "priority": job.priority}
             row |= {"max_attempts": job.max_attempts, "created_at": change.job.created_at}
-            options = _dump(job.options)
+            options = _dump(job.options.to_json())
             row |= {"request_hash": job.request_hash, "options": options, "owner": job.owner}
             row |= {"models": _dump(list(job.models)), "max_running": job.max_running}
             row |= _mutable_columns(change.job)
@@ -112,7 +115,9 @@ class SqliteJobStore(SqliteRetention):
             # Hand back what was stored (JSON-normalised), as every later read will; a large
             # graph came from a JSON body, so it is normalised already and not decoded again.
             stored = job.workflow if large else _load(workflow)
-            created = replace(change.job, seq=seq, workflow=stored, options=_load(options))
+            created = replace(
+                change.job, seq=seq, workflow=stored, options=JobOptions.from_json(_load(options))
+            )
             self._append(job.id, change.kind, change.data, created.created_at)
             return created, True
 
@@ -194,10 +199,10 @@ class SqliteJobStore(SqliteRetention):
         *,
         instance: int | None = None,
         prompt_id: str | None = None,
-        progress: dict[str, Any] | None = None,
+        progress: JobProgress | None = None,
     ) -> bool:
         params = {"id": job_id, "worker": worker, "instance": instance, "prompt_id": prompt_id}
-        params |= {"progress": None if progress is None else _dump(progress)}
+        params |= {"progress": None if progress is None else _dump(progress.to_json())}
         with self._write() as conn:
             return conn.execute(self._q["set_running_info"], params).rowcount > 0
 
@@ -205,7 +210,7 @@ class SqliteJobStore(SqliteRetention):
         self,
         job_id: str,
         worker: str,
-        outputs: list[dict[str, Any]],
+        outputs: list[JobOutput],
         *,
         now: float | None = None,
         details: dict[str, Any] | None = None,

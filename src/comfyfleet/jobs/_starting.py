@@ -17,7 +17,7 @@ from comfyfleet.comfy import LARGE_PROMPT_NODES
 from comfyfleet.jobs._confine import namespace_outputs
 from comfyfleet.jobs._failures import JobError, attempt_error
 from comfyfleet.jobs._model import Job
-from comfyfleet.jobs._prepare import INSTALL_PRESET, NothingToRun, PrepareFailed
+from comfyfleet.jobs._prepare import NothingToRun, PrepareFailed
 
 if TYPE_CHECKING:
     from comfyfleet.jobs._lane import Lane
@@ -45,7 +45,7 @@ class Starter:
         try:
             needs_preparing = lane.prepare is not None and lane.prepare.needed(job)
             if lane.remote is not None:  # its models are its own; installs are ours
-                needs_preparing = needs_preparing and INSTALL_PRESET in job.options
+                needs_preparing = needs_preparing and job.options.install_preset is not None
         except Exception as exc:  # the job's graph broke the check: its attempt ends here
             await lane.fail_attempt(prompt_id, attempt_error(exc, **self._at("preparing")))
             return False
@@ -98,14 +98,14 @@ class Starter:
                 graph = namespace_outputs(graph, job.id)
             else:
                 graph = await lane.remote.graph_for(graph, job.id)
-            extra = job.options.get("extra_data")
+            extra = job.options.extra_data
             if (flight := lane.in_flight.get(prompt_id)) is not None:
                 flight.sent_at = time.monotonic()
             await lane.client.submit(
                 graph,
                 client_id=lane.client_id,
                 prompt_id=prompt_id,
-                extra_data=extra if isinstance(extra, dict) else None,
+                extra_data=None if extra is None else dict(extra),
             )
         except Exception as exc:
             await lane.fail_attempt(prompt_id, attempt_error(exc, **self._at("submitting")))

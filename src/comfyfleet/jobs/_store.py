@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
 
 from comfyfleet.jobs._model import FinishedJob, Job, JobEnding, JobEvent, JobStatus, NewJob
+from comfyfleet.jobs._outputs import JobOutput
+from comfyfleet.jobs._progress import JobProgress
 from comfyfleet.jobs._routing import Affinity
 
 
@@ -91,7 +93,7 @@ class JobStore(Protocol):
         *,
         instance: int | None = None,
         prompt_id: str | None = None,
-        progress: dict[str, Any] | None = None,
+        progress: JobProgress | None = None,
     ) -> bool:
         """Record where and how far a running job is (None leaves a field as it is)."""
         ...
@@ -100,7 +102,7 @@ class JobStore(Protocol):
         self,
         job_id: str,
         worker: str,
-        outputs: list[dict[str, Any]],
+        outputs: list[JobOutput],
         *,
         now: float | None = None,
         details: dict[str, Any] | None = None,

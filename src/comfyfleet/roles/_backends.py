@@ -7,10 +7,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pydantic import SecretStr
 
@@ -25,6 +24,7 @@ from comfyfleet.assets import (
 from comfyfleet.auth import KeyStore, open_key_store
 from comfyfleet.config import Settings
 from comfyfleet.jobs import (
+    JobOptions,
     JobStore,
     MemoryJobStore,
     PostgresJobStore,
@@ -73,9 +73,9 @@ class Backends:
     def storage(self) -> Storage:
         return self.targets["default"]
 
-    def storage_for(self, options: Mapping[str, Any]) -> Storage:
+    def storage_for(self, options: JobOptions) -> Storage:
         """The store a job's options name (checked at submit), else the default one."""
-        return self.targets.get(str(options.get("storage", "default")), self.storage)
+        return self.targets.get(options.storage or "default", self.storage)
 
 
 @contextlib.asynccontextmanager

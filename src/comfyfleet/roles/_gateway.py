@@ -37,7 +37,7 @@ from comfyfleet.gateway import (
     templates_router,
     webhooks_router,
 )
-from comfyfleet.jobs import INSTALL_MODEL, INSTALL_PRESET, JobStore, NewJob
+from comfyfleet.jobs import JobOptions, JobStore, NewJob
 from comfyfleet.metrics import Metrics, metrics_router
 from comfyfleet.models import LOADER_INPUTS
 from comfyfleet.roles._agent import AgentPart
@@ -63,17 +63,17 @@ def _installs(
     """Model installs (a preset, or one file from a URL) run as jobs, so their progress is a
     job's events like any other's."""
 
-    async def enqueue(option: dict[str, Any]) -> str:
+    async def enqueue(option: JobOptions) -> str:
         new = NewJob(id=f"install-{uuid.uuid4().hex[:16]}", workflow={}, options=option)
         job, _ = await store.enqueue(new)
         notify()
         return job.id
 
     async def preset(name: str) -> str:
-        return await enqueue({INSTALL_PRESET: name})
+        return await enqueue(JobOptions(install_preset=name))
 
     async def model(spec: dict[str, Any]) -> str:
-        return await enqueue({INSTALL_MODEL: spec})
+        return await enqueue(JobOptions(install_model=spec))
 
     return preset, model
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from comfyfleet.jobs import JobEvent, JobNotFound
+from comfyfleet.jobs import JobEvent, JobNotFound, JobOptions
 from comfyfleet.webhooks._errors import WebhookConfigError
 from comfyfleet.webhooks._model import NewDelivery, WebhookTarget, event_type, parse_webhook
 from comfyfleet.webhooks._outbox import Outbox
@@ -29,10 +29,10 @@ log = logging.getLogger("comfyfleet.webhooks")
 
 
 class HasOptions(Protocol):
-    """A job as the relay needs it: its submit options (`options["webhook"]`)."""
+    """A job as the relay needs it: its submit options (their `webhook`)."""
 
     @property
-    def options(self) -> Mapping[str, Any]: ...
+    def options(self) -> JobOptions: ...
 
 
 class EventSource(Protocol):
@@ -134,11 +134,11 @@ class Relay:
             job = await self.source.get(job_id)
         except JobNotFound:
             return None
-        value = job.options.get("webhook")
+        value = job.options.webhook
         if value is None:
             return None
         try:
-            return job, parse_webhook(value, default_events=self.default_events)
+            return job, parse_webhook(value.to_json(), default_events=self.default_events)
         except WebhookConfigError as exc:  # checked at submit; a stored one could predate that
             log.warning("job %s has an unusable webhook option, skipped: %s", job_id, exc)
             return None

@@ -52,7 +52,7 @@ from comfyfleet.gateway import (
     remove_asset,
     visible_asset,
 )
-from comfyfleet.jobs import JobStatus
+from comfyfleet.jobs import JobOutput, JobStatus
 
 _SLACK = 64 * 1024
 """Bytes a multipart body may carry beyond the file limit (boundaries, headers, fields)."""
@@ -210,14 +210,14 @@ class AssetRoutes:
             stored = self.store.folder / asset.file_name
             return FileResponse(stored, media_type=asset.content_type, headers=_NOSNIFF)
         item, shown = output
-        text = item.get("text")
-        if isinstance(text, str):
+        text = item.text
+        if text is not None:
             return Response(text.encode(), media_type=shown["content_type"], headers=_NOSNIFF)
         file = self._output_file(split_output_id(asset_id), item)
         if file is not None:
             return FileResponse(file, media_type=shown["content_type"], headers=_NOSNIFF)
-        url = item.get("url")
-        if isinstance(url, str) and url.startswith(("https://", "http://")):
+        url = item.url
+        if url is not None and url.startswith(("https://", "http://")):
             return RedirectResponse(url, status_code=302)  # kept in the job's object storage
         raise ApiError(
             404,
@@ -245,7 +245,7 @@ class AssetRoutes:
 
     async def _output(
         self, asset_id: str, caller: Caller, base: str
-    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    ) -> tuple[JobOutput, dict[str, Any]] | None:
         """(the stored output, its `Asset` view) when `asset_id` names a job output; None when it
         names no output (it may name an upload); 404 for an output that does not exist."""
         parts = split_output_id(asset_id)
@@ -272,9 +272,9 @@ class AssetRoutes:
         }
         return item, shown
 
-    def _output_file(self, parts: tuple[str, int] | None, item: dict[str, Any]) -> Path | None:
-        relative = item.get("path")
-        if parts is None or not isinstance(relative, str):
+    def _output_file(self, parts: tuple[str, int] | None, item: JobOutput) -> Path | None:
+        relative = item.path
+        if parts is None or relative is None:
             return None
         pieces = PurePosixPath(relative).parts
         if not pieces or ".." in pieces or relative.startswith("/"):

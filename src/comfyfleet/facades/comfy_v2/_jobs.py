@@ -84,7 +84,7 @@ def jobs_routes(router: APIRouter, v2: V2) -> None:
             derived = idempotent_id(idempotency_key, caller.owner, service.idempotency_secret)
         new = replace(await parse_job(service, fleet, derived), owner=caller.owner)
         if labels:
-            new = replace(new, options={**new.options, "metadata": labels})
+            new = replace(new, options=new.options.but(metadata=labels))
         try:
             job, created = await submit_job(service, new, caller, chosen=derived is not None)
         except ApiError as exc:
@@ -194,5 +194,5 @@ def _matches(job: Job, wanted: set[str] | None, labels: dict[str, str]) -> bool:
         return False
     if not labels:
         return True
-    mine = job.options.get("metadata")
-    return isinstance(mine, dict) and all(mine.get(k) == v for k, v in labels.items())
+    mine = job.options.metadata
+    return mine is not None and all(mine.get(k) == v for k, v in labels.items())

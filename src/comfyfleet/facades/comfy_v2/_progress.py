@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from comfyfleet.jobs import Job, JobEvent, JobStatus, JobStore
+from comfyfleet.jobs import Job, JobEvent, JobProgress, JobStatus, JobStore
 
 EVENT_PAGE = 1000
 
@@ -50,13 +50,13 @@ class Progress:
         """Fold a store event; whether it changed the snapshot."""
         data = event.data
         if event.kind == "progress":
-            return self._step(data.get("node"), data.get("value"), data.get("max"))
+            return self._step(JobProgress.from_json(data))
         return self._fold(event.kind, data)
 
     def client(self, kind: str, data: dict[str, Any]) -> bool:
         """Fold a client event (`comfyfleet.gateway.ClientEvent`); whether it changed it."""
         if kind == "progress":
-            return self._step(data.get("node"), data.get("step"), data.get("steps"))
+            return self._step(JobProgress.from_client(data))
         return self._fold(kind, data)
 
     def _fold(self, kind: str, data: dict[str, Any]) -> bool:
@@ -78,11 +78,10 @@ class Progress:
             return True
         return False
 
-    def _step(self, node: Any, step: Any, steps: Any) -> bool:
-        if node is not None and str(node) != self.current:
-            self.current = str(node)
-        self.step = step if isinstance(step, int) and not isinstance(step, bool) else None
-        self.steps = steps if isinstance(steps, int) and not isinstance(steps, bool) else None
+    def _step(self, progress: JobProgress) -> bool:
+        if progress.node is not None and progress.node != self.current:
+            self.current = progress.node
+        self.step, self.steps = progress.step, progress.steps
         return True
 
     def snapshot(self) -> dict[str, Any]:

@@ -16,11 +16,10 @@ The fleet's job record is the one source; this module only renames and reshapes 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from comfyfleet.jobs import Job, JobStatus
+from comfyfleet.jobs import Job, JobOutput, JobStatus
 
 OUTPUT_SEPARATOR = ":"
 """Between the job id and the output's index in an output id (job ids never hold one)."""
@@ -75,21 +74,20 @@ def v2_outputs(job: Job, base: str, now: float, retention_s: float) -> list[dict
 
 
 def v2_output(
-    job: Job, index: int, item: Mapping[str, Any], base: str, now: float, retention_s: float
+    job: Job, index: int, item: JobOutput, base: str, now: float, retention_s: float
 ) -> dict[str, Any]:
     ident = output_id(job.id, index)
-    text = item.get("text")
-    if isinstance(text, str):
+    text = item.text
+    if text is not None:
         content_type, size, name = "text/plain; charset=utf-8", len(text.encode()), "text.txt"
     else:
-        name = str(item.get("filename") or f"output-{index}")
-        content_type = str(item.get("content_type") or _guess(name))
-        stored_size = item.get("size")
-        size = stored_size if isinstance(stored_size, int) else 0
+        name = item.filename or f"output-{index}"
+        content_type = item.content_type or _guess(name)
+        size = item.size or 0
     return {
-        "node_id": str(item.get("node_id", "")),
+        "node_id": item.node_id or "",
         "name": name,
-        "type": output_type(str(item.get("kind", "")), content_type),
+        "type": output_type(item.kind or "", content_type),
         "content_type": content_type,
         "size_bytes": size,
         "id": ident,
@@ -178,9 +176,9 @@ def v2_job(
         "create_time": iso(job.created_at),
         "update_time": iso(job.finished_at or job.started_at or job.queued_at),
     }
-    labels = job.options.get("metadata")
-    if isinstance(labels, dict):
-        view["metadata"] = labels
+    labels = job.options.metadata
+    if labels is not None:
+        view["metadata"] = dict(labels)
     if job.priority:
         view["priority"] = job.priority
     return view

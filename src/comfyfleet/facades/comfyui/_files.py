@@ -149,8 +149,8 @@ async def _job_folder_of(service: Service, caller: Caller, filename: str) -> tup
     jobs, _ = await service.store.list_jobs(limit=_NAME_LOOKUP, owner=caller.list_filter)
     for job in jobs:
         for output in job.outputs:
-            if output.get("filename") == filename and output.get("type") == "output":
-                return _parts(str(output.get("subfolder") or ""), "subfolder")
+            if output.filename == filename and output.type == "output":
+                return _parts(output.subfolder or "", "subfolder")
     return ()
 
 
@@ -189,11 +189,11 @@ async def _stored_output(
     except JobNotFound:
         job = None
     urls = [
-        service.storage.url_for(o["key"])
-        if service.storage is not None and isinstance(o.get("key"), str)
-        else o.get("url")
+        service.storage.url_for(o.key)
+        if service.storage is not None and o.key is not None
+        else o.url
         for o in (job.outputs if job is not None else [])
-        if o.get("filename") == filename and o.get("subfolder", "") == subfolder
+        if o.filename == filename and (o.subfolder or "") == subfolder
     ]
     url = next(
         (u for u in urls if isinstance(u, str) and u.startswith(("http://", "https://"))), None

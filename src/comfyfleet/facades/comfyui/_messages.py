@@ -22,7 +22,7 @@ import json
 import struct
 from typing import Any
 
-from comfyfleet.jobs import JobEvent
+from comfyfleet.jobs import JobEvent, JobProgress
 
 PREVIEW_IMAGE = 1
 PREVIEW_IMAGE_WITH_METADATA = 4
@@ -91,8 +91,9 @@ class PromptMessages:
             executing = {"node": node, "display_node": node, "prompt_id": pid}
             return [("executing", executing), self._progress_state()]
         if event.kind == "progress":
-            node = _node(data) or self.node
-            value, maximum = _int(data.get("value")), _int(data.get("max")) or 1
+            step = JobProgress.from_json(data)
+            node = step.node or self.node
+            value, maximum = step.step, step.steps or 1
             progress = {"value": value, "max": maximum, "prompt_id": pid, "node": node}
             if node is None:
                 return [("progress", progress)]
@@ -131,7 +132,3 @@ class PromptMessages:
 def _node(data: dict[str, Any]) -> str | None:
     node = data.get("node")
     return None if node is None else str(node)
-
-
-def _int(value: Any) -> int:
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0

@@ -24,7 +24,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
-from comfyfleet.facades.comfyui._shapes import COMFYUI_OPTION, EXTRA_DATA_OPTION, number_of
+from comfyfleet.facades.comfyui._shapes import number_of
 from comfyfleet.facades.comfyui._validate import PromptInvalid, validate_prompt
 from comfyfleet.gateway import (
     JOB_ID,
@@ -114,13 +114,8 @@ async def take_prompt(
         request["priority"] = FRONT_PRIORITY
     try:
         new = await parse_job(service, request, None)
-        options = dict(new.options)
-        options[COMFYUI_OPTION] = {
-            "client_id": client_id if isinstance(client_id, str) else None,
-            "number": number,
-        }
-        if extra:
-            options[EXTRA_DATA_OPTION] = extra
+        comfy = {"client_id": client_id if isinstance(client_id, str) else None, "number": number}
+        options = new.options.but(comfyui=comfy, extra_data=extra or None)
         new = replace(new, options=options, owner=caller.owner)
         job, _created = await submit_job(service, new, caller, chosen=chosen is not None)
     except ApiError as exc:

@@ -4,7 +4,7 @@ ComfyUI knows a prompt by a tuple `[number, prompt_id, prompt, extra_data, outpu
 and keeps a finished one in its history as `{prompt, outputs, status, meta}`. Here those are
 built from the stored job, so they read the same whichever instance ran it and whichever gateway
 answers. What a job keeps of its ComfyUI submission (the client id, the number, `extra_data`)
-travels in its options under `COMFYUI_OPTION` and `EXTRA_DATA_OPTION`.
+travels in its options (`JobOptions.comfyui` and `JobOptions.extra_data`).
 """
 
 from __future__ import annotations
@@ -13,12 +13,6 @@ from typing import Any
 
 from comfyfleet.jobs import Job, JobStatus
 
-COMFYUI_OPTION = "comfyui"
-"""Job option: `{"client_id", "number"}` as the prompt was submitted through the ComfyUI API."""
-EXTRA_DATA_OPTION = "extra_data"
-"""Job option: the prompt's `extra_data` (the lane hands it to ComfyUI with the prompt)."""
-
-_OUTPUT_KEYS = ("filename", "subfolder", "type")
 _FAILED_STATUS = {
     JobStatus.SUCCEEDED: "success",
     JobStatus.FAILED: "error",
@@ -28,23 +22,23 @@ _FAILED_STATUS = {
 
 def client_id_of(job: Job) -> str | None:
     """The ComfyUI client id the job's prompt came with (None: submitted some other way)."""
-    comfy = job.options.get(COMFYUI_OPTION)
-    value = comfy.get("client_id") if isinstance(comfy, dict) else None
+    comfy = job.options.comfyui
+    value = None if comfy is None else comfy.get("client_id")
     return value if isinstance(value, str) else None
 
 
 def number_of(job: Job) -> int | float:
     """The prompt's number: the one the client sent, else the job's place in the store."""
-    comfy = job.options.get(COMFYUI_OPTION)
-    value = comfy.get("number") if isinstance(comfy, dict) else None
+    comfy = job.options.comfyui
+    value = None if comfy is None else comfy.get("number")
     if isinstance(value, int | float) and not isinstance(value, bool):
         return value
     return job.seq
 
 
 def extra_data_of(job: Job) -> dict[str, Any]:
-    extra = job.options.get(EXTRA_DATA_OPTION)
-    out = dict(extra) if isinstance(extra, dict) else {}
+    extra = job.options.extra_data
+    out = {} if extra is None else dict(extra)
     client_id = client_id_of(job)
     if client_id is not None:
         out["client_id"] = client_id
@@ -75,12 +69,16 @@ def node_outputs(job: Job) -> dict[str, dict[str, list[Any]]]:
     """The job's outputs grouped as ComfyUI's history has them: node id -> kind -> items."""
     grouped: dict[str, dict[str, list[Any]]] = {}
     for output in job.outputs:
-        node = str(output.get("node_id"))
-        kind = str(output.get("kind") or "images")
+        node = str(output.node_id)
+        kind = output.kind or "images"
         if kind == "text":
-            item: Any = output.get("text")
+            item: Any = output.text
         else:
-            item = {key: output.get(key, "") for key in _OUTPUT_KEYS}
+            item = {
+                "filename": output.filename or "",
+                "subfolder": output.subfolder or "",
+                "type": output.type or "",
+            }
         grouped.setdefault(node, {}).setdefault(kind, []).append(item)
     return grouped
 
@@ -117,7 +115,7 @@ def end_messages(job: Job) -> list[tuple[str, dict[str, Any]]]:
             {"prompt_id": job.id, "timestamp": at},
         )
     elif job.status == JobStatus.CANCELLED:
-        node = (job.progress or {}).get("node")
+        node = None if job.progress is None else job.progress.node
         outcome = (
             "execution_interrupted",
             {

@@ -27,7 +27,7 @@ from starlette.types import ASGIApp
 from comfyfleet.assets import AssetStore
 from comfyfleet.facades.openai._edge import OpenAIEdge
 from comfyfleet.facades.openai._links import ImageLinks
-from comfyfleet.facades.openai._routes import OPENAI_OPTION, PREFIX, OpenAIImages, openai_router
+from comfyfleet.facades.openai._routes import PREFIX, OpenAIImages, openai_router
 from comfyfleet.facades.openai._settings import OpenAISettings
 from comfyfleet.gateway import Service
 from comfyfleet.templates import TemplateLibrary
@@ -53,7 +53,6 @@ def openai_edge(app: ASGIApp, images: OpenAIImages, output_dir: Path) -> ASGIApp
 
 
 __all__ = [
-    "OPENAI_OPTION",
     "PREFIX",
     "ImageLinks",
     "OpenAIEdge",

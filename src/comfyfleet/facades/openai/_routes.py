@@ -40,7 +40,6 @@ from comfyfleet.facades.openai._request import (
 )
 from comfyfleet.facades.openai._settings import OpenAISettings
 from comfyfleet.gateway import (
-    TEMPLATE_OPTION,
     ApiError,
     Caller,
     Service,
@@ -55,8 +54,6 @@ from comfyfleet.jobs import TERMINAL, Job
 from comfyfleet.templates import ParamType, Template, TemplateLibrary
 
 PREFIX = "/openai/v1"
-OPENAI_OPTION = "openai"
-"""The job option that records the endpoint and the `user` of the request that made it."""
 OWNER = "comfyfleet"
 
 
@@ -148,11 +145,8 @@ class OpenAIImages:
         images = {n for n, p in template.parameters.items() if p.type is ParamType.IMAGE}
         recorded = {name: value for name, value in values.items() if name not in images}
         origin = {"endpoint": endpoint} | ({"user": request.user} if request.user else {})
-        options = {
-            **new.options,
-            TEMPLATE_OPTION: {"name": template.name, "params": recorded},
-            OPENAI_OPTION: origin,
-        }
+        record = {"name": template.name, "params": recorded}
+        options = new.options.but(template=record, openai=origin)
         new = replace(new, owner=caller.owner, options=options)
         job, _ = await submit_job(self.service, new, caller, chosen=False)
         return job.id
