@@ -93,6 +93,24 @@ def test_stores_claiming_concurrently_never_claim_one_job_twice(
     assert run(second.count(JobStatus.SUCCEEDED)) == 500
 
 
+def test_a_call_postgresql_refuses_fails_alone_in_its_batch(store: JobStore) -> None:
+    """Calls at once share a transaction; one the database refuses (a priority past its
+    integer) must not take the others down with it."""
+
+    async def scenario() -> list[object]:
+        return await asyncio.gather(
+            store.enqueue(job("good-1")),
+            store.enqueue(NewJob(id="bad", workflow={}, priority=2**40)),
+            store.enqueue(job("good-2")),
+            return_exceptions=True,
+        )
+
+    good_1, bad, good_2 = run(scenario())
+    assert isinstance(bad, psycopg.errors.NumericValueOutOfRange)
+    assert isinstance(good_1, tuple) and isinstance(good_2, tuple)
+    assert run(store.count(JobStatus.QUEUED)) == 2
+
+
 def test_a_notification_wakes_a_waiter_and_a_dispatcher_in_another_store(
     two: tuple[PostgresJobStore, PostgresJobStore],
 ) -> None:
