@@ -150,40 +150,47 @@ SELECT * FROM jobs WHERE id = ANY(%(ids)s::text[]) ORDER BY id FOR UPDATE;
 
 -- name: next_queued
 -- The claim, as `_routing.best_claim` decides it: the best queued job nobody else is locking
--- right now (the best `count` of them for a batch of claimers with one affinity: the second
--- claimer's best is the best job the first did not take). Racing claimers each skip the rows the others hold, so none waits and none gets a
--- job twice. Among the first `window` claimable jobs in queue order (read through `jobs_claim`;
--- a job whose key already runs `max_running` jobs, or whose key is `excluded`, is not
--- claimable), the first by priority, then affinity tier (0: needs no model, waited past
--- `overdue_before`, or shares one with `loaded`; 1: shares one with `on_disk`; 2: the rest),
--- then age. Running jobs are few, so counting them per key is cheap. (Parameter names are
--- written without their placeholder syntax here: the client binds placeholders in comments too.)
-WITH running AS (
-    SELECT owner, count(*) AS n FROM jobs
-    WHERE status = 'running' AND owner IS NOT NULL
-    GROUP BY owner
-), candidates AS (
-    SELECT jobs.seq FROM jobs LEFT JOIN running ON running.owner = jobs.owner
-    WHERE jobs.status = 'queued'
-        AND (jobs.owner IS NULL OR jobs.max_running IS NULL
-            OR coalesce(running.n, 0) < jobs.max_running)
-        AND (jobs.owner IS NULL OR jobs.owner <> ALL(%(excluded)s::text[]))
-    ORDER BY jobs.priority DESC, jobs.queued_at, jobs.seq
+-- right now; for a batch of claimers with one affinity, the best `count` of them (the second
+-- claimer's best is the best job the first did not take). Racing claimers each skip the rows
+-- the others hold, so none waits and none gets a job twice. Among the first `window`
+-- claimable jobs in queue order (a job whose key already runs `max_running` jobs, or whose key
+-- is `excluded`, is not claimable), the first by priority, then affinity tier (0: needs no
+-- model, waited past `overdue_before`, or shares one with `loaded`; 1: shares one with
+-- `on_disk`; 2: the rest), then age.
+--
+-- Written so that the plan does not depend on the table's statistics (a new database has
+-- none, and the queue's churn outruns them): the window is a walk of `jobs_claim` in its own
+-- order that stops after `window` rows, a key's running jobs are counted only for jobs that
+-- have a limit (through `jobs_owner_status_seq`), and the window's rows are then fetched by
+-- primary key. (Parameter names are written without their placeholder syntax here: the
+-- client binds placeholders in comments too.)
+WITH candidates AS (
+    SELECT seq, priority, queued_at, models FROM jobs
+    WHERE status = 'queued'
+        AND (owner IS NULL OR (
+            owner <> ALL(%(excluded)s::text[])
+            AND (max_running IS NULL OR (
+                SELECT count(*) FROM jobs AS mine
+                WHERE mine.owner = jobs.owner AND mine.status = 'running'
+            ) < max_running)
+        ))
+    ORDER BY priority DESC, queued_at, seq
     LIMIT %(window)s
+), ranked AS (
+    SELECT seq, priority, queued_at,
+        CASE
+            WHEN cardinality(models) = 0 OR queued_at <= %(overdue_before)s
+                OR models && %(loaded)s::text[] THEN 0
+            WHEN models && %(on_disk)s::text[] THEN 1
+            ELSE 2
+        END AS tier
+    FROM candidates
 )
-SELECT * FROM jobs
--- An array, so the window's rows are fetched by primary key, not by a scan of every job.
-WHERE seq = ANY(ARRAY(SELECT seq FROM candidates)) AND status = 'queued'
-ORDER BY priority DESC,
-    CASE
-        WHEN cardinality(models) = 0 OR queued_at <= %(overdue_before)s
-            OR models && %(loaded)s::text[] THEN 0
-        WHEN models && %(on_disk)s::text[] THEN 1
-        ELSE 2
-    END,
-    queued_at, seq
+SELECT jobs.* FROM ranked JOIN jobs ON jobs.seq = ranked.seq
+WHERE jobs.status = 'queued'
+ORDER BY ranked.priority DESC, ranked.tier, ranked.queued_at, ranked.seq
 LIMIT %(count)s
-FOR UPDATE SKIP LOCKED;
+FOR UPDATE OF jobs SKIP LOCKED;
 
 -- name: lock_owners_running
 -- Taken before claims of jobs with a running limit are written, and held until they commit:
