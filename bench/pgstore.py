@@ -14,7 +14,17 @@ the store wrote per job (its calls arriving together share one: `_pgbatch`). The
 under load and say what the store would do on an idle machine: 2 cores / CPU per job is the
 rate it could reach.
 
+`--latency N` measures instead what the store adds to one job's way through the fleet, alone
+on the machine's stores: a gateway enqueues a job and waits for its final status event while an
+agent, woken by the store, claims it, records where it runs, publishes two progress events and
+an output, and completes it. On SQLite both sides share one store object (`serve`: one
+process); on PostgreSQL they are two store objects, with their own connections and listeners,
+as a gateway and an agent are. N rounds of each, interleaved; printed: p50 and p90 of each and
+what PostgreSQL adds at p50 (the ComfyUI part of a job is the same on both, so this is the
+store's share of the added latency of gateway + PostgreSQL over `serve` on SQLite).
+
 Usage: python bench/pgstore.py [--jobs 3000] [--workers 8,32] [--server postgresql://...]
+       python bench/pgstore.py --latency 200
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -156,12 +167,89 @@ def line(label: str, figures: Figures, sqlite: Figures) -> str:
     return text
 
 
+async def one_job(gateway: JobStore, agent_turn: asyncio.Event, job_id: str) -> float:
+    """Seconds from the gateway's enqueue to its sight of the job's final status."""
+    started = time.perf_counter()
+    await gateway.enqueue(NewJob(id=job_id, workflow=WORKFLOW), max_queued=1000)
+    agent_turn.set()
+    after = 0
+    while True:
+        for event in await gateway.wait_events(job_id, after=after, timeout=10):
+            after = event.seq
+            if event.kind == "status" and event.data["status"] == "succeeded":
+                return time.perf_counter() - started
+
+
+async def agent(store: JobStore, turn: asyncio.Event, stop: asyncio.Event) -> None:
+    """Claims whatever it hears of and takes it through a job's writes to its end."""
+    if isinstance(store, QueueSignal):
+        store.on_queued(turn.set)
+    while not stop.is_set():
+        job = await store.claim("agent", lease_s=60, instance=0)
+        if job is None:
+            turn.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(turn.wait(), 0.05)
+            continue
+        await store.set_running_info(job.id, "agent", prompt_id=f"p-{job.id}")
+        for step in (1, 2):
+            await store.publish(job.id, "progress", {"value": step, "max": 2})
+        await store.publish(job.id, "output", {"node": "9", "filename": "x.png"})
+        await store.complete(job.id, "agent", [{"node": "9", "filename": "x.png"}])
+
+
+async def latency(url: str, rounds: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {"sqlite": [], "postgresql": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        sqlite = SqliteJobStore.open(Path(tmp) / "jobs.db")
+        pg_gateway, pg_agent = await PostgresJobStore.open(url), await PostgresJobStore.open(url)
+        # SQLite's agent hears of a job from the gateway in the process; PostgreSQL's from
+        # the store's notification (`agent` subscribes to it).
+        sides = {"sqlite": (sqlite, sqlite), "postgresql": (pg_gateway, pg_agent)}
+        turns = {name: asyncio.Event() for name in sides}
+        stop = asyncio.Event()
+        agents = [agent(a, turns[name], stop) for name, (_, a) in sides.items()]
+        tasks = [asyncio.ensure_future(a) for a in agents]
+        try:
+            for i in range(rounds + 10):
+                for name, (gateway, _) in sides.items():
+                    # PostgreSQL's agent must hear of the job by itself: its turn is not set.
+                    turn = turns[name] if name == "sqlite" else asyncio.Event()
+                    took = await one_job(gateway, turn, f"{name}-{i}")
+                    if i >= 10:  # the first rounds warm connections and plans
+                        times[name].append(took)
+        finally:
+            stop.set()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for store in (sqlite, pg_gateway, pg_agent):
+                await store.close()
+    return times
+
+
+def latency_report(times: dict[str, list[float]]) -> None:
+    p50 = {name: statistics.median(values) * 1000 for name, values in times.items()}
+    load_avg = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"one job through the store, {len(times['sqlite'])} interleaved rounds (load {load_avg})")
+    for name, values in times.items():
+        p90 = sorted(values)[int(0.9 * len(values))] * 1000
+        print(f"  {name:<11} p50 {p50[name]:6.2f} ms  p90 {p90:6.2f} ms")
+    added = p50["postgresql"] - p50["sqlite"]
+    print(f"  postgresql adds {added:+.2f} ms at p50 (goal for gateway + postgresql: <= 2 ms)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=3000)
     parser.add_argument("--workers", default="8,32", help="worker counts, comma-separated")
     parser.add_argument("--server", default=maintenance_url(), help="maintenance database URL")
+    parser.add_argument("--latency", type=int, default=0, help="rounds of the latency mode")
     args = parser.parse_args()
+    if args.latency:
+        with scratch_database(args.server) as url:
+            latency_report(asyncio.run(latency(url, args.latency)))
+        return
     counts = [int(n) for n in args.workers.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         sqlite = asyncio.run(measure_sqlite(Path(tmp) / "jobs.db", args.jobs))

@@ -4,7 +4,12 @@
 one transaction with a fixed number of round trips, whatever its size:
 
 - enqueues: one (`insert_jobs`: every job and its first event), plus one to read the jobs
-  whose id was taken or that the queue limit kept out;
+  whose id was taken or that the queue limit kept out. The jobs are committed without waiting
+  for the disk, so that dispatchers hear of them and claim them at once, and the same trip
+  then waits for the disk (`durable_mark`) before any enqueue of the batch returns: a job is
+  acknowledged only once it is durable, but a dispatcher does not wait for that flush (a
+  server crash in between loses a job nobody was told was taken; its claim, if any, goes with
+  it);
 - claims: two (`next_queued` for as many jobs as there are claimers with one affinity, then
   the claims and their events), one more when a job has a running limit (the key's lock and
   count, as for a single claim);
@@ -12,7 +17,8 @@ one transaction with a fixed number of round trips, whatever its size:
 
 Each call is decided by the same rules as alone (`_rules`, `_routing`): a batch only shares the
 transaction. A claim commits without waiting for the disk (see `_claim_once`); enqueues and
-changes wait for it before any call of the batch returns.
+changes wait for it before any call of the batch returns, and a change (the end of an attempt
+above all) is seen by others only once it is on disk.
 """
 
 from __future__ import annotations
@@ -95,9 +101,9 @@ class PostgresWrites:
 
         async def insert(conn: Connection) -> tuple[dict[str, int], dict[str, Job]]:
             q = self._q
-            rows = await script(
-                conn, [BEGIN, q["writing_events"], q["insert_jobs"], COMMIT], params
-            )
+            statements = [BEGIN, q["passing_commit"], q["writing_events"], q["insert_jobs"]]
+            statements += [COMMIT, BEGIN, q["durable_mark"], COMMIT]
+            rows = await script(conn, statements, params, rows_of=3)
             seqs = {row["id"]: row["seq"] for row in rows}
             taken = [call.new.id for call in calls if call.new.id not in seqs]
             if not taken:

@@ -36,6 +36,17 @@ SELECT pg_advisory_xact_lock_shared(427071202917);
 -- milliseconds of them, never a job's state, which every other write still flushes first.
 SET LOCAL synchronous_commit = off;
 
+-- name: durable_mark
+-- Sent in a transaction of its own after one that committed with `passing_commit`: this one's
+-- commit is flushed (the session's default), and a flush covers all the log written before
+-- it, so once it returns the transaction before it is on disk too. For a change that should
+-- be seen at once but acknowledged only once durable (an enqueue: a dispatcher claims the job
+-- while the gateway still waits for the disk). A transaction must write to the log for its
+-- commit to be flushed at all (taking a transaction id is not enough): a logical decoding
+-- message is the smallest such write, needs no table and no privilege, and is ignored by
+-- replication (no consumer knows the prefix).
+SELECT pg_logical_emit_message(true, 'comfyfleet', '') AS mark;
+
 -- name: horizon_lock_timeout
 SET LOCAL lock_timeout = '5s';
 
