@@ -127,3 +127,20 @@ def test_a_caller_that_gave_up_before_its_batch_is_not_written() -> None:
         assert writer.batches == [[1], [3]]
 
     asyncio.run(body())
+
+
+def test_a_writer_that_breaks_its_promise_fails_its_callers_not_the_next_ones() -> None:
+    async def body() -> None:
+        calls = 0
+
+        async def short(items: list[int]) -> list[int]:
+            nonlocal calls
+            calls += 1
+            return [] if calls == 1 else [item for item in items]  # first: one result short
+
+        b: Batches[int, int] = Batches(short)
+        with pytest.raises(ValueError):
+            await b.submit(1)
+        assert await b.submit(2) == 2
+
+    asyncio.run(body())

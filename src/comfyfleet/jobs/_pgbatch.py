@@ -73,8 +73,10 @@ class Batches(Generic[I, R]):
         try:
             while self._waiting:
                 batch = self._take()
-                if batch:
+                try:
                     await self._run(batch)
+                except Exception as exc:  # the writer's own fault: its callers hear of it
+                    _fail(batch, exc)
         finally:
             self._writer = None
 
@@ -108,9 +110,7 @@ class Batches(Generic[I, R]):
                 for one in batch:
                     await self._run([one])
                 return
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            _fail(batch, exc)
             return
         for (_, future), result in zip(batch, results, strict=True):
             if future.done():
@@ -119,3 +119,9 @@ class Batches(Generic[I, R]):
                 future.set_exception(result.error)
             else:
                 future.set_result(result)
+
+
+def _fail(batch: list[tuple[I, asyncio.Future[R]]], error: Exception) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(error)

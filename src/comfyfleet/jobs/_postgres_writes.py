@@ -28,6 +28,8 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
+from psycopg.errors import DeadlockDetected, SerializationFailure
+
 from comfyfleet.db import Connection, Database, script
 from comfyfleet.jobs import _rules as rules
 from comfyfleet.jobs._model import Job, JobConflict, JobStoreError, NewJob, QueueFull
@@ -74,9 +76,13 @@ Changed = tuple[Job | None, rules.Change | None]
 
 
 def one_at_a_time(error: BaseException) -> bool:
-    """Whether a failed batch is worth writing again call by call: not when the store itself
-    failed (unreachable, closed), which every call would meet again."""
-    return not isinstance(error, JobStoreError)
+    """Whether a failed batch is worth writing again call by call: yes for what may be one
+    call's doing (a value the database refuses) or the batch's bad luck (a deadlock, which
+    the database breaks by failing one side); not when the store itself failed (unreachable,
+    closed), which every call would meet again."""
+    if isinstance(error, JobStoreError):
+        return isinstance(error.__cause__, (DeadlockDetected, SerializationFailure))
+    return True
 
 
 class PostgresWrites:

@@ -257,9 +257,19 @@ SELECT CASE WHEN me.status = 'queued' THEN (
 FROM (SELECT status, priority, queued_at, seq FROM jobs WHERE id = %(id)s) AS me;
 
 -- name: extend_lease
+-- The rows are locked in id order first, as batches of changes lock theirs (`lock_jobs`):
+-- an UPDATE of several rows takes them in whatever order it finds them, and two transactions
+-- taking one pair of rows in opposite orders deadlock.
+WITH held AS (
+    SELECT seq FROM jobs
+    WHERE id = ANY(%(ids)s::text[]) AND status = 'running' AND worker = %(worker)s
+    ORDER BY id
+    FOR UPDATE
+)
 UPDATE jobs SET lease_until = %(lease_until)s
-WHERE id = ANY(%(ids)s) AND status = 'running' AND worker = %(worker)s
-RETURNING id;
+FROM held
+WHERE jobs.seq = held.seq AND jobs.status = 'running' AND jobs.worker = %(worker)s
+RETURNING jobs.id;
 
 -- name: set_running_info
 UPDATE jobs SET
@@ -288,9 +298,15 @@ LIMIT %(limit)s;
 
 -- name: forget_jobs
 -- Finished jobs and (cascading) their events, in one statement (retention forgets thousands);
--- a job still queued or running is kept.
-DELETE FROM jobs
-WHERE id = ANY(%(ids)s::text[]) AND status IN ('succeeded', 'failed', 'cancelled');
+-- a job still queued or running is kept. Locked in id order first, as `extend_lease` says.
+WITH gone AS (
+    SELECT seq FROM jobs
+    WHERE id = ANY(%(ids)s::text[]) AND status IN ('succeeded', 'failed', 'cancelled')
+    ORDER BY id
+    FOR UPDATE
+)
+DELETE FROM jobs USING gone
+WHERE jobs.seq = gone.seq AND jobs.status IN ('succeeded', 'failed', 'cancelled');
 
 -- name: finished_jobs
 -- Retention: finished jobs that ended before `before`, oldest end first, after the cursor
