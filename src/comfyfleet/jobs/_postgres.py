@@ -8,8 +8,12 @@ the job it holds (status running, worker its own); once its lease lapsed and `re
 put the job back, someone else's claim makes it another attempt and the old worker's
 `complete` is refused, as in the SQLite store.
 
-Round trips are what cost here, so a change is two: BEGIN, the event-horizon lock and the row
-lock travel together, then the write and COMMIT (`_pgconn.script`). Enqueue is one trip.
+Round trips, statements and flushes are what cost here, so enqueues, claims and changes of
+jobs (complete, fail, cancel...) are written in batches (`_pgbatch`, `_postgres_writes`): calls
+that arrive while one batch is being written share the next batch's transaction, a statement
+for all their rows, and one wait for the disk. A change is two trips per batch: BEGIN, the
+event-horizon lock and the row locks travel together, then the writes and COMMIT
+(`db.script`); an enqueue is one. A lone call is written at once.
 
 Notifications (see `_pglisten`) wake event streams and dispatchers in every process. All SQL is
 in `sql/postgres/`: numbered migrations and `queries.sql`.
