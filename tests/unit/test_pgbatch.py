@@ -144,3 +144,22 @@ def test_a_writer_that_breaks_its_promise_fails_its_callers_not_the_next_ones() 
         assert await b.submit(2) == 2
 
     asyncio.run(body())
+
+
+def test_no_empty_batch_is_written_when_every_waiting_caller_gave_up() -> None:
+    async def body() -> None:
+        writer = Writer()
+        b = batches(writer)
+        writer.gate.clear()
+        first = asyncio.ensure_future(b.submit(1))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        gone = asyncio.ensure_future(b.submit(2))
+        await asyncio.sleep(0)
+        gone.cancel()
+        writer.gate.set()
+        assert await first == 2
+        await asyncio.sleep(0)
+        assert writer.batches == [[1]]
+
+    asyncio.run(body())

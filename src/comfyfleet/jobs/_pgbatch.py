@@ -73,6 +73,8 @@ class Batches(Generic[I, R]):
         try:
             while self._waiting:
                 batch = self._take()
+                if not batch:  # every caller waiting gave up
+                    continue
                 try:
                     await self._run(batch)
                 except Exception as exc:  # the writer's own fault: its callers hear of it
