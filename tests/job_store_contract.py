@@ -123,6 +123,45 @@ def test_payloads_are_stored_as_json_and_detached_from_the_caller(store: JobStor
     run(scenario())
 
 
+def test_enqueues_at_once_each_get_their_own_answer(store: JobStore) -> None:
+    async def scenario() -> None:
+        done = await asyncio.gather(
+            store.enqueue(new("a", request_hash="h1")),
+            store.enqueue(new("a", request_hash="h1")),
+            store.enqueue(new("a", request_hash="h2")),
+            store.enqueue(new("b", priority=5)),
+            return_exceptions=True,
+        )
+        first, repeat, conflict, b = done
+        assert isinstance(first, tuple) and first[1] is True
+        assert repeat == (first[0], False)
+        assert isinstance(conflict, JobConflict)
+        assert isinstance(b, tuple) and b[1] is True and b[0].priority == 5
+        assert await store.get("a") == first[0] and await store.get("b") == b[0]
+        assert await statuses(store, "a") == [{"status": "queued"}]
+        assert await statuses(store, "b") == [{"status": "queued"}]
+
+    run(scenario())
+
+
+def test_enqueues_at_once_fill_the_queue_to_its_limit_in_order(store: JobStore) -> None:
+    async def scenario() -> None:
+        await fill(store, 1)
+        done = await asyncio.gather(
+            *(store.enqueue(new(f"new-{i}"), max_queued=3) for i in range(4)),
+            return_exceptions=True,
+        )
+        assert [d[1] if isinstance(d, tuple) else type(d) for d in done] == [
+            True,
+            True,
+            QueueFull,
+            QueueFull,
+        ]
+        assert await store.count(JobStatus.QUEUED) == 3
+
+    run(scenario())
+
+
 # --- claim -----------------------------------------------------------------------------------
 
 
@@ -196,6 +235,34 @@ def test_only_the_owner_completes_and_a_stranger_changes_nothing(store: JobStore
         # Delivered once: a second complete (a worker that retries) is refused.
         assert await store.complete(job.id, "owner", outputs) is None
         assert await store.complete("nope", "owner", outputs) is None
+
+    run(scenario())
+
+
+def test_ends_at_once_each_apply_to_their_own_job(store: JobStore) -> None:
+    async def scenario() -> None:
+        ids = await fill(store, 4)
+        for _ in ids:
+            await store.claim("w", lease_s=30)
+        outputs = [JobOutput.from_json({"node": "9", "filename": "a.png"})]
+        done = await asyncio.gather(
+            store.complete(ids[0], "w", outputs),
+            store.complete(ids[0], "w", outputs),  # delivered twice: the second is refused
+            store.fail(ids[1], "w", BOOM, retryable=False),
+            store.mark_cancelled(ids[2], "w"),
+            store.cancel(ids[3]),
+            store.complete(ids[3], "stranger", outputs),
+        )
+        first, again, failed, cancelled, asked, stranger = done
+        assert first is not None and first.status == JobStatus.SUCCEEDED
+        assert first.outputs == outputs and again is None and stranger is None
+        assert failed is not None and failed.status == JobStatus.FAILED
+        assert cancelled is not None and cancelled.status == JobStatus.CANCELLED
+        assert asked.status == JobStatus.RUNNING and asked.cancel_requested
+        for job_id, job in zip(ids, [first, failed, cancelled, asked], strict=True):
+            assert await store.get(job_id) == job
+        assert (await statuses(store, ids[0]))[-1] == {"status": "succeeded"}
+        assert len(await statuses(store, ids[0])) == 3
 
     run(scenario())
 

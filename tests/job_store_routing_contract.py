@@ -160,3 +160,39 @@ def test_racing_claimers_never_pass_a_keys_limit(store: JobStore) -> None:
         assert len([c for c in claims if c is not None]) == 3
 
     run(scenario())
+
+
+def test_claimers_at_once_each_take_the_job_their_models_rank_first(store: JobStore) -> None:
+    async def scenario() -> None:
+        for i, (job_id, models) in enumerate(
+            [("a-1", (A,)), ("b-1", (B,)), ("a-2", (A,)), ("plain", ())]
+        ):
+            await store.enqueue(job(job_id, *models), now=1.0 + i)
+        claims = await asyncio.gather(
+            store.claim("w1", lease_s=60, now=10.0, affinity=holding(A)),
+            store.claim("w2", lease_s=60, now=10.0, affinity=holding(B)),
+            store.claim("w3", lease_s=60, now=10.0, affinity=holding(A)),
+            store.claim("w4", lease_s=60, now=10.0),
+        )
+        assert [(c.id, c.worker) if c else None for c in claims] == [
+            ("a-1", "w1"),
+            ("b-1", "w2"),
+            ("a-2", "w3"),
+            ("plain", "w4"),
+        ]
+
+    run(scenario())
+
+
+def test_claimers_at_once_past_a_keys_limit_take_other_keys_jobs(store: JobStore) -> None:
+    async def scenario() -> None:
+        for i in range(4):
+            await store.enqueue(job(f"k-{i}", owner="k", max_running=2), now=1.0 + i)
+        await store.enqueue(job("other", owner="o", max_running=2), now=9.0)
+        claims = await asyncio.gather(
+            *(store.claim(f"w{i}", lease_s=60, now=20.0) for i in range(4))
+        )
+        assert sorted(c.id for c in claims if c is not None) == ["k-0", "k-1", "other"]
+        assert (await store.claim("w", lease_s=60, now=20.0)) is None
+
+    run(scenario())

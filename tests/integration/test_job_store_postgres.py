@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from comfyfleet.config import load_settings
+from comfyfleet.db import load_queries
 from comfyfleet.jobs import (
     JobOutput,
     JobStatus,
@@ -92,6 +93,48 @@ def test_stores_claiming_concurrently_never_claim_one_job_twice(
     assert sorted(every) == ids  # each job exactly once
     assert all(claims), "every claimer got some: SKIP LOCKED let them work side by side"
     assert run(second.count(JobStatus.SUCCEEDED)) == 500
+
+
+def test_a_call_postgresql_refuses_fails_alone_in_its_batch(store: JobStore) -> None:
+    """Calls at once share a transaction; one the database refuses (a priority past its
+    integer) must not take the others down with it."""
+
+    async def scenario() -> list[object]:
+        return await asyncio.gather(
+            store.enqueue(job("good-1")),
+            store.enqueue(NewJob(id="bad", workflow={}, priority=2**40)),
+            store.enqueue(job("good-2")),
+            return_exceptions=True,
+        )
+
+    good_1, bad, good_2 = run(scenario())
+    assert isinstance(bad, psycopg.errors.NumericValueOutOfRange)
+    assert isinstance(good_1, tuple) and isinstance(good_2, tuple)
+    assert run(store.count(JobStatus.QUEUED)) == 2
+
+
+def test_an_enqueue_is_on_disk_when_acknowledged(postgres: str) -> None:
+    """Enqueues commit without waiting for the disk (dispatchers claim at once), then wait for
+    it in a transaction of their own (`durable_mark`): that transaction's flush must cover the
+    one before it. (Taking a transaction id writes nothing to the log, and so flushes nothing:
+    this failed with such a mark.)"""
+    queries = load_queries("comfyfleet.jobs", folder="sql/postgres")
+    with psycopg.connect(postgres, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS durable_probe (n integer)")
+        for _ in range(20):
+            conn.execute(
+                f"BEGIN; {queries['passing_commit']} INSERT INTO durable_probe VALUES (1); COMMIT"
+            )
+            (written,) = conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone() or ()
+            conn.execute(f"BEGIN; {queries['durable_mark']} COMMIT")
+            (flushed,) = (
+                conn.execute(
+                    "SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn", (written,)
+                ).fetchone()
+                or ()
+            )
+            assert flushed
+        conn.execute("DROP TABLE durable_probe")
 
 
 def test_a_notification_wakes_a_waiter_and_a_dispatcher_in_another_store(

@@ -156,19 +156,25 @@ class Database:
 
 
 async def script(
-    conn: Connection, statements: Sequence[str], params: Mapping[str, Any] | None = None
+    conn: Connection,
+    statements: Sequence[str],
+    params: Mapping[str, Any] | None = None,
+    *,
+    rows_of: int | None = None,
 ) -> list[DictRow]:
     """Run `statements` in one round trip (parameters bound in the client); the rows of the last
-    one that returns rows. A transaction begun here and not ended is rolled back by the pool if
-    the caller fails before ending it."""
+    one that returns rows, or of statement `rows_of` (its index in `statements`). A transaction
+    begun here and not ended is rolled back by the pool if the caller fails before ending it."""
     async with psycopg.AsyncClientCursor(conn) as cur:
         await cur.execute(";\n".join(s.rstrip().rstrip(";") for s in statements), params)
         rows: list[DictRow] = []
+        index = 0
         while True:
-            if cur.description is not None:
+            if cur.description is not None and rows_of in (None, index):
                 rows = await cur.fetchall()
             if not cur.nextset():
                 return rows
+            index += 1
 
 
 async def migrate(

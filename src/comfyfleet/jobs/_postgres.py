@@ -8,8 +8,12 @@ the job it holds (status running, worker its own); once its lease lapsed and `re
 put the job back, someone else's claim makes it another attempt and the old worker's
 `complete` is refused, as in the SQLite store.
 
-Round trips are what cost here, so a change is two: BEGIN, the event-horizon lock and the row
-lock travel together, then the write and COMMIT (`_pgconn.script`). Enqueue is one trip.
+Round trips, statements and flushes are what cost here, so enqueues, claims and changes of
+jobs (complete, fail, cancel...) are written in batches (`_pgbatch`, `_postgres_writes`): calls
+that arrive while one batch is being written share the next batch's transaction, a statement
+for all their rows, and one wait for the disk. A change is two trips per batch: BEGIN, the
+event-horizon lock and the row locks travel together, then the writes and COMMIT
+(`db.script`); an enqueue is one. A lone call is written at once.
 
 Notifications (see `_pglisten`) wake event streams and dispatchers in every process. All SQL is
 in `sql/postgres/`: numbered migrations and `queries.sql`.
@@ -18,7 +22,6 @@ in `sql/postgres/`: numbered migrations and `queries.sql`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -38,33 +41,37 @@ from comfyfleet.db import (
 from comfyfleet.jobs import _rules as rules
 from comfyfleet.jobs._model import (
     Job,
-    JobConflict,
     JobEnding,
     JobNotFound,
     JobStatus,
     JobStoreError,
     NewJob,
-    QueueFull,
 )
-from comfyfleet.jobs._options import JobOptions
 from comfyfleet.jobs._outputs import JobOutput
+from comfyfleet.jobs._pgbatch import Batches
 from comfyfleet.jobs._pglisten import Listener
 from comfyfleet.jobs._postgres_events import BEGIN, COMMIT, PostgresEventLog
 from comfyfleet.jobs._postgres_retention import PostgresRetention
+from comfyfleet.jobs._postgres_writes import (
+    Change,
+    Changed,
+    Claim,
+    Enqueue,
+    PostgresWrites,
+    one_at_a_time,
+)
 from comfyfleet.jobs._progress import JobProgress
-from comfyfleet.jobs._routing import Affinity, claim_params, under_limit
-from comfyfleet.jobs._rows import clock, dump, ending_from_row, job_from_row, mutable_columns
-from comfyfleet.jobs._rows import load as _load
+from comfyfleet.jobs._routing import Affinity
+from comfyfleet.jobs._rows import clock, dump, ending_from_row, job_from_row
 from comfyfleet.jobs._store import EventWaiters
 
 JOBS_SQL = "comfyfleet.jobs"
 """The package whose `sql/` folders hold the job store's schema and queries."""
 
 Decide = Callable[[Job], "rules.Change | None"]
-ROLLBACK = "ROLLBACK"
 
 
-class PostgresJobStore(PostgresEventLog, PostgresRetention):
+class PostgresJobStore(PostgresWrites, PostgresEventLog, PostgresRetention):
     """Open with :meth:`open`; `migrated` lists the schema versions that opening applied."""
 
     def __init__(self, url: str, queries: dict[str, str]) -> None:
@@ -78,6 +85,13 @@ class PostgresJobStore(PostgresEventLog, PostgresRetention):
             url, on_event=self._waiters.notify, on_queued=self._queued, on_lost=self._lost
         )
         self.migrated: list[int] = []
+        self._enqueues = Batches(
+            self._write_enqueues, key=lambda call: call.new.id, alone=one_at_a_time
+        )
+        self._claims = Batches(self._write_claims, alone=one_at_a_time)
+        self._changes = Batches(
+            self._write_changes, key=lambda call: call.job_id, alone=one_at_a_time
+        )
 
     @classmethod
     async def open(cls, url: str) -> PostgresJobStore:
@@ -109,31 +123,7 @@ class PostgresJobStore(PostgresEventLog, PostgresRetention):
     ) -> tuple[Job, bool]:
         change = rules.created(job, seq=0, now=clock(now))
         workflow, options = dump(job.workflow), dump(job.options.to_json())
-        row = {"id": job.id, "workflow": workflow, "priority": job.priority, "owner": job.owner}
-        row |= {"max_attempts": job.max_attempts, "created_at": change.job.created_at}
-        row |= {"request_hash": job.request_hash, "options": options, "max_queued": max_queued}
-        row |= {"models": list(job.models), "max_running": job.max_running}
-        row |= _columns(change.job) | {"kind": change.kind, "data": dump(change.data)}
-
-        async def insert(conn: Connection) -> tuple[dict[str, Any] | None, Job | None]:
-            q = self._q
-            rows = await script(conn, [BEGIN, q["writing_events"], q["insert_job"], COMMIT], row)
-            if rows:
-                return rows[0], None
-            return None, await self._find(conn, job.id)
-
-        inserted, existing = await self._db.run(insert)
-        if inserted is not None:
-            stored = replace(
-                change.job, workflow=_load(workflow), options=JobOptions.from_json(_load(options))
-            )
-            return replace(stored, seq=inserted["job_seq"]), True
-        if existing is None:
-            assert max_queued is not None
-            raise QueueFull(max_queued)
-        if not rules.repeats(existing, job):
-            raise JobConflict(job.id)
-        return existing, False
+        return await self._enqueues.submit(Enqueue(job, max_queued, change, workflow, options))
 
     async def get(self, job_id: str) -> Job:
         job = await self._db.run(partial(self._find, job_id=job_id))
@@ -186,50 +176,12 @@ class PostgresJobStore(PostgresEventLog, PostgresRetention):
         prompt_id: str | None = None,
         affinity: Affinity | None = None,
     ) -> Job | None:
-        at = clock(now)
-        rule = partial(
-            rules.claimed, worker=worker, lease_s=lease_s, now=at, instance=instance,
-            prompt_id=prompt_id,
-        )  # fmt: skip
-        params = claim_params(affinity, now=at) | {"excluded": []}
-        while True:
-            change, full = await self._db.run(partial(self._claim_once, params, rule, at))
-            if full is None:
-                return None if change is None else change.job
-            # That key reached its limit since the query counted: its jobs wait, others may go.
-            params["excluded"] = [*params["excluded"], full]
+        def rule(job: Job, at: float) -> rules.Change:
+            return rules.claimed(
+                job, worker, lease_s=lease_s, now=at, instance=instance, prompt_id=prompt_id
+            )
 
-    async def _claim_once(
-        self,
-        params: dict[str, Any],
-        rule: Callable[[Job], rules.Change],
-        at: float,
-        conn: Connection,
-    ) -> tuple[rules.Change | None, str | None]:
-        """One claim transaction: (the change, None), or (None, the key) when the job found
-        belongs to a key that is at its running limit once claimers of its jobs took turns
-        (`lock_owner_running`), or (None, None) when nothing is claimable.
-
-        A claim commits without waiting for the disk (`passing_commit`): were a server crash to
-        lose it, the job would be queued again and its first run could not end it (its worker
-        no longer holds it), so the cost is a run, never a second result. The next flushed
-        commit of any session (an enqueue, an attempt's end) flushes it too."""
-        q = self._q
-        statements = [BEGIN, q["passing_commit"], q["writing_events"], q["next_queued"]]
-        rows = await script(conn, statements, params)
-        job = job_from_row(rows[0]) if rows else None
-        if job is None:
-            await conn.execute(COMMIT)
-            return None, None
-        if job.owner is not None and job.max_running is not None:
-            owner = {"owner": job.owner}
-            (row,) = await script(conn, [q["lock_owner_running"], q["owner_running"]], owner)
-            if not under_limit(job, int(row["n"])):
-                await conn.execute(ROLLBACK)
-                return None, job.owner
-        change = rule(job)
-        await self._record(conn, change, at, then=COMMIT)
-        return change, None
+        return await self._claims.submit(Claim(rule, affinity, now))
 
     async def heartbeat(
         self, worker: str, job_ids: Sequence[str], *, lease_s: float, now: float | None = None
@@ -291,9 +243,7 @@ class PostgresJobStore(PostgresEventLog, PostgresRetention):
 
     async def cancel(self, job_id: str, *, now: float | None = None) -> Job:
         at = clock(now)
-        job, change = await self._change(
-            "lock_job", {"id": job_id}, partial(rules.cancel_requested, now=at), at
-        )
+        job, change = await self._change(job_id, partial(rules.cancel_requested, now=at), at)
         if job is None:
             raise JobNotFound(job_id)
         return job if change is None else change.job
@@ -303,7 +253,7 @@ class PostgresJobStore(PostgresEventLog, PostgresRetention):
     ) -> Job | None:
         at = clock(now)
         rule = partial(rules.failed_in_queue, error=error, now=at)
-        job, change = await self._change("lock_job", {"id": job_id}, rule, at)
+        job, change = await self._change(job_id, rule, at)
         if job is None:
             raise JobNotFound(job_id)
         return None if change is None else change.job
@@ -320,9 +270,8 @@ class PostgresJobStore(PostgresEventLog, PostgresRetention):
             q = self._q
             rows = await script(conn, [BEGIN, q["writing_events"], q["lapsed_leases"]], {"now": at})
             lapsed = [job_from_row(row) for row in rows]
-            for job in lapsed:
-                await self._record(conn, rules.expired(job, now=at), at)
-            await conn.execute(COMMIT)
+            changes = [(rules.expired(job, now=at), at) for job in lapsed]
+            await self._record(conn, changes, then=COMMIT)
             return [job.id for job in lapsed]
 
         return await self._db.run(release)
@@ -348,34 +297,13 @@ class PostgresJobStore(PostgresEventLog, PostgresRetention):
         def decide(job: Job) -> rules.Change | None:
             return rule(job, now=at) if rules.holds(job, worker, attempt) else None
 
-        _, change = await self._change("lock_job", {"id": job_id}, decide, at)
+        _, change = await self._change(job_id, decide, at)
         return None if change is None else change.job
 
-    async def _change(
-        self, query: str, params: dict[str, Any], decide: Decide, at: float
-    ) -> tuple[Job | None, rules.Change | None]:
-        """Lock the job `query` selects, and record what `decide` makes of it, in one
-        transaction: (the job as it was, the change) or None for either."""
-
-        async def call(conn: Connection) -> tuple[Job | None, rules.Change | None]:
-            rows = await script(conn, [BEGIN, self._q["writing_events"], self._q[query]], params)
-            job = job_from_row(rows[0]) if rows else None
-            change = None if job is None else decide(job)
-            if change is None:
-                await conn.execute(COMMIT)
-            else:
-                await self._record(conn, change, at, then=COMMIT)
-            return job, change
-
-        return await self._db.run(call)
-
-    async def _record(
-        self, conn: Connection, change: rules.Change, at: float, *, then: str | None = None
-    ) -> None:
-        """Write a change and its event (inside a transaction); `then` travels with it."""
-        params = _columns(change.job) | {"seq": change.job.seq, "at": at}
-        params |= {"kind": change.kind, "data": dump(change.data)}
-        await script(conn, [self._q["record_change"], *([then] if then else [])], params)
+    async def _change(self, job_id: str, decide: Decide, at: float) -> Changed:
+        """Lock the job and record what `decide` makes of it, in one transaction (shared with
+        other calls' changes): (the job as it was, the change) or None for either."""
+        return await self._changes.submit(Change(job_id, decide, at))
 
     async def _find(self, conn: Connection, job_id: str) -> Job | None:
         row = await (await conn.execute(self._q["get_job"], {"id": job_id})).fetchone()
@@ -389,7 +317,3 @@ class PostgresJobStore(PostgresEventLog, PostgresRetention):
         """Notifications may have been missed while the listener was away: look again."""
         self._waiters.notify_all()
         self._queued()
-
-
-def _columns(job: Job) -> dict[str, Any]:
-    return mutable_columns(job) | {"cancel_requested": job.cancel_requested}

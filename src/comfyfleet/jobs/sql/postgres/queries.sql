@@ -36,6 +36,17 @@ SELECT pg_advisory_xact_lock_shared(427071202917);
 -- milliseconds of them, never a job's state, which every other write still flushes first.
 SET LOCAL synchronous_commit = off;
 
+-- name: durable_mark
+-- Sent in a transaction of its own after one that committed with `passing_commit`: this one's
+-- commit is flushed (the session's default), and a flush covers all the log written before
+-- it, so once it returns the transaction before it is on disk too. For a change that should
+-- be seen at once but acknowledged only once durable (an enqueue: a dispatcher claims the job
+-- while the gateway still waits for the disk). A transaction must write to the log for its
+-- commit to be flushed at all (taking a transaction id is not enough): a logical decoding
+-- message is the smallest such write, needs no table and no privilege, and is ignored by
+-- replication (no consumer knows the prefix).
+SELECT pg_logical_emit_message(true, 'comfyfleet', '') AS mark;
+
 -- name: horizon_lock_timeout
 SET LOCAL lock_timeout = '5s';
 
@@ -45,58 +56,89 @@ SELECT pg_advisory_xact_lock(427071202917);
 -- name: newest_event
 SELECT coalesce(max(seq), 0) AS seq FROM job_events;
 
--- name: insert_job
--- One statement: the job and its first event, or nothing when the id is taken or (given a
--- limit) that many jobs are already waiting; the store then reads which it was. The limit is
--- checked without a lock, so enqueues racing at the limit may pass it by one each.
-WITH job AS (
+-- name: insert_jobs
+-- One statement for a batch of enqueues (`_pgbatch`): each job with its first event, except
+-- those whose id is taken and those over their queue limit; the store then reads which each
+-- was. `jobs` is a JSON array of rows; `n` is a row's place among the batch's rows that have a
+-- limit, so that a batch fills the queue up to the limit and no further (`most` is the largest
+-- limit: the count of waiting jobs stops there). The limit is checked without a lock, so
+-- batches of other processes racing at the limit may pass it by their size. Rows are inserted
+-- in id order, so two batches holding one id each wait in the same order (no deadlock).
+WITH new AS (
+    SELECT * FROM json_to_recordset(%(jobs)s::json) AS r(
+        id text, workflow text, priority integer, status text, attempts integer,
+        max_attempts integer, created_at double precision, queued_at double precision,
+        started_at double precision, finished_at double precision, worker text,
+        lease_until double precision, instance integer, prompt_id text, progress text,
+        outputs text, error text, cancel_requested boolean, request_hash text, options text,
+        owner text, models text[], max_running integer, max_queued bigint, n bigint,
+        kind text, data text
+    )
+), waiting AS (
+    SELECT count(*) AS n FROM (
+        SELECT 1 FROM jobs WHERE status = 'queued' LIMIT %(most)s::bigint
+    ) AS w
+), job AS (
     INSERT INTO jobs (
         id, workflow, priority, status, attempts, max_attempts, created_at, queued_at,
         started_at, finished_at, worker, lease_until, instance, prompt_id, progress, outputs,
         error, cancel_requested, request_hash, options, owner, models, max_running
     )
     SELECT
-        %(id)s, %(workflow)s, %(priority)s, %(status)s, %(attempts)s, %(max_attempts)s,
-        %(created_at)s, %(queued_at)s, %(started_at)s, %(finished_at)s, %(worker)s,
-        %(lease_until)s, %(instance)s, %(prompt_id)s, %(progress)s, %(outputs)s, %(error)s,
-        %(cancel_requested)s, %(request_hash)s, %(options)s, %(owner)s,
-        %(models)s::text[], %(max_running)s
-    WHERE %(max_queued)s::bigint IS NULL OR (
-        SELECT count(*) FROM (
-            SELECT 1 FROM jobs WHERE status = 'queued' LIMIT %(max_queued)s::bigint
-        ) AS waiting
-    ) < %(max_queued)s::bigint
+        new.id, new.workflow, new.priority, new.status, new.attempts, new.max_attempts,
+        new.created_at, new.queued_at, new.started_at, new.finished_at, new.worker,
+        new.lease_until, new.instance, new.prompt_id, new.progress, new.outputs, new.error,
+        new.cancel_requested, new.request_hash, new.options, new.owner, new.models,
+        new.max_running
+    FROM new, waiting
+    WHERE new.max_queued IS NULL OR waiting.n + new.n <= new.max_queued
+    ORDER BY new.id
     ON CONFLICT (id) DO NOTHING
     RETURNING seq, id
 ), event AS (
     INSERT INTO job_events (job_id, kind, data, at)
-    SELECT id, %(kind)s, %(data)s, %(created_at)s FROM job
+    SELECT job.id, new.kind, new.data, new.created_at
+    FROM job JOIN new ON new.id = job.id
+    ORDER BY job.seq
     RETURNING seq
 )
-SELECT job.seq AS job_seq, event.seq AS event_seq FROM job, event;
+SELECT job.id, job.seq FROM job;
 
--- name: record_change
--- A job's new state and the event that records the move, in one statement.
-WITH job AS (
+-- name: get_jobs
+SELECT * FROM jobs WHERE id = ANY(%(ids)s::text[]);
+
+-- name: record_changes
+-- Jobs' new states and the events that record the moves, in one statement (`changes` is a
+-- JSON array of rows: the columns a change may touch, the job's `seq`, and its event).
+WITH change AS (
+    SELECT * FROM json_to_recordset(%(changes)s::json) AS c(
+        seq bigint, status text, attempts integer, queued_at double precision,
+        started_at double precision, finished_at double precision, worker text,
+        lease_until double precision, instance integer, prompt_id text, progress text,
+        outputs text, error text, cancel_requested boolean, kind text, data text,
+        at double precision
+    )
+), job AS (
     UPDATE jobs SET
-        status = %(status)s,
-        attempts = %(attempts)s,
-        queued_at = %(queued_at)s,
-        started_at = %(started_at)s,
-        finished_at = %(finished_at)s,
-        worker = %(worker)s,
-        lease_until = %(lease_until)s,
-        instance = %(instance)s,
-        prompt_id = %(prompt_id)s,
-        progress = %(progress)s,
-        outputs = %(outputs)s,
-        error = %(error)s,
-        cancel_requested = %(cancel_requested)s
-    WHERE seq = %(seq)s
-    RETURNING id
+        status = change.status,
+        attempts = change.attempts,
+        queued_at = change.queued_at,
+        started_at = change.started_at,
+        finished_at = change.finished_at,
+        worker = change.worker,
+        lease_until = change.lease_until,
+        instance = change.instance,
+        prompt_id = change.prompt_id,
+        progress = change.progress,
+        outputs = change.outputs,
+        error = change.error,
+        cancel_requested = change.cancel_requested
+    FROM change
+    WHERE jobs.seq = change.seq
+    RETURNING jobs.id, jobs.seq, change.kind, change.data, change.at
 )
 INSERT INTO job_events (job_id, kind, data, at)
-SELECT id, %(kind)s, %(data)s, %(at)s FROM job
+SELECT id, kind, data, at FROM job ORDER BY seq
 RETURNING seq;
 
 -- name: insert_event
@@ -113,50 +155,66 @@ SELECT * FROM jobs WHERE id = %(id)s;
 -- name: lock_job
 SELECT * FROM jobs WHERE id = %(id)s FOR UPDATE;
 
+-- name: lock_jobs
+-- A batch's jobs, locked in one order (id) that every batch follows, so two never deadlock.
+SELECT * FROM jobs WHERE id = ANY(%(ids)s::text[]) ORDER BY id FOR UPDATE;
+
 -- name: next_queued
 -- The claim, as `_routing.best_claim` decides it: the best queued job nobody else is locking
--- right now. Racing claimers each skip the rows the others hold, so none waits and none gets a
--- job twice. Among the first `window` claimable jobs in queue order (read through `jobs_claim`;
--- a job whose key already runs `max_running` jobs, or whose key is `excluded`, is not
--- claimable), the first by priority, then affinity tier (0: needs no model, waited past
--- `overdue_before`, or shares one with `loaded`; 1: shares one with `on_disk`; 2: the rest),
--- then age. Running jobs are few, so counting them per key is cheap. (Parameter names are
--- written without their placeholder syntax here: the client binds placeholders in comments too.)
-WITH running AS (
-    SELECT owner, count(*) AS n FROM jobs
-    WHERE status = 'running' AND owner IS NOT NULL
-    GROUP BY owner
-), candidates AS (
-    SELECT jobs.seq FROM jobs LEFT JOIN running ON running.owner = jobs.owner
-    WHERE jobs.status = 'queued'
-        AND (jobs.owner IS NULL OR jobs.max_running IS NULL
-            OR coalesce(running.n, 0) < jobs.max_running)
-        AND (jobs.owner IS NULL OR jobs.owner <> ALL(%(excluded)s::text[]))
-    ORDER BY jobs.priority DESC, jobs.queued_at, jobs.seq
+-- right now; for a batch of claimers with one affinity, the best `count` of them (the second
+-- claimer's best is the best job the first did not take). Racing claimers each skip the rows
+-- the others hold, so none waits and none gets a job twice. Among the first `window`
+-- claimable jobs in queue order (a job whose key already runs `max_running` jobs, or whose key
+-- is `excluded`, is not claimable), the first by priority, then affinity tier (0: needs no
+-- model, waited past `overdue_before`, or shares one with `loaded`; 1: shares one with
+-- `on_disk`; 2: the rest), then age.
+--
+-- Written so that the plan does not depend on the table's statistics (a new database has
+-- none, and the queue's churn outruns them): the window is a walk of `jobs_claim` in its own
+-- order that stops after `window` rows, a key's running jobs are counted only for jobs that
+-- have a limit (through `jobs_owner_status_seq`), and the window's rows are then fetched by
+-- primary key. (Parameter names are written without their placeholder syntax here: the
+-- client binds placeholders in comments too.)
+WITH candidates AS (
+    SELECT seq, priority, queued_at, models FROM jobs
+    WHERE status = 'queued'
+        AND (owner IS NULL OR (
+            owner <> ALL(%(excluded)s::text[])
+            AND (max_running IS NULL OR (
+                SELECT count(*) FROM jobs AS mine
+                WHERE mine.owner = jobs.owner AND mine.status = 'running'
+            ) < max_running)
+        ))
+    ORDER BY priority DESC, queued_at, seq
     LIMIT %(window)s
+), ranked AS (
+    SELECT seq, priority, queued_at,
+        CASE
+            WHEN cardinality(models) = 0 OR queued_at <= %(overdue_before)s
+                OR models && %(loaded)s::text[] THEN 0
+            WHEN models && %(on_disk)s::text[] THEN 1
+            ELSE 2
+        END AS tier
+    FROM candidates
 )
-SELECT * FROM jobs
--- An array, so the window's rows are fetched by primary key, not by a scan of every job.
-WHERE seq = ANY(ARRAY(SELECT seq FROM candidates)) AND status = 'queued'
-ORDER BY priority DESC,
-    CASE
-        WHEN cardinality(models) = 0 OR queued_at <= %(overdue_before)s
-            OR models && %(loaded)s::text[] THEN 0
-        WHEN models && %(on_disk)s::text[] THEN 1
-        ELSE 2
-    END,
-    queued_at, seq
-LIMIT 1
-FOR UPDATE SKIP LOCKED;
+SELECT jobs.* FROM ranked JOIN jobs ON jobs.seq = ranked.seq
+WHERE jobs.status = 'queued'
+ORDER BY ranked.priority DESC, ranked.tier, ranked.queued_at, ranked.seq
+LIMIT %(count)s
+FOR UPDATE OF jobs SKIP LOCKED;
 
--- name: lock_owner_running
--- Taken before a claim of a job with a running limit is written, and held until it commits:
+-- name: lock_owners_running
+-- Taken before claims of jobs with a running limit are written, and held until they commit:
 -- claimers of one key's jobs take turns here, so two agents cannot both see the key one job
--- under its limit and both start one. `owner_running` then counts what committed before.
-SELECT pg_advisory_xact_lock(hashtextextended('comfyfleet-running:' || %(owner)s, 0));
+-- under its limit and both start one. The keys are locked in one order (sorted), so batches
+-- locking several never deadlock. `owners_running` then counts what committed before.
+SELECT pg_advisory_xact_lock(hashtextextended('comfyfleet-running:' || owner, 0))
+FROM unnest(%(owners)s::text[]) AS owner;
 
--- name: owner_running
-SELECT count(*) AS n FROM jobs WHERE owner = %(owner)s AND status = 'running';
+-- name: owners_running
+SELECT owner, count(*) AS n FROM jobs
+WHERE owner = ANY(%(owners)s::text[]) AND status = 'running'
+GROUP BY owner;
 
 -- name: list_jobs
 SELECT * FROM jobs WHERE seq < %(before)s ORDER BY seq DESC LIMIT %(limit)s;
@@ -199,9 +257,19 @@ SELECT CASE WHEN me.status = 'queued' THEN (
 FROM (SELECT status, priority, queued_at, seq FROM jobs WHERE id = %(id)s) AS me;
 
 -- name: extend_lease
+-- The rows are locked in id order first, as batches of changes lock theirs (`lock_jobs`):
+-- an UPDATE of several rows takes them in whatever order it finds them, and two transactions
+-- taking one pair of rows in opposite orders deadlock.
+WITH held AS (
+    SELECT seq FROM jobs
+    WHERE id = ANY(%(ids)s::text[]) AND status = 'running' AND worker = %(worker)s
+    ORDER BY id
+    FOR UPDATE
+)
 UPDATE jobs SET lease_until = %(lease_until)s
-WHERE id = ANY(%(ids)s) AND status = 'running' AND worker = %(worker)s
-RETURNING id;
+FROM held
+WHERE jobs.seq = held.seq AND jobs.status = 'running' AND jobs.worker = %(worker)s
+RETURNING jobs.id;
 
 -- name: set_running_info
 UPDATE jobs SET
@@ -230,9 +298,15 @@ LIMIT %(limit)s;
 
 -- name: forget_jobs
 -- Finished jobs and (cascading) their events, in one statement (retention forgets thousands);
--- a job still queued or running is kept.
-DELETE FROM jobs
-WHERE id = ANY(%(ids)s::text[]) AND status IN ('succeeded', 'failed', 'cancelled');
+-- a job still queued or running is kept. Locked in id order first, as `extend_lease` says.
+WITH gone AS (
+    SELECT seq FROM jobs
+    WHERE id = ANY(%(ids)s::text[]) AND status IN ('succeeded', 'failed', 'cancelled')
+    ORDER BY id
+    FOR UPDATE
+)
+DELETE FROM jobs USING gone
+WHERE jobs.seq = gone.seq AND jobs.status IN ('succeeded', 'failed', 'cancelled');
 
 -- name: finished_jobs
 -- Retention: finished jobs that ended before `before`, oldest end first, after the cursor
