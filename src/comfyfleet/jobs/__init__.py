@@ -59,7 +59,7 @@ from comfyfleet.jobs._routing import CLAIM_WINDOW, Affinity
 from comfyfleet.jobs._rules import LEASE_EXPIRED
 from comfyfleet.jobs._sqlite import SqliteJobStore
 from comfyfleet.jobs._stall import RestartInstance, StallSettings
-from comfyfleet.jobs._store import JobStore, QueueSignal
+from comfyfleet.jobs._store import BatchPublisher, JobStore, QueueSignal, publish_all
 from comfyfleet.jobs._watch import PHASES, JobWatch, NoWatch
 
 __all__ = [
@@ -73,6 +73,7 @@ __all__ = [
     "TERMINAL",
     "Affinity",
     "AgentRecord",
+    "BatchPublisher",
     "Dispatcher",
     "DispatcherSettings",
     "FinishedJob",
@@ -121,5 +122,6 @@ __all__ = [
     "namespace_outputs",
     "open_registry",
     "open_store",
+    "publish_all",
     "unsafe_paths",
 ]
