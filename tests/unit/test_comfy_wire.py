@@ -118,6 +118,16 @@ async def test_keeps_one_connection_for_requests_in_turn() -> None:
     assert post.headers["host"] == f"127.0.0.1:{server.port}"
 
 
+async def test_a_large_body_arrives_whole() -> None:
+    body = bytes(range(256)) * 1024  # 256 KiB: sent apart from the head
+    async with serving(lambda seen: answer(200, b"%d" % len(seen.body))) as server:
+        wire = Http11("127.0.0.1", server.port, timeout=5)
+        sent = await wire.request("POST", "/prompt", body, "application/json")
+        await wire.aclose()
+    assert sent.content == b"262144"
+    assert server.seen[0].body == body
+
+
 async def test_reads_a_chunked_answer_and_keeps_the_connection() -> None:
     chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
     chunked += b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nX-Trailer: 1\r\n\r\n"

@@ -24,6 +24,10 @@ _IDLE_S = 30.0
 """Idle connections older than this are not reused (aiohttp servers close them after 75 s)."""
 
 
+_JOIN_BELOW = 1 << 16
+"""Bodies smaller than this are sent in one buffer with the head."""
+
+
 class WireError(Exception):
     """The connection failed or the answer was not HTTP: the server is not answering."""
 
@@ -89,7 +93,9 @@ class Http11:
                 content_type.encode(),
                 len(body),
             )
-        data = head + b"\r\n" + (body or b"")
+        # One buffer for a small request (one send); a large body is not copied into it.
+        body = body or b""
+        data = [head + b"\r\n" + body] if len(body) < _JOIN_BELOW else [head + b"\r\n", body]
         path = target.split("?", 1)[0]
         try:
             async with asyncio.timeout(self.timeout):
@@ -140,11 +146,11 @@ class Http11:
                 await conn.writer.wait_closed()
 
 
-async def _exchange(conn: _Conn, data: bytes, method: str) -> tuple[int, bytes, bool]:
+async def _exchange(conn: _Conn, data: list[bytes], method: str) -> tuple[int, bytes, bool]:
     """Write the request, read the answer: (status, body, whether the connection may be kept)."""
     reader = conn.reader
     try:
-        conn.writer.write(data)
+        conn.writer.writelines(data)
         await conn.writer.drain()
         try:
             head = await reader.readuntil(b"\r\n\r\n")
