@@ -60,3 +60,29 @@ def test_messages_within_the_window_are_one_commit_and_flush_stores_the_rest(
             await store.close()
 
     asyncio.run(scenario())
+
+
+def test_a_flood_goes_in_bounded_transactions_in_order(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = SqliteJobStore.open(tmp_path / "jobs.db")
+        try:
+            await store.enqueue(NewJob("a", GRAPH))
+            job = await store.claim("w", lease_s=30, prompt_id="p")
+            assert job is not None
+            flight = InFlight(job, "p")
+            commits: list[str] = []
+            store._db().set_trace_callback(
+                lambda sql: commits.append(sql) if sql.strip(" ;").upper() == "COMMIT" else None
+            )
+            seq = await store.latest_event_seq()
+            progress = ProgressEvents(store, "w", 0, window_s=5)
+            for node in range(450):  # a graph of thousands of nodes, one window's share
+                await progress.tell(flight, _message("executing", node=str(node)))
+            await progress.flush()
+            stored = await store.events_since(seq, limit=1000)
+            assert [e.data["node"] for e in stored] == [str(node) for node in range(450)]
+            assert len(commits) == 3  # 200 + 200 + 50
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())

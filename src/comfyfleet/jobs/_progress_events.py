@@ -26,6 +26,9 @@ from comfyfleet.jobs._store import JobStore, Publication, publish_all
 
 log = logging.getLogger("comfyfleet.jobs")
 
+_MOST = 200
+"""Events stored in one transaction at most."""
+
 
 class ProgressEvents:
     """Turns one instance's progress messages into its jobs' events."""
@@ -110,12 +113,18 @@ class ProgressEvents:
             self._timer = None
         async with self._lock:
             batch, self._batch = self._batch, []
-            if not batch:
-                return
-            try:
-                await self._inform(batch[0][0], lambda: publish_all(self.store, batch))
-            except Exception:  # moments that pass: not worth the attempt
-                log.exception("job %s: storing %d progress events failed", batch[0][0], len(batch))
+            # A graph of thousands of nodes sends thousands of messages within one window: they
+            # go in transactions of at most _MOST events, the loop serving others in between.
+            for start in range(0, len(batch), _MOST):
+                if start:
+                    await asyncio.sleep(0)
+                await self._store(batch[start : start + _MOST])
+
+    async def _store(self, part: list[Publication]) -> None:
+        try:
+            await self._inform(part[0][0], lambda: publish_all(self.store, part))
+        except Exception:  # moments that pass: not worth the attempt
+            log.exception("job %s: storing progress events failed", part[0][0])
 
     async def _inform(self, job_id: str, telling: Callable[[], Awaitable[object]]) -> None:
         if time.monotonic() < self._quiet_until:
