@@ -18,6 +18,10 @@ Each round runs every latency mode once, in order, and the output folder is empt
 rounds (ComfyUI's SaveImage lists its folder to number a file: a folder that fills up would
 slow whichever side writes there). Goals: added p50 <= 2 ms for sync and SSE; burst >= 0.9.
 
+Wall-clock figures move with whatever else the machine runs; the CPU time the `serve` process
+spends per job (its own, not its ComfyUI children's) does much less, and is printed beside them:
+the steadier guide when comparing two versions of the gateway.
+
 Usage: python bench/overhead.py [--n 150] [--modes sync,inline,sse,burst] [--instances 1]
        [--store sqlite:// | postgresql://user@host:port/] [--bursts 3] [--burst 200]
 A PostgreSQL URL names the server: the run creates a scratch database there and drops it after.
@@ -29,6 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import re
 import shutil
 import statistics
@@ -54,6 +59,34 @@ from tests.storage_servers import moto_s3_server
 Timed = tuple[float, float, float]
 """(seconds end to end, of that spent uploading to S3, of that spent fetching the file)."""
 LATENCY_MODES = ("sync", "inline", "sse", "s3")
+
+
+class Cpu:
+    """CPU seconds (user + system) a process has used so far, from /proc (Linux only)."""
+
+    def __init__(self, pid: int) -> None:
+        self.path = Path(f"/proc/{pid}/stat")
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def seconds(self) -> float:
+        fields = self.path.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / self.tick
+
+
+def _instance_pids(ports: list[int]) -> list[int]:
+    """The ComfyUI processes listening on `ports` (found by their command line)."""
+    wanted = {str(p) for p in ports}
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+            words = [a.decode(errors="replace") for a in args]
+            if "main.py" in " ".join(words) and "--port" in words:
+                if words[words.index("--port") + 1] in wanted:
+                    found.append(int(entry.name))
+    return found
 
 
 class Direct:
@@ -176,8 +209,23 @@ def _empty(folder: Path) -> None:
             entry.unlink(missing_ok=True)
 
 
-async def latency(server: Server, directs: list[Direct], n: int, modes: list[str]) -> None:
+class Meters:
+    """CPU meters of the `serve` process and of its ComfyUI instances."""
+
+    def __init__(self, server: Server, ports: list[int]) -> None:
+        assert server.proc is not None
+        self.serve = Cpu(server.proc.pid)
+        self.comfy = [Cpu(pid) for pid in _instance_pids(ports)]
+
+    def read(self) -> tuple[float, float]:
+        return self.serve.seconds(), sum(c.seconds() for c in self.comfy)
+
+
+async def latency(
+    server: Server, directs: list[Direct], n: int, modes: list[str], meters: Meters
+) -> None:
     results: dict[str, list[Timed]] = {name: [] for name in ["direct", *modes]}
+    cpu: dict[str, list[float]] = {name: [0.0, 0.0, 0.0] for name in results}
     seed = time.time_ns() % 1_000_000
     output = server.ws / "output"
     limits = httpx.Limits(max_keepalive_connections=4)
@@ -194,11 +242,31 @@ async def latency(server: Server, directs: list[Direct], n: int, modes: list[str
         }
         for round_ in range(n + 5):
             for offset, name in enumerate(results):
+                before = meters.read()
+                began = time.perf_counter()
                 timed = await runners[name](seed + 10 * round_ + offset)
                 if round_ >= 5:  # the first rounds warm caches and connections up
                     results[name].append(timed)
+                    after = meters.read()
+                    cpu[name][0] += after[0] - before[0]
+                    cpu[name][1] += after[1] - before[1]
+                    cpu[name][2] += time.perf_counter() - began
             _empty(output)
     _report(results, n, len(directs))
+    _cpu_report(cpu, n)
+
+
+def _cpu_report(cpu: dict[str, list[float]], jobs: int) -> None:
+    """CPU per job of each mode. `serve net` takes out what the serve process spends while it
+    has no job (probes, reports, its loops), at the rate measured while direct ran: that part
+    grows with the wall time of a job, which a loaded machine stretches."""
+    serve_s, _, wall_s = cpu["direct"]
+    idle = serve_s / wall_s if wall_s else 0.0
+    print(f"CPU ms per job (serve idle: {idle * 1000:.1f} ms/s taken out for 'net'):")
+    for name, (serve_s, comfy_s, wall_s) in cpu.items():
+        net = (serve_s - idle * wall_s) / jobs * 1000
+        shown = f"serve {serve_s / jobs * 1000:6.2f}  net {net:6.2f}"
+        print(f"  {name:<10}: {shown}   comfyui {comfy_s / jobs * 1000:6.2f}")
 
 
 class _RawPost:
@@ -227,9 +295,12 @@ class _RawPost:
         return job
 
 
-async def burst(server: Server, directs: list[Direct], jobs: int, rounds: int) -> None:
+async def burst(
+    server: Server, directs: list[Direct], jobs: int, rounds: int, meters: Meters
+) -> None:
     """Jobs per second, through the gateway and fed directly, alternating, `rounds` each."""
     rates: dict[str, list[float]] = {"direct": [], "gateway": []}
+    cpu: dict[str, list[float]] = {"direct": [0.0, 0.0, 0.0], "gateway": [0.0, 0.0, 0.0]}
     seed = time.time_ns() % 1_000_000
 
     async def gateway() -> float:
@@ -260,7 +331,13 @@ async def burst(server: Server, directs: list[Direct], jobs: int, rounds: int) -
 
     for _ in range(rounds):
         for name, run in (("direct", direct), ("gateway", gateway)):
-            rates[name].append(jobs / await run())
+            before = meters.read()
+            took = await run()
+            rates[name].append(jobs / took)
+            after = meters.read()
+            cpu[name][0] += after[0] - before[0]
+            cpu[name][1] += after[1] - before[1]
+            cpu[name][2] += took
             _empty(server.ws / "output")
             seed += jobs
     d, g = statistics.median(rates["direct"]), statistics.median(rates["gateway"])
@@ -269,6 +346,7 @@ async def burst(server: Server, directs: list[Direct], jobs: int, rounds: int) -
     print(f"  direct  : median {d:7.1f} jobs/s   ({shown['direct']})")
     print(f"  gateway : median {g:7.1f} jobs/s   ({shown['gateway']})")
     print(f"  ratio   : {g / d:.2f} (goal >= 0.9)")
+    _cpu_report(cpu, jobs * rounds)
 
 
 def _ms(values: list[float], q: float) -> float:
@@ -326,12 +404,13 @@ async def measure(server: Server, args: argparse.Namespace, modes: list[str]) ->
     ports = [i["port"] for i in server.http.get("/v1/instances").json()["instances"]]
     async with httpx.AsyncClient(timeout=60, trust_env=False) as direct_http:
         directs = [await Direct.open(f"http://127.0.0.1:{p}", direct_http) for p in ports]
+        meters = Meters(server, ports)
         try:
             chosen = [m for m in modes if m in LATENCY_MODES]
             if chosen:
-                await latency(server, directs, args.n, chosen)
+                await latency(server, directs, args.n, chosen, meters)
             if "burst" in modes:
-                await burst(server, directs, args.burst, args.bursts)
+                await burst(server, directs, args.burst, args.bursts, meters)
         finally:
             for client in directs:
                 await client.close()

@@ -28,6 +28,7 @@ from comfyfleet.jobs import (
     JobStoreError,
     NewJob,
     QueueFull,
+    publish_all,
 )
 from tests.event_loop import run
 
@@ -768,6 +769,31 @@ def test_events_since_is_every_jobs_feed_in_order(store: JobStore) -> None:
     ]
     assert [e.seq for e in everything] == sorted(e.seq for e in everything)
     assert rest == everything[1:2]
+
+
+def test_publish_all_stores_a_batch_in_order_and_wakes_its_waiters(store: JobStore) -> None:
+    async def scenario() -> None:
+        await fill(store, 2)
+        newest = await store.latest_event_seq()
+        waiter = asyncio.create_task(store.wait_events("job-001", after=newest, timeout=5))
+        await asyncio.sleep(0.02)
+        batch = [
+            ("job-000", "started", {"instance": 0}),
+            ("job-001", "executing", {"node": "2"}),
+            ("job-000", "executed", {"node": "3", "output": {"images": []}}),
+        ]
+        published = await publish_all(store, batch, now=7.0)
+        assert [(e.job_id, e.kind, e.data, e.at) for e in published] == [
+            (*each, 7.0) for each in batch
+        ]
+        assert [e.seq for e in published] == sorted(e.seq for e in published)
+        assert await store.events_since(newest) == published
+        assert [e.kind for e in await asyncio.wait_for(waiter, 1)] == ["executing"]
+        assert await publish_all(store, []) == []
+        with pytest.raises(JobNotFound):
+            await publish_all(store, [("nobody", "note", {})])
+
+    run(scenario())
 
 
 def test_publishing_for_an_unknown_job_is_refused(store: JobStore) -> None:

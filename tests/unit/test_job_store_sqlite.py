@@ -19,12 +19,14 @@ import pytest
 
 from comfyfleet.db import load_migrations, load_queries, split_statements
 from comfyfleet.jobs import (
+    JobNotFound,
     JobStatus,
     JobStoreError,
     MemoryJobStore,
     NewJob,
     SqliteJobStore,
     open_store,
+    publish_all,
 )
 
 T = TypeVar("T")
@@ -320,3 +322,25 @@ def test_open_store_refuses_what_it_cannot_open(tmp_path: Path, url: str, messag
         run(open_store(url, default_dir=tmp_path))
     assert message in info.value.message
     assert info.value.hint and "memory://" in info.value.hint
+
+
+def test_a_batch_of_events_is_one_transaction_all_or_none(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = SqliteJobStore.open(tmp_path / "jobs.db")
+        try:
+            await store.enqueue(NewJob("a", {"1": {"class_type": "X", "inputs": {}}}))
+            before = await store.latest_event_seq()
+            commits = []
+            store._db().set_trace_callback(
+                lambda sql: commits.append(sql) if sql.strip(" ;").upper() == "COMMIT" else None
+            )
+            await publish_all(store, [("a", "started", {}), ("a", "executing", {"node": "1"})])
+            assert len(commits) == 1
+            with pytest.raises(JobNotFound, match="'a, gone'"):
+                await publish_all(store, [("a", "executed", {}), ("gone", "executed", {})])
+            kinds = [e.kind for e in await store.events_since(before)]
+            assert kinds == ["started", "executing"]  # nothing of the refused batch
+        finally:
+            await store.close()
+
+    run(scenario())

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 
@@ -26,6 +26,7 @@ from comfyfleet.comfy._errors import (
     PromptTimeout,
     excerpt,
 )
+from comfyfleet.comfy._wire import Answer, Http11, WireError
 
 LARGE_PROMPT_NODES = 2000
 """Graphs with more nodes than this are encoded in a worker thread."""
@@ -86,7 +87,12 @@ class PromptResult:
 
 
 class ComfyClient:
-    """Talks HTTP to the ComfyUI at `base_url`; use as `async with ComfyClient(...) as c:`."""
+    """Talks HTTP to the ComfyUI at `base_url`; use as `async with ComfyClient(...) as c:`.
+
+    Over plain http (every instance the fleet runs) requests go through a lean HTTP/1.1 client
+    (`_wire`: a fleet sends several requests per job, and httpx's CPU per request is taken from
+    the graphs on a machine whose cores run the instances too); uploads, https, and an injected
+    transport go through httpx."""
 
     def __init__(
         self,
@@ -102,6 +108,12 @@ class ComfyClient:
             base_url=self.base_url, transport=transport, timeout=timeout, trust_env=False
         )
         self._has_jobs_api: bool | None = None  # unknown until the first cancel
+        self._wire: Http11 | None = None
+        self._prefix = ""
+        url = urlsplit(self.base_url)
+        if transport is None and url.scheme == "http" and url.hostname:
+            self._prefix = url.path
+            self._wire = Http11(url.hostname, url.port or 80, timeout=timeout, authority=url.netloc)
 
     async def __aenter__(self) -> ComfyClient:
         return self
@@ -116,6 +128,8 @@ class ComfyClient:
 
     async def aclose(self) -> None:
         """Close the connection pool; the client is unusable afterwards."""
+        if self._wire is not None:
+            await self._wire.aclose()
         await self._http.aclose()
 
     # -- reading state ---------------------------------------------------------------------
@@ -286,16 +300,15 @@ class ComfyClient:
         form: dict[str, str] | None = None,
         files: dict[str, tuple[str, bytes, str]] | None = None,
         raw: bytes | None = None,
-    ) -> httpx.Response:
+    ) -> Answer:
         try:
-            if files is not None:
-                response = await self._http.request(method, path, data=form, files=files)
-            elif raw is not None:
-                headers = {"content-type": "application/json"}
-                response = await self._http.request(method, path, content=raw, headers=headers)
+            if self._wire is not None and files is None:
+                response = await self._send_wire(method, path, body=body, params=params, raw=raw)
             else:
-                response = await self._http.request(method, path, json=body, params=params)
-        except httpx.TransportError as exc:
+                response = await self._send_httpx(
+                    method, path, body=body, params=params, form=form, files=files, raw=raw
+                )
+        except (httpx.TransportError, WireError) as exc:
             reason = str(exc) or type(exc).__name__
             raise ComfyUnavailable(
                 f"ComfyUI at {self.base_url} is not answering: {reason}",
@@ -305,25 +318,62 @@ class ComfyClient:
             raise self._protocol(f"{method} {path} failed", response.status_code, response.text)
         return response
 
-    def _ok(self, response: httpx.Response) -> httpx.Response:
+    async def _send_wire(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any,
+        params: dict[str, str] | None,
+        raw: bytes | None,
+    ) -> Answer:
+        assert self._wire is not None
+        target = self._prefix + path + (f"?{urlencode(params)}" if params else "")
+        if raw is None and body is not None:
+            raw = json.dumps(body).encode()
+        if raw is None:
+            return await self._wire.request(method, target)
+        return await self._wire.request(method, target, raw, "application/json")
+
+    async def _send_httpx(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any,
+        params: dict[str, str] | None,
+        form: dict[str, str] | None,
+        files: dict[str, tuple[str, bytes, str]] | None,
+        raw: bytes | None,
+    ) -> Answer:
+        if files is not None:
+            response = await self._http.request(method, path, data=form, files=files)
+        elif raw is not None:
+            headers = {"content-type": "application/json"}
+            response = await self._http.request(method, path, content=raw, headers=headers)
+        else:
+            response = await self._http.request(method, path, json=body, params=params)
+        return Answer(response.status_code, response.content, method, path)
+
+    def _ok(self, response: Answer) -> Answer:
         if response.status_code != 200:
-            where = f"{response.request.method} {response.request.url.path}"
+            where = f"{response.method} {response.path}"
             raise self._protocol(f"{where} failed", response.status_code, response.text)
         return response
 
-    def _decode(self, response: httpx.Response) -> Any:
+    def _decode(self, response: Answer) -> Any:
         try:
-            return response.json()
+            return json.loads(response.content)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            where = f"{response.request.method} {response.request.url.path}"
+            where = f"{response.method} {response.path}"
             raise self._protocol(
                 f"{where} answered with non-JSON", response.status_code, response.text
             ) from exc
 
-    def _object(self, response: httpx.Response) -> dict[str, Any]:
+    def _object(self, response: Answer) -> dict[str, Any]:
         data = self._decode(response)
         if not isinstance(data, dict):
-            where = f"{response.request.method} {response.request.url.path}"
+            where = f"{response.method} {response.path}"
             raise self._protocol(
                 f"{where} answered with JSON that is not an object",
                 response.status_code,

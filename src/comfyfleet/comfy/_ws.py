@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
+import orjson
 from websockets.exceptions import WebSocketException
 
 _T = TypeVar("_T")
@@ -151,6 +152,7 @@ class ComfyEvents:
         self._delay = reconnect_initial_s
         self._conn: WebSocketLike | None = None
         self._closing = asyncio.Event()
+        self._waits: set[asyncio.Future[Any]] = set()
         self._in_gap = False  # a Disconnected was yielded and no Connected since
         self._retry = False  # the next connect attempt must wait out the backoff first
 
@@ -175,6 +177,8 @@ class ComfyEvents:
     async def aclose(self) -> None:
         """Stop for good: close the socket and end the iteration, even one waiting right now."""
         self._closing.set()
+        for task in list(self._waits):
+            task.cancel()
         await self._drop()
 
     async def __anext__(self) -> StreamItem:
@@ -224,24 +228,23 @@ class ComfyEvents:
         return item
 
     async def _unless_closed(self, awaitable: Awaitable[_T]) -> _T:
-        """Await `awaitable`, but give up (raising _Closed) as soon as aclose() is called."""
+        """Await `awaitable`, but give up (raising _Closed) as soon as aclose() is called,
+        which cancels it. One task per wait, and no second waiter: this runs for every frame."""
         if self.closed:
             if asyncio.iscoroutine(awaitable):
                 awaitable.close()  # never started; closing it avoids a "never awaited" warning
             raise _Closed
         task = asyncio.ensure_future(awaitable)
-        closing = asyncio.ensure_future(self._closing.wait())
+        self._waits.add(task)
         try:
-            await asyncio.wait({task, closing}, return_when=asyncio.FIRST_COMPLETED)
+            return await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if self.closed and task.cancelled() and (current is None or not current.cancelling()):
+                raise _Closed from None
+            raise
         finally:
-            for pending in (closing, task):
-                if not pending.done():
-                    pending.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await pending
-        if task.cancelled():
-            raise _Closed
-        return task.result()
+            self._waits.discard(task)
 
     async def _drop(self) -> None:
         conn, self._conn = self._conn, None
@@ -268,9 +271,12 @@ def _parse(frame: str | bytes) -> ComfyMessage | PreviewFrame | None:
 
 def _parse_text(text: str) -> ComfyMessage | None:
     try:
-        message = json.loads(text)
-    except ValueError:
-        return None
+        message = orjson.loads(text)  # a job brings a dozen of these: the fast parser first
+    except orjson.JSONDecodeError:
+        try:  # what only Python's parser takes (NaN, which ComfyUI's json.dumps may write)
+            message = json.loads(text)
+        except ValueError:
+            return None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         return None
     data = message.get("data")

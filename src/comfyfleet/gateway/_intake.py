@@ -28,6 +28,7 @@ from comfyfleet.jobs import (
     GraphError,
     Job,
     JobConflict,
+    JobEvent,
     JobNotFound,
     JobStatus,
     NewJob,
@@ -216,9 +217,18 @@ async def wait_for_end(service: Service, job_id: str, seconds: float) -> Job:
         )
         if events:
             after = events[-1].seq
-        if not events or any(event.kind == "status" for event in events):
-            job = await service.store.get(job_id)  # progress events do not change the status
+        # Reading the job decodes all of it: only when its status event says it ended (or a
+        # wait ran out: another process may have ended it unannounced).
+        if not events or any(_ends(event) for event in events):
+            job = await service.store.get(job_id)
     return job
+
+
+def _ends(event: JobEvent) -> bool:
+    return event.kind == "status" and event.data.get("status") in _TERMINAL_NAMES
+
+
+_TERMINAL_NAMES = frozenset(str(status) for status in TERMINAL)
 
 
 async def job_answer(service: Service, job: Job, inline: bool = False) -> dict[str, Any]:

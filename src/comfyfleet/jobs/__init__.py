@@ -56,7 +56,7 @@ from comfyfleet.jobs._routing import CLAIM_WINDOW, Affinity
 from comfyfleet.jobs._rules import LEASE_EXPIRED
 from comfyfleet.jobs._sqlite import SqliteJobStore
 from comfyfleet.jobs._stall import RestartInstance, StallSettings
-from comfyfleet.jobs._store import JobStore, QueueSignal
+from comfyfleet.jobs._store import BatchPublisher, JobStore, QueueSignal, publish_all
 from comfyfleet.jobs._watch import PHASES, JobWatch, NoWatch
 
 __all__ = [
@@ -68,6 +68,7 @@ __all__ = [
     "TERMINAL",
     "Affinity",
     "AgentRecord",
+    "BatchPublisher",
     "Conversion",
     "Dispatcher",
     "DispatcherSettings",
@@ -122,5 +123,6 @@ __all__ = [
     "namespace_outputs",
     "open_registry",
     "open_store",
+    "publish_all",
     "unsafe_paths",
 ]

@@ -28,6 +28,7 @@ async def stop_cancelled(lane: Lane, now: float | None = None) -> None:
             continue
         with log_context(job_id=job.id, instance=lane.index):
             lane.leave(flight.prompt_id)
+            await lane.progress.flush()  # its events before its end
             await lane.stop_in_comfy(job.id, flight.prompt_id)
             if timeout is None:
                 log.info("job %s cancelled on its instance", job.id)

@@ -235,12 +235,17 @@ class Dispatcher:
             await lane.client.aclose()
 
     async def _fill_loop(self) -> None:
+        released_at = float("-inf")
         while True:
             self.wake.clear()
-            try:
-                await self.store.release_expired()
-            except Exception:  # the store is unreachable for now: the next round tries again
-                log.exception("releasing expired leases failed")
+            # A write transaction: once per poll interval, not at every wake (every job's end
+            # wakes this loop, and leases last many poll intervals).
+            if time.monotonic() - released_at >= self.settings.poll_s:
+                released_at = time.monotonic()
+                try:
+                    await self.store.release_expired()
+                except Exception:  # the store is unreachable for now: the next round tries
+                    log.exception("releasing expired leases failed")
             for lane in self._emptiest_first():
                 try:
                     await lane.fill()

@@ -130,7 +130,7 @@ class Lane:
 
     def side_tasks(self) -> list[asyncio.Task[None]]:
         """Work running beside the follower: model downloads, output uploads, refills."""
-        return [*self.preparing, *self.finishing.values(), *self.filling]
+        return [*self.preparing, *self.finishing.values(), *self.filling, *self.progress.tasks]
 
     def holding(self) -> frozenset[str]:
         """What the instance will hold when a job claimed now starts: the models of the last
@@ -202,6 +202,7 @@ class Lane:
         job already left it (cancelled, timed out or lost meanwhile)."""
         flight = self.leave(prompt_id)
         if flight is not None:
+            await self.progress.flush()
             await self.endings.fail(flight.job, error)
 
     def leave(self, prompt_id: str) -> _InFlight | None:
@@ -295,6 +296,7 @@ class Lane:
             self.watch.model_loads(frozenset(flight.job.models) - self.loaded)
             self.loaded = frozenset(flight.job.models)
         details = {"instance": self.index, "comfy_ts": comfy_ts}
+        await self.progress.flush()
         await self.endings.succeed(flight.job, outputs, details)
         self.completed += 1
         self.fill_soon()

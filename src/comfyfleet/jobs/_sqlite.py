@@ -49,7 +49,12 @@ from comfyfleet.jobs._rows import job_from_row as _job
 from comfyfleet.jobs._rows import load as _load
 from comfyfleet.jobs._rows import mutable_columns as _mutable_columns
 from comfyfleet.jobs._sqlite_retention import SqliteRetention
-from comfyfleet.jobs._store import EventWaiters, wait_for_any_events, wait_for_events
+from comfyfleet.jobs._store import (
+    EventWaiters,
+    Publication,
+    wait_for_any_events,
+    wait_for_events,
+)
 
 JOBS_SQL = "comfyfleet.jobs"
 """The package whose `sql/` folders hold the job store's schema and queries."""
@@ -273,6 +278,18 @@ class SqliteJobStore(SqliteRetention):
                 return self._append(job_id, kind, data, _now(now))
         except sqlite3.IntegrityError as exc:
             raise JobNotFound(job_id) from exc
+
+    async def publish_many(
+        self, events: Sequence[Publication], *, now: float | None = None
+    ) -> list[JobEvent]:
+        """Several events, one commit (see `BatchPublisher`)."""
+        at = _now(now)
+        try:
+            with self._write():
+                return [self._append(job_id, kind, data, at) for job_id, kind, data in events]
+        except sqlite3.IntegrityError as exc:
+            # The foreign key does not say which of the batch's jobs is missing: all are named.
+            raise JobNotFound(", ".join(dict.fromkeys(e[0] for e in events))) from exc
 
     async def events(self, job_id: str, *, after: int = 0, limit: int = 1000) -> list[JobEvent]:
         params = {"job_id": job_id, "after": after, "limit": limit}

@@ -150,6 +150,7 @@ def _class_of(flight: InFlight, node: str | None) -> str | None:
 async def _publish(lane: Lane, flight: InFlight, data: dict[str, object]) -> None:
     """The job's `stalled` event; best effort: the store being away must not stop the watch."""
     try:
+        await lane.progress.flush()  # what it did before it stalled comes first
         await lane.store.publish(flight.job.id, "stalled", data)
     except Exception as exc:
         log.warning("job %s: the store did not take its stalled event (%s)", flight.job.id, exc)

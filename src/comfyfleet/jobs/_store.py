@@ -214,6 +214,31 @@ class QueueSignal(Protocol):
         ...
 
 
+Publication = tuple[str, str, dict[str, Any]]
+"""An event to publish: (job id, kind, data)."""
+
+
+@runtime_checkable
+class BatchPublisher(Protocol):
+    """Optional for a backend: one whose every commit costs (a transaction, a flush) stores
+    several events in one. `publish_all` uses it where present."""
+
+    async def publish_many(
+        self, events: Sequence[Publication], *, now: float | None = None
+    ) -> list[JobEvent]:
+        """Publish `events` in order, all or none; JobNotFound if one names no job."""
+        ...
+
+
+async def publish_all(
+    store: JobStore, events: Sequence[Publication], *, now: float | None = None
+) -> list[JobEvent]:
+    """Publish `events` in order: in one transaction where the store can, else one by one."""
+    if isinstance(store, BatchPublisher):
+        return await store.publish_many(events, now=now)
+    return [await store.publish(job_id, kind, data, now=now) for job_id, kind, data in events]
+
+
 # --- waiting for events -----------------------------------------------------------------------
 
 

@@ -93,12 +93,14 @@ class SocketHub:
         self._prompts: OrderedDict[str, _Prompt] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._joined = asyncio.Event()
 
     # --- sockets ----------------------------------------------------------------------------
 
     def connect(self, sid: str, caller: Caller) -> Listener:
         listener = Listener(sid, caller, asyncio.Queue(self.max_buffer))
         self._listeners.setdefault(sid, set()).add(listener)
+        self._joined.set()
         return listener
 
     def disconnect(self, listener: Listener) -> None:
@@ -136,6 +138,17 @@ class SocketHub:
         self._ready.set()
         while True:
             try:
+                if not self._listeners:
+                    # Nobody to tell: no event is read (each job's would be, decoded, at every
+                    # commit), only where the log ends, until a socket joins; what comes after
+                    # that point is then read as usual.
+                    self._joined.clear()
+                    after = await self.store.latest_event_seq()
+                    if not self._listeners:
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(self.poll_s):
+                                await self._joined.wait()
+                    continue
                 events = await self.store.wait_events_since(after, timeout=self.poll_s)
             except Exception as exc:  # the store is away: sockets stay open, the feed waits
                 log.warning("the ComfyUI socket feed cannot read the store: %s", exc)
