@@ -205,8 +205,10 @@ def test_a_slow_store_delays_no_other_request_and_costs_one_read(tmp_path: Path)
         return [s for s, _ in done], health_s, [a for _, a in done], reads, after
 
     scrape_s, health_s, answers, reads, after = run(scenario())
-    assert health_s < 0.3
-    assert all(0.4 < s < 2.0 for s in scrape_s), scrape_s
+    # The store's read takes 30 s: answers well before that were not held by it (the bounds
+    # are wide because this is a shared machine; the scrapes wait their 0.5 s, not the read).
+    assert health_s < 5.0
+    assert all(0.4 < s < 5.0 for s in scrape_s), scrape_s
     assert all(a.status_code == 200 for a in answers)
     assert reads == 1
     # Nothing was read yet: the gauges show their empty start, and say how old they are.
