@@ -130,7 +130,8 @@ def recovery(installed: Path, rounds: int) -> None:
         fleets = {}
         for name, fork in (("fork server", True), ("plain start", False)):
             ws = workspace_sharing(installed, Path(scratch) / name.replace(" ", "-"))
-            fleet = {"fork_server": fork, "probe_interval_s": 0.2}
+            # Each kill is a first crash (restarted at once), not a repeat that backs off.
+            fleet = {"fork_server": fork, "probe_interval_s": 0.2, "backoff_reset_s": 1.0}
             (ws / "comfyfleet.yaml").write_text(yaml.safe_dump({"fleet": fleet}))
             base = str(free_port_block(1))
             up = [*CF, "up", "-w", str(ws), "--detach", "-n", "1", "--base-port", base]
