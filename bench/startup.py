@@ -7,9 +7,10 @@ Both are measured in the same run, interleaved, on the same installed workspace:
 Goal: the fleet's start is within 1 s of ComfyUI's own (for N=1; N>1 shares the CPU).
 
 Recovery (`--recovery`, or `--only-recovery`): two fleets of one instance each run side by side
-in workspaces that share the install, one with the fork server (the default) and one with
-`fork_server: false`; each round kills the instance of one, then of the other, and times the
-kill to ready: GET /system_stats answers on the new process and the supervisor says `ready`.
+in workspaces that share the install, one with the fork server (the default; the bench waits for
+it to be ready) and one with `fork_server: false`; each round kills the instance of one, then of
+the other, and times the kill to ready: GET /system_stats answers on the new process and the
+supervisor says `ready`; and the CPU seconds the new process used until then.
 Goal: back within 1.5 s with the fork server (ComfyUI's own start: 6-11 s here).
 
 Usage: python bench/startup.py [--workspace WS] [--rounds 3] [--instances 1]
@@ -129,12 +130,19 @@ def recovery(installed: Path, rounds: int) -> None:
         fleets = {}
         for name, fork in (("fork server", True), ("plain start", False)):
             ws = workspace_sharing(installed, Path(scratch) / name.replace(" ", "-"))
-            fleet = {"fork_server": fork, "probe_interval_s": 0.2}
+            # Each kill is a first crash (restarted at once), not a repeat that backs off.
+            fleet = {"fork_server": fork, "probe_interval_s": 0.2, "backoff_reset_s": 1.0}
             (ws / "comfyfleet.yaml").write_text(yaml.safe_dump({"fleet": fleet}))
             base = str(free_port_block(1))
             up = [*CF, "up", "-w", str(ws), "--detach", "-n", "1", "--base-port", base]
             subprocess.run(up, check=True, capture_output=True)
             fleets[name] = ws
+        server_log = fleets["fork server"] / "logs" / "fork-server.log"
+        deadline = time.monotonic() + 300  # it starts once the fleet is ready, then preloads
+        while not (server_log.exists() and "fork server: ready" in server_log.read_text()):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the fork server did not get ready: {server_log}")
+            time.sleep(0.2)
         times: dict[str, list[float]] = {name: [] for name in fleets}
         cpus: dict[str, list[float]] = {name: [] for name in fleets}
         try:

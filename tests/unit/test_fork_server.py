@@ -158,8 +158,18 @@ def _launcher(tmp_path: Path) -> ForkLauncher:
         log_max_bytes=1 << 20,
         log_backups=1,
         preload=("json",),
-        ready_timeout_s=30,
     )
+
+
+async def _first_start_then_server(
+    launcher: ForkLauncher, argv: list[str], env: dict[str, str], cwd: Path, log: RotatingLog
+) -> int:
+    """The first start is plain; the server then starts (as once the fleet is ready)."""
+    code = await (await launcher.spawn(argv, env=env, cwd=cwd, log=log)).wait()
+    await launcher.fleet_ready()
+    assert launcher.server is not None
+    assert await launcher.server.wait_ready(30)
+    return code
 
 
 def test_a_forked_instance_runs_with_its_own_argv_env_and_session(tmp_path: Path) -> None:
@@ -171,6 +181,7 @@ def test_a_forked_instance_runs_with_its_own_argv_env_and_session(tmp_path: Path
         try:
             env = {"PATH": os.environ.get("PATH", ""), "CUDA_VISIBLE_DEVICES": "7"}
             argv = [sys.executable, "main.py", "--port", "5"]
+            assert await _first_start_then_server(launcher, argv, env, tmp_path, log) == 5
             first = await launcher.spawn(argv, env=env, cwd=tmp_path, log=log)
             second = await launcher.spawn([*argv[:-1], "0"], env=env, cwd=tmp_path, log=log)
             return await first.wait(), await second.wait()
@@ -184,8 +195,8 @@ def test_a_forked_instance_runs_with_its_own_argv_env_and_session(tmp_path: Path
     text = (tmp_path / "instance.log").read_text()
     assert f"argv ['--port', '5'] cwd {tmp_path} gpu 7" in text
     assert "same session True" in text
-    assert "forked by the fork server" in text
-    assert "plain start" not in text
+    assert text.count("forked by the fork server") == 2
+    assert text.count("plain start: the fork server starts once every instance is ready") == 1
 
 
 def test_a_signal_to_the_group_ends_a_forked_instance(tmp_path: Path) -> None:
@@ -225,6 +236,7 @@ def test_when_the_server_dies_its_instances_end_and_the_next_start_is_plain(
         env = {"PATH": os.environ.get("PATH", "")}
         argv = [sys.executable, "main.py", "--sleep", "4"]
         try:
+            await _first_start_then_server(launcher, [*argv[:-2], "0"], env, tmp_path, log)
             child = await launcher.spawn(argv, env=env, cwd=tmp_path, log=log)
             assert launcher.server is not None
             os.kill(int(launcher.server.details["pid"]), signal.SIGKILL)

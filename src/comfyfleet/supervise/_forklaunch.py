@@ -1,12 +1,14 @@
 """The launcher that starts ComfyUI instances through the fork server, or the plain way.
 
-Every ComfyUI start asks the fork server (`_forkserver`, started on the first one, whose
-preloading the first starts wait for). Anything else the supervisor runs (pre-start hooks) and
-every start the server cannot do is a plain start, with a line in the instance's log that says
-why: the server failed its checks or went away, the start uses another Python or ComfyUI
-folder, or an environment variable differs from the server's where a library may have read it
-while being imported (only the device-visibility variables, read when the GPU is first used,
-after the fork, may differ per instance).
+The first start of every instance is plain: the fork server is started once the fleet is ready
+(its preloading would otherwise compete with those starts for the CPU), from the first start's
+command and environment. Every later ComfyUI start (a crash, a watchdog's restart) asks the fork
+server. Anything else the supervisor runs (pre-start hooks) and every start the server cannot do
+is a plain start, with a line in the instance's log that says why: the server is still
+preloading, failed its checks or went away, the start uses another Python or ComfyUI folder, or
+an environment variable differs from the server's where a library may have read it while being
+imported (only the device-visibility variables, read when the GPU is first used, after the
+fork, may differ per instance).
 """
 
 from __future__ import annotations
@@ -123,18 +125,16 @@ class ForkLauncher:
         log_max_bytes: int,
         log_backups: int,
         preload: Sequence[str] = DEFAULT_PRELOAD,
-        ready_timeout_s: float = 300.0,
         plain: Launcher | None = None,
     ) -> None:
         self._log_path = log_path
         self._log_limits = (log_max_bytes, log_backups)
         self._preload = tuple(preload)
-        self._ready_timeout_s = ready_timeout_s
         self._plain = plain or SubprocessLauncher()
         self._log: RotatingLog | None = None
         self.server: ForkServer | None = None
+        self._first: tuple[list[str], dict[str, str], Path] | None = None
         self._starts = 0
-        self._ever_ready = False
         self._disabled = fork_unsupported()
 
     async def spawn(
@@ -151,6 +151,12 @@ class ForkLauncher:
         log.line(f"plain start: {found}")
         return await self._plain.spawn(argv, env=env, cwd=cwd, log=log)
 
+    async def fleet_ready(self) -> None:
+        """Start the fork server, from the first ComfyUI start's command and environment (the
+        supervisor calls this once every instance's first start is over)."""
+        if self.server is None and self._first is not None and self._disabled is None:
+            await self._start_server(*self._first)
+
     async def _server_for(
         self, argv: Sequence[str], env: Mapping[str, str], cwd: Path
     ) -> ForkServer | str:
@@ -158,7 +164,9 @@ class ForkLauncher:
             return self._disabled
         server = self.server
         if server is None:
-            server = await self._start_server(argv, env, cwd)
+            if self._first is None:
+                self._first = (list(argv), dict(env), cwd)
+            return "the fork server starts once every instance is ready"
         if server.python != argv[0] or server.comfyui_dir != str(cwd):
             return "the fork server runs another Python or ComfyUI folder"
         mismatch = env_mismatch(env, server.env)
@@ -167,11 +175,10 @@ class ForkLauncher:
                 f"environment variable {mismatch} differs from the fork server's "
                 "(libraries may read it when imported)"
             )
-        if server.state == "starting" and not self._ever_ready:
-            await server.wait_ready(self._ready_timeout_s)
         if server.state == "ready":
-            self._ever_ready = True
             return server
+        if server.state == "starting":
+            return "the fork server is still preloading"
         if server.state == "gone":
             await self._start_server(argv, env, cwd)
             return f"{server.reason}; starting a new one"

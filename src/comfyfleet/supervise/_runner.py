@@ -9,6 +9,7 @@ kills every instance at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import signal
@@ -142,8 +143,14 @@ def fork_launcher(fleet: FleetSettings, ws: Workspace) -> ForkLauncher | None:
         log_max_bytes=fleet.log_max_bytes,
         log_backups=fleet.log_backups,
         preload=(*DEFAULT_PRELOAD, *fleet.fork_server_preload),
-        ready_timeout_s=fleet.startup_timeout_s,
     )
+
+
+async def _start_fork_server(supervisor: Supervisor, launcher: ForkLauncher | None) -> None:
+    """Once every instance's first start is over: its preloading would slow them down."""
+    if launcher is not None:
+        await supervisor.wait_settled()
+        await launcher.fleet_ready()
 
 
 async def _serve(
@@ -186,10 +193,12 @@ async def _serve(
     await control.start()
     events_log.line(f"supervisor {os.getpid()} started with {len(supervisor.instances)} instances")
     detach: Callable[[], Awaitable[None]] | None = None
+    warming: asyncio.Task[None] | None = None
     try:
         if attach is not None:
             detach = await attach(supervisor, stop_requested.set)
         supervisor.start()
+        warming = asyncio.create_task(_start_fork_server(supervisor, launcher))
         if on_started is not None:
             on_started(supervisor, stop_requested.set)
         await stop_requested.wait()
@@ -198,6 +207,10 @@ async def _serve(
         events_log.line("stopping all instances")
         await supervisor.stop()
     finally:
+        if warming is not None:
+            warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await warming
         if launcher is not None:  # after the instances, which die with the fork server
             await launcher.aclose()
         stopped.set()
