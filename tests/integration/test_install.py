@@ -40,7 +40,9 @@ def test_the_lock_records_what_was_installed(comfyui_install: Path) -> None:
     assert lock["packages"]["aiohttp"]  # one of ComfyUI's requirements
     assert "torch" in lock["packages"]
     assert [n["name"] for n in lock["custom_nodes"]] == ["comfyfleet-test-nodes"]
-    assert lock["repairs"] == ["torchvision-missing-ops-schema"]
+    # This index has no torchaudio for torch 2.13: the newest older one comes with its repair.
+    assert lock["repairs"] == ["torchvision-missing-ops-schema", "torchaudio-from-older-torch"]
+    assert lock["packages"]["torchaudio"] == "2.11.1"
     yaml_text = (comfyui_install / "extra_model_paths.yaml").read_text()
     assert f"base_path: {comfyui_install / 'models'}" in yaml_text
     assert not (comfyui_install / "comfyui" / "extra_model_paths.yaml").exists()
@@ -50,7 +52,7 @@ def test_doctor_reports_the_torchvision_repair(comfyui_install: Path) -> None:
     out = cli("doctor", "-w", comfyui_install).stdout
     assert "torch           2.13.0+cpu (build: cpu)" in out
     assert "imports only through comfyfleet's repair" in out
-    assert "torchaudio" in out and "audio nodes will not load" in out
+    assert "torchaudio      2.11.1 was built for an older torch and imports through" in out
 
 
 def test_locked_install_reproduces_and_refuses_drift(

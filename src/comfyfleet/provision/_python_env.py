@@ -103,7 +103,7 @@ def install_torch(
                     f"no torchvision {wanted_version} for torch {version} on {where}",
                     hint=_TORCH_HINT,
                 ) from exc
-            older = _older_torchaudio(pip, plan, version, reporter)
+            older = _older_torchaudio(pip, plan, version, reporter, locked=locked)
             if older is None:
                 reporter.warn(
                     f"no {name} {wanted_version} for torch {version} on {where}: ComfyUI 0.3 "
@@ -113,15 +113,27 @@ def install_torch(
 
 
 def _older_torchaudio(
-    pip: Pip, plan: TorchPlan, torch_version: str, reporter: Reporter
+    pip: Pip,
+    plan: TorchPlan,
+    torch_version: str,
+    reporter: Reporter,
+    *,
+    locked: Mapping[str, str] | None,
 ) -> str | None:
     """The newest torchaudio not newer than torch, installed without its dependencies (it
     would pull its own torch), with the repair when its compiled extension cannot load; None
-    (and nothing left installed) when there is none or it does not import even so."""
-    ceiling = Version(torch_version).base_version
+    (and nothing left installed) when there is none or it does not import even so. A locked
+    install takes the lock's torchaudio, and none when the lock has none."""
+    if locked is not None and "torchaudio" not in locked:
+        return None
+    wanted = (
+        f"torchaudio=={locked['torchaudio']}"
+        if locked is not None
+        else f"torchaudio<={Version(torch_version).base_version}"
+    )
     try:
         pip.install(
-            [f"torchaudio<={ceiling}"],
+            [wanted],
             index_url=plan.index_url,
             no_deps=True,
             what="installing an older torchaudio",
