@@ -27,8 +27,9 @@ from comfyfleet.gateway._errors import (
     http_error_handler,
     validation_error_handler,
 )
-from comfyfleet.gateway._events_api import EventStreamResponse, events_router
+from comfyfleet.gateway._events_api import events_router
 from comfyfleet.gateway._previews import PreviewHub
+from comfyfleet.gateway._sse import EventStreamResponse
 from comfyfleet.gateway._views import job_view
 from comfyfleet.jobs import JobOutput, MemoryJobStore, NewJob
 

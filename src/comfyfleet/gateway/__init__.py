@@ -11,7 +11,6 @@ from comfyfleet.gateway._assets_api import assets_router
 from comfyfleet.gateway._body import JsonLimits, read_json_body
 from comfyfleet.gateway._config_api import config_router
 from comfyfleet.gateway._errors import ApiError, encodable
-from comfyfleet.gateway._events_api import EventStreamResponse
 from comfyfleet.gateway._intake import (
     check_graph,
     job_answer,
@@ -26,6 +25,7 @@ from comfyfleet.gateway._preview_feed import PreviewFeed
 from comfyfleet.gateway._previews import PreviewHub
 from comfyfleet.gateway._service import NodeTypes, Service
 from comfyfleet.gateway._settings import ServeSettings
+from comfyfleet.gateway._sse import EventStreamResponse
 from comfyfleet.gateway._submit import JOB_ID, idempotent_id, json_limits
 from comfyfleet.gateway._templates_api import templates_router
 from comfyfleet.gateway._tenancy import (
