@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from comfyfleet.comfy._client import LARGE_PROMPT_NODES, ComfyClient, OutputFile, PromptResult
+from comfyfleet.comfy._client import LARGE_PROMPT_NODES, ComfyClient
 from comfyfleet.comfy._errors import (
     ComfyError,
     ComfyProtocolError,
@@ -14,6 +14,7 @@ from comfyfleet.comfy._errors import (
 )
 from comfyfleet.comfy._graphs import sample_graph
 from comfyfleet.comfy._ids import new_prompt_id
+from comfyfleet.comfy._results import OutputFile, PromptResult
 from comfyfleet.comfy._ws import (
     ComfyEvents,
     ComfyMessage,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -21,11 +20,11 @@ import httpx
 from comfyfleet.comfy._errors import (
     ComfyProtocolError,
     ComfyUnavailable,
-    PromptFailed,
     PromptRejected,
     PromptTimeout,
     excerpt,
 )
+from comfyfleet.comfy._results import PromptResult, history_result
 from comfyfleet.comfy._wire import Answer, Http11, WireError
 
 LARGE_PROMPT_NODES = 2000
@@ -37,53 +36,6 @@ def _strict_json(payload: Any) -> bytes:
     no words for), UnicodeEncodeError for a lone surrogate."""
     text = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     return text.encode("utf-8")
-
-
-@dataclass(frozen=True)
-class OutputFile:
-    """A file a node wrote, as ComfyUI lists it in the history; `kind` is the output key."""
-
-    node_id: str
-    filename: str
-    subfolder: str
-    type: str
-    kind: str
-
-
-@dataclass(frozen=True)
-class PromptResult:
-    """A finished prompt's history entry: its status, the UI outputs, and the status messages."""
-
-    prompt_id: str
-    status: str
-    outputs: dict[str, Any]
-    messages: list[Any]
-
-    def files(self) -> list[OutputFile]:
-        """Every file in every output list, not only "images".
-
-        Nodes put files under whatever key they like ("images", "gifs", "audio", "3d", ...);
-        an item is a file when it carries a filename and a type, which is what /view needs.
-        """
-        found: list[OutputFile] = []
-        for node_id, node_output in self.outputs.items():
-            if not isinstance(node_output, dict):
-                continue
-            for kind, items in node_output.items():
-                if not isinstance(items, list):
-                    continue
-                for item in items:
-                    if isinstance(item, dict) and "filename" in item and "type" in item:
-                        found.append(
-                            OutputFile(
-                                node_id=str(node_id),
-                                filename=str(item["filename"]),
-                                subfolder=str(item.get("subfolder") or ""),
-                                type=str(item["type"]),
-                                kind=str(kind),
-                            )
-                        )
-        return found
 
 
 class ComfyClient:
@@ -233,7 +185,7 @@ class ComfyClient:
         while True:
             entry = await self.history(prompt_id)
             if entry is not None:
-                return _result(prompt_id, entry)
+                return history_result(prompt_id, entry)
             if time.monotonic() >= deadline:
                 raise PromptTimeout(
                     f"prompt {prompt_id} did not finish on {self.base_url} within {timeout:g}s",
@@ -389,20 +341,3 @@ class ComfyClient:
         if body.strip():
             message += f": {excerpt(body, 120)!r}"
         return ComfyProtocolError(message, status=status, body=body)
-
-
-def _result(prompt_id: str, entry: dict[str, Any]) -> PromptResult:
-    status = entry.get("status")
-    status = status if isinstance(status, dict) else {}
-    messages = status.get("messages")
-    messages = messages if isinstance(messages, list) else []
-    outputs = entry.get("outputs")
-    result = PromptResult(
-        prompt_id=prompt_id,
-        status=str(status.get("status_str") or "unknown"),
-        outputs=outputs if isinstance(outputs, dict) else {},
-        messages=messages,
-    )
-    if result.status == "error":
-        raise PromptFailed.from_messages(prompt_id, messages)
-    return result
