@@ -18,21 +18,25 @@ def _message(kind: str, **data: object) -> ComfyMessage:
     return ComfyMessage(kind, {"prompt_id": "p", **data}, "p")
 
 
+async def _running(store: SqliteJobStore) -> tuple[InFlight, list[str], int]:
+    """A claimed job's flight, the list every COMMIT from now on is added to, and the log's end."""
+    await store.enqueue(NewJob("a", GRAPH))
+    job = await store.claim("w", lease_s=30, prompt_id="p")
+    assert job is not None
+    commits: list[str] = []
+    store._db().set_trace_callback(
+        lambda sql: commits.append(sql) if sql.strip(" ;").upper() == "COMMIT" else None
+    )
+    return InFlight(job, "p"), commits, await store.latest_event_seq()
+
+
 def test_messages_within_the_window_are_one_commit_and_flush_stores_the_rest(
     tmp_path: Path,
 ) -> None:
     async def scenario() -> None:
         store = SqliteJobStore.open(tmp_path / "jobs.db")
         try:
-            await store.enqueue(NewJob("a", GRAPH))
-            job = await store.claim("w", lease_s=30, prompt_id="p")
-            assert job is not None
-            flight = InFlight(job, "p")
-            commits: list[str] = []
-            store._db().set_trace_callback(
-                lambda sql: commits.append(sql) if sql.strip(" ;").upper() == "COMMIT" else None
-            )
-            seq = await store.latest_event_seq()
+            flight, commits, seq = await _running(store)
             progress = ProgressEvents(store, "w", 0, window_s=0.05)
             assert await progress.tell(flight, _message("execution_start", timestamp=1))
             assert await progress.tell(flight, _message("executing", node="1"))
@@ -66,15 +70,7 @@ def test_a_flood_goes_in_bounded_transactions_in_order(tmp_path: Path) -> None:
     async def scenario() -> None:
         store = SqliteJobStore.open(tmp_path / "jobs.db")
         try:
-            await store.enqueue(NewJob("a", GRAPH))
-            job = await store.claim("w", lease_s=30, prompt_id="p")
-            assert job is not None
-            flight = InFlight(job, "p")
-            commits: list[str] = []
-            store._db().set_trace_callback(
-                lambda sql: commits.append(sql) if sql.strip(" ;").upper() == "COMMIT" else None
-            )
-            seq = await store.latest_event_seq()
+            flight, commits, seq = await _running(store)
             progress = ProgressEvents(store, "w", 0, window_s=5)
             for node in range(450):  # a graph of thousands of nodes, one window's share
                 await progress.tell(flight, _message("executing", node=str(node)))
