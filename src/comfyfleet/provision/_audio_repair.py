@@ -14,10 +14,9 @@ reports it.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
-from comfyfleet.provision._repair import site_packages
+from comfyfleet.provision._repair import import_error, site_packages
 
 AUDIO_REPAIR_NAME = "torchaudio-from-older-torch"
 _MODULE = "comfyfleet_torchaudio_repair"
@@ -71,14 +70,7 @@ if not any(type(f).__name__ == "_ExtensionUtils" for f in sys.meta_path):
 
 
 def torchaudio_import_error(python: Path) -> str | None:
-    """None when `import torchaudio` works in the venv, else the last line of its error."""
-    out = subprocess.run(
-        [str(python), "-c", "import torchaudio"], capture_output=True, text=True, timeout=300
-    )
-    if out.returncode == 0:
-        return None
-    lines = [line for line in out.stderr.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else f"exit {out.returncode}"
+    return import_error(python, "torchaudio")
 
 
 def needs_audio_repair(error: str | None) -> bool:

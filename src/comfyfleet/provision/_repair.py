@@ -83,15 +83,19 @@ def site_packages(python: Path) -> Path:
     return Path(out.stdout.strip() or sysconfig.get_paths()["purelib"])
 
 
-def torchvision_import_error(python: Path) -> str | None:
-    """None when `import torchvision` works in the venv, else the last line of its error."""
+def import_error(python: Path, module: str) -> str | None:
+    """None when `import <module>` works in the venv, else the last line of its error."""
     out = subprocess.run(
-        [str(python), "-c", "import torchvision"], capture_output=True, text=True, timeout=300
+        [str(python), "-c", f"import {module}"], capture_output=True, text=True, timeout=300
     )
     if out.returncode == 0:
         return None
     lines = [line for line in out.stderr.strip().splitlines() if line.strip()]
     return lines[-1] if lines else f"exit {out.returncode}"
+
+
+def torchvision_import_error(python: Path) -> str | None:
+    return import_error(python, "torchvision")
 
 
 def needs_repair(error: str | None) -> bool:
