@@ -35,7 +35,9 @@ class _Socket:
         return frame
 
     async def close(self) -> None:
+        """As a real socket: a receive waiting now ends (closed from our side)."""
         self.owner.sockets.discard(self)
+        self.frames.put_nowait(None)
 
 
 @dataclass

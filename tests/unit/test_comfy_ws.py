@@ -314,3 +314,40 @@ async def test_a_real_server_drop_then_reconnect() -> None:
     ]
     texts = [(i.type, i.prompt_id) for i in items if isinstance(i, ComfyMessage)]
     assert texts == [("status", None), ("execution_start", "p1"), ("execution_success", "p1")]
+
+
+async def test_reconnect_cuts_the_backoff_short() -> None:
+    """An instance known to be back (its supervisor saw it ready) is connected to at once, not
+    after the socket's next backoff, which may be seconds away after a long restart."""
+    sock = FakeSocket(text("status", status={"exec_info": {"queue_remaining": 0}}, sid="c1"))
+    connect = FakeConnect(ConnectionRefusedError("restarting"), sock)
+
+    async def forever(_: float) -> None:
+        await asyncio.Event().wait()
+
+    events = ComfyEvents(BASE, "c1", connect=connect, sleep=forever, reconnect_initial_s=60)
+    assert isinstance(await events.__anext__(), Disconnected)
+    pending = asyncio.ensure_future(events.__anext__())
+    await asyncio.sleep(0.05)
+    assert not pending.done()  # waiting out a backoff that would never end
+    events.reconnect()
+    assert await asyncio.wait_for(pending, 5) == Connected()
+    await events.aclose()
+    assert len(connect.urls) == 2
+
+
+async def test_reconnect_replaces_an_open_socket_with_a_fresh_one() -> None:
+    """A fast restart may be serving before the old socket's close is seen: the open socket is
+    dropped (a Disconnected), and the next Connected is a new connection."""
+    old = FakeSocket()  # stays silent, as a socket to a process that just died may
+    new = FakeSocket(text("status", status={"exec_info": {"queue_remaining": 0}}, sid="c1"))
+    connect = FakeConnect(old, new)
+    events = ComfyEvents(BASE, "c1", connect=connect, reconnect_initial_s=0.01)
+    assert await events.__anext__() == Connected()
+    pending = asyncio.ensure_future(events.__anext__())
+    await asyncio.sleep(0.05)
+    events.reconnect()
+    assert isinstance(await asyncio.wait_for(pending, 5), Disconnected)
+    assert await asyncio.wait_for(events.__anext__(), 5) == Connected()
+    await events.aclose()
+    assert old.closed.is_set() and len(connect.urls) == 2

@@ -165,3 +165,25 @@ def test_server_paths_are_cut_from_messages() -> None:
     text = "Invalid latent file: /srv/comfy/workspace/input/../../etc/passwd (errno 2)"
     assert scrub_paths(text) == "Invalid latent file: .../passwd (errno 2)"
     assert scrub_paths("value 1.5 not in list") == "value 1.5 not in list"
+
+
+def test_a_lane_claims_nothing_while_its_socket_is_not_connected() -> None:
+    """A prompt submitted before the instance's socket listens would run unheard (no progress,
+    outputs only from the history): after a fast restart the lane waits for its socket."""
+
+    async def body(store: MemoryJobStore, d: Dispatcher, fake: FakeComfy) -> None:
+        lane = d.lanes[0]
+        while not lane.listening:  # connected once; then its socket drops, as in a restart
+            await asyncio.sleep(0.01)
+        lane.listening = False
+        await store.enqueue(NewJob("waits", graph(sleep(0.01))))
+        d.notify()
+        await asyncio.sleep(0.3)
+        assert (await store.get("waits")).status == JobStatus.QUEUED
+        assert lane.free_slots() == 0
+        lane.listening = True
+        d.notify()
+        await until_done(store, ["waits"])
+        assert (await store.get("waits")).status == JobStatus.SUCCEEDED
+
+    run_one_slot(body)

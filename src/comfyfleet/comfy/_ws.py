@@ -155,6 +155,7 @@ class ComfyEvents:
         self._waits: set[asyncio.Future[Any]] = set()
         self._in_gap = False  # a Disconnected was yielded and no Connected since
         self._retry = False  # the next connect attempt must wait out the backoff first
+        self._wake = asyncio.Event()
 
     def __aiter__(self) -> ComfyEvents:
         return self
@@ -181,6 +182,21 @@ class ComfyEvents:
             task.cancel()
         await self._drop()
 
+    def reconnect(self) -> None:
+        """Open a fresh socket now, instead of waiting out the backoff or trusting the open one.
+
+        For an instance that is known to be back (its supervisor saw it serve again): a fast
+        restart can be serving before the old socket's close is noticed, and prompts sent then
+        would be heard by nobody. The open socket (if any) is closed, which the iteration reports
+        as `Disconnected`; the next `Connected` is the new process's."""
+        self._delay = self._initial
+        conn = self._conn
+        if conn is not None:
+            closing = asyncio.ensure_future(_close_quietly(conn))
+            self._waits.add(closing)
+            closing.add_done_callback(self._waits.discard)
+        self._wake.set()
+
     async def __anext__(self) -> StreamItem:
         while not self.closed:
             try:
@@ -194,7 +210,7 @@ class ComfyEvents:
 
     async def _open(self) -> Connected | Disconnected | None:
         if self._retry:
-            await self._unless_closed(self._sleep(self._delay))
+            await self._unless_closed(self._backoff(self._delay))
             self._delay = min(self._delay * 2, self._max)
         try:
             conn = await self._unless_closed(self._connect(self.url))
@@ -211,6 +227,17 @@ class ComfyEvents:
         self._in_gap = self._retry = False
         self._delay = self._initial
         return Connected()
+
+    async def _backoff(self, delay: float) -> None:
+        """`sleep(delay)`, cut short by `retry_now`."""
+        self._wake.clear()
+        sleeping = asyncio.ensure_future(self._sleep(delay))
+        woken = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({sleeping, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeping, woken):
+                task.cancel()
 
     async def _receive(
         self, conn: WebSocketLike

@@ -170,6 +170,9 @@ class Dispatcher:
             lane.paused = None
         if lane.serving and not serving and lane.in_flight:
             self._spawn(lane.lose_all(event.reason or f"went {event.new}"))
+        if serving and not lane.serving:  # (back) in service: listen to this process first
+            lane.listening = False
+            lane.events.reconnect()
         lane.serving = serving
         if serving:
             self.wake.set()

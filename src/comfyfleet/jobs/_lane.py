@@ -90,6 +90,9 @@ class Lane:
         self.client_id = events.client_id
         self.wake = wake
         self.serving = False
+        self.listening = False
+        """Whether the instance's WebSocket is connected: a prompt submitted before it is would
+        run unheard (no progress, outputs only from the history), as after a fast restart."""
         self.paused: str | None = None
         """Why a watchdog took the instance out of service (until it is ready again)."""
         self.claims = 0
@@ -150,10 +153,14 @@ class Lane:
                 continue
             if peer._claiming or (not peer.starved and peer.free_slots() > 0):
                 return peer
+            if not peer.listening:  # back in service, its socket connecting: it
+                return peer  # fills the moment it listens (see `follow`)
         return None
 
     def free_slots(self) -> int:
-        return self.slots - len(self.in_flight) - self._claiming if self.serving else 0
+        if not (self.serving and self.listening):
+            return 0
+        return self.slots - len(self.in_flight) - self._claiming
 
     async def fill(self) -> int:
         """Claim and submit jobs until the slots are full or the queue is empty.
@@ -231,10 +238,14 @@ class Lane:
             elif isinstance(item, PreviewFrame):
                 self._forward_preview(item)
             elif isinstance(item, Connected):
+                self.listening = True
+                if self.serving:
+                    self.fill_soon()
                 for flight in self.in_flight.values():  # messages may be lost: not silence
                     flight.heard_at = None if flight.heard_at is None else time.monotonic()
                 await self.reconcile()
             elif isinstance(item, Disconnected):
+                self.listening = False
                 for flight in self.in_flight.values():
                     flight.gap = True
                 if not self.serving:
