@@ -126,7 +126,31 @@ def _graph(model: str, n: int, work: float, switch: float) -> dict[str, Any]:
     return {"1": {"class_type": "FleetModelSwitch", "inputs": inputs}}
 
 
-def run_jobs(fleet: Fleet, models: list[str], work: float, switch: float) -> dict[str, float]:
+def _print_timeline(
+    finished: list[dict[str, Any]], model_of: dict[str, str], started: float
+) -> None:
+    """Per instance, its jobs in order: model, start and end (seconds from the first submit),
+    and `*` where the job paid for a model switch."""
+    lanes: dict[str, list[tuple[dict[str, Any], str]]] = {}
+    for job in finished:
+        (text,) = [o["text"] for o in job["outputs"] if o.get("kind") == "text"]
+        lanes.setdefault(text.split()[0], []).append((job, text))  # the ComfyUI process
+    for lane, jobs in sorted(lanes.items()):
+        jobs.sort(key=lambda pair: pair[0]["timings"]["started_at"])
+        cells = []
+        for job, text in jobs:
+            model = model_of[job["id"]]
+            star = "*" if text.endswith("switched=1") else ""
+            t = job["timings"]
+            cells.append(
+                f"{model}{star} {t['started_at'] - started:.1f}-{t['finished_at'] - started:.1f}"
+            )
+        print(f"  {lane}: " + ", ".join(cells))
+
+
+def run_jobs(
+    fleet: Fleet, models: list[str], work: float, switch: float, timeline: bool = False
+) -> dict[str, float]:
     started = time.time()
     ids = []
     for n, model in enumerate(models):
@@ -146,6 +170,8 @@ def run_jobs(fleet: Fleet, models: list[str], work: float, switch: float) -> dic
         raise SystemExit(f"{len(failed)} jobs did not succeed: {failed[:5]}")
     texts = [o["text"] for job in finished for o in job["outputs"] if o.get("kind") == "text"]
     makespan = max(job["timings"]["finished_at"] for job in finished) - started
+    if timeline:
+        _print_timeline(finished, dict(zip(ids, models, strict=True)), started)
     instances = AGENTS * PER_AGENT
     ideal = len(models) * work / instances + switch
     return {
@@ -166,7 +192,7 @@ def fleet_bench(args: argparse.Namespace) -> None:
             fleet = Fleet(Path(tmp), store, affinity)
             try:
                 fleet.wait_serving(AGENTS * PER_AGENT)
-                results[label] = run_jobs(fleet, models, args.work, args.switch)
+                results[label] = run_jobs(fleet, models, args.work, args.switch, args.timeline)
             finally:
                 fleet.stop()
         print(f"{label}: {results[label]}", flush=True)
@@ -239,6 +265,7 @@ def main() -> None:
     parser.add_argument("--work", type=float, default=2.0, help="seconds of work per job")
     parser.add_argument("--switch", type=float, default=1.0, help="seconds per model switch")
     parser.add_argument("--workers", type=int, default=8, help="store mode: workers")
+    parser.add_argument("--timeline", action="store_true", help="print each instance's jobs")
     parser.add_argument("--server", default=maintenance_url(), help="maintenance database URL")
     args = parser.parse_args()
     if args.mode == "store":

@@ -20,8 +20,13 @@ def job(job_id: str, *models: str, **kwargs: Any) -> NewJob:
     return NewJob(id=job_id, workflow=GRAPH, models=models, **kwargs)
 
 
-def holding(*loaded: str, on_disk: tuple[str, ...] = (), delay: float | None = 60.0) -> Affinity:
-    return Affinity(frozenset(loaded), frozenset(on_disk), delay)
+def holding(
+    *loaded: str,
+    on_disk: tuple[str, ...] = (),
+    delay: float | None = 60.0,
+    may_switch: bool = True,
+) -> Affinity:
+    return Affinity(frozenset(loaded), frozenset(on_disk), delay, may_switch)
 
 
 async def order(store: JobStore, affinity: Affinity | None, *, now: float) -> list[str]:
@@ -73,6 +78,22 @@ def test_loaded_beats_on_disk_which_beats_a_download(store: JobStore) -> None:
         affinity = holding(A, on_disk=(A, B))
         got = await order(store, affinity, now=110.0)
         assert got == ["loaded", "no-models", "on-disk", "elsewhere"]
+
+    run(scenario())
+
+
+def test_a_claim_behind_running_work_takes_only_jobs_that_need_no_switch(store: JobStore) -> None:
+    async def scenario() -> None:
+        await store.enqueue(job("on-disk", B), now=100.0)
+        await store.enqueue(job("download", C), now=101.0)
+        await store.enqueue(job("loaded", A), now=102.0)
+        await store.enqueue(job("no-models"), now=103.0)
+        pipelined = holding(A, on_disk=(B,), may_switch=False)
+        assert await order(store, pipelined, now=110.0) == ["loaded", "no-models"]
+        # The jobs that need a switch stay queued for an instance that is free: a past-due
+        # one counts as needing none (the bound holds behind running work too).
+        assert await order(store, pipelined, now=160.5) == ["on-disk"]
+        assert await order(store, holding(A), now=110.0) == ["download"]
 
     run(scenario())
 

@@ -3,11 +3,12 @@ what its instance holds from the jobs that succeed there, and claims jobs for th
 
 from __future__ import annotations
 
+import asyncio
 from itertools import pairwise
 
 from comfyfleet.jobs import Dispatcher, JobStatus, MemoryJobStore, NewJob
 from tests.unit.fake_comfy import FakeComfy
-from tests.unit.test_dispatcher import graph, run, sleep, until_done
+from tests.unit.test_dispatcher import SlowClaimsFor, graph, run, sleep, until_done
 
 A, B = "checkpoints/a.safetensors", "checkpoints/b.safetensors"
 
@@ -82,5 +83,44 @@ def test_a_lane_claims_for_what_its_queue_will_have_loaded() -> None:
         ran = sorted([await store.get(i) for i in ids], key=lambda job: job.started_at or 0)
         switches = sum(1 for x, y in pairwise(ran) if x.models != y.models)
         assert switches == 1, [job.id for job in ran]
+
+    run(body, instances=1)
+
+
+def test_a_fresh_lane_fills_its_pipeline_with_one_model() -> None:
+    """Fills run at once from several places; each claim sees the one before, so the second
+    slot takes the first job's model rather than the next job in line."""
+
+    async def body(store: MemoryJobStore, d: Dispatcher, fakes: list[FakeComfy]) -> None:
+        lane = d.lanes[0]
+        lane.serving = False
+        while not lane.listening:
+            await asyncio.sleep(0.005)
+        for job_id, model in (("a-1", A), ("b-1", B), ("a-2", A)):
+            await store.enqueue(NewJob(job_id, graph(sleep(0.2)), models=(model,)))
+        lane.serving = True
+        await asyncio.gather(lane.fill(), lane.fill(), lane.fill())
+        assert sorted(flight.job.id for flight in lane.in_flight.values()) == ["a-1", "a-2"]
+        await until_done(store, ["a-1", "b-1", "a-2"])
+
+    run(body, instances=1, store=SlowClaimsFor(0, 0.02))  # claims that take a round trip
+
+
+def test_a_job_that_needs_a_switch_waits_for_a_free_instance_not_behind_running_work() -> None:
+    async def body(store: MemoryJobStore, d: Dispatcher, fakes: list[FakeComfy]) -> None:
+        await store.enqueue(NewJob("a", graph(sleep(0.3)), models=(A,)))
+        d.notify()
+        lane = d.lanes[0]
+        while not lane.in_flight:
+            await asyncio.sleep(0.005)
+        await store.enqueue(NewJob("b", graph(sleep(0.01)), models=(B,)))
+        d.notify()
+        await asyncio.sleep(0.1)  # the lane has a free slot meanwhile, and claims nothing
+        assert (await store.get("b")).status is JobStatus.QUEUED
+        await until_done(store, ["a", "b"])
+        a, b = await store.get("a"), await store.get("b")
+        assert b.status is JobStatus.SUCCEEDED
+        assert a.finished_at is not None and b.started_at is not None
+        assert b.started_at >= a.finished_at
 
     run(body, instances=1)

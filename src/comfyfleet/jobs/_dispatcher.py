@@ -144,9 +144,9 @@ class Dispatcher:
             self._follow(lane)
         return lane
 
-    def _affinity(self, loaded: frozenset[str]) -> Affinity | None:
+    def _affinity(self, loaded: frozenset[str], may_switch: bool) -> Affinity | None:
         delay = self.settings.affinity_max_delay_s
-        return None if delay is None else Affinity(loaded, self.on_disk, delay)
+        return None if delay is None else Affinity(loaded, self.on_disk, delay, may_switch)
 
     def loaded_models(self, index: int) -> frozenset[str]:
         """What instance `index` holds, as far as its lane knows (for the fleet registry)."""

@@ -44,8 +44,9 @@ from comfyfleet.logs import log_context
 PreviewSink = Callable[[str, str, bytes], object]
 """Called with (job id, image format, bytes) for each preview frame of a running job."""
 
-Routing = Callable[[frozenset[str]], Affinity | None]
-"""What a lane claims with, given the models its instance holds (see `_routing`)."""
+Routing = Callable[[frozenset[str], bool], Affinity | None]
+"""What a lane claims with, given the models its instance holds and whether it may take a job
+that needs another model (see `_routing`)."""
 
 log = logging.getLogger("comfyfleet.jobs")
 
@@ -157,6 +158,13 @@ class Lane:
                 return peer  # fills the moment it listens (see `follow`)
         return None
 
+    def _affinity(self) -> Affinity | None:
+        """What the next claim asks for: a slot behind running work takes only a job that needs
+        no model switch (see `Affinity.may_switch`)."""
+        if self.routing is None:
+            return None
+        return self.routing(self.holding(), not self.in_flight)
+
     def free_slots(self) -> int:
         if not (self.serving and self.listening):
             return 0
@@ -173,6 +181,10 @@ class Lane:
     async def _fill(self) -> int:
         submitted = 0
         while self.free_slots() > 0:
+            if self._claiming:
+                # One claim at a time per lane, so that each sees what the one before put in
+                # the pipeline (`holding`); the fill that claims goes on to the next slot.
+                break
             emptier = self._emptier_peer()
             if emptier is not None:
                 # A job claimed now would queue behind ours while that instance idles: it
@@ -187,7 +199,7 @@ class Lane:
                     lease_s=self.lease_s,
                     instance=self.index,
                     prompt_id=prompt_id,
-                    affinity=None if self.routing is None else self.routing(self.holding()),
+                    affinity=self._affinity(),
                 )
                 if job is not None:
                     self.in_flight[prompt_id] = _InFlight(job, prompt_id)

@@ -32,11 +32,17 @@ class Affinity:
     `loaded` are the models the instance ran its last job with (still in memory), `on_disk`
     the files its machine has (no download); both as `folder_type/name`, like `Job.models`.
     `max_delay_s` bounds what affinity may cost the oldest job: one queued that long is
-    taken by the next claim of its priority whatever it needs (None: no bound)."""
+    taken by the next claim of its priority whatever it needs (None: no bound).
+
+    `may_switch` False limits the claim to jobs that need no switch (tier 0): what an instance
+    claims for its pipelined slot, behind running work. A job that needs a switch waits in the
+    shared queue instead, where whichever instance frees first (perhaps one that holds its
+    model) takes it: queued behind our running job it would wait for it, then load."""
 
     loaded: frozenset[str] = frozenset()
     on_disk: frozenset[str] = frozenset()
     max_delay_s: float | None = None
+    may_switch: bool = True
 
 
 def affinity_tier(job: Job, affinity: Affinity | None, *, now: float) -> int:
@@ -75,13 +81,16 @@ def best_claim(
     that the SQL backends' `next_queued` queries implement."""
     allowed = [j for j in queued if under_limit(j, running.get(j.owner or "", 0))]
     window = heapq.nsmallest(CLAIM_WINDOW, allowed, key=plain_order)
+    if affinity is not None and not affinity.may_switch:
+        window = [job for job in window if affinity_tier(job, affinity, now=now) == 0]
     return min(window, key=lambda job: claim_rank(job, affinity, now=now), default=None)
 
 
 def claim_params(affinity: Affinity | None, *, now: float) -> dict[str, Any]:
     """The parameters of the SQL stores' `next_queued`, for `affinity` at `now`: the sets as
-    sorted lists (each store encodes them its way) and the time before which a job counts as
-    overdue (+inf without affinity, which makes every job tier 0: the plain order)."""
+    sorted lists (each store encodes them its way), the time before which a job counts as
+    overdue (+inf without affinity, which makes every job tier 0: the plain order) and the
+    highest tier the claim may take."""
     if affinity is None:
         overdue_before = math.inf
     elif affinity.max_delay_s is None:
@@ -95,4 +104,5 @@ def claim_params(affinity: Affinity | None, *, now: float) -> dict[str, Any]:
         "overdue_before": overdue_before,
         "loaded": loaded,
         "on_disk": on_disk,
+        "max_tier": 2 if affinity is None or affinity.may_switch else 0,
     }

@@ -105,8 +105,9 @@ FROM (SELECT status, priority, queued_at, seq FROM jobs WHERE id = :id) AS me;
 -- The claim, as `_routing.best_claim` decides it: among the first :window claimable jobs in
 -- queue order (a job whose key already runs `max_running` jobs is not claimable), the first by
 -- priority, then affinity tier (0: needs no model, waited past :overdue_before, or shares one
--- with :loaded; 1: shares one with :on_disk; 2: the rest), then age. :loaded and :on_disk are
--- JSON arrays; running jobs are few, so counting them per key is cheap.
+-- with :loaded; 1: shares one with :on_disk; 2: the rest), then age; none of a tier above
+-- :max_tier is taken. :loaded and :on_disk are JSON arrays; running jobs are few, so counting
+-- them per key is cheap.
 WITH running AS (
     SELECT owner, count(*) AS n FROM jobs
     WHERE status = 'running' AND owner IS NOT NULL
@@ -118,21 +119,24 @@ WITH running AS (
             OR coalesce(running.n, 0) < jobs.max_running)
     ORDER BY jobs.priority DESC, jobs.queued_at, jobs.seq
     LIMIT :window
+), ranked AS (
+    SELECT c.seq,
+        CASE
+            WHEN c.models = '[]' OR c.queued_at <= :overdue_before OR EXISTS (
+                SELECT 1 FROM json_each(c.models) AS m
+                WHERE m.value IN (SELECT value FROM json_each(:loaded))
+            ) THEN 0
+            WHEN EXISTS (
+                SELECT 1 FROM json_each(c.models) AS m
+                WHERE m.value IN (SELECT value FROM json_each(:on_disk))
+            ) THEN 1
+            ELSE 2
+        END AS tier
+    FROM candidates AS c
 )
-SELECT * FROM candidates AS c
-ORDER BY c.priority DESC,
-    CASE
-        WHEN c.models = '[]' OR c.queued_at <= :overdue_before OR EXISTS (
-            SELECT 1 FROM json_each(c.models) AS m
-            WHERE m.value IN (SELECT value FROM json_each(:loaded))
-        ) THEN 0
-        WHEN EXISTS (
-            SELECT 1 FROM json_each(c.models) AS m
-            WHERE m.value IN (SELECT value FROM json_each(:on_disk))
-        ) THEN 1
-        ELSE 2
-    END,
-    c.queued_at, c.seq
+SELECT c.* FROM candidates AS c JOIN ranked ON ranked.seq = c.seq
+WHERE ranked.tier <= :max_tier
+ORDER BY c.priority DESC, ranked.tier, c.queued_at, c.seq
 LIMIT 1;
 
 -- name: extend_lease

@@ -167,7 +167,7 @@ SELECT * FROM jobs WHERE id = ANY(%(ids)s::text[]) ORDER BY id FOR UPDATE;
 -- claimable jobs in queue order (a job whose key already runs `max_running` jobs, or whose key
 -- is `excluded`, is not claimable), the first by priority, then affinity tier (0: needs no
 -- model, waited past `overdue_before`, or shares one with `loaded`; 1: shares one with
--- `on_disk`; 2: the rest), then age.
+-- `on_disk`; 2: the rest), then age; none of a tier above `max_tier` is taken.
 --
 -- Written so that the plan does not depend on the table's statistics (a new database has
 -- none, and the queue's churn outruns them): the window is a walk of `jobs_claim` in its own
@@ -198,7 +198,7 @@ WITH candidates AS (
     FROM candidates
 )
 SELECT jobs.* FROM ranked JOIN jobs ON jobs.seq = ranked.seq
-WHERE jobs.status = 'queued'
+WHERE jobs.status = 'queued' AND ranked.tier <= %(max_tier)s
 ORDER BY ranked.priority DESC, ranked.tier, ranked.queued_at, ranked.seq
 LIMIT %(count)s
 FOR UPDATE OF jobs SKIP LOCKED;
