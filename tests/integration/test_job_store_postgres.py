@@ -17,6 +17,7 @@ import pytest
 from comfyfleet.config import load_settings
 from comfyfleet.db import load_queries
 from comfyfleet.jobs import (
+    JobNotFound,
     JobOutput,
     JobStatus,
     JobStore,
@@ -25,6 +26,7 @@ from comfyfleet.jobs import (
     PostgresJobStore,
     QueueSignal,
     open_store,
+    publish_all,
 )
 from comfyfleet.roles import open_backends
 from comfyfleet.workspace import Workspace
@@ -111,6 +113,27 @@ def test_a_call_postgresql_refuses_fails_alone_in_its_batch(store: JobStore) -> 
     assert isinstance(bad, psycopg.errors.NumericValueOutOfRange)
     assert isinstance(good_1, tuple) and isinstance(good_2, tuple)
     assert run(store.count(JobStatus.QUEUED)) == 2
+
+
+def test_a_batch_of_events_is_all_or_none_and_keeps_each_jobs_order(store: JobStore) -> None:
+    async def scenario() -> None:
+        await store.enqueue(job("a"))
+        await store.enqueue(job("b"))
+        before = await store.latest_event_seq()
+        with pytest.raises(JobNotFound, match="'a, gone'"):
+            await publish_all(store, [("a", "executed", {}), ("gone", "executed", {})])
+        assert await store.events_since(before) == []  # nothing of the refused batch
+        # Batches at once, for the same jobs in opposite orders: neither waits for the other in
+        # a circle, and each job's events keep the order they were published in.
+        first = [("a", "progress", {"n": n}) for n in range(5)] + [("b", "progress", {"n": 0})]
+        second = [("b", "progress", {"n": n}) for n in range(1, 5)] + [("a", "executed", {})]
+        await asyncio.gather(publish_all(store, first), publish_all(store, second))
+        events = await store.events_since(before)
+        a = [e.data.get("n", "end") for e in events if e.job_id == "a"]
+        b = [e.data["n"] for e in events if e.job_id == "b"]
+        assert a == [0, 1, 2, 3, 4, "end"] and b == [0, 1, 2, 3, 4]
+
+    run(scenario())
 
 
 def test_an_enqueue_is_on_disk_when_acknowledged(postgres: str) -> None:

@@ -149,6 +149,22 @@ INSERT INTO job_events (job_id, kind, data, at)
 SELECT id, %(kind)s, %(data)s, %(at)s FROM job
 RETURNING seq;
 
+-- name: lock_event_jobs
+-- `insert_events` first takes the row locks of every job it writes events for, as
+-- `insert_event` does for one, and in id order, so two batches never wait for each other in a
+-- circle.
+SELECT id FROM jobs WHERE id = ANY(%(job_ids)s::text[]) ORDER BY id FOR UPDATE;
+
+-- name: insert_events
+-- Several events in one statement, their seqs in the given order (`ord`). A job that does not
+-- exist fails the foreign key, and with it the whole batch.
+INSERT INTO job_events (job_id, kind, data, at)
+SELECT e.job_id, e.kind, e.data, %(at)s
+FROM unnest(%(job_ids)s::text[], %(kinds)s::text[], %(datas)s::text[])
+    WITH ORDINALITY AS e (job_id, kind, data, ord)
+ORDER BY e.ord
+RETURNING seq;
+
 -- name: get_job
 SELECT * FROM jobs WHERE id = %(id)s;
 
