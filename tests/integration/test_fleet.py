@@ -58,7 +58,9 @@ def test_two_instances_work_survive_a_kill_and_leave_nothing_behind(ws: Path) ->
     for n, instance in enumerate(before):
         files = _run_graphs(instance["port"], seed=n + int(time.time()))
         assert (ws / "output" / "it" / files[0]).is_file()
-
+    # Killed once its probes show it idle again (on a loaded machine the last probe may still
+    # say busy), so the events below name the one state it was killed in.
+    wait_for(lambda: status(ws)["instances"][0]["state"] == "ready", 60, "instance 0 idle")
     os.kill(before[0]["pid"], signal.SIGKILL)
 
     def back_ready() -> bool:

@@ -263,6 +263,25 @@ def test_waiting_follows_the_events_then_downloads_and_checks_each_file() -> Non
         Played(_jobs.wait("j1", RETRIES, deadline=None), bad)
 
 
+def test_run_follows_its_job_from_the_first_event_even_when_it_ends_at_once() -> None:
+    """The job ends before the wait begins: a read first would find it over and emit nothing,
+    and the caller's `on_progress` would never hear of the job it asked to run."""
+    graph = {"1": {"class_type": "X", "inputs": {}}}
+    answers = [
+        reply(202, job("queued")),
+        reply(200),  # the events, from the first: the job had already ended
+        *sse("status", 1, {"status": "queued"}),
+        *sse("executed", 2, {"node": "1"}),
+        *sse("status", 3, {"status": "succeeded"}),
+        reply(200, job("succeeded")),
+    ]
+    played = Played(_jobs.run(Target(None, graph), None, {}, RETRIES, deadline=None), answers)
+    assert [e.type for e in played.emitted] == ["status", "executed", "status"]
+    assert [r.url for r in played.requests] == ["/v1/jobs", "/v1/jobs/j1/events", "/v1/jobs/j1"]
+    assert "Last-Event-ID" not in played.requests[1].headers
+    assert played.value.texts == []
+
+
 def test_listing_jobs_reads_every_page() -> None:
     pages = [
         reply(200, {"jobs": [job("queued"), {**job("failed"), "id": "j0"}], "next_cursor": "c1"}),

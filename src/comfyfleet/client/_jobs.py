@@ -168,11 +168,16 @@ def follow(
 
 
 def wait(
-    job_id: str, retries: Retries, *, deadline: float | None, download_outputs: bool = True
+    job_id: str,
+    retries: Retries,
+    *,
+    deadline: float | None,
+    download_outputs: bool = True,
+    known: JobRecord | None = None,
 ) -> Plan[Result]:
     """Emits the job's events until it ends; its result, or :class:`JobFailed` /
-    :class:`JobCancelled`."""
-    record = yield from read_job(job_id, retries)
+    :class:`JobCancelled`. `known` is the job as just read (no need to read it again)."""
+    record = known if known is not None else (yield from read_job(job_id, retries))
     while not record.finished:
         yield from follow(job_id, retries, deadline=deadline)
         record = yield from read_job(job_id, retries)
@@ -188,12 +193,14 @@ def run(
     deadline: float | None,
     download_outputs: bool = True,
 ) -> Plan[Result]:
-    """Submit (one idempotency key for every try), then wait."""
+    """Submit (one idempotency key for every try), then wait. The caller's `on_progress` was
+    there before the job: it gets every event, from the first, even those of a job that ends
+    before the wait begins (a read first would find it ended and follow nothing)."""
     record = yield from submit(target, params, options, retries, new_idempotency_key())
-    if not record.finished:
-        plan = wait(record.id, retries, deadline=deadline, download_outputs=download_outputs)
-        return (yield from plan)
-    return (yield from result(record, retries, download_outputs))
+    plan = wait(
+        record.id, retries, deadline=deadline, download_outputs=download_outputs, known=record
+    )
+    return (yield from plan)
 
 
 def result(record: JobRecord, retries: Retries, download_outputs: bool) -> Plan[Result]:
