@@ -700,6 +700,43 @@ def test_wait_events_returns_at_once_or_empty_after_the_timeout(store: JobStore)
     run(scenario())
 
 
+def test_wait_end_reads_the_job_on_its_status_events_only(store: JobStore) -> None:
+    """A synchronous submit waits here while the job reports progress: only a status event
+    (on PostgreSQL, its notification from whichever process wrote it) makes it read again."""
+
+    async def scenario() -> None:
+        await fill(store, 2)
+        claimed = await store.claim("w", lease_s=30)
+        assert claimed is not None
+        reads: list[str] = []
+        real_get = store.get
+
+        async def counted(job_id: str) -> Job:
+            reads.append(job_id)
+            return await real_get(job_id)
+
+        store.get = counted  # type: ignore[method-assign]
+        waiter = asyncio.create_task(store.wait_end(claimed.id, timeout=5))
+        await asyncio.sleep(0.05)
+        assert not waiter.done() and reads == [claimed.id]
+        for n in range(5):
+            await store.publish(claimed.id, "progress", {"value": n})
+        await store.publish("job-001", "status", {"status": "note"})  # another job's status
+        await asyncio.sleep(0.1)
+        assert not waiter.done() and reads == [claimed.id]
+        await store.complete(claimed.id, "w", [])
+        ended = await asyncio.wait_for(waiter, 2)
+        assert ended.status == JobStatus.SUCCEEDED and reads == [claimed.id] * 2
+        started = time.monotonic()
+        assert (await store.wait_end(claimed.id, timeout=5)).status == JobStatus.SUCCEEDED
+        assert time.monotonic() - started < 0.5  # ended already: at once
+        assert (await store.wait_end("job-001", timeout=0.05)).status == JobStatus.QUEUED
+        with pytest.raises(JobNotFound):
+            await store.wait_end("nope", timeout=0.01)
+
+    run(scenario())
+
+
 def test_close_wakes_waiters_and_refuses_calls(store: JobStore) -> None:
     async def scenario() -> None:
         await fill(store, 1)

@@ -23,12 +23,10 @@ from comfyfleet.gateway._submit import check_size, new_job
 from comfyfleet.gateway._tenancy import Caller, media_for
 from comfyfleet.gateway._views import job_view
 from comfyfleet.jobs import (
-    TERMINAL,
     FreeText,
     GraphError,
     Job,
     JobConflict,
-    JobEvent,
     JobNotFound,
     JobStatus,
     NewJob,
@@ -208,27 +206,7 @@ async def enqueue_job(service: Service, new: NewJob) -> tuple[Job, bool]:
 
 
 async def wait_for_end(service: Service, job_id: str, seconds: float) -> Job:
-    deadline = time.monotonic() + seconds
-    after = 0
-    job = await service.store.get(job_id)
-    while job.status not in TERMINAL and time.monotonic() < deadline:
-        events = await service.store.wait_events(
-            job_id, after=after, timeout=deadline - time.monotonic()
-        )
-        if events:
-            after = events[-1].seq
-        # Reading the job decodes all of it: only when its status event says it ended (or a
-        # wait ran out: another process may have ended it unannounced).
-        if not events or any(_ends(event) for event in events):
-            job = await service.store.get(job_id)
-    return job
-
-
-def _ends(event: JobEvent) -> bool:
-    return event.kind == "status" and event.data.get("status") in _TERMINAL_NAMES
-
-
-_TERMINAL_NAMES = frozenset(str(status) for status in TERMINAL)
+    return await service.store.wait_end(job_id, timeout=seconds)
 
 
 async def job_answer(service: Service, job: Job, inline: bool = False) -> dict[str, Any]:

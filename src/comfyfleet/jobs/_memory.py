@@ -34,7 +34,12 @@ from comfyfleet.jobs._options import JobOptions
 from comfyfleet.jobs._outputs import JobOutput, outputs_from_json, outputs_to_json
 from comfyfleet.jobs._progress import JobProgress
 from comfyfleet.jobs._routing import Affinity, best_claim, plain_order
-from comfyfleet.jobs._store import EventWaiters, wait_for_any_events, wait_for_events
+from comfyfleet.jobs._store import (
+    EventWaiters,
+    wait_for_any_events,
+    wait_for_end,
+    wait_for_events,
+)
 
 
 class MemoryJobStore(MemoryRetention):
@@ -282,6 +287,9 @@ class MemoryJobStore(MemoryRetention):
     async def wait_events(self, job_id: str, *, after: int, timeout: float) -> list[JobEvent]:
         return await wait_for_events(self, self._waiters, job_id, after=after, timeout=timeout)
 
+    async def wait_end(self, job_id: str, *, timeout: float) -> Job:
+        return await wait_for_end(self, self._waiters, job_id, timeout=timeout)
+
     async def close(self) -> None:
         self._closed = True
         self._waiters.close()
@@ -340,7 +348,7 @@ class MemoryJobStore(MemoryRetention):
             seq=self._event_seq, job_id=job_id, kind=kind, data=_json_copy(data), at=at
         )
         self._events.setdefault(job_id, []).append(event)
-        self._waiters.notify(job_id)
+        self._waiters.notify(job_id, kind)
         return replace(event, data=_json_copy(data))
 
 

@@ -1,6 +1,7 @@
 """The PostgreSQL store's ear: LISTEN on one connection, and wake whoever waits in this process.
 
-Triggers (migration 0001) send `comfyfleet_events` with a job id whenever that job gets an event,
+Triggers send `comfyfleet_events` whenever a job gets an event ('s' for a status event, else 'e',
+then the job id: migration 0008),
 and `comfyfleet_queued` whenever a job becomes claimable, from any process that writes to the
 database. Event streams (`wait_events`) and dispatchers wake on them instead of polling, which is
 what makes a job enqueued through a gateway on one machine start at once on another.
@@ -31,14 +32,15 @@ RETRY_MAX_S = 5.0
 
 
 class Listener:
-    """Runs from :meth:`start` until :meth:`close`. `on_event(job_id)` and `on_queued()` are
-    called on the event loop; `on_lost()` after a reconnection (notifications may be missing)."""
+    """Runs from :meth:`start` until :meth:`close`. `on_event(job_id, kind)` (kind "status", or
+    "event" for any other) and `on_queued()` are called on the event loop; `on_lost()` after a
+    reconnection (notifications may be missing)."""
 
     def __init__(
         self,
         url: str,
         *,
-        on_event: Callable[[str], None],
+        on_event: Callable[[str, str | None], None],
         on_queued: Callable[[], None],
         on_lost: Callable[[], None],
     ) -> None:
@@ -96,7 +98,8 @@ class Listener:
         assert self._conn is not None
         async for note in self._conn.notifies():
             if note.channel == EVENTS:
-                self._on_event(note.payload)
+                flag, job_id = note.payload[:1], note.payload[1:]
+                self._on_event(job_id, "status" if flag == "s" else "event")
             else:
                 self._on_queued()
 

@@ -63,7 +63,7 @@ from comfyfleet.jobs._postgres_writes import (
 from comfyfleet.jobs._progress import JobProgress
 from comfyfleet.jobs._routing import Affinity
 from comfyfleet.jobs._rows import clock, dump, ending_from_row, job_from_row
-from comfyfleet.jobs._store import EventWaiters
+from comfyfleet.jobs._store import EventWaiters, wait_for_end
 
 JOBS_SQL = "comfyfleet.jobs"
 """The package whose `sql/` folders hold the job store's schema and queries."""
@@ -130,6 +130,10 @@ class PostgresJobStore(PostgresWrites, PostgresEventLog, PostgresRetention):
         if job is None:
             raise JobNotFound(job_id)
         return job
+
+    async def wait_end(self, job_id: str, *, timeout: float) -> Job:
+        """Woken by the notification of any process's status event for the job."""
+        return await wait_for_end(self, self._waiters, job_id, timeout=timeout)
 
     async def list_jobs(
         self,

@@ -53,6 +53,7 @@ from comfyfleet.jobs._store import (
     EventWaiters,
     Publication,
     wait_for_any_events,
+    wait_for_end,
     wait_for_events,
 )
 
@@ -69,7 +70,7 @@ class SqliteJobStore(SqliteRetention):
         self.path = path
         self.migrated: list[int] = []
         self._waiters = EventWaiters()
-        self._changed: list[str] = []  # jobs with events in the open transaction
+        self._changed: list[tuple[str, str]] = []  # (job, kind) of the open transaction's events
 
     @classmethod
     def open(cls, path: Path) -> SqliteJobStore:
@@ -317,6 +318,9 @@ class SqliteJobStore(SqliteRetention):
     async def wait_events(self, job_id: str, *, after: int, timeout: float) -> list[JobEvent]:
         return await wait_for_events(self, self._waiters, job_id, after=after, timeout=timeout)
 
+    async def wait_end(self, job_id: str, *, timeout: float) -> Job:
+        return await wait_for_end(self, self._waiters, job_id, timeout=timeout)
+
     async def close(self) -> None:
         self._waiters.close()
         if self._conn is not None:
@@ -339,8 +343,8 @@ class SqliteJobStore(SqliteRetention):
             self._changed.clear()
             raise
         changed, self._changed = self._changed, []
-        for job_id in changed:
-            self._waiters.notify(job_id)
+        for job_id, kind in changed:
+            self._waiters.notify(job_id, kind)
 
     def _change_held(
         self,
@@ -379,7 +383,7 @@ class SqliteJobStore(SqliteRetention):
         params = {"job_id": job_id, "kind": kind, "data": encoded, "at": at}
         seq = self._db().execute(self._q["insert_event"], params).lastrowid
         assert seq is not None
-        self._changed.append(job_id)
+        self._changed.append((job_id, kind))
         return JobEvent(seq=seq, job_id=job_id, kind=kind, data=_load(encoded), at=at)
 
 

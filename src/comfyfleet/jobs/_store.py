@@ -199,6 +199,12 @@ class JobStore(Protocol):
         share one); an event another process wrote to a shared SQLite file shows at the end."""
         ...
 
+    async def wait_end(self, job_id: str, *, timeout: float) -> Job:
+        """The job once it has ended, or as it is when `timeout` seconds have passed; JobNotFound
+        if there is no such job. Wakes only on the job's `status` events, not on each of its
+        progress events (a synchronous submit waits here: on PostgreSQL every wake is a read)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -246,6 +252,14 @@ ANY_JOB = "*"
 """The key under which `EventWaiters` wakes whoever waits for an event of any job (no job id
 holds a '*')."""
 
+WaitKey = str | tuple[str, str]
+"""A job id, ANY_JOB, or `status_key(job_id)`."""
+
+
+def status_key(job_id: str) -> tuple[str, str]:
+    """The key under which `EventWaiters` wakes whoever waits only for a job's status events."""
+    return ("status", job_id)
+
 
 class EventWaiters:
     """Wakes the coroutines waiting for a job's next event, in this process only.
@@ -256,28 +270,32 @@ class EventWaiters:
     """
 
     def __init__(self) -> None:
-        self._events: dict[str, asyncio.Event] = {}
-        self._waiting: dict[str, int] = {}
+        self._events: dict[WaitKey, asyncio.Event] = {}
+        self._waiting: dict[WaitKey, int] = {}
         self.closed = False
 
     @contextmanager
-    def watch(self, job_id: str) -> Iterator[asyncio.Event]:
+    def watch(self, key: WaitKey) -> Iterator[asyncio.Event]:
         """Register before looking for events, so that none can slip in between."""
-        event = self._events.setdefault(job_id, asyncio.Event())
+        event = self._events.setdefault(key, asyncio.Event())
         if self.closed:
             event.set()
-        self._waiting[job_id] = self._waiting.get(job_id, 0) + 1
+        self._waiting[key] = self._waiting.get(key, 0) + 1
         try:
             yield event
         finally:
-            left = self._waiting.pop(job_id) - 1
+            left = self._waiting.pop(key) - 1
             if left:
-                self._waiting[job_id] = left
+                self._waiting[key] = left
             else:
-                self._events.pop(job_id, None)
+                self._events.pop(key, None)
 
-    def notify(self, job_id: str) -> None:
-        for key in (job_id, ANY_JOB):
+    def notify(self, job_id: str, kind: str | None = None) -> None:
+        """`job_id` has a new event of `kind` (None: unknown, which may be a status)."""
+        keys: tuple[WaitKey, ...] = (job_id, ANY_JOB)
+        if kind is None or kind == "status":
+            keys = (*keys, status_key(job_id))
+        for key in keys:
             event = self._events.pop(key, None)
             if event is not None:
                 event.set()
@@ -319,9 +337,35 @@ async def wait_for_any_events(
     return await _wait(waiters, ANY_JOB, lambda: store.events_since(after, limit=limit), timeout)
 
 
+class JobReader(Protocol):
+    """What `wait_for_end` reads: a store's `get`."""
+
+    async def get(self, job_id: str) -> Job: ...
+
+
+async def wait_for_end(
+    store: JobReader, waiters: EventWaiters, job_id: str, *, timeout: float
+) -> Job:
+    """`wait_end` for any backend that publishes through `waiters`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        with waiters.watch(status_key(job_id)) as changed:
+            job = await store.get(job_id)
+            remaining = deadline - loop.time()
+            if job.terminal or remaining <= 0 or waiters.closed:
+                return job
+            try:
+                async with asyncio.timeout(remaining):
+                    await changed.wait()
+            except TimeoutError:
+                # A last look: another process sharing the store may have ended it meanwhile.
+                return await store.get(job_id)
+
+
 async def _wait(
     waiters: EventWaiters,
-    key: str,
+    key: WaitKey,
     look: Callable[[], Awaitable[list[JobEvent]]],
     timeout: float,
 ) -> list[JobEvent]:
