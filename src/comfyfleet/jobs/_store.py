@@ -264,9 +264,10 @@ def status_key(job_id: str) -> tuple[str, str]:
 class EventWaiters:
     """Wakes the coroutines waiting for a job's next event, in this process only.
 
-    One asyncio.Event per job with waiters: publishing sets it and drops it, so the next waiter
-    gets a fresh one. A backend shared between processes (SQLite) does not see the other's
-    publishes here; it re-reads once when the wait times out.
+    One asyncio.Event per key with waiters (a job, any job, or only a job's status events):
+    publishing sets it and drops it, so the next waiter gets a fresh one. A backend shared
+    between processes (SQLite) does not see the other's publishes here; it re-reads once when
+    the wait times out.
     """
 
     def __init__(self) -> None:
