@@ -229,7 +229,7 @@ class ComfyEvents:
         return Connected()
 
     async def _backoff(self, delay: float) -> None:
-        """`sleep(delay)`, cut short by `retry_now`."""
+        """`sleep(delay)`, cut short by `reconnect`."""
         self._wake.clear()
         sleeping = asyncio.ensure_future(self._sleep(delay))
         woken = asyncio.ensure_future(self._wake.wait())
