@@ -14,7 +14,7 @@ from comfyfleet.comfy._errors import (
 )
 from comfyfleet.comfy._graphs import sample_graph
 from comfyfleet.comfy._ids import new_prompt_id
-from comfyfleet.comfy._results import OutputFile, PromptResult
+from comfyfleet.comfy._results import OutputFile, PromptResult, output_items
 from comfyfleet.comfy._ws import (
     ComfyEvents,
     ComfyMessage,
@@ -45,5 +45,6 @@ __all__ = [
     "StreamItem",
     "WebSocketLike",
     "new_prompt_id",
+    "output_items",
     "sample_graph",
 ]

@@ -3,6 +3,7 @@ read from a `/history` entry (a prompt that ended in error raises instead)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,25 +36,31 @@ class PromptResult:
         Nodes put files under whatever key they like ("images", "gifs", "audio", "3d", ...);
         an item is a file when it carries a filename and a type, which is what /view needs.
         """
-        found: list[OutputFile] = []
-        for node_id, node_output in self.outputs.items():
-            if not isinstance(node_output, dict):
-                continue
-            for kind, items in node_output.items():
-                if not isinstance(items, list):
-                    continue
+        return [
+            OutputFile(
+                node_id=node_id,
+                filename=str(item["filename"]),
+                subfolder=str(item.get("subfolder") or ""),
+                type=str(item["type"]),
+                kind=kind,
+            )
+            for node_id, kind, item in output_items(self.outputs)
+            if isinstance(item, dict) and "filename" in item and "type" in item
+        ]
+
+
+def output_items(outputs: Any) -> Iterator[tuple[str, str, Any]]:
+    """(node id, output key, item) for every item of every list in a history entry's
+    `outputs`, skipping what is not shaped as ComfyUI writes it."""
+    if not isinstance(outputs, dict):
+        return
+    for node_id, node_output in outputs.items():
+        if not isinstance(node_output, dict):
+            continue
+        for kind, items in node_output.items():
+            if isinstance(items, list):
                 for item in items:
-                    if isinstance(item, dict) and "filename" in item and "type" in item:
-                        found.append(
-                            OutputFile(
-                                node_id=str(node_id),
-                                filename=str(item["filename"]),
-                                subfolder=str(item.get("subfolder") or ""),
-                                type=str(item["type"]),
-                                kind=str(kind),
-                            )
-                        )
-        return found
+                    yield str(node_id), str(kind), item
 
 
 def history_result(prompt_id: str, entry: dict[str, Any]) -> PromptResult:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import quote
 
+from comfyfleet.comfy import output_items
+
 _FILE_KEYS = frozenset({"filename", "type"})
 
 
@@ -101,17 +103,11 @@ def outputs_from_history(job_id: str, entry: dict[str, Any]) -> list[JobOutput]:
     Files written under the job's own prefix are addressed by `/v1/outputs/{job}/{path}`.
     """
     found: list[JobOutput] = []
-    for node_id, output in (entry.get("outputs") or {}).items():
-        if not isinstance(output, dict):
-            continue
-        for kind, items in output.items():
-            if not isinstance(items, list):
-                continue
-            for item in items:
-                if isinstance(item, dict) and _FILE_KEYS <= set(item):
-                    found.append(_file(job_id, str(node_id), kind, item))
-                elif isinstance(item, str) and kind == "text":
-                    found.append(JobOutput(node_id=str(node_id), kind="text", text=item))
+    for node_id, kind, item in output_items(entry.get("outputs")):
+        if isinstance(item, dict) and _FILE_KEYS <= set(item):
+            found.append(_file(job_id, node_id, kind, item))
+        elif isinstance(item, str) and kind == "text":
+            found.append(JobOutput(node_id=node_id, kind="text", text=item))
     return found
 
 
