@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tests.comfyui_env import installed_workspace, workspace_sharing
 from tests.integration.serve import Server, model_free_graph, serve_config, sleep_graph
 
-from overhead import Direct, _empty
+from direct_client import Direct
+from overhead import _empty
 
 
 async def latency(server: Server, direct_url: str, n: int) -> None:
