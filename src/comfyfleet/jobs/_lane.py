@@ -181,10 +181,8 @@ class Lane:
     async def _fill(self) -> int:
         submitted = 0
         while self.free_slots() > 0:
-            if self._claiming:
-                # One claim at a time per lane, so that each sees what the one before put in
-                # the pipeline (`holding`); the fill that claims goes on to the next slot.
-                break
+            if self._claiming:  # one claim at a time: each sees the one before (`holding`),
+                break  # and the fill that claims goes on to the next slot
             emptier = self._emptier_peer()
             if emptier is not None:
                 # A job claimed now would queue behind ours while that instance idles: it
